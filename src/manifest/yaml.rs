@@ -79,10 +79,81 @@ fn line_col(l: &serde_saphyr::Location) -> (u32, Option<u32>) {
     (c(l.line()), Some(c(l.column())).filter(|c| *c > 0))
 }
 
+/// The most nodes a manifest may hold once its aliases are expanded (the parse budget).
+pub const MAX_EXPANDED_NODES: u64 = 1_000_000;
+
+/// The parse budget: walks the parser's events (no value is built) and counts the nodes the
+/// document would have with every alias expanded, refusing it past [`MAX_EXPANDED_NODES`].
+/// A "billion laughs" document is refused here, whatever the schema would say about it.
+/// Syntax errors are left to the real parse, which words them better.
+fn check_alias_budget(text: &str) -> Result<(), (u32, Option<u32>, String)> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+    let mut sizes: HashMap<usize, u64> = HashMap::new();
+    let mut stack: Vec<(usize, u64)> = Vec::new();
+    let mut total: u64 = 0;
+    for item in Parser::new_from_str(text) {
+        let Ok((ev, span)) = item else {
+            return Ok(());
+        };
+        let (added, alias) = match ev {
+            Event::Scalar(_, _, anchor, _) => {
+                if anchor > 0 {
+                    sizes.insert(anchor, 1);
+                }
+                (1, false)
+            }
+            Event::Alias(id) => (sizes.get(&id).copied().unwrap_or(1), true),
+            Event::SequenceStart(_, anchor, _) | Event::MappingStart(_, anchor, _) => {
+                stack.push((anchor, 1));
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some((anchor, n)) = stack.pop() else {
+                    continue;
+                };
+                if anchor > 0 {
+                    sizes.insert(anchor, n);
+                }
+                (n, false)
+            }
+            _ => continue,
+        };
+        let acc = match stack.last_mut() {
+            Some(top) => &mut top.1,
+            None => &mut total,
+        };
+        *acc = acc.saturating_add(added);
+        if *acc > MAX_EXPANDED_NODES {
+            let line = u32::try_from(span.start.line()).unwrap_or(u32::MAX);
+            let col = u32::try_from(span.start.col() + 1).ok();
+            let why = if alias {
+                "this alias expands"
+            } else {
+                "the manifest expands"
+            };
+            return Err((
+                line,
+                col,
+                format!(
+                    "refused by the parse budget: {why} the document beyond {MAX_EXPANDED_NODES} \
+                     nodes (an alias bomb?); write the lists out, or put long lists in a \
+                     rooms_file or clients_file"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The parser's message without the location it appends (we print our own prefix).
 fn parser_message(e: &serde_saphyr::Error) -> String {
     let text = e.without_snippet().to_string();
-    let text = text.lines().next().unwrap_or_default().trim().to_string();
+    let text = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     match text.rfind(" at line ") {
         Some(i) if text[i..].contains("column") => text[..i].to_string(),
         _ => text,
@@ -140,6 +211,10 @@ pub(crate) fn load_yaml(path: &Path, hasher: &mut Sha256) -> Result<Parsed, Mani
             None,
             "the file is empty: a YAML manifest starts with `version: 1` and lists `ops`",
         );
+        return Err(errs);
+    }
+    if let Err((line, col, m)) = check_alias_budget(text) {
+        errs.at(path, line.max(1), col, m);
         return Err(errs);
     }
     let doc: Doc = match serde_saphyr::from_str_with_options(text, options()) {
@@ -706,16 +781,33 @@ ops:
         assert!(e.contains("D/m.yaml:5:12: settings.timeout"), "{e}");
     }
 
-    #[test]
-    fn alias_bomb_is_refused() {
-        let mut y = String::from("version: 1\nname: &a0 [lol]\n");
-        for i in 1..10 {
+    fn bomb(levels: usize) -> String {
+        let mut y = String::from("version: 1\nops:\n  - action: freeze\n    rooms: &a0 [");
+        y.push_str(&vec!["lol"; 10].join(", "));
+        y.push_str("]\n");
+        for i in 1..levels {
             let prev = format!("*a{}", i - 1);
-            y.push_str(&format!("x{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+            y.push_str(&format!(
+                "  - action: freeze\n    rooms: &a{i} [{}]\n",
+                vec![prev; 10].join(", ")
+            ));
         }
-        y.push_str("ops: []\n");
-        let e = err(&y);
-        assert!(e.starts_with("D/m.yaml:"), "{e}");
+        y
+    }
+
+    #[test]
+    fn alias_bomb_is_refused_by_the_budget() {
+        // 10^9 nodes once expanded; refused at the alias that passes the budget.
+        let e = err(&bomb(9));
+        assert!(
+            e.starts_with("D/m.yaml:14:") && e.contains("refused by the parse budget"),
+            "{e}"
+        );
+        // A small, legitimate use of aliases is fine for the budget (the schema then
+        // rejects the nested list, which is a different message).
+        let e = err(&bomb(2));
+        assert!(!e.contains("parse budget"), "{e}");
+        assert!(check_alias_budget("a: &x [1, 2]\nb: *x\nc: *x\n").is_ok());
     }
 
     #[test]
