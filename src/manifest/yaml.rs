@@ -251,11 +251,15 @@ struct Hashed<'h> {
 /// An id and where it came from.
 type Ids = Vec<(Box<str>, Location)>;
 
+/// An included file's index in `sources` and its `(id, line)` entries.
+type IdList = (u32, Vec<(Box<str>, u32)>);
+
 /// State shared while interpreting one manifest: the included files.
 struct Includes {
     base: PathBuf,
     sources: Vec<PathBuf>,
-    lists: HashMap<(PathBuf, &'static str), (u32, Vec<(Box<str>, u32)>)>,
+    /// Per (file, column): its index in `sources` and its `(id, line)` entries.
+    lists: HashMap<(PathBuf, &'static str), IdList>,
 }
 
 fn interpret(
@@ -783,7 +787,7 @@ ops:
 
     fn bomb(levels: usize) -> String {
         let mut y = String::from("version: 1\nops:\n  - action: freeze\n    rooms: &a0 [");
-        y.push_str(&vec!["lol"; 10].join(", "));
+        y.push_str(&["lol"; 10].join(", "));
         y.push_str("]\n");
         for i in 1..levels {
             let prev = format!("*a{}", i - 1);
