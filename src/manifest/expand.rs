@@ -47,12 +47,14 @@ pub(crate) fn finish(
     }
     dups.sort_unstable();
     for (d, f) in &dups {
-        warnings.push(format!(
-            "{} repeats {}: {} (runs once)",
-            place(ops[*d as usize].source),
-            place(ops[*f as usize].source),
-            ops[*d as usize].op
-        ));
+        warnings.push_with(|| {
+            format!(
+                "{} repeats {}: {} (runs once)",
+                place(ops[*d as usize].source),
+                place(ops[*f as usize].source),
+                ops[*d as usize].op
+            )
+        });
     }
 
     // Conflicts: group the remaining ops by target, in manifest order within a group.

@@ -258,9 +258,14 @@ pub(crate) struct Warnings {
 
 impl Warnings {
     pub fn push(&mut self, w: String) {
+        self.push_with(|| w);
+    }
+
+    /// Counts a warning, formatting it only when it will be kept.
+    pub fn push_with(&mut self, w: impl FnOnce() -> String) {
         self.total += 1;
         if self.list.len() < MAX_WARNINGS {
-            self.list.push(w);
+            self.list.push(w());
         }
     }
 
