@@ -27,16 +27,14 @@ pub(crate) fn finish(
     };
     let place = |l: Location| describe(sources, l);
 
-    // Duplicates: sort indices by op, then by position; the first of each run is kept.
+    // Candidates: ops identical to an earlier one (indices sorted by op, then position).
     let mut idx: Vec<u32> = (0..n as u32).collect();
     idx.sort_unstable_by(|&a, &b| ops[a as usize].op.cmp(&ops[b as usize].op).then(a.cmp(&b)));
-    let mut keep = vec![true; n];
     let mut dups: Vec<(u32, u32)> = Vec::new();
     for w in idx.windows(2) {
         let (a, b) = (w[0] as usize, w[1] as usize);
         if ops[a].op == ops[b].op {
-            keep[b] = false;
-            // `a` may itself be a duplicate: report against the first of the run.
+            // `a` may itself repeat an earlier op: report against the first of the run.
             let first = dups
                 .last()
                 .filter(|(d, _)| *d as usize == a)
@@ -45,6 +43,34 @@ pub(crate) fn finish(
             dups.push((b as u32, first));
         }
     }
+    let mut candidate = vec![false; n];
+    for (d, _) in &dups {
+        candidate[*d as usize] = true;
+    }
+
+    // Walk each target's ops in manifest order. A repeat is dropped only when the state it
+    // sets is already what it sets: freeze, unfreeze, freeze keeps all three (the last
+    // freeze matters), freeze, freeze drops the second.
+    idx.sort_unstable_by(|&a, &b| {
+        target_cmp(&ops[a as usize].op, &ops[b as usize].op).then(a.cmp(&b))
+    });
+    let mut keep = vec![true; n];
+    let mut start = 0;
+    while start < idx.len() {
+        let end = group_end(&ops, &idx, start);
+        let mut state = TargetState::default();
+        for &j in &idx[start..end] {
+            let j = j as usize;
+            if candidate[j] && state.already(&ops, &ops[j].op) {
+                keep[j] = false;
+            } else {
+                state.apply(j as u32, &ops[j].op);
+            }
+        }
+        start = end;
+    }
+    drop(candidate);
+    dups.retain(|(d, _)| !keep[*d as usize]);
     dups.sort_unstable();
     for (d, f) in &dups {
         warnings.push_with(|| {
@@ -57,21 +83,12 @@ pub(crate) fn finish(
         });
     }
 
-    // Conflicts: group the remaining ops by target, in manifest order within a group.
+    // Conflicts: the kept ops, still grouped by target in manifest order.
     idx.retain(|&i| keep[i as usize]);
-    idx.sort_unstable_by(|&a, &b| {
-        target_cmp(&ops[a as usize].op, &ops[b as usize].op).then(a.cmp(&b))
-    });
     let mut found: Vec<(u32, String)> = Vec::new();
     let mut start = 0;
     while start < idx.len() {
-        let mut end = start + 1;
-        while end < idx.len()
-            && target_cmp(&ops[idx[start] as usize].op, &ops[idx[end] as usize].op)
-                == Ordering::Equal
-        {
-            end += 1;
-        }
+        let end = group_end(&ops, &idx, start);
         if end - start > 1 {
             conflicts(&ops, &idx[start..end], &place, &mut found);
         }
@@ -87,6 +104,106 @@ pub(crate) fn finish(
     let mut k = keep.into_iter();
     out.retain(|_| k.next().unwrap_or(true));
     out
+}
+
+/// The end of the target group that starts at `idx[start]`.
+fn group_end(ops: &[PlannedOp], idx: &[u32], start: usize) -> usize {
+    let first = &ops[idx[start] as usize].op;
+    let mut end = start + 1;
+    while end < idx.len() && target_cmp(first, &ops[idx[end] as usize].op) == Ordering::Equal {
+        end += 1;
+    }
+    end
+}
+
+/// Update fields other than `status`, by index into [`RoomFields::NAMES`] (0..10).
+const PLAIN_FIELDS: usize = 10;
+
+/// True when field `k` of [`RoomFields::NAMES`] is given.
+fn field_given(f: &RoomFields, k: usize) -> bool {
+    match k {
+        0 => f.name.is_some(),
+        1 => f.cover.is_some(),
+        2 => f.description.is_some(),
+        3 => f.room_tags.is_some(),
+        4 => f.webhook.is_some(),
+        5 => f.bot_mode.is_some(),
+        6 => f.ext_params.is_some(),
+        7 => f.opening.is_some(),
+        8 => f.owner.is_some(),
+        9 => f.managers.is_some(),
+        _ => f.status.is_some(),
+    }
+}
+
+/// True when field `k` has the same value in `a` and `b`.
+fn field_eq(a: &RoomFields, b: &RoomFields, k: usize) -> bool {
+    match k {
+        0 => a.name == b.name,
+        1 => a.cover == b.cover,
+        2 => a.description == b.description,
+        3 => a.room_tags == b.room_tags,
+        4 => a.webhook == b.webhook,
+        5 => a.bot_mode == b.bot_mode,
+        6 => a.ext_params == b.ext_params,
+        7 => a.opening == b.opening,
+        8 => a.owner == b.owner,
+        9 => a.managers == b.managers,
+        _ => a.status == b.status,
+    }
+}
+
+/// What the kept ops so far set on one target.
+#[derive(Default)]
+struct TargetState {
+    /// Room status: 0 after freeze, 1 after unfreeze (or an update setting it).
+    status: Option<u8>,
+    /// Mute or unmute, for a (client, room) pair.
+    pair: Option<Action>,
+    /// The last kept update that set each plain field.
+    fields: [Option<u32>; PLAIN_FIELDS],
+}
+
+impl TargetState {
+    /// True when `op` would change nothing the kept ops have not already set.
+    fn already(&self, ops: &[PlannedOp], op: &Op) -> bool {
+        match op.action {
+            Action::Freeze => self.status == Some(0),
+            Action::Unfreeze => self.status == Some(1),
+            Action::Mute | Action::Unmute => self.pair == Some(op.action),
+            Action::Update => {
+                let Some(f) = op.fields.as_deref() else {
+                    return false;
+                };
+                if f.status.is_some() && self.status != f.status {
+                    return false;
+                }
+                (0..PLAIN_FIELDS).filter(|&k| field_given(f, k)).all(|k| {
+                    self.fields[k]
+                        .and_then(|i| ops[i as usize].op.fields.as_deref())
+                        .is_some_and(|prev| field_eq(prev, f, k))
+                })
+            }
+        }
+    }
+
+    fn apply(&mut self, j: u32, op: &Op) {
+        match op.action {
+            Action::Freeze => self.status = Some(0),
+            Action::Unfreeze => self.status = Some(1),
+            Action::Mute | Action::Unmute => self.pair = Some(op.action),
+            Action::Update => {
+                if let Some(f) = op.fields.as_deref() {
+                    if f.status.is_some() {
+                        self.status = f.status;
+                    }
+                    for k in (0..PLAIN_FIELDS).filter(|&k| field_given(f, k)) {
+                        self.fields[k] = Some(j);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Compares the targets of two ops: a room for room ops, a (client, room) pair otherwise.
@@ -175,23 +292,17 @@ fn conflicts(
         ));
     }
     // Several updates setting the same field (status is covered above).
-    let updates: Vec<(u32, Vec<&'static str>)> = group
+    let updates: Vec<(u32, &RoomFields)> = group
         .iter()
-        .filter_map(|&i| {
-            let f: &RoomFields = ops[i as usize].op.fields.as_deref()?;
-            Some((i, f.given()))
-        })
+        .filter_map(|&i| Some((i, ops[i as usize].op.fields.as_deref()?)))
         .collect();
     if updates.len() < 2 {
         return;
     }
-    for name in RoomFields::NAMES {
-        if name == "status" {
-            continue;
-        }
+    for (k, name) in RoomFields::NAMES.iter().enumerate().take(PLAIN_FIELDS) {
         let setters: Vec<u32> = updates
             .iter()
-            .filter(|(_, g)| g.contains(&name))
+            .filter(|(_, f)| field_given(f, k))
             .map(|(i, _)| *i)
             .collect();
         if setters.len() > 1 {
@@ -276,6 +387,48 @@ mod tests {
         assert!(w[2].starts_with(
             "room \"b\": several updates set `name`: update (line 6), update (line 7)"
         ));
+    }
+
+    #[test]
+    fn a_repeat_after_a_conflicting_op_is_kept() {
+        // mute, unmute, mute: the last mute decides the outcome, so it must run.
+        let (ops, w) = run(vec![
+            Op::mute("c", "a"),
+            Op::unmute("c", "a"),
+            Op::mute("c", "a"),
+            Op::freeze("r"),
+            Op::unfreeze("r"),
+            Op::freeze("r"),
+            Op::freeze("r"),
+        ]);
+        let lines: Vec<u32> = ops.iter().map(|p| p.source.line).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5, 6, 7]);
+        assert!(
+            w[0].starts_with("line 8 repeats line 5: freeze room \"r\""),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w.contains("mute (line 2), unmute (line 3), mute (line 4)"))
+        );
+    }
+
+    #[test]
+    fn a_repeated_update_is_dropped_only_if_nothing_changed_its_fields() {
+        let f = |name: &str| RoomFields {
+            name: Some(name.into()),
+            ..Default::default()
+        };
+        let (ops, _) = run(vec![
+            Op::update("r", f("A")),
+            Op::update("r", f("B")),
+            Op::update("r", f("A")),
+            Op::update("s", f("A")),
+            Op::freeze("s"),
+            Op::update("s", f("A")),
+        ]);
+        let lines: Vec<u32> = ops.iter().map(|p| p.source.line).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5, 6]);
     }
 
     #[test]

@@ -230,7 +230,15 @@ pub(crate) fn load_yaml(path: &Path, hasher: &mut Sha256) -> Result<Parsed, Mani
 }
 
 fn yaml_message(e: &serde_saphyr::Error) -> String {
-    let m = parser_message(e);
+    let m = parser_message(e)
+        .replace(
+            ", set DuplicateKeyPolicy in Options if acceptable",
+            ": each key may appear once per mapping",
+        )
+        .replace(
+            "expected sequence start",
+            "expected a list here, such as [lobby-1, lobby-2]",
+        );
     let lower = m.to_lowercase();
     if lower.contains("budget") || lower.contains("alias") && lower.contains("limit") {
         format!(
@@ -714,6 +722,17 @@ ops:
         assert!(e.contains("romos"), "{e}");
         let e = err("version: 1\nsettngs: {}\nops: []\n");
         assert!(e.starts_with("D/m.yaml:2:"), "{e}");
+    }
+
+    #[test]
+    fn parser_messages_are_for_users() {
+        let e = err("version: 1\nops:\n  - action: freeze\n    room: a\n    room: b\n");
+        assert!(
+            e.contains("D/m.yaml:5:5: duplicate mapping key: room: each key may appear once"),
+            "{e}"
+        );
+        let e = err("version: 1\nops:\n  - action: freeze\n    rooms: a\n");
+        assert!(e.contains("D/m.yaml:4:12: expected a list here"), "{e}");
     }
 
     #[test]
