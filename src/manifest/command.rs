@@ -181,6 +181,13 @@ pub fn render_plan(m: &Manifest, journal: Option<&JournalView>, show: usize) -> 
         let _ = write!(s, ", name {n:?}");
     }
     let _ = writeln!(s);
+    if let Some(w) = &m.window {
+        let _ = writeln!(
+            s,
+            "window: {} to {} (nothing is sent outside it)",
+            w.start, w.end
+        );
+    }
     let all: Vec<(Option<u64>, &crate::op::Op)> = m
         .ops
         .iter()
