@@ -111,6 +111,11 @@ impl Journal {
         unimplemented!()
     }
 
+    /// What the journal records about the job (checksum, name, settings).
+    pub fn meta(&self) -> Result<JobMeta, JournalError> {
+        unimplemented!()
+    }
+
     /// Ops not yet final, in manifest order.
     pub fn pending(&self) -> Result<Vec<JournalOp>, JournalError> {
         unimplemented!()

@@ -1,0 +1,818 @@
+//! CSV manifests (SPEC §2), read as a stream so a million-row file costs little more than
+//! its ops: the header names the columns, each row becomes one op, and every problem is an
+//! error naming the line and column. Also the reader of `rooms_file`/`clients_file` lists.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::path::Path;
+
+use ::csv::{ByteRecord, ReaderBuilder};
+use sha2::{Digest, Sha256};
+
+use super::{Location, ManifestErrors, Parsed, PlannedOp, Settings, did_you_mean};
+use crate::op::{Action, Op, RoomFields, validate_id};
+
+/// A manifest column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Col {
+    Action,
+    Room,
+    Client,
+    /// Index into [`RoomFields::NAMES`].
+    Field(usize),
+}
+
+/// Every valid column name.
+pub const COLUMNS: [&str; 14] = [
+    "action",
+    "room",
+    "client",
+    "name",
+    "cover",
+    "description",
+    "roomTags",
+    "webhook",
+    "botMode",
+    "extParams",
+    "opening",
+    "owner",
+    "managers",
+    "status",
+];
+
+fn column(name: &str) -> Option<Col> {
+    match name {
+        "action" => Some(Col::Action),
+        "room" => Some(Col::Room),
+        "client" => Some(Col::Client),
+        _ => RoomFields::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map(Col::Field),
+    }
+}
+
+/// Hashes and counts every byte read through it, and remembers where the newlines are
+/// until [`LineTracker::line_at`] has passed them: the csv crate's own line numbers skip
+/// comment lines, so lines are counted here from byte offsets. Only the newlines of the
+/// read-ahead buffer are held, never the whole file's.
+struct LineTracker<'h, R> {
+    inner: R,
+    hasher: Option<&'h mut Sha256>,
+    bytes: u64,
+    newlines: VecDeque<u64>,
+    /// Newlines already passed.
+    passed: u64,
+}
+
+impl<'h, R: Read> LineTracker<'h, R> {
+    fn new(inner: R, hasher: Option<&'h mut Sha256>) -> Self {
+        LineTracker {
+            inner,
+            hasher,
+            bytes: 0,
+            newlines: VecDeque::new(),
+            passed: 0,
+        }
+    }
+
+    /// The 1-based line of byte offset `byte`; offsets must not go backwards.
+    fn line_at(&mut self, byte: u64) -> u32 {
+        while self.newlines.front().is_some_and(|&n| n < byte) {
+            self.newlines.pop_front();
+            self.passed += 1;
+        }
+        u32::try_from(self.passed + 1).unwrap_or(u32::MAX)
+    }
+}
+
+impl<R: Read> Read for LineTracker<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = self.hasher.as_deref_mut() {
+            h.update(&buf[..n]);
+        }
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' {
+                self.newlines.push_back(self.bytes + i as u64);
+            }
+        }
+        self.bytes += n as u64;
+        if self.bytes > super::MAX_FILE_BYTES {
+            return Err(std::io::Error::other(format!(
+                "the file is larger than {} MiB: is this the right file?",
+                super::MAX_FILE_BYTES >> 20
+            )));
+        }
+        Ok(n)
+    }
+}
+
+fn reader<R: Read>(r: R) -> ::csv::Reader<R> {
+    ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .buffer_capacity(1 << 16)
+        .from_reader(r)
+}
+
+/// The line where `rec`, just read, starts. The csv crate places a record at the end of
+/// the previous one (before skipped comments and blank lines), so the line is found from
+/// where the record ends, less the newlines inside its quoted cells.
+fn line_of<R: Read>(rdr: &mut ::csv::Reader<LineTracker<'_, R>>, rec: &ByteRecord) -> u32 {
+    let end = rdr.position().byte().saturating_sub(1);
+    let inner = rec.iter().flatten().filter(|b| **b == b'\n').count();
+    let end_line = rdr.get_mut().line_at(end);
+    end_line
+        .saturating_sub(u32::try_from(inner).unwrap_or(u32::MAX))
+        .max(1)
+}
+
+/// The line of a parse error: where the reader stopped.
+fn error_line<R: Read>(rdr: &mut ::csv::Reader<LineTracker<'_, R>>, _e: &::csv::Error) -> u32 {
+    let end = rdr.position().byte().saturating_sub(1);
+    rdr.get_mut().line_at(end)
+}
+
+/// The cells of a record as UTF-8, or an error naming the first bad one.
+fn cells<'r>(rec: &'r ByteRecord, names: &[&str]) -> Result<Vec<&'r str>, String> {
+    rec.iter()
+        .enumerate()
+        .map(|(i, b)| {
+            std::str::from_utf8(b).map(str::trim).map_err(|e| {
+                let col = names
+                    .get(i)
+                    .map(|n| format!("column `{n}`"))
+                    .unwrap_or_else(|| format!("field {}", i + 1));
+                format!(
+                    "{col} is not valid UTF-8 (bad byte at offset {} of the cell): save the \
+                     file as UTF-8",
+                    e.valid_up_to()
+                )
+            })
+        })
+        .collect()
+}
+
+/// Reads a CSV manifest from `path`, feeding its bytes to `hasher`.
+pub(crate) fn load_csv(
+    path: &Path,
+    opts: &super::LoadOptions,
+    hasher: &mut Sha256,
+) -> Result<Parsed, ManifestErrors> {
+    let mut errs = ManifestErrors::default();
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            errs.at(path, 0, None, format!("cannot open the manifest: {e}"));
+            return Err(errs);
+        }
+    };
+    hasher.update(b"manifest\0");
+    let (ops, bytes) = {
+        let tracker = LineTracker::new(
+            std::io::BufReader::with_capacity(1 << 16, file),
+            Some(hasher),
+        );
+        read_manifest(path, opts, tracker, &mut errs)
+    };
+    hasher.update(bytes.to_le_bytes());
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(Parsed {
+        name: None,
+        window: None,
+        settings: Settings::default(),
+        ops,
+        sources: vec![path.to_path_buf()],
+    })
+}
+
+/// Parses manifest CSV from any reader; errors go to `errs` and name `path`.
+/// Returns the ops and the number of bytes read.
+fn read_manifest<R: Read>(
+    path: &Path,
+    opts: &super::LoadOptions,
+    input: LineTracker<'_, R>,
+    errs: &mut ManifestErrors,
+) -> (Vec<PlannedOp>, u64) {
+    let mut rdr = reader(input);
+    let ops = read_rows(path, opts, &mut rdr, errs);
+    (ops, rdr.get_ref().bytes)
+}
+
+fn read_rows<R: Read>(
+    path: &Path,
+    opts: &super::LoadOptions,
+    rdr: &mut ::csv::Reader<LineTracker<'_, R>>,
+    errs: &mut ManifestErrors,
+) -> Vec<PlannedOp> {
+    let mut rec = ByteRecord::new();
+    // The header: the first record that is not a comment or blank line.
+    match rdr.read_byte_record(&mut rec) {
+        Ok(true) => {}
+        Ok(false) => {
+            errs.at(
+                path,
+                1,
+                None,
+                "the file is empty: a header row naming the columns is required, e.g. \
+                 `action,room,client`",
+            );
+            return Vec::new();
+        }
+        Err(e) => {
+            errs.at(path, error_line(rdr, &e), None, read_error(&e));
+            return Vec::new();
+        }
+    }
+    let header_line = line_of(rdr, &rec);
+    let Some(cols) = header(path, header_line, &rec, opts, errs) else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = cols.iter().map(col_name).collect();
+    let ncols = cols.len();
+    let mut ops = Vec::new();
+    loop {
+        match rdr.read_byte_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                errs.at(path, error_line(rdr, &e), None, read_error(&e));
+                if matches!(e.kind(), ::csv::ErrorKind::Io(_)) {
+                    break;
+                }
+                continue;
+            }
+        }
+        let line = line_of(rdr, &rec);
+        if rec.iter().all(|f| f.trim_ascii().is_empty()) {
+            continue; // a blank row (e.g. `,,,` from a spreadsheet) carries no intent
+        }
+        if rec.len() != ncols {
+            errs.at(
+                path,
+                line,
+                None,
+                format!(
+                    "this row has {} fields but the header (line {header_line}) has {ncols}: \
+                     quote cells that contain a comma",
+                    rec.len()
+                ),
+            );
+            continue;
+        }
+        let cells = match cells(&rec, &names) {
+            Ok(c) => c,
+            Err(m) => {
+                errs.at(path, line, None, m);
+                continue;
+            }
+        };
+        match row(&cols, &cells, opts.action) {
+            Ok(op) => ops.push(PlannedOp {
+                op,
+                source: Location { file: 0, line },
+            }),
+            Err(msgs) => {
+                for m in msgs {
+                    errs.at(path, line, None, m);
+                }
+            }
+        }
+    }
+    ops
+}
+
+fn read_error(e: &::csv::Error) -> String {
+    match e.kind() {
+        ::csv::ErrorKind::Io(io) => format!("cannot read the file: {io}"),
+        ::csv::ErrorKind::Utf8 { err, .. } => {
+            format!("not valid UTF-8 ({err}): save the file as UTF-8")
+        }
+        _ => format!("malformed CSV: {e}"),
+    }
+}
+
+fn col_name(c: &Col) -> &'static str {
+    match c {
+        Col::Action => "action",
+        Col::Room => "room",
+        Col::Client => "client",
+        Col::Field(i) => RoomFields::NAMES[*i],
+    }
+}
+
+/// Checks the header row and maps each position to its column.
+fn header(
+    path: &Path,
+    line: u32,
+    rec: &ByteRecord,
+    opts: &super::LoadOptions,
+    errs: &mut ManifestErrors,
+) -> Option<Vec<Col>> {
+    let before = errs.total;
+    let names = match cells(rec, &[]) {
+        Ok(n) => n,
+        Err(m) => {
+            errs.at(path, line, None, format!("header: {m}"));
+            return None;
+        }
+    };
+    let mut cols = Vec::with_capacity(names.len());
+    let known = names.iter().filter(|n| column(n).is_some()).count();
+    if known == 0 {
+        errs.at(
+            path,
+            line,
+            None,
+            format!(
+                "the first line is not a header ({:?}): a header row naming the columns is \
+                 required, e.g. `action,room,client`; valid columns: {}",
+                names.join(","),
+                COLUMNS.join(", ")
+            ),
+        );
+        return None;
+    }
+    for (i, n) in names.iter().enumerate() {
+        match column(n) {
+            Some(c) => {
+                if cols.contains(&c) {
+                    errs.at(
+                        path,
+                        line,
+                        None,
+                        format!("header: column `{n}` appears twice (position {})", i + 1),
+                    );
+                }
+                cols.push(c);
+            }
+            None if n.is_empty() => {
+                errs.at(
+                    path,
+                    line,
+                    None,
+                    format!(
+                        "header: column {} has no name: remove the empty column (a trailing \
+                         comma?)",
+                        i + 1
+                    ),
+                );
+                cols.push(Col::Room);
+            }
+            None => {
+                errs.at(
+                    path,
+                    line,
+                    None,
+                    format!(
+                        "header: unknown column `{n}`{}; valid columns: {}",
+                        did_you_mean(n, &COLUMNS),
+                        COLUMNS.join(", ")
+                    ),
+                );
+                cols.push(Col::Room);
+            }
+        }
+    }
+    if errs.total > before {
+        return None;
+    }
+    let has = |c: Col| cols.contains(&c);
+    match (has(Col::Action), opts.action) {
+        (true, Some(a)) => errs.at(
+            path,
+            line,
+            None,
+            format!(
+                "the file has an `action` column, so --action {a} is not allowed: drop \
+                 --action (it is only for files without an action column)"
+            ),
+        ),
+        (false, None) => errs.at(
+            path,
+            line,
+            None,
+            "the file has no `action` column: pass --action ACTION (freeze, unfreeze, update, \
+             mute or unmute) to apply one action to every row, or add an `action` column",
+        ),
+        (false, Some(a)) if a.needs_client() && !has(Col::Client) => errs.at(
+            path,
+            line,
+            None,
+            format!("--action {a} needs a `client` column (every {a} is a client and a room)"),
+        ),
+        (false, Some(Action::Update)) if !cols.iter().any(|c| matches!(c, Col::Field(_))) => errs
+            .at(
+                path,
+                line,
+                None,
+                format!(
+                    "--action update needs at least one field column ({})",
+                    RoomFields::NAMES.join(", ")
+                ),
+            ),
+        _ => {}
+    }
+    if !has(Col::Room) {
+        errs.at(
+            path,
+            line,
+            None,
+            "the header has no `room` column: every op names a room",
+        );
+    }
+    if errs.total > before {
+        return None;
+    }
+    Some(cols)
+}
+
+/// One data row to an op, or every problem with it.
+fn row(cols: &[Col], cells: &[&str], fixed: Option<Action>) -> Result<Op, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut action = fixed;
+    let mut room: Option<&str> = None;
+    let mut client: Option<&str> = None;
+    let mut fields = RoomFields::default();
+    let mut given: Vec<&'static str> = Vec::new();
+    for (c, v) in cols.iter().zip(cells) {
+        match c {
+            Col::Action => {
+                if v.is_empty() {
+                    problems.push("the `action` cell is empty".to_string());
+                } else {
+                    match Action::parse(v) {
+                        Some(a) => action = Some(a),
+                        None => problems.push(super::unknown_action(v)),
+                    }
+                }
+            }
+            Col::Room => room = Some(v),
+            Col::Client if !v.is_empty() => client = Some(v),
+            Col::Client => {}
+            Col::Field(_) if v.is_empty() => {}
+            Col::Field(i) => {
+                let name = RoomFields::NAMES[*i];
+                given.push(name);
+                if let Err(m) = set_field(&mut fields, name, v) {
+                    problems.push(m);
+                }
+            }
+        }
+    }
+    let room = room.unwrap_or_default();
+    if let Err(e) = validate_id(room) {
+        problems.push(format!("room: {e}"));
+    }
+    let Some(action) = action else {
+        return Err(problems);
+    };
+    match (action.needs_client(), client) {
+        (true, None) => problems.push(format!(
+            "{action} needs a client: the `client` cell is empty"
+        )),
+        (true, Some(c)) => {
+            if let Err(e) = validate_id(c) {
+                problems.push(format!("client: {e}"));
+            }
+        }
+        (false, Some(c)) => problems.push(format!(
+            "{action} acts on a room and takes no client (client {c:?} given): leave the \
+             `client` cell empty, or use mute/unmute"
+        )),
+        (false, None) => {}
+    }
+    if action == Action::Update {
+        if given.is_empty() {
+            problems.push(format!(
+                "update with no field to set: fill at least one of {}",
+                RoomFields::NAMES.join(", ")
+            ));
+        }
+    } else if !given.is_empty() {
+        problems.push(format!(
+            "{action} takes no update fields, but {} given: use action `update` to change \
+             fields, or clear those cells",
+            quote_list(&given)
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let fields = (action == Action::Update).then(|| Box::new(fields));
+    let op = Op {
+        action,
+        room: room.into(),
+        client: client.filter(|_| action.needs_client()).map(Into::into),
+        fields,
+    };
+    op.check().map_err(|m| vec![m])?;
+    Ok(op)
+}
+
+fn quote_list(names: &[&str]) -> String {
+    let q: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match q.len() {
+        1 => format!("{} is", q[0]),
+        _ => format!("{} are", q.join(", ")),
+    }
+}
+
+/// Splits a `;`-separated list cell: items trimmed, empty items dropped.
+pub fn split_list(v: &str) -> Vec<String> {
+    v.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Sets one update field from its CSV text (`name` is a [`RoomFields::NAMES`] entry).
+pub fn set_field(f: &mut RoomFields, name: &str, v: &str) -> Result<(), String> {
+    let zero_one = |v: &str| match v {
+        "0" => Ok(0u8),
+        "1" => Ok(1u8),
+        _ => Err(format!("{name} must be 0 or 1, not {v:?}")),
+    };
+    let id = |v: &str| {
+        validate_id(v)
+            .map(|_| v.to_string())
+            .map_err(|e| format!("{name}: {e}"))
+    };
+    match name {
+        "name" => f.name = Some(v.into()),
+        "cover" => f.cover = Some(v.into()),
+        "description" => f.description = Some(v.into()),
+        "webhook" => f.webhook = Some(v.into()),
+        "extParams" => f.ext_params = Some(v.into()),
+        "roomTags" => f.room_tags = Some(split_list(v)),
+        "managers" => {
+            let list = split_list(v);
+            for m in &list {
+                validate_id(m).map_err(|e| format!("managers: {e}"))?;
+            }
+            f.managers = Some(list);
+        }
+        "owner" => f.owner = Some(id(v)?),
+        "botMode" => {
+            f.bot_mode = Some(match v {
+                "true" => true,
+                "false" => false,
+                _ => return Err(format!("botMode must be true or false, not {v:?}")),
+            })
+        }
+        "opening" => f.opening = Some(zero_one(v)?),
+        "status" => f.status = Some(zero_one(v)?),
+        _ => return Err(format!("unknown field `{name}`")),
+    }
+    Ok(())
+}
+
+/// Reads the ids of a `rooms_file`/`clients_file`: a CSV with a header that has a `column`
+/// column (other columns are ignored). Errors name `shown` (the path as the manifest wrote
+/// it) and the line. Returns `(id, line)` pairs.
+pub(crate) fn read_id_list(
+    bytes: &[u8],
+    shown: &Path,
+    column: &str,
+    errs: &mut ManifestErrors,
+) -> Vec<(Box<str>, u32)> {
+    let mut rdr = reader(LineTracker::new(bytes, None));
+    let rdr = &mut rdr;
+    let mut rec = ByteRecord::new();
+    let mut out = Vec::new();
+    match rdr.read_byte_record(&mut rec) {
+        Ok(true) => {}
+        Ok(false) => {
+            errs.at(
+                shown,
+                1,
+                None,
+                format!("the file is empty: it needs a header row with a `{column}` column"),
+            );
+            return out;
+        }
+        Err(e) => {
+            errs.at(shown, error_line(rdr, &e), None, read_error(&e));
+            return out;
+        }
+    }
+    let header_line = line_of(rdr, &rec);
+    let names = match cells(&rec, &[]) {
+        Ok(n) => n,
+        Err(m) => {
+            errs.at(shown, header_line, None, format!("header: {m}"));
+            return out;
+        }
+    };
+    let Some(idx) = names.iter().position(|n| *n == column) else {
+        errs.at(
+            shown,
+            header_line,
+            None,
+            format!(
+                "no `{column}` column in the header ({:?}){}: the first row must name the \
+                 columns",
+                names.join(","),
+                names
+                    .iter()
+                    .find_map(|n| super::suggest(n, &[column]).map(|_| *n))
+                    .map(|n| format!(" (is `{n}` meant to be `{column}`?)"))
+                    .unwrap_or_default()
+            ),
+        );
+        return out;
+    };
+    let ncols = names.len();
+    let col_names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let col_refs: Vec<&str> = col_names.iter().map(String::as_str).collect();
+    loop {
+        match rdr.read_byte_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                errs.at(shown, error_line(rdr, &e), None, read_error(&e));
+                continue;
+            }
+        }
+        let line = line_of(rdr, &rec);
+        if rec.iter().all(|f| f.trim_ascii().is_empty()) {
+            continue;
+        }
+        if rec.len() != ncols {
+            errs.at(
+                shown,
+                line,
+                None,
+                format!(
+                    "this row has {} fields but the header (line {header_line}) has {ncols}",
+                    rec.len()
+                ),
+            );
+            continue;
+        }
+        match cells(&rec, &col_refs) {
+            Ok(c) => match validate_id(c[idx]) {
+                Ok(()) => out.push((c[idx].into(), line)),
+                Err(e) => errs.at(shown, line, None, format!("{column}: {e}")),
+            },
+            Err(m) => errs.at(shown, line, None, m),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::LoadOptions;
+
+    fn parse(text: &[u8], action: Option<Action>) -> Result<Vec<PlannedOp>, ManifestErrors> {
+        let mut errs = ManifestErrors::default();
+        let (ops, _) = read_manifest(
+            Path::new("m.csv"),
+            &LoadOptions { action },
+            LineTracker::new(text, None),
+            &mut errs,
+        );
+        if errs.is_empty() { Ok(ops) } else { Err(errs) }
+    }
+
+    fn err(text: &str, action: Option<Action>) -> String {
+        parse(text.as_bytes(), action).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn spec_example_parses() {
+        let ops = parse(
+            b"action,room,client,name,description,opening\nfreeze,lobby-1,,,,\nmute,lobby-1,u-1001,,,\nupdate,help-desk,,Help Desk,Ask us anything,1\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(ops.len(), 3);
+        assert_eq!(ops[0].op, Op::freeze("lobby-1"));
+        assert_eq!(ops[0].source.line, 2);
+        assert_eq!(ops[1].op, Op::mute("u-1001", "lobby-1"));
+        let f = RoomFields {
+            name: Some("Help Desk".into()),
+            description: Some("Ask us anything".into()),
+            opening: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(ops[2].op, Op::update("help-desk", f));
+        assert_eq!(ops[2].source.line, 4);
+    }
+
+    #[test]
+    fn bom_crlf_comments_blank_lines() {
+        let ops = parse(
+            b"\xEF\xBB\xBFroom\r\n# a comment\r\n\r\nlobby-1\r\n\r\nlobby-2\r\n",
+            Some(Action::Freeze),
+        )
+        .unwrap();
+        let rooms: Vec<_> = ops.iter().map(|p| (&*p.op.room, p.source.line)).collect();
+        assert_eq!(rooms, vec![("lobby-1", 4), ("lobby-2", 6)]);
+    }
+
+    #[test]
+    fn action_column_and_flag() {
+        assert!(err("room\nr1\n", None).contains("m.csv:1: the file has no `action` column"));
+        assert!(err("action,room\nfreeze,r\n", Some(Action::Freeze)).contains("drop --action"));
+        assert!(
+            err("room\nr\n", Some(Action::Mute)).contains("needs a `client` column"),
+            "{}",
+            err("room\nr\n", Some(Action::Mute))
+        );
+    }
+
+    #[test]
+    fn header_rules() {
+        let e = err("action,rooom\nfreeze,r\n", None);
+        assert!(e.contains("m.csv:1: header: unknown column `rooom` (did you mean `room`?)"));
+        let e = err("action,room,room\nfreeze,r,r\n", None);
+        assert!(
+            e.contains("m.csv:1: header: column `room` appears twice"),
+            "{e}"
+        );
+        let e = err("freeze,lobby-1\n", None);
+        assert!(e.contains("m.csv:1: the first line is not a header"), "{e}");
+        assert!(err("", None).contains("m.csv:1: the file is empty"));
+        assert!(err("action,client\nmute,c\n", None).contains("no `room` column"));
+        assert!(err("room,\nr,\n", Some(Action::Freeze)).contains("column 2 has no name"));
+    }
+
+    #[test]
+    fn row_rules() {
+        let e = err("action,room\nfreze,r\n", None);
+        assert!(e.contains("m.csv:2: unknown action \"freze\" (did you mean `freeze`?)"));
+        let e = err("action,room,client\nmute,r,\n", None);
+        assert!(e.contains("m.csv:2: mute needs a client"), "{e}");
+        let e = err("action,room,client\nfreeze,r,u1\n", None);
+        assert!(e.contains("m.csv:2: freeze acts on a room and takes no client"));
+        let e = err("action,room,name\nfreeze,r,Hello\n", None);
+        assert!(e.contains("m.csv:2: freeze takes no update fields, but `name` is given"));
+        let e = err("action,room,name\nupdate,r,\n", None);
+        assert!(e.contains("m.csv:2: update with no field to set"));
+        let e = err("action,room,opening\nupdate,r,2\n", None);
+        assert!(e.contains("m.csv:2: opening must be 0 or 1, not \"2\""));
+        let e = err("action,room,botMode\nupdate,r,yes\n", None);
+        assert!(e.contains("m.csv:2: botMode must be true or false"));
+        let e = err("action,room\nfreeze,\"a\tb\"\n", None);
+        assert!(
+            e.contains("m.csv:2: room: id contains a control character"),
+            "{e}"
+        );
+        let long = "x".repeat(257);
+        let e = err(&format!("action,room\nfreeze,{long}\n"), None);
+        assert!(e.contains("m.csv:2: room: id is 257 bytes long"));
+        let e = err("action,room\nfreeze,r,extra\n", None);
+        assert!(e.contains("m.csv:2: this row has 3 fields but the header (line 1) has 2"));
+        let e = parse(b"room\nok\nbad\xff\n", Some(Action::Freeze))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("m.csv:3: column `room` is not valid UTF-8"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn all_errors_are_reported() {
+        let e = parse(b"action,room\nfreze,a\nfreeze,\nfreeze,ok\nmute,b\n", None).unwrap_err();
+        let lines: Vec<u32> = e.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![2, 3, 5]);
+    }
+
+    #[test]
+    fn list_fields_split_and_trim() {
+        let ops = parse(
+            b"action,room,roomTags,managers,status\nupdate,r,\" a ; ;b;\",m1;m2,0\n",
+            None,
+        )
+        .unwrap();
+        let f = ops[0].op.fields.as_ref().unwrap();
+        assert_eq!(f.room_tags.as_deref(), Some(&["a".into(), "b".into()][..]));
+        assert_eq!(f.managers.as_deref(), Some(&["m1".into(), "m2".into()][..]));
+        assert_eq!(f.status, Some(0));
+    }
+
+    #[test]
+    fn id_lists() {
+        let mut errs = ManifestErrors::default();
+        let ids = read_id_list(
+            b"name,room\nA,r1\n\n# c\nB,r2\n",
+            Path::new("rooms.csv"),
+            "room",
+            &mut errs,
+        );
+        assert!(errs.is_empty());
+        assert_eq!(ids, vec![("r1".into(), 2), ("r2".into(), 5)]);
+        let ids = read_id_list(b"rooms\nr1\n", Path::new("rooms.csv"), "room", &mut errs);
+        assert!(ids.is_empty());
+        assert!(errs.to_string().contains("rooms.csv:1: no `room` column"));
+    }
+}

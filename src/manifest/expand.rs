@@ -1,0 +1,440 @@
+//! The last step of loading: identical ops collapse into their first occurrence (a warning
+//! names the repeating lines) and conflicting ops on one target (freeze and unfreeze of a
+//! room, mute and unmute of a pair, several updates of one field) are kept in manifest order
+//! with a warning.
+//!
+//! Built for million-op manifests: it sorts a `Vec<u32>` of indices instead of hashing owned
+//! keys, so the only extra memory is four bytes per op.
+
+use std::cmp::Ordering;
+use std::path::PathBuf;
+
+use super::{Location, PlannedOp, Warnings};
+use crate::op::{Action, Op, RoomFields};
+
+/// Lines listed in one conflict warning before "...".
+const MAX_LINES_LISTED: usize = 6;
+
+/// Removes duplicates and reports conflicts; `ops` must be in manifest order.
+pub(crate) fn finish(
+    ops: Vec<PlannedOp>,
+    sources: &[PathBuf],
+    warnings: &mut Warnings,
+) -> Vec<PlannedOp> {
+    let n = ops.len();
+    let Ok(_) = u32::try_from(n) else {
+        return ops; // more than 4 billion ops cannot be read into memory anyway
+    };
+    let place = |l: Location| describe(sources, l);
+
+    // Candidates: ops identical to an earlier one (indices sorted by op, then position).
+    let mut idx: Vec<u32> = (0..n as u32).collect();
+    idx.sort_unstable_by(|&a, &b| ops[a as usize].op.cmp(&ops[b as usize].op).then(a.cmp(&b)));
+    let mut dups: Vec<(u32, u32)> = Vec::new();
+    for w in idx.windows(2) {
+        let (a, b) = (w[0] as usize, w[1] as usize);
+        if ops[a].op == ops[b].op {
+            // `a` may itself repeat an earlier op: report against the first of the run.
+            let first = dups
+                .last()
+                .filter(|(d, _)| *d as usize == a)
+                .map(|(_, f)| *f)
+                .unwrap_or(a as u32);
+            dups.push((b as u32, first));
+        }
+    }
+    let mut candidate = vec![false; n];
+    for (d, _) in &dups {
+        candidate[*d as usize] = true;
+    }
+
+    // Walk each target's ops in manifest order. A repeat is dropped only when the state it
+    // sets is already what it sets: freeze, unfreeze, freeze keeps all three (the last
+    // freeze matters), freeze, freeze drops the second.
+    idx.sort_unstable_by(|&a, &b| {
+        target_cmp(&ops[a as usize].op, &ops[b as usize].op).then(a.cmp(&b))
+    });
+    let mut keep = vec![true; n];
+    let mut start = 0;
+    while start < idx.len() {
+        let end = group_end(&ops, &idx, start);
+        let mut state = TargetState::default();
+        for &j in &idx[start..end] {
+            let j = j as usize;
+            if candidate[j] && state.already(&ops, &ops[j].op) {
+                keep[j] = false;
+            } else {
+                state.apply(j as u32, &ops[j].op);
+            }
+        }
+        start = end;
+    }
+    drop(candidate);
+    dups.retain(|(d, _)| !keep[*d as usize]);
+    dups.sort_unstable();
+    for (d, f) in &dups {
+        warnings.push_with(|| {
+            format!(
+                "{} repeats {}: {} (runs once)",
+                place(ops[*d as usize].source),
+                place(ops[*f as usize].source),
+                ops[*d as usize].op
+            )
+        });
+    }
+
+    // Conflicts: the kept ops, still grouped by target in manifest order.
+    idx.retain(|&i| keep[i as usize]);
+    let mut found: Vec<(u32, String)> = Vec::new();
+    let mut start = 0;
+    while start < idx.len() {
+        let end = group_end(&ops, &idx, start);
+        if end - start > 1 {
+            conflicts(&ops, &idx[start..end], &place, &mut found);
+        }
+        start = end;
+    }
+    found.sort_by_key(|(i, _)| *i);
+    for (_, w) in found {
+        warnings.push(w);
+    }
+
+    drop(idx);
+    let mut out = ops;
+    let mut k = keep.into_iter();
+    out.retain(|_| k.next().unwrap_or(true));
+    out
+}
+
+/// The end of the target group that starts at `idx[start]`.
+fn group_end(ops: &[PlannedOp], idx: &[u32], start: usize) -> usize {
+    let first = &ops[idx[start] as usize].op;
+    let mut end = start + 1;
+    while end < idx.len() && target_cmp(first, &ops[idx[end] as usize].op) == Ordering::Equal {
+        end += 1;
+    }
+    end
+}
+
+/// Update fields other than `status`, by index into [`RoomFields::NAMES`] (0..10).
+const PLAIN_FIELDS: usize = 10;
+
+/// True when field `k` of [`RoomFields::NAMES`] is given.
+fn field_given(f: &RoomFields, k: usize) -> bool {
+    match k {
+        0 => f.name.is_some(),
+        1 => f.cover.is_some(),
+        2 => f.description.is_some(),
+        3 => f.room_tags.is_some(),
+        4 => f.webhook.is_some(),
+        5 => f.bot_mode.is_some(),
+        6 => f.ext_params.is_some(),
+        7 => f.opening.is_some(),
+        8 => f.owner.is_some(),
+        9 => f.managers.is_some(),
+        _ => f.status.is_some(),
+    }
+}
+
+/// True when field `k` has the same value in `a` and `b`.
+fn field_eq(a: &RoomFields, b: &RoomFields, k: usize) -> bool {
+    match k {
+        0 => a.name == b.name,
+        1 => a.cover == b.cover,
+        2 => a.description == b.description,
+        3 => a.room_tags == b.room_tags,
+        4 => a.webhook == b.webhook,
+        5 => a.bot_mode == b.bot_mode,
+        6 => a.ext_params == b.ext_params,
+        7 => a.opening == b.opening,
+        8 => a.owner == b.owner,
+        9 => a.managers == b.managers,
+        _ => a.status == b.status,
+    }
+}
+
+/// What the kept ops so far set on one target.
+#[derive(Default)]
+struct TargetState {
+    /// Room status: 0 after freeze, 1 after unfreeze (or an update setting it).
+    status: Option<u8>,
+    /// Mute or unmute, for a (client, room) pair.
+    pair: Option<Action>,
+    /// The last kept update that set each plain field.
+    fields: [Option<u32>; PLAIN_FIELDS],
+}
+
+impl TargetState {
+    /// True when `op` would change nothing the kept ops have not already set.
+    fn already(&self, ops: &[PlannedOp], op: &Op) -> bool {
+        match op.action {
+            Action::Freeze => self.status == Some(0),
+            Action::Unfreeze => self.status == Some(1),
+            Action::Mute | Action::Unmute => self.pair == Some(op.action),
+            Action::Update => {
+                let Some(f) = op.fields.as_deref() else {
+                    return false;
+                };
+                if f.status.is_some() && self.status != f.status {
+                    return false;
+                }
+                (0..PLAIN_FIELDS).filter(|&k| field_given(f, k)).all(|k| {
+                    self.fields[k]
+                        .and_then(|i| ops[i as usize].op.fields.as_deref())
+                        .is_some_and(|prev| field_eq(prev, f, k))
+                })
+            }
+        }
+    }
+
+    fn apply(&mut self, j: u32, op: &Op) {
+        match op.action {
+            Action::Freeze => self.status = Some(0),
+            Action::Unfreeze => self.status = Some(1),
+            Action::Mute | Action::Unmute => self.pair = Some(op.action),
+            Action::Update => {
+                if let Some(f) = op.fields.as_deref() {
+                    if f.status.is_some() {
+                        self.status = f.status;
+                    }
+                    for k in (0..PLAIN_FIELDS).filter(|&k| field_given(f, k)) {
+                        self.fields[k] = Some(j);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Compares the targets of two ops: a room for room ops, a (client, room) pair otherwise.
+fn target_cmp(a: &Op, b: &Op) -> Ordering {
+    (a.action.needs_client(), a.client.as_deref())
+        .cmp(&(b.action.needs_client(), b.client.as_deref()))
+        .then_with(|| a.room.cmp(&b.room))
+}
+
+fn describe(sources: &[PathBuf], l: Location) -> String {
+    if sources.len() <= 1 {
+        format!("line {}", l.line)
+    } else {
+        let f = sources
+            .get(l.file as usize)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        format!("{f}:{}", l.line)
+    }
+}
+
+fn list_lines(ops: &[PlannedOp], group: &[u32], place: &dyn Fn(Location) -> String) -> String {
+    let mut parts: Vec<String> = group
+        .iter()
+        .take(MAX_LINES_LISTED)
+        .map(|&i| {
+            let p = &ops[i as usize];
+            format!("{} ({})", p.op.action, place(p.source))
+        })
+        .collect();
+    if group.len() > MAX_LINES_LISTED {
+        parts.push(format!("and {} more", group.len() - MAX_LINES_LISTED));
+    }
+    parts.join(", ")
+}
+
+fn conflicts(
+    ops: &[PlannedOp],
+    group: &[u32],
+    place: &dyn Fn(Location) -> String,
+    found: &mut Vec<(u32, String)>,
+) {
+    let first = ops[group[0] as usize].op.clone();
+    if first.action.needs_client() {
+        let has = |a: Action| group.iter().any(|&i| ops[i as usize].op.action == a);
+        if has(Action::Mute) && has(Action::Unmute) {
+            found.push((
+                group[0],
+                format!(
+                    "client {:?} in room {:?} is both muted and unmuted: {}; they run in \
+                     manifest order, the last one wins",
+                    first.client.as_deref().unwrap_or_default(),
+                    first.room,
+                    list_lines(ops, group, place)
+                ),
+            ));
+        }
+        return;
+    }
+    // Status writers: freeze (0), unfreeze (1), and updates that set `status`.
+    let status_of = |o: &Op| match o.action {
+        Action::Freeze => Some(0),
+        Action::Unfreeze => Some(1),
+        _ => o.fields.as_ref().and_then(|f| f.status),
+    };
+    let writers: Vec<u32> = group
+        .iter()
+        .copied()
+        .filter(|&i| status_of(&ops[i as usize].op).is_some())
+        .collect();
+    let mut values: Vec<u8> = writers
+        .iter()
+        .filter_map(|&i| status_of(&ops[i as usize].op))
+        .collect();
+    values.sort_unstable();
+    values.dedup();
+    if values.len() > 1 {
+        found.push((
+            writers[0],
+            format!(
+                "room {:?} is both frozen and unfrozen: {}; they run in manifest order, the \
+                 last one wins",
+                first.room,
+                list_lines(ops, &writers, place)
+            ),
+        ));
+    }
+    // Several updates setting the same field (status is covered above).
+    let updates: Vec<(u32, &RoomFields)> = group
+        .iter()
+        .filter_map(|&i| Some((i, ops[i as usize].op.fields.as_deref()?)))
+        .collect();
+    if updates.len() < 2 {
+        return;
+    }
+    for (k, name) in RoomFields::NAMES.iter().enumerate().take(PLAIN_FIELDS) {
+        let setters: Vec<u32> = updates
+            .iter()
+            .filter(|(_, f)| field_given(f, k))
+            .map(|(i, _)| *i)
+            .collect();
+        if setters.len() > 1 {
+            found.push((
+                setters[0],
+                format!(
+                    "room {:?}: several updates set `{name}`: {}; they run in manifest \
+                     order, the last one wins",
+                    first.room,
+                    list_lines(ops, &setters, place)
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(ops: Vec<Op>) -> Vec<PlannedOp> {
+        ops.into_iter()
+            .enumerate()
+            .map(|(i, op)| PlannedOp {
+                op,
+                source: Location {
+                    file: 0,
+                    line: i as u32 + 2,
+                },
+            })
+            .collect()
+    }
+
+    fn run(ops: Vec<Op>) -> (Vec<PlannedOp>, Vec<String>) {
+        let mut w = Warnings::default();
+        let out = finish(planned(ops), &[PathBuf::from("m.csv")], &mut w);
+        (out, w.finish())
+    }
+
+    #[test]
+    fn duplicates_run_once_with_a_warning_naming_lines() {
+        let (ops, w) = run(vec![
+            Op::freeze("a"),
+            Op::freeze("b"),
+            Op::freeze("a"),
+            Op::freeze("a"),
+        ]);
+        let rooms: Vec<_> = ops.iter().map(|p| (&*p.op.room, p.source.line)).collect();
+        assert_eq!(rooms, vec![("a", 2), ("b", 3)]);
+        assert_eq!(
+            w,
+            vec![
+                "line 4 repeats line 2: freeze room \"a\" (runs once)",
+                "line 5 repeats line 2: freeze room \"a\" (runs once)",
+            ]
+        );
+    }
+
+    #[test]
+    fn conflicts_are_kept_in_order_with_a_warning() {
+        let name = |n: &str| RoomFields {
+            name: Some(n.into()),
+            ..Default::default()
+        };
+        let (ops, w) = run(vec![
+            Op::freeze("a"),
+            Op::mute("c", "a"),
+            Op::unfreeze("a"),
+            Op::unmute("c", "a"),
+            Op::update("b", name("x")),
+            Op::update("b", name("y")),
+            Op::mute("c", "b"),
+        ]);
+        assert_eq!(ops.len(), 7);
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].starts_with(
+            "room \"a\" is both frozen and unfrozen: freeze (line 2), unfreeze (line 4)"
+        ));
+        assert!(w[1].starts_with(
+            "client \"c\" in room \"a\" is both muted and unmuted: mute (line 3), unmute (line 5)"
+        ));
+        assert!(w[2].starts_with(
+            "room \"b\": several updates set `name`: update (line 6), update (line 7)"
+        ));
+    }
+
+    #[test]
+    fn a_repeat_after_a_conflicting_op_is_kept() {
+        // mute, unmute, mute: the last mute decides the outcome, so it must run.
+        let (ops, w) = run(vec![
+            Op::mute("c", "a"),
+            Op::unmute("c", "a"),
+            Op::mute("c", "a"),
+            Op::freeze("r"),
+            Op::unfreeze("r"),
+            Op::freeze("r"),
+            Op::freeze("r"),
+        ]);
+        let lines: Vec<u32> = ops.iter().map(|p| p.source.line).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5, 6, 7]);
+        assert!(
+            w[0].starts_with("line 8 repeats line 5: freeze room \"r\""),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w.contains("mute (line 2), unmute (line 3), mute (line 4)"))
+        );
+    }
+
+    #[test]
+    fn a_repeated_update_is_dropped_only_if_nothing_changed_its_fields() {
+        let f = |name: &str| RoomFields {
+            name: Some(name.into()),
+            ..Default::default()
+        };
+        let (ops, _) = run(vec![
+            Op::update("r", f("A")),
+            Op::update("r", f("B")),
+            Op::update("r", f("A")),
+            Op::update("s", f("A")),
+            Op::freeze("s"),
+            Op::update("s", f("A")),
+        ]);
+        let lines: Vec<u32> = ops.iter().map(|p| p.source.line).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn no_warning_for_distinct_targets() {
+        let (ops, w) = run(vec![Op::freeze("a"), Op::unfreeze("b"), Op::mute("c", "a")]);
+        assert_eq!(ops.len(), 3);
+        assert!(w.is_empty());
+    }
+}

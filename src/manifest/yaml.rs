@@ -1,0 +1,860 @@
+//! YAML manifests (SPEC §2): `version: 1`, `name`, `window`, `settings` and `ops`, each op
+//! naming its rooms and clients inline or through `rooms_file`/`clients_file` (CSV lists
+//! resolved relative to the YAML file). Unknown keys are errors; parsing runs under a budget
+//! so an alias bomb is refused instead of expanded. Errors carry file:line:column from the
+//! parser's spans.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use sha2::Sha256;
+
+use super::{Location, ManifestErrors, Parsed, PlannedOp, Settings, Window, hash_part, read_file};
+use crate::op::{Action, Op, RoomFields, check_fields, validate_id};
+use crate::units::{Rate, parse_duration};
+
+/// The largest YAML manifest read; bigger lists belong in a `rooms_file`.
+pub const MAX_YAML_BYTES: usize = 64 << 20;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Doc {
+    version: Option<Spanned<i64>>,
+    name: Option<String>,
+    window: Option<Spanned<WindowDoc>>,
+    settings: Option<SettingsDoc>,
+    ops: Option<Spanned<Vec<Spanned<OpDoc>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowDoc {
+    start: Spanned<String>,
+    end: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsDoc {
+    rate: Option<Spanned<String>>,
+    concurrency: Option<Spanned<i64>>,
+    snapshot: Option<bool>,
+    max_attempts: Option<Spanned<i64>>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpDoc {
+    action: Spanned<String>,
+    room: Option<Spanned<String>>,
+    rooms: Option<Vec<Spanned<String>>>,
+    client: Option<Spanned<String>>,
+    clients: Option<Vec<Spanned<String>>>,
+    rooms_file: Option<Spanned<String>>,
+    clients_file: Option<Spanned<String>>,
+    set: Option<Spanned<RoomFields>>,
+}
+
+/// The parser options: default budgets, plus tight alias limits (manifests rarely need
+/// aliases, and a "billion laughs" document must fail fast).
+fn options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_aliases: 1_000,
+            max_anchors: 1_000,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 100_000,
+            max_replay_stack_depth: 16,
+            max_alias_expansions_per_anchor: 1_000,
+        },
+    }
+}
+
+fn line_col(l: &serde_saphyr::Location) -> (u32, Option<u32>) {
+    let c = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    (c(l.line()), Some(c(l.column())).filter(|c| *c > 0))
+}
+
+/// The most nodes a manifest may hold once its aliases are expanded (the parse budget).
+pub const MAX_EXPANDED_NODES: u64 = 1_000_000;
+
+/// The parse budget: walks the parser's events (no value is built) and counts the nodes the
+/// document would have with every alias expanded, refusing it past [`MAX_EXPANDED_NODES`].
+/// A "billion laughs" document is refused here, whatever the schema would say about it.
+/// Syntax errors are left to the real parse, which words them better.
+fn check_alias_budget(text: &str) -> Result<(), (u32, Option<u32>, String)> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+    let mut sizes: HashMap<usize, u64> = HashMap::new();
+    let mut stack: Vec<(usize, u64)> = Vec::new();
+    let mut total: u64 = 0;
+    for item in Parser::new_from_str(text) {
+        let Ok((ev, span)) = item else {
+            return Ok(());
+        };
+        let (added, alias) = match ev {
+            Event::Scalar(_, _, anchor, _) => {
+                if anchor > 0 {
+                    sizes.insert(anchor, 1);
+                }
+                (1, false)
+            }
+            Event::Alias(id) => (sizes.get(&id).copied().unwrap_or(1), true),
+            Event::SequenceStart(_, anchor, _) | Event::MappingStart(_, anchor, _) => {
+                stack.push((anchor, 1));
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some((anchor, n)) = stack.pop() else {
+                    continue;
+                };
+                if anchor > 0 {
+                    sizes.insert(anchor, n);
+                }
+                (n, false)
+            }
+            _ => continue,
+        };
+        let acc = match stack.last_mut() {
+            Some(top) => &mut top.1,
+            None => &mut total,
+        };
+        *acc = acc.saturating_add(added);
+        if *acc > MAX_EXPANDED_NODES {
+            let line = u32::try_from(span.start.line()).unwrap_or(u32::MAX);
+            let col = u32::try_from(span.start.col() + 1).ok();
+            let why = if alias {
+                "this alias expands"
+            } else {
+                "the manifest expands"
+            };
+            return Err((
+                line,
+                col,
+                format!(
+                    "refused by the parse budget: {why} the document beyond {MAX_EXPANDED_NODES} \
+                     nodes (an alias bomb?); write the lists out, or put long lists in a \
+                     rooms_file or clients_file"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The parser's message without the location it appends (we print our own prefix).
+fn parser_message(e: &serde_saphyr::Error) -> String {
+    let text = e.without_snippet().to_string();
+    let text = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    match text.rfind(" at line ") {
+        Some(i) if text[i..].contains("column") => text[..i].to_string(),
+        _ => text,
+    }
+}
+
+/// Reads a YAML manifest at `path`, feeding it and every included file to `hasher`.
+pub(crate) fn load_yaml(path: &Path, hasher: &mut Sha256) -> Result<Parsed, ManifestErrors> {
+    let mut errs = ManifestErrors::default();
+    let bytes = match read_file(path, path) {
+        Ok(b) => b,
+        Err(m) => {
+            errs.at(path, 0, None, m);
+            return Err(errs);
+        }
+    };
+    hash_part(hasher, b"manifest", &bytes);
+    if bytes.len() > MAX_YAML_BYTES {
+        errs.at(
+            path,
+            0,
+            None,
+            format!(
+                "the YAML manifest is larger than {} MiB: put long lists in a rooms_file or \
+                 clients_file",
+                MAX_YAML_BYTES >> 20
+            ),
+        );
+        return Err(errs);
+    }
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let line = 1 + bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count();
+            errs.at(
+                path,
+                u32::try_from(line).unwrap_or(u32::MAX),
+                None,
+                "not valid UTF-8: save the file as UTF-8",
+            );
+            return Err(errs);
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        errs.at(
+            path,
+            1,
+            None,
+            "the file is empty: a YAML manifest starts with `version: 1` and lists `ops`",
+        );
+        return Err(errs);
+    }
+    if let Err((line, col, m)) = check_alias_budget(text) {
+        errs.at(path, line.max(1), col, m);
+        return Err(errs);
+    }
+    let doc: Doc = match serde_saphyr::from_str_with_options(text, options()) {
+        Ok(d) => d,
+        Err(e) => {
+            let (line, col) = e.location().map(|l| line_col(&l)).unwrap_or((1, None));
+            errs.at(path, line.max(1), col, yaml_message(&e));
+            return Err(errs);
+        }
+    };
+    let mut hashed = Hashed { hasher };
+    interpret(path, doc, &mut hashed, &mut errs).ok_or(errs)
+}
+
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let m = parser_message(e)
+        .replace(
+            ", set DuplicateKeyPolicy in Options if acceptable",
+            ": each key may appear once per mapping",
+        )
+        .replace(
+            "expected sequence start",
+            "expected a list here, such as [lobby-1, lobby-2]",
+        );
+    let lower = m.to_lowercase();
+    if lower.contains("budget") || lower.contains("alias") && lower.contains("limit") {
+        format!(
+            "refused: {m} (the manifest expands beyond the parse budget; YAML aliases are \
+             limited to keep a hostile file from exhausting memory)"
+        )
+    } else if lower.contains("unknown field") {
+        format!("{m}; unknown keys are errors (typos must not be silently ignored)")
+    } else {
+        m
+    }
+}
+
+struct Hashed<'h> {
+    hasher: &'h mut Sha256,
+}
+
+/// An id and where it came from.
+type Ids = Vec<(Box<str>, Location)>;
+
+/// An included file's index in `sources` and its `(id, line)` entries.
+type IdList = (u32, Vec<(Box<str>, u32)>);
+
+/// State shared while interpreting one manifest: the included files.
+struct Includes {
+    base: PathBuf,
+    sources: Vec<PathBuf>,
+    /// Per (file, column): its index in `sources` and its `(id, line)` entries.
+    lists: HashMap<(PathBuf, &'static str), IdList>,
+}
+
+fn interpret(
+    path: &Path,
+    doc: Doc,
+    hashed: &mut Hashed<'_>,
+    errs: &mut ManifestErrors,
+) -> Option<Parsed> {
+    match &doc.version {
+        None => errs.at(
+            path,
+            1,
+            None,
+            "`version: 1` is required at the top of a YAML manifest",
+        ),
+        Some(v) if v.value != 1 => {
+            let (l, c) = line_col(&v.referenced);
+            errs.at(
+                path,
+                l,
+                c,
+                format!(
+                    "version {} is not supported: this imkit-batch reads `version: 1`",
+                    v.value
+                ),
+            );
+        }
+        Some(_) => {}
+    }
+    let window = doc.window.and_then(|w| window(path, w, errs));
+    let settings = doc
+        .settings
+        .map(|s| settings(path, s, errs))
+        .unwrap_or_default();
+    let mut inc = Includes {
+        base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        sources: vec![path.to_path_buf()],
+        lists: HashMap::new(),
+    };
+    let mut ops = Vec::new();
+    match doc.ops {
+        None => errs.at(
+            path,
+            1,
+            None,
+            "no `ops`: list the operations under `ops:` (each with an `action`)",
+        ),
+        Some(list) => {
+            for item in list.value {
+                expand_op(path, item, &mut inc, hashed, errs, &mut ops);
+            }
+        }
+    }
+    if !errs.is_empty() {
+        return None;
+    }
+    Some(Parsed {
+        name: doc.name,
+        window,
+        settings,
+        ops,
+        sources: inc.sources,
+    })
+}
+
+fn window(path: &Path, w: Spanned<WindowDoc>, errs: &mut ManifestErrors) -> Option<Window> {
+    let ts = |s: &Spanned<String>, key: &str, errs: &mut ManifestErrors| match s
+        .value
+        .trim()
+        .parse::<jiff::Timestamp>(
+    ) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let (l, c) = line_col(&s.referenced);
+            errs.at(
+                path,
+                l,
+                c,
+                format!(
+                    "window.{key} {:?} is not an RFC 3339 time with an offset, such as \
+                         2026-11-22T22:00:00+08:00 ({e})",
+                    s.value
+                ),
+            );
+            None
+        }
+    };
+    let start = ts(&w.value.start, "start", errs);
+    let end = ts(&w.value.end, "end", errs);
+    let (start, end) = (start?, end?);
+    if start >= end {
+        let (l, c) = line_col(&w.value.end.referenced);
+        errs.at(
+            path,
+            l,
+            c,
+            format!("window.end ({end}) must be after window.start ({start})"),
+        );
+        return None;
+    }
+    Some(Window { start, end })
+}
+
+fn settings(path: &Path, s: SettingsDoc, errs: &mut ManifestErrors) -> Settings {
+    let mut out = Settings {
+        snapshot: s.snapshot,
+        ..Settings::default()
+    };
+    let mut err = |sp: &serde_saphyr::Location, m: String| {
+        let (l, c) = line_col(sp);
+        errs.at(path, l, c, m);
+    };
+    if let Some(r) = s.rate {
+        match r.value.parse::<Rate>() {
+            Ok(v) => out.rate = Some(v),
+            Err(m) => err(&r.referenced, format!("settings.rate: {m}")),
+        }
+    }
+    let at_least_one = |v: &Spanned<i64>, key: &str| -> Result<u32, String> {
+        u32::try_from(v.value)
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                format!(
+                    "settings.{key} must be a whole number of at least 1, not {}",
+                    v.value
+                )
+            })
+    };
+    if let Some(c) = s.concurrency {
+        match at_least_one(&c, "concurrency") {
+            Ok(v) => out.concurrency = Some(v),
+            Err(m) => err(&c.referenced, m),
+        }
+    }
+    if let Some(c) = s.max_attempts {
+        match at_least_one(&c, "max_attempts") {
+            Ok(v) => out.max_attempts = Some(v),
+            Err(m) => err(&c.referenced, m),
+        }
+    }
+    if let Some(t) = s.timeout {
+        match parse_duration(&t.value) {
+            Ok(d) if !d.is_zero() => out.timeout = Some(d),
+            Ok(_) => err(
+                &t.referenced,
+                "settings.timeout must be more than 0s".into(),
+            ),
+            Err(m) => err(&t.referenced, format!("settings.timeout: {m}")),
+        }
+    }
+    out
+}
+
+fn loc_of(s: &serde_saphyr::Location) -> u32 {
+    line_col(s).0
+}
+
+/// Inline ids (`room`, `rooms`) and ids from a file, each checked.
+#[allow(clippy::too_many_arguments)]
+fn collect_ids(
+    path: &Path,
+    what: &'static str,
+    one: Option<Spanned<String>>,
+    many: Option<Vec<Spanned<String>>>,
+    file: Option<Spanned<String>>,
+    inc: &mut Includes,
+    hashed: &mut Hashed<'_>,
+    errs: &mut ManifestErrors,
+) -> (Ids, bool) {
+    let mut out = Ids::new();
+    let given = one.is_some() || many.is_some() || file.is_some();
+    for s in one.into_iter().chain(many.into_iter().flatten()) {
+        let (l, c) = line_col(&s.referenced);
+        match validate_id(&s.value) {
+            Ok(()) => out.push((s.value.into(), Location { file: 0, line: l })),
+            Err(e) => errs.at(path, l, c, format!("{what}: {e}")),
+        }
+    }
+    if let Some(f) = file {
+        let (l, c) = line_col(&f.referenced);
+        let key_name = if what == "room" {
+            "rooms_file"
+        } else {
+            "clients_file"
+        };
+        if f.value.trim().is_empty() {
+            errs.at(path, l, c, format!("{key_name} is empty: name a CSV file"));
+            return (out, given);
+        }
+        let rel = PathBuf::from(&f.value);
+        let full = inc.base.join(&rel);
+        let key = (full.clone(), what);
+        if !inc.lists.contains_key(&key) {
+            let bytes = match read_file(&full, &full) {
+                Ok(b) => b,
+                Err(m) => {
+                    errs.at(
+                        path,
+                        l,
+                        c,
+                        format!("{key_name}: {m} (paths are relative to the manifest's folder)"),
+                    );
+                    return (out, given);
+                }
+            };
+            let idx = match inc.sources.iter().position(|p| *p == full) {
+                Some(i) => i as u32,
+                None => {
+                    hash_part(hashed.hasher, f.value.as_bytes(), &bytes);
+                    inc.sources.push(full.clone());
+                    (inc.sources.len() - 1) as u32
+                }
+            };
+            let ids = super::csv::read_id_list(&bytes, &full, what, errs);
+            inc.lists.insert(key.clone(), (idx, ids));
+        }
+        if let Some((idx, ids)) = inc.lists.get(&key) {
+            out.extend(ids.iter().map(|(id, line)| {
+                (
+                    id.clone(),
+                    Location {
+                        file: *idx,
+                        line: *line,
+                    },
+                )
+            }));
+        }
+    }
+    (out, given)
+}
+
+fn expand_op(
+    path: &Path,
+    item: Spanned<OpDoc>,
+    inc: &mut Includes,
+    hashed: &mut Hashed<'_>,
+    errs: &mut ManifestErrors,
+    ops: &mut Vec<PlannedOp>,
+) {
+    let op_line = loc_of(&item.referenced);
+    let d = item.value;
+    let action = Action::parse(d.action.value.trim());
+    if action.is_none() {
+        let (l, c) = line_col(&d.action.referenced);
+        errs.at(path, l, c, super::unknown_action(&d.action.value));
+    }
+    let (rooms, rooms_given) = collect_ids(
+        path,
+        "room",
+        d.room,
+        d.rooms,
+        d.rooms_file,
+        inc,
+        hashed,
+        errs,
+    );
+    let (clients, clients_given) = collect_ids(
+        path,
+        "client",
+        d.client,
+        d.clients,
+        d.clients_file,
+        inc,
+        hashed,
+        errs,
+    );
+    let Some(action) = action else { return };
+    if !rooms_given {
+        errs.at(
+            path,
+            op_line,
+            None,
+            format!("this {action} op names no room: give `room`, `rooms` or `rooms_file`"),
+        );
+    }
+    if action.needs_client() && !clients_given {
+        errs.at(
+            path,
+            op_line,
+            None,
+            format!(
+                "{action} needs clients: give `client`, `clients` or `clients_file` (every \
+                 pair of client and room is one op)"
+            ),
+        );
+    }
+    if !action.needs_client() && clients_given {
+        errs.at(
+            path,
+            op_line,
+            None,
+            format!(
+                "{action} acts on rooms and takes no `client`/`clients`/`clients_file`; use \
+                 mute or unmute for clients"
+            ),
+        );
+    }
+    let fields = match (action, d.set) {
+        (Action::Update, None) => {
+            errs.at(
+                path,
+                op_line,
+                None,
+                format!(
+                    "update needs `set` with at least one field ({})",
+                    RoomFields::NAMES.join(", ")
+                ),
+            );
+            None
+        }
+        (Action::Update, Some(s)) => match check_fields(&s.value) {
+            Ok(()) => Some(Box::new(s.value)),
+            Err(m) => {
+                let (l, c) = line_col(&s.referenced);
+                errs.at(path, l, c, format!("set: {m}"));
+                None
+            }
+        },
+        (a, Some(s)) => {
+            let (l, c) = line_col(&s.referenced);
+            errs.at(
+                path,
+                l,
+                c,
+                format!("{a} takes no `set`: only update changes fields"),
+            );
+            None
+        }
+        (_, None) => None,
+    };
+    if (action == Action::Update && fields.is_none()) || !errs.is_empty() {
+        return;
+    }
+    let op_loc = Location {
+        file: 0,
+        line: op_line,
+    };
+    let pick = |room: Location, client: Option<Location>| {
+        if room.file != 0 {
+            room
+        } else {
+            client.filter(|c| c.file != 0).unwrap_or(op_loc)
+        }
+    };
+    if action.needs_client() {
+        for (c, cl) in &clients {
+            for (r, rl) in &rooms {
+                ops.push(PlannedOp {
+                    op: Op {
+                        action,
+                        room: r.clone(),
+                        client: Some(c.clone()),
+                        fields: None,
+                    },
+                    source: pick(*rl, Some(*cl)),
+                });
+            }
+        }
+    } else {
+        for (r, rl) in &rooms {
+            ops.push(PlannedOp {
+                op: Op {
+                    action,
+                    room: r.clone(),
+                    client: None,
+                    fields: fields.clone(),
+                },
+                source: pick(*rl, None),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    fn load_text(dir: &Path, text: &str) -> Result<Parsed, ManifestErrors> {
+        let p = dir.join("m.yaml");
+        std::fs::write(&p, text).unwrap();
+        let mut h = Sha256::new();
+        load_yaml(&p, &mut h)
+    }
+
+    fn err(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let e = load_text(dir.path(), text)
+            .err()
+            .expect("an error")
+            .to_string();
+        e.replace(&dir.path().display().to_string(), "D")
+    }
+
+    #[test]
+    fn spec_example() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("more-rooms.csv"), "room\nlobby-9\n").unwrap();
+        let p = load_text(
+            dir.path(),
+            "version: 1
+name: maintenance-2026-11-22
+window:
+  start: 2026-11-22T22:00:00+08:00
+  end:   2026-11-23T02:00:00+08:00
+settings:
+  rate: 600/min
+  concurrency: 8
+  snapshot: true
+ops:
+  - action: freeze
+    rooms: [lobby-1, lobby-2]
+  - action: mute
+    clients: [u-1001, u-1002]
+    rooms: [lobby-1]
+  - action: update
+    room: help-desk
+    set: { name: Help Desk, opening: 0 }
+  - action: freeze
+    rooms_file: more-rooms.csv
+",
+        )
+        .unwrap();
+        assert_eq!(p.name.as_deref(), Some("maintenance-2026-11-22"));
+        assert!(p.window.is_some());
+        assert_eq!(p.settings.rate, Some(Rate::per_minute(600)));
+        assert_eq!(p.settings.concurrency, Some(8));
+        assert_eq!(p.settings.snapshot, Some(true));
+        let ops: Vec<String> = p.ops.iter().map(|o| o.op.to_string()).collect();
+        assert_eq!(
+            ops,
+            vec![
+                "freeze room \"lobby-1\"",
+                "freeze room \"lobby-2\"",
+                "mute client \"u-1001\" in room \"lobby-1\"",
+                "mute client \"u-1002\" in room \"lobby-1\"",
+                "update room \"help-desk\"",
+                "freeze room \"lobby-9\"",
+            ]
+        );
+        assert_eq!(p.ops[0].source, Location { file: 0, line: 11 });
+        assert_eq!(p.ops[2].source.line, 13);
+        assert_eq!(p.ops[5].source, Location { file: 1, line: 2 });
+        assert_eq!(p.sources.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_location() {
+        let e = err("version: 1\nops:\n  - action: freeze\n    rooms: [a]\n    romos: [b]\n");
+        assert!(e.starts_with("D/m.yaml:5:"), "{e}");
+        assert!(e.contains("romos"), "{e}");
+        let e = err("version: 1\nsettngs: {}\nops: []\n");
+        assert!(e.starts_with("D/m.yaml:2:"), "{e}");
+    }
+
+    #[test]
+    fn parser_messages_are_for_users() {
+        let e = err("version: 1\nops:\n  - action: freeze\n    room: a\n    room: b\n");
+        assert!(
+            e.contains("D/m.yaml:5:5: duplicate mapping key: room: each key may appear once"),
+            "{e}"
+        );
+        let e = err("version: 1\nops:\n  - action: freeze\n    rooms: a\n");
+        assert!(e.contains("D/m.yaml:4:12: expected a list here"), "{e}");
+    }
+
+    #[test]
+    fn version_rules() {
+        assert!(err("ops: []\n").contains("D/m.yaml:1: `version: 1` is required"));
+        let e = err("version: 2\nops: []\n");
+        assert!(
+            e.starts_with("D/m.yaml:1:10: version 2 is not supported"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn op_rules() {
+        let e = err("version: 1\nops:\n  - action: frezze\n    room: a\n");
+        assert!(
+            e.contains("D/m.yaml:3:13: unknown action \"frezze\" (did you mean `freeze`?)"),
+            "{e}"
+        );
+        let e = err("version: 1\nops:\n  - action: mute\n    room: a\n");
+        assert!(e.contains("D/m.yaml:3: mute needs clients"), "{e}");
+        let e = err("version: 1\nops:\n  - action: freeze\n    room: a\n    client: c\n");
+        assert!(e.contains("D/m.yaml:3: freeze acts on rooms"), "{e}");
+        let e = err("version: 1\nops:\n  - action: update\n    room: a\n");
+        assert!(e.contains("D/m.yaml:3: update needs `set`"), "{e}");
+        let e = err("version: 1\nops:\n  - action: update\n    room: a\n    set: {}\n");
+        assert!(
+            e.contains("D/m.yaml:5:10: set: update needs at least one field"),
+            "{e}"
+        );
+        let e =
+            err("version: 1\nops:\n  - action: update\n    room: a\n    set: { colour: red }\n");
+        assert!(e.contains("D/m.yaml:5:"), "{e}");
+        let e = err("version: 1\nops:\n  - action: freeze\n    rooms: [ok, \"\"]\n");
+        assert!(
+            e.contains("D/m.yaml:4:") && e.contains("room: id is empty"),
+            "{e}"
+        );
+        let e = err("version: 1\nops:\n  - action: freeze\n");
+        assert!(
+            e.contains("D/m.yaml:3: this freeze op names no room"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn window_and_settings_rules() {
+        let e = err(
+            "version: 1\nwindow:\n  start: 2026-11-23T02:00:00Z\n  end: 2026-11-22T22:00:00Z\nops: []\n",
+        );
+        assert!(e.contains("D/m.yaml:4:8: window.end"), "{e}");
+        let e =
+            err("version: 1\nwindow:\n  start: tomorrow\n  end: 2026-11-22T22:00:00Z\nops: []\n");
+        assert!(
+            e.contains("D/m.yaml:3:10: window.start \"tomorrow\""),
+            "{e}"
+        );
+        let e = err(
+            "version: 1\nsettings:\n  rate: fast\n  concurrency: 0\n  timeout: soon\nops: []\n",
+        );
+        assert!(
+            e.contains("D/m.yaml:3:9: settings.rate: invalid rate"),
+            "{e}"
+        );
+        assert!(
+            e.contains("D/m.yaml:4:16: settings.concurrency must be"),
+            "{e}"
+        );
+        assert!(e.contains("D/m.yaml:5:12: settings.timeout"), "{e}");
+    }
+
+    fn bomb(levels: usize) -> String {
+        let mut y = String::from("version: 1\nops:\n  - action: freeze\n    rooms: &a0 [");
+        y.push_str(&["lol"; 10].join(", "));
+        y.push_str("]\n");
+        for i in 1..levels {
+            let prev = format!("*a{}", i - 1);
+            y.push_str(&format!(
+                "  - action: freeze\n    rooms: &a{i} [{}]\n",
+                vec![prev; 10].join(", ")
+            ));
+        }
+        y
+    }
+
+    #[test]
+    fn alias_bomb_is_refused_by_the_budget() {
+        // 10^9 nodes once expanded; refused at the alias that passes the budget.
+        let e = err(&bomb(9));
+        assert!(
+            e.starts_with("D/m.yaml:14:") && e.contains("refused by the parse budget"),
+            "{e}"
+        );
+        // A small, legitimate use of aliases is fine for the budget (the schema then
+        // rejects the nested list, which is a different message).
+        let e = err(&bomb(2));
+        assert!(!e.contains("parse budget"), "{e}");
+        assert!(check_alias_budget("a: &x [1, 2]\nb: *x\nc: *x\n").is_ok());
+    }
+
+    #[test]
+    fn rooms_file_errors_name_that_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("r.csv"), "room\nok\n\"a\tb\"\n").unwrap();
+        let e = load_text(
+            dir.path(),
+            "version: 1\nops:\n  - action: freeze\n    rooms_file: r.csv\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("r.csv:3: room: id contains a control character"),
+            "{e}"
+        );
+        let e = load_text(
+            dir.path(),
+            "version: 1\nops:\n  - action: freeze\n    rooms_file: nope.csv\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("m.yaml:4:17: rooms_file: cannot open"), "{e}");
+    }
+}

@@ -1,0 +1,484 @@
+//! Manifests end to end: the bad-manifest corpus (each file with the message it must
+//! produce), the good fixtures, `validate` and `plan` through the binary, and property tests
+//! (random and mutated input never panics; CSV and YAML forms of one job give the same ops).
+
+use std::path::{Path, PathBuf};
+
+use imkit_batch::manifest::{Format, LoadOptions, Manifest, ManifestErrors, load};
+use imkit_batch::op::{Action, Op, RoomFields};
+use predicates::prelude::*;
+use proptest::prelude::*;
+
+use crate::util;
+
+fn manifests() -> PathBuf {
+    util::repo_root().join("tests/manifests")
+}
+
+fn load_at(path: &Path, action: Option<Action>) -> Result<Manifest, ManifestErrors> {
+    load(path, &LoadOptions { action })
+}
+
+/// Every manifest in `tests/manifests/bad/` must fail with every line of its `.expected`
+/// file in the error text (a line `action=ACTION` passes `--action` instead).
+#[test]
+fn bad_manifest_corpus() {
+    let dir = manifests().join("bad");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("csv" | "yaml" | "yml")
+                )
+        })
+        .collect();
+    entries.sort();
+    for path in entries {
+        let exp_path = PathBuf::from(format!("{}.expected", path.display()));
+        let expected = std::fs::read_to_string(&exp_path)
+            .unwrap_or_else(|_| panic!("{} has no .expected file", path.display()));
+        let mut action = None;
+        let mut wanted = Vec::new();
+        for line in expected.lines().filter(|l| !l.trim().is_empty()) {
+            match line.strip_prefix("action=") {
+                Some(a) => action = Some(Action::parse(a.trim()).expect("valid action")),
+                None => wanted.push(line),
+            }
+        }
+        assert!(!wanted.is_empty(), "{} expects nothing", exp_path.display());
+        match load_at(&path, action) {
+            Ok(_) => failures.push(format!("{}: loaded without error", path.display())),
+            Err(e) => {
+                let text = e.to_string();
+                for w in wanted {
+                    if !text.contains(w) {
+                        failures.push(format!("{}: expected {w:?} in:\n{text}", path.display()));
+                    }
+                }
+                // Every error names a file and, unless the whole file is at fault, a line.
+                for err in &e.errors {
+                    assert!(!err.file.as_os_str().is_empty());
+                }
+            }
+        }
+        checked += 1;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(checked >= 30, "only {checked} bad manifests");
+}
+
+#[test]
+fn spec_examples_load() {
+    let csv = load_at(&manifests().join("good/spec-example.csv"), None).unwrap();
+    assert_eq!(csv.format, Format::Csv);
+    assert_eq!(csv.ops.len(), 3);
+    assert!(csv.warnings.is_empty(), "{:?}", csv.warnings);
+
+    let yaml = load_at(&manifests().join("good/spec-example.yaml"), None).unwrap();
+    assert_eq!(yaml.format, Format::Yaml);
+    assert_eq!(yaml.name.as_deref(), Some("maintenance-2026-11-22"));
+    assert_eq!(yaml.ops.len(), 7);
+    assert_eq!(yaml.sources.len(), 2);
+    let w = yaml.window.unwrap();
+    assert_eq!(w.start.to_string(), "2026-11-22T14:00:00Z");
+    assert_eq!(yaml.settings.concurrency, Some(8));
+    assert_eq!(yaml.counts()[0], (Action::Freeze, 4));
+    assert_eq!(yaml.distinct_rooms(), 5);
+    assert_eq!(yaml.distinct_clients(), 2);
+    // The op from the rooms_file points at that file's line.
+    let last = yaml.ops.last().unwrap();
+    assert_eq!(&*last.op.room, "lobby-4");
+    assert!(yaml.describe(last.source).ends_with("more-rooms.csv:3"));
+}
+
+#[test]
+fn bom_crlf_comments_and_quotes() {
+    let m = load_at(&manifests().join("good/bom-crlf.csv"), Some(Action::Freeze)).unwrap();
+    let got: Vec<(&str, u32)> = m.ops.iter().map(|p| (&*p.op.room, p.source.line)).collect();
+    assert_eq!(got, vec![("lobby-1", 4), ("lobby,2", 5)]);
+}
+
+#[test]
+fn duplicates_and_conflicts_warn() {
+    let m = load_at(&manifests().join("good/duplicates-and-conflicts.csv"), None).unwrap();
+    assert_eq!(m.ops.len(), 7);
+    let w = m.warnings.join("\n");
+    assert!(
+        w.contains("line 4 repeats line 2: freeze room \"lobby-1\""),
+        "{w}"
+    );
+    assert!(
+        w.contains("room \"lobby-2\" is both frozen and unfrozen"),
+        "{w}"
+    );
+    assert!(
+        w.contains("client \"u-1\" in room \"lobby-1\" is both muted and unmuted"),
+        "{w}"
+    );
+    assert!(
+        w.contains("room \"help\": several updates set `name`"),
+        "{w}"
+    );
+}
+
+/// The checksum covers the manifest, its included files and `--action`.
+#[test]
+fn checksum_covers_includes_and_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let y = dir.path().join("job.yaml");
+    let r = dir.path().join("rooms.csv");
+    std::fs::write(
+        &y,
+        "version: 1\nops:\n  - action: freeze\n    rooms_file: rooms.csv\n",
+    )
+    .unwrap();
+    std::fs::write(&r, "room\na\n").unwrap();
+    let c1 = load_at(&y, None).unwrap().checksum;
+    std::fs::write(&r, "room\nb\n").unwrap();
+    let c2 = load_at(&y, None).unwrap().checksum;
+    assert_ne!(c1, c2);
+    assert_eq!(c2, load_at(&y, None).unwrap().checksum);
+    assert_eq!(c1.len(), 64);
+
+    let c = dir.path().join("rooms-only.csv");
+    std::fs::write(&c, "room\na\n").unwrap();
+    let f = load_at(&c, Some(Action::Freeze)).unwrap().checksum;
+    let u = load_at(&c, Some(Action::Unfreeze)).unwrap().checksum;
+    assert_ne!(f, u);
+}
+
+#[test]
+fn example_jobs_validate() {
+    let dir = util::repo_root().join("jobs/examples");
+    let mut n = 0;
+    for f in [
+        "maintenance-freeze.yaml",
+        "night-mute.csv",
+        "morning-unmute.csv",
+        "room-update.csv",
+    ] {
+        let m = load_at(&dir.join(f), None).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(m.ops.len() >= 10, "{f}: {} ops", m.ops.len());
+        assert!(m.warnings.is_empty(), "{f}: {:?}", m.warnings);
+        n += 1;
+    }
+    assert_eq!(n, 4);
+}
+
+#[test]
+fn validate_cli_valid_and_json() {
+    let ex = util::repo_root().join("jobs/examples/night-mute.csv");
+    util::bin()
+        .arg("validate")
+        .arg(&ex)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("valid: 16 ops"))
+        .stdout(predicate::str::contains("distinct clients: 14"));
+    let out = util::bin()
+        .args(["validate", "--json"])
+        .arg(&ex)
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["ops"], 16);
+    assert_eq!(v["actions"]["mute"], 16);
+    assert_eq!(v["rooms"], 4);
+    assert_eq!(v["clients"], 14);
+    assert_eq!(v["warnings"], serde_json::json!([]));
+}
+
+#[test]
+fn validate_cli_invalid_exits_2_with_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.csv");
+    std::fs::write(&p, "action,room\nfrz,a\nfreeze,\nfreeze,ok\n").unwrap();
+    util::bin()
+        .arg("validate")
+        .arg(&p)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("m.csv:2: unknown action \"frz\""))
+        .stderr(predicate::str::contains("m.csv:3: room: id is empty"))
+        .stderr(predicate::str::contains("2 errors found"))
+        .stdout(predicate::str::is_empty());
+    // No journal is ever written by validate.
+    assert!(!dir.path().join("m.csv.journal").exists());
+    let out = util::bin()
+        .args(["validate", "--json"])
+        .arg(&p)
+        .assert()
+        .code(2)
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["error_count"], 2);
+    assert_eq!(v["errors"][0]["line"], 2);
+}
+
+#[test]
+fn validate_cli_action_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("rooms.csv");
+    std::fs::write(&p, "room\na\nb\n").unwrap();
+    util::bin()
+        .arg("validate")
+        .arg(&p)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("pass --action"));
+    util::bin()
+        .args(["validate", "--action", "freeze"])
+        .arg(&p)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("freeze    2"));
+}
+
+#[test]
+fn plan_cli_lists_requests_and_sends_nothing() {
+    let ex = util::repo_root().join("jobs/examples/room-update.csv");
+    util::bin()
+        .args(["plan", "--show", "2"])
+        .arg(&ex)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("to send: 10 requests"))
+        .stdout(predicate::str::contains(
+            "PUT /rooms/support-billing {\"botMode\":true,",
+        ))
+        .stdout(predicate::str::contains("... and 8 more"))
+        .stdout(predicate::str::contains("nothing was sent"));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.yaml");
+    std::fs::write(&p, "version: 3\nops: []\n").unwrap();
+    util::bin()
+        .arg("plan")
+        .arg(&p)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("bad.yaml:1:10: version 3"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Property tests.
+
+fn load_bytes(dir: &Path, name: &str, bytes: &[u8], action: Option<Action>) {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    // Must return, Ok or Err, never panic.
+    let _ = load_at(&p, action);
+}
+
+const SEED_CSV: &str = "action,room,client,name,roomTags,opening,botMode\nfreeze,lobby-1,,,,,\n\
+mute,lobby-1,u-1,,,,\nupdate,help,,Help,a;b,1,true\n";
+
+fn seed_yaml() -> String {
+    std::fs::read_to_string(manifests().join("good/spec-example.yaml")).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let dir = tempfile::tempdir().unwrap();
+        load_bytes(dir.path(), "r.csv", &bytes, None);
+        load_bytes(dir.path(), "r2.csv", &bytes, Some(Action::Mute));
+        load_bytes(dir.path(), "r.yaml", &bytes, None);
+    }
+
+    #[test]
+    fn mutated_manifests_never_panic(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<u8>()), 1..8),
+        yaml in any::<bool>(),
+    ) {
+        let mut bytes = if yaml { seed_yaml().into_bytes() } else { SEED_CSV.as_bytes().to_vec() };
+        for (at, kind, b) in edits {
+            if bytes.is_empty() { break; }
+            let i = at.index(bytes.len());
+            // Bias the replacement bytes towards ones that matter to the formats.
+            let b = b",;:#\"'\n\r -[]{}&*!|>\x00\xff"[b as usize % 21];
+            match kind {
+                0 => bytes[i] = b,
+                1 => bytes.insert(i, b),
+                _ => { bytes.remove(i); }
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        std::fs::write(dir.join("more-rooms.csv"), "room\nlobby-3\n").unwrap();
+        load_bytes(dir, if yaml { "m.yaml" } else { "m.csv" }, &bytes, None);
+    }
+
+    #[test]
+    fn csv_and_yaml_forms_expand_to_the_same_ops(job in job_strategy()) {
+        let dir = tempfile::tempdir().unwrap();
+        let (csv, yaml) = render_job(&job);
+        let c = dir.path().join("job.csv");
+        let y = dir.path().join("job.yaml");
+        std::fs::write(&c, csv).unwrap();
+        std::fs::write(&y, &yaml).unwrap();
+        let from_csv = load_at(&c, None).map_err(|e| e.to_string());
+        let from_yaml = load_at(&y, None).map_err(|e| format!("{e}\n{yaml}"));
+        let ops = |m: Manifest| m.ops.into_iter().map(|p| p.op).collect::<Vec<Op>>();
+        let (a, b) = (ops(from_csv.unwrap()), ops(from_yaml.unwrap()));
+        prop_assert_eq!(a, b);
+    }
+}
+
+/// One YAML op of a generated job.
+#[derive(Debug, Clone)]
+struct JobOp {
+    action: Action,
+    rooms: Vec<String>,
+    clients: Vec<String>,
+    fields: RoomFields,
+}
+
+fn id_strategy() -> impl Strategy<Value = String> {
+    // Small alphabet so duplicates and conflicts happen; odd characters included.
+    prop_oneof![
+        "(lobby|room|u)-[0-3]",
+        "[a-z0-9./?%# 房-]{1,6}".prop_filter("no edge spaces", |s| s.trim() == s),
+    ]
+}
+
+fn text_strategy() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9 ,:\"'#&*·-]{1,12}".prop_filter("no edge spaces", |s| s.trim() == s)
+}
+
+fn fields_strategy() -> impl Strategy<Value = RoomFields> {
+    (
+        proptest::option::of(text_strategy()),
+        proptest::option::of(text_strategy()),
+        proptest::option::of(proptest::collection::vec("[a-z]{1,5}", 1..3)),
+        proptest::option::of(0u8..2),
+        proptest::option::of(any::<bool>()),
+    )
+        .prop_filter_map(
+            "update needs a field",
+            |(name, description, tags, opening, bot)| {
+                let f = RoomFields {
+                    name,
+                    description,
+                    room_tags: tags,
+                    opening,
+                    bot_mode: bot,
+                    ..RoomFields::default()
+                };
+                (!f.is_empty()).then_some(f)
+            },
+        )
+}
+
+fn job_strategy() -> impl Strategy<Value = Vec<JobOp>> {
+    let op = (
+        0usize..5,
+        proptest::collection::vec(id_strategy(), 1..4),
+        proptest::collection::vec(id_strategy(), 1..3),
+        fields_strategy(),
+    )
+        .prop_map(|(a, rooms, clients, fields)| {
+            let action = Action::ALL[a];
+            JobOp {
+                action,
+                rooms,
+                clients: if action.needs_client() {
+                    clients
+                } else {
+                    vec![]
+                },
+                fields: if action == Action::Update {
+                    fields
+                } else {
+                    RoomFields::default()
+                },
+            }
+        });
+    proptest::collection::vec(op, 1..8)
+}
+
+/// The same job as a CSV (one row per expanded op, clients outer) and as YAML.
+fn render_job(job: &[JobOp]) -> (String, String) {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "action",
+        "room",
+        "client",
+        "name",
+        "description",
+        "roomTags",
+        "opening",
+        "botMode",
+    ])
+    .unwrap();
+    let q = |s: &str| serde_json::to_string(s).unwrap();
+    let mut y = String::from("version: 1\nops:\n");
+    for op in job {
+        let f = &op.fields;
+        let cells = |room: &str, client: &str| {
+            vec![
+                op.action.as_str().to_string(),
+                room.to_string(),
+                client.to_string(),
+                f.name.clone().unwrap_or_default(),
+                f.description.clone().unwrap_or_default(),
+                f.room_tags
+                    .as_ref()
+                    .map(|t| t.join(";"))
+                    .unwrap_or_default(),
+                f.opening.map(|o| o.to_string()).unwrap_or_default(),
+                f.bot_mode.map(|b| b.to_string()).unwrap_or_default(),
+            ]
+        };
+        if op.action.needs_client() {
+            for c in &op.clients {
+                for r in &op.rooms {
+                    w.write_record(cells(r, c)).unwrap();
+                }
+            }
+        } else {
+            for r in &op.rooms {
+                w.write_record(cells(r, "")).unwrap();
+            }
+        }
+        y.push_str(&format!("  - action: {}\n", op.action));
+        let list = |v: &[String]| v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
+        y.push_str(&format!("    rooms: [{}]\n", list(&op.rooms)));
+        if !op.clients.is_empty() {
+            y.push_str(&format!("    clients: [{}]\n", list(&op.clients)));
+        }
+        if op.action == Action::Update {
+            y.push_str("    set:\n");
+            if let Some(v) = &f.name {
+                y.push_str(&format!("      name: {}\n", q(v)));
+            }
+            if let Some(v) = &f.description {
+                y.push_str(&format!("      description: {}\n", q(v)));
+            }
+            if let Some(v) = &f.room_tags {
+                y.push_str(&format!("      roomTags: [{}]\n", list(v)));
+            }
+            if let Some(v) = f.opening {
+                y.push_str(&format!("      opening: {v}\n"));
+            }
+            if let Some(v) = f.bot_mode {
+                y.push_str(&format!("      botMode: {v}\n"));
+            }
+        }
+    }
+    let csv = String::from_utf8(w.into_inner().unwrap()).unwrap();
+    (csv, y)
+}
