@@ -2,6 +2,17 @@
 //! credential, retries with backoff and the server's hints, deadlines, shutdown and progress
 //! (SPEC §4).
 
+pub mod executor;
+pub mod pacing;
+pub mod progress;
+pub mod retry;
+pub mod scheduler;
+pub mod summary;
+
+pub use executor::{Executor, MemoryRecorder, Recorder};
+pub use scheduler::{Controls, RunReport, RunnerOptions, StopReason, run};
+pub use summary::Stats;
+
 use crate::Exit;
 use crate::cli::job::JobConfig;
 
