@@ -162,7 +162,11 @@ fn seconds(secs: f64) -> Option<Duration> {
 /// The server's wait hint, in the order of api/NOTES.md: `Retry-After` (delta-seconds or
 /// HTTP-date), else the body's `retryAfter`, else a well-formed `X-RateLimit-Reset` (seconds,
 /// or a Unix epoch in the future) or IETF `RateLimit` reset. Malformed hints are ignored.
-pub fn wait_hint(headers: &HeaderMap, body: Option<&Envelope>, now: SystemTime) -> Option<Duration> {
+pub fn wait_hint(
+    headers: &HeaderMap,
+    body: Option<&Envelope>,
+    now: SystemTime,
+) -> Option<Duration> {
     if let Some(d) = header_str(headers, "retry-after").and_then(|v| parse_retry_after(v, now)) {
         return Some(d);
     }
@@ -176,7 +180,10 @@ pub fn wait_hint(headers: &HeaderMap, body: Option<&Envelope>, now: SystemTime) 
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// `Retry-After`: delta-seconds (digits only) or an HTTP-date (RFC 9110 §10.2.3).
@@ -187,7 +194,11 @@ pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
         return Some(Duration::from_secs(secs.min(MAX_HINT.as_secs())));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(MAX_HINT))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_HINT),
+    )
 }
 
 /// `X-RateLimit-Reset`: seconds from now, or a Unix epoch (values past 10^9) in the future.
@@ -275,9 +286,9 @@ pub fn classify(
             rc => Outcome::Permanent {
                 status: Some(status),
                 rc,
-                code: env.code.or_else(|| {
-                    Some(if rc.is_some() { "RC_NOT_ZERO" } else { "NO_RC" }.into())
-                }),
+                code: env
+                    .code
+                    .or_else(|| Some(if rc.is_some() { "RC_NOT_ZERO" } else { "NO_RC" }.into())),
                 message: env.message.or_else(|| {
                     Some(match rc {
                         Some(rc) => format!("HTTP {status} but RC {rc}"),
@@ -287,7 +298,9 @@ pub fn classify(
             },
         };
     }
-    if status == 400 && action == Some(Action::Unmute) && env.code.as_deref() == Some("ROOM_NOT_MUTED")
+    if status == 400
+        && action == Some(Action::Unmute)
+        && env.code.as_deref() == Some("ROOM_NOT_MUTED")
     {
         return Outcome::Done {
             status,
@@ -393,7 +406,10 @@ mod tests {
         // A 200 with an HTML body is not a success either, and not worth retrying.
         assert!(matches!(
             c(Action::Freeze, 200, &[], "<html>ok</html>"),
-            Outcome::Permanent { status: Some(200), .. }
+            Outcome::Permanent {
+                status: Some(200),
+                ..
+            }
         ));
     }
 
@@ -417,7 +433,10 @@ mod tests {
         ));
         assert!(matches!(
             c(Action::Mute, 400, &[], body),
-            Outcome::Permanent { status: Some(400), .. }
+            Outcome::Permanent {
+                status: Some(400),
+                ..
+            }
         ));
         assert!(matches!(
             c(Action::Unmute, 400, &[], r#"{"error":"BAD_REQUEST"}"#),
@@ -437,7 +456,8 @@ mod tests {
                 message: Some("Invalid or expired token".into()),
             }
         );
-        let flat = r#"{"error":"INVALID_API_KEY","message":"The provided API key is invalid or expired"}"#;
+        let flat =
+            r#"{"error":"INVALID_API_KEY","message":"The provided API key is invalid or expired"}"#;
         match c(Action::Mute, 401, &[], flat) {
             Outcome::CredentialsRejected {
                 credential, code, ..
@@ -462,9 +482,7 @@ mod tests {
                 status: Some(403),
                 rc: Some(403),
                 code: Some("INSUFFICIENT_PERMISSIONS".into()),
-                message: Some(
-                    "Only room owner, manager, or platform admin can freeze room".into()
-                ),
+                message: Some("Only room owner, manager, or platform admin can freeze room".into()),
             }
         );
         match c(Action::Update, 404, &[], ENVELOPE_404) {
@@ -527,8 +545,10 @@ mod tests {
 
     #[test]
     fn rate_limit_hints_in_precedence_order() {
-        let flat = r#"{"error":"RATE_LIMIT_EXCEEDED","message":"Too many requests","retryAfter":60}"#;
-        let hint = |headers: &[(&str, &str)], body: &str| match c(Action::Mute, 429, headers, body) {
+        let flat =
+            r#"{"error":"RATE_LIMIT_EXCEEDED","message":"Too many requests","retryAfter":60}"#;
+        let hint = |headers: &[(&str, &str)], body: &str| match c(Action::Mute, 429, headers, body)
+        {
             Outcome::Transient {
                 retry_after, code, ..
             } => {
@@ -542,28 +562,52 @@ mod tests {
         // Body only.
         assert_eq!(hint(&[], flat), Some(Duration::from_secs(60)));
         // Header seconds win over the body.
-        assert_eq!(hint(&[("retry-after", "7")], flat), Some(Duration::from_secs(7)));
+        assert_eq!(
+            hint(&[("retry-after", "7")], flat),
+            Some(Duration::from_secs(7))
+        );
         // HTTP-date, 30 s in the future.
         let date = httpdate::fmt_http_date(now() + Duration::from_secs(30));
-        assert_eq!(hint(&[("Retry-After", &date)], flat), Some(Duration::from_secs(30)));
+        assert_eq!(
+            hint(&[("Retry-After", &date)], flat),
+            Some(Duration::from_secs(30))
+        );
         // HTTP-date in the past: no wait.
         let past = httpdate::fmt_http_date(now() - Duration::from_secs(30));
         assert_eq!(hint(&[("Retry-After", &past)], ""), Some(Duration::ZERO));
         // Malformed header: ignored, the body wins.
-        assert_eq!(hint(&[("Retry-After", "soon")], flat), Some(Duration::from_secs(60)));
-        assert_eq!(hint(&[("Retry-After", "-5")], flat), Some(Duration::from_secs(60)));
+        assert_eq!(
+            hint(&[("Retry-After", "soon")], flat),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            hint(&[("Retry-After", "-5")], flat),
+            Some(Duration::from_secs(60))
+        );
         // Envelope-shaped 429 with a fractional retryAfter.
         let env = r#"{"RC":429,"RM":"Too Many Requests","error":{"code":"RATE_LIMIT_EXCEEDED","message":"slow down"},"retryAfter":1.5}"#;
         assert_eq!(hint(&[], env), Some(Duration::from_millis(1500)));
         // No hint at all.
         assert_eq!(hint(&[], r#"{"error":"RATE_LIMIT_EXCEEDED"}"#), None);
         // Malformed body hint ignored.
-        assert_eq!(hint(&[], r#"{"error":"RATE_LIMIT_EXCEEDED","retryAfter":-3}"#), None);
-        assert_eq!(hint(&[], r#"{"error":"RATE_LIMIT_EXCEEDED","retryAfter":"x"}"#), None);
+        assert_eq!(
+            hint(&[], r#"{"error":"RATE_LIMIT_EXCEEDED","retryAfter":-3}"#),
+            None
+        );
+        assert_eq!(
+            hint(&[], r#"{"error":"RATE_LIMIT_EXCEEDED","retryAfter":"x"}"#),
+            None
+        );
         // Rate-limit headers as a last resort, only when well formed.
-        assert_eq!(hint(&[("x-ratelimit-reset", "12")], ""), Some(Duration::from_secs(12)));
+        assert_eq!(
+            hint(&[("x-ratelimit-reset", "12")], ""),
+            Some(Duration::from_secs(12))
+        );
         let epoch = (1_790_000_000u64 + 20).to_string();
-        assert_eq!(hint(&[("x-ratelimit-reset", &epoch)], ""), Some(Duration::from_secs(20)));
+        assert_eq!(
+            hint(&[("x-ratelimit-reset", &epoch)], ""),
+            Some(Duration::from_secs(20))
+        );
         assert_eq!(hint(&[("x-ratelimit-reset", "12.5x")], ""), None);
         assert_eq!(hint(&[("x-ratelimit-reset", "1000000001")], ""), None);
         assert_eq!(
@@ -576,7 +620,10 @@ mod tests {
         );
         assert_eq!(hint(&[("ratelimit", "reset=soon")], ""), None);
         // Absurd hints are clamped.
-        assert_eq!(hint(&[("retry-after", "99999999999999999999")], ""), Some(MAX_HINT));
+        assert_eq!(
+            hint(&[("retry-after", "99999999999999999999")], ""),
+            Some(MAX_HINT)
+        );
     }
 
     #[test]

@@ -229,17 +229,76 @@ impl ApiClient {
         let latency = started.elapsed();
         match result {
             Ok((status, headers, body)) => {
-                let outcome = classify(action, credential, status, &headers, &body, SystemTime::now());
+                let outcome = classify(
+                    action,
+                    credential,
+                    status,
+                    &headers,
+                    &body,
+                    SystemTime::now(),
+                );
+                let outcome = redact(outcome, &self.credentials);
                 (Attempt { outcome, latency }, Some(body))
             }
             Err(e) => (
                 Attempt {
-                    outcome: network_outcome(&e),
+                    outcome: redact(network_outcome(&e), &self.credentials),
                     latency,
                 },
                 None,
             ),
         }
+    }
+}
+
+/// Removes any credential value from the texts of an outcome: a server (or proxy) that
+/// echoes a header back must not smuggle a secret into the journal or the logs.
+pub fn redact(outcome: Outcome, credentials: &Credentials) -> Outcome {
+    let clean = |s: Option<String>| -> Option<String> {
+        s.map(|mut s| {
+            for v in credentials.values() {
+                if !v.is_empty() && s.contains(v) {
+                    s = s.replace(v, "[redacted]");
+                }
+            }
+            s
+        })
+    };
+    match outcome {
+        Outcome::Done { .. } => outcome,
+        Outcome::Transient {
+            status,
+            code,
+            reason,
+            retry_after,
+        } => Outcome::Transient {
+            status,
+            code: clean(code),
+            reason: clean(Some(reason)).unwrap_or_default(),
+            retry_after,
+        },
+        Outcome::CredentialsRejected {
+            credential,
+            status,
+            code,
+            message,
+        } => Outcome::CredentialsRejected {
+            credential,
+            status,
+            code: clean(code),
+            message: clean(message),
+        },
+        Outcome::Permanent {
+            status,
+            rc,
+            code,
+            message,
+        } => Outcome::Permanent {
+            status,
+            rc,
+            code: clean(code),
+            message: clean(message),
+        },
     }
 }
 

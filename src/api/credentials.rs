@@ -54,7 +54,9 @@ pub struct Credentials {
 pub enum CredentialsError {
     #[error("cannot read the env file {path}: {reason}")]
     EnvFile { path: String, reason: String },
-    #[error("{var} contains characters that cannot be sent in an HTTP header (control characters or non-ASCII); check the value")]
+    #[error(
+        "{var} contains characters that cannot be sent in an HTTP header (control characters or non-ASCII); check the value"
+    )]
     BadValue { var: &'static str },
 }
 
@@ -200,7 +202,11 @@ mod tests {
         let c = Credentials::default();
         assert_eq!(c.missing([Credential::ApiKey]), vec!["IMKIT_API_KEY"]);
         assert_eq!(
-            c.missing([Credential::ApiKey, Credential::ClientToken, Credential::ApiKey]),
+            c.missing([
+                Credential::ApiKey,
+                Credential::ClientToken,
+                Credential::ApiKey
+            ]),
             vec!["IMKIT_CLIENT_KEY", "IMKIT_TOKEN", "IMKIT_API_KEY"]
         );
         assert!(c.missing([]).is_empty());

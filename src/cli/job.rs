@@ -98,7 +98,9 @@ pub fn check_flags(args: &RunArgs) -> Result<CheckedFlags, Vec<String>> {
     if let Some(c) = args.concurrency
         && !(1..=MAX_CONCURRENCY).contains(&c)
     {
-        errors.push(format!("--concurrency must be between 1 and {MAX_CONCURRENCY}, not {c}"));
+        errors.push(format!(
+            "--concurrency must be between 1 and {MAX_CONCURRENCY}, not {c}"
+        ));
     }
     if let Some(r) = args.rate {
         check_rate(r, &mut errors);
@@ -106,7 +108,9 @@ pub fn check_flags(args: &RunArgs) -> Result<CheckedFlags, Vec<String>> {
     if let Some(n) = args.max_attempts
         && !(1..=MAX_MAX_ATTEMPTS).contains(&n)
     {
-        errors.push(format!("--max-attempts must be between 1 and {MAX_MAX_ATTEMPTS}, not {n}"));
+        errors.push(format!(
+            "--max-attempts must be between 1 and {MAX_MAX_ATTEMPTS}, not {n}"
+        ));
     }
     if let Some(t) = args.timeout {
         check_timeout(t, "--timeout", &mut errors);
@@ -200,7 +204,9 @@ pub fn check_base_url(raw: &str) -> Result<Url, String> {
         "http" => Err(format!(
             "base URL {url} uses plain http: https:// is required unless the host is a loopback address (127.0.0.1, ::1, localhost)"
         )),
-        s => Err(format!("base URL {url} has scheme {s:?}: expected https://")),
+        s => Err(format!(
+            "base URL {url} has scheme {s:?}: expected https://"
+        )),
     }
 }
 
@@ -435,7 +441,11 @@ mod tests {
         }
         let e = check_base_url("https://user:hunter2@example.com").unwrap_err();
         assert!(!e.contains("hunter2"));
-        assert!(check_base_url("http://example.com").unwrap_err().contains("https://"));
+        assert!(
+            check_base_url("http://example.com")
+                .unwrap_err()
+                .contains("https://")
+        );
     }
 
     #[test]
@@ -473,10 +483,7 @@ mod tests {
         ]);
         let f = check_flags(&a).unwrap();
         assert_eq!(f.journal_path, PathBuf::from("jobs/x.csv.journal"));
-        assert_eq!(
-            f.until.unwrap().to_string(),
-            "2026-11-22T18:00:00Z"
-        );
+        assert_eq!(f.until.unwrap().to_string(), "2026-11-22T18:00:00Z");
         // No base URL and no sandbox is an error naming both ways out.
         let (a, _) = parse(&[]);
         let e = check_flags(&a).unwrap_err().join("\n");
@@ -523,7 +530,10 @@ mod tests {
             .unwrap_err();
         let t = err_text(e);
         assert!(t.contains("IMKIT_API_KEY"), "{t}");
-        assert!(!t.contains("IMKIT_TOKEN") && !t.contains("IMKIT_CLIENT_KEY"), "{t}");
+        assert!(
+            !t.contains("IMKIT_TOKEN") && !t.contains("IMKIT_CLIENT_KEY"),
+            "{t}"
+        );
 
         let both = manifest(
             vec![Op::freeze("r"), Op::unmute("u", "r")],

@@ -63,7 +63,10 @@ pub struct MemoryRecorder {
 
 impl MemoryRecorder {
     pub fn records(&self) -> Vec<OpRecord> {
-        self.records.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn snapshots(&self) -> Vec<(String, Option<serde_json::Value>)> {

@@ -119,7 +119,11 @@ pub async fn run_job(config: JobConfig) -> anyhow::Result<Exit> {
 }
 
 fn journal_error(e: crate::journal::JournalError) -> anyhow::Error {
-    ExitError::new(Exit::Aborted, format!("{e}; the job stopped, run again to resume")).into()
+    ExitError::new(
+        Exit::Aborted,
+        format!("{e}; the job stopped, run again to resume"),
+    )
+    .into()
 }
 
 /// 0 when nothing failed, else 1.
@@ -163,7 +167,11 @@ fn conclude(report: &RunReport, before: &Counts) -> (Exit, String, Option<String
                 credential.describe(),
                 if detail.is_empty() { "" } else { " " },
             );
-            (Exit::Aborted, "run aborted: credentials rejected".into(), Some(msg))
+            (
+                Exit::Aborted,
+                "run aborted: credentials rejected".into(),
+                Some(msg),
+            )
         }
         StopReason::FailureBound(why) => (
             Exit::Aborted,
@@ -175,7 +183,9 @@ fn conclude(report: &RunReport, before: &Counts) -> (Exit, String, Option<String
         StopReason::Journal(e) => (
             Exit::Aborted,
             "run aborted: the journal failed".into(),
-            Some(format!("cannot record outcomes in the journal: {e}; nothing more was sent")),
+            Some(format!(
+                "cannot record outcomes in the journal: {e}; nothing more was sent"
+            )),
         ),
         StopReason::Deadline(label) => (
             Exit::Stopped,
@@ -222,7 +232,10 @@ pub fn runner_options(config: &JobConfig) -> RunnerOptions {
         earliest(at(u), format!("--until {u}"));
     }
     if let Some(d) = config.max_duration {
-        earliest(now + d, format!("--max-duration {}", humantime::format_duration(d)));
+        earliest(
+            now + d,
+            format!("--max-duration {}", humantime::format_duration(d)),
+        );
     }
     let mut start_at = None;
     if let Some(w) = config.manifest.window {
@@ -327,7 +340,10 @@ mod tests {
             stop,
             stats: stats.clone(),
         };
-        assert_eq!(conclude(&rep(StopReason::Completed, &stats), &before).0, Exit::Success);
+        assert_eq!(
+            conclude(&rep(StopReason::Completed, &stats), &before).0,
+            Exit::Success
+        );
         let prior_failed = Counts {
             failed: 1,
             ..Default::default()
@@ -351,9 +367,16 @@ mod tests {
         );
         assert_eq!(exit, Exit::Aborted);
         let msg = msg.unwrap();
-        assert!(msg.contains("API key (IMKIT_API_KEY)") && msg.contains("2 ops stay pending"), "{msg}");
+        assert!(
+            msg.contains("API key (IMKIT_API_KEY)") && msg.contains("2 ops stay pending"),
+            "{msg}"
+        );
         assert_eq!(
-            conclude(&rep(StopReason::Deadline("--until x".into()), &stats), &before).0,
+            conclude(
+                &rep(StopReason::Deadline("--until x".into()), &stats),
+                &before
+            )
+            .0,
             Exit::Stopped
         );
         assert_eq!(

@@ -184,7 +184,10 @@ mod tests {
             p.acquire().await;
         }
         let e = t0.elapsed();
-        assert!(e >= Duration::from_millis(1000) && e < Duration::from_millis(1010), "{e:?}");
+        assert!(
+            e >= Duration::from_millis(1000) && e < Duration::from_millis(1010),
+            "{e:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -203,7 +206,10 @@ mod tests {
         p.acquire().await;
         p.acquire().await;
         let e = t1.elapsed();
-        assert!(e >= Duration::from_millis(20) && e <= Duration::from_millis(45), "{e:?}");
+        assert!(
+            e >= Duration::from_millis(20) && e <= Duration::from_millis(45),
+            "{e:?}"
+        );
         // A 429 to a request sent after the decrease halves again.
         p.on_rate_limited(Duration::ZERO, Instant::now());
         assert_eq!(p.factor(), 0.25);

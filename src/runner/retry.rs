@@ -35,7 +35,9 @@ impl Backoff {
         let jitter = if ceiling.is_zero() {
             Duration::ZERO
         } else {
-            Duration::from_nanos(rng.random_range(0..=ceiling.as_nanos().min(u64::MAX as u128) as u64))
+            Duration::from_nanos(
+                rng.random_range(0..=ceiling.as_nanos().min(u64::MAX as u128) as u64),
+            )
         };
         match hint {
             Some(h) if h > jitter => h,
@@ -65,7 +67,10 @@ mod tests {
             assert!(ds.iter().all(|d| *d <= b.ceiling(n)));
             let min = ds.iter().min().unwrap();
             let max = ds.iter().max().unwrap();
-            assert!(*min < b.ceiling(n) / 4 && *max > b.ceiling(n) * 3 / 4, "n={n}");
+            assert!(
+                *min < b.ceiling(n) / 4 && *max > b.ceiling(n) * 3 / 4,
+                "n={n}"
+            );
         }
         // The server's hint wins when larger, never shortens the wait below jitter.
         assert_eq!(

@@ -124,7 +124,9 @@ enum TaskResult {
         snapshotted: bool,
     },
     /// Halted before sending: the op stays as it was.
-    NotSent { snapshotted: bool },
+    NotSent {
+        snapshotted: bool,
+    },
     Journal(String),
 }
 
@@ -252,7 +254,16 @@ pub async fn run<E: Executor, R: Recorder>(
             );
             tasks.spawn(async move {
                 let op = &ops[i as usize].op;
-                let r = attempt_task(&*exec, &*rec, &pacers[c], &rejected[c], &halt, op, want_snapshot).await;
+                let r = attempt_task(
+                    &*exec,
+                    &*rec,
+                    &pacers[c],
+                    &rejected[c],
+                    &halt,
+                    op,
+                    want_snapshot,
+                )
+                .await;
                 (i, r)
             });
         }
