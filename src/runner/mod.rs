@@ -109,12 +109,40 @@ pub async fn run_job(config: JobConfig) -> anyhow::Result<Exit> {
     let flushed = writer.flush().await;
     let (exit, headline, error) = conclude(&report, &before);
     let finished = writer.finish(exit).await;
-    eprint!("{}", report.stats.render(&headline));
+    print_summary(&report.stats, &headline, config.log_format);
     flushed.map_err(journal_error)?;
     finished.map_err(journal_error)?;
     match error {
         Some(msg) => Err(ExitError::new(exit, msg).into()),
         None => Ok(exit),
+    }
+}
+
+/// The summary: text on stderr, or one JSON log event with `--log-format json` (so stderr
+/// stays one JSON object per line).
+fn print_summary(stats: &Stats, headline: &str, format: crate::cli::LogFormat) {
+    match format {
+        crate::cli::LogFormat::Text => eprint!("{}", stats.render(headline)),
+        crate::cli::LogFormat::Json => {
+            let ms = |p: f64| stats.percentile(p).map(|d| d.as_secs_f64() * 1000.0);
+            tracing::info!(
+                total = stats.total,
+                done = stats.done,
+                already_in_state = stats.already,
+                failed = stats.failed,
+                pending = stats.pending(),
+                requests = stats.attempts,
+                retries = stats.retries,
+                rate_limited = stats.rate_limited,
+                elapsed_s = stats.elapsed.as_secs_f64(),
+                ops_per_s = stats.ops_per_sec(),
+                latency_p50_ms = ms(50.0),
+                latency_p95_ms = ms(95.0),
+                latency_p99_ms = ms(99.0),
+                failures_by_code = %serde_json::json!(stats.failures_by_code),
+                "{headline}"
+            );
+        }
     }
 }
 
@@ -327,6 +355,62 @@ async fn start_sandbox(config: &JobConfig) -> anyhow::Result<SandboxTarget> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::manifest::{Format, Manifest, Settings, Window};
+    use clap::Parser;
+
+    fn config(argv: &[&str], window: Option<Window>) -> JobConfig {
+        let mut full = vec!["imkit-batch", "run", "x.csv", "--sandbox"];
+        full.extend_from_slice(argv);
+        let cli = Cli::try_parse_from(full).unwrap();
+        let Command::Run(args) = cli.command else {
+            unreachable!()
+        };
+        let manifest = Manifest {
+            path: "x.csv".into(),
+            format: Format::Yaml,
+            name: None,
+            checksum: "0".into(),
+            window,
+            settings: Settings::default(),
+            ops: vec![],
+            sources: vec![],
+            warnings: vec![],
+        };
+        let flags = crate::cli::job::check_flags(&args).unwrap();
+        JobConfig::from_parts(&args, &cli.global, flags, manifest, Credentials::default()).unwrap()
+    }
+
+    #[test]
+    fn the_earliest_limit_is_the_deadline_and_the_window_start_is_awaited() {
+        let now = jiff::Timestamp::now();
+        let in_1h = (now + jiff::SignedDuration::from_hours(1)).to_string();
+        let o = runner_options(&config(&["--until", &in_1h, "--max-duration", "10m"], None));
+        let (at, label) = o.deadline.unwrap();
+        assert!(label.starts_with("--max-duration"), "{label}");
+        let left = at - Instant::now();
+        assert!(left <= Duration::from_secs(600) && left > Duration::from_secs(590));
+        assert!(o.start_at.is_none());
+
+        let w = Window {
+            start: now + jiff::SignedDuration::from_hours(2),
+            end: now + jiff::SignedDuration::from_hours(4),
+        };
+        let o = runner_options(&config(&["--until", &in_1h], Some(w)));
+        assert!(o.deadline.unwrap().1.starts_with("--until"));
+        let (start, label) = o.start_at.unwrap();
+        assert!(label.contains("window"));
+        assert!(start - Instant::now() > Duration::from_secs(7100));
+
+        let past = Window {
+            start: now - jiff::SignedDuration::from_hours(4),
+            end: now - jiff::SignedDuration::from_hours(2),
+        };
+        let o = runner_options(&config(&[], Some(past)));
+        let (at, label) = o.deadline.unwrap();
+        assert!(at <= Instant::now() && label.contains("window"));
+        assert!(o.start_at.is_none());
+    }
 
     #[test]
     fn exit_statuses_follow_the_spec() {

@@ -483,6 +483,12 @@ fn handle_result<R: Recorder>(
                 stats.rate_limited += 1;
             }
             if n >= opts.max_attempts {
+                tracing::warn!(
+                    seq = jop.seq,
+                    "{} failed after {n} attempts: {}",
+                    jop.op,
+                    o.message().unwrap_or("transient failure")
+                );
                 record.state = Some(OpState::Failed);
                 record.message = Some(format!(
                     "gave up after {n} attempts: {}",
@@ -493,6 +499,13 @@ fn handle_result<R: Recorder>(
             } else {
                 stats.retries += 1;
                 let delay = opts.backoff.delay(n, *retry_after, rng);
+                tracing::debug!(
+                    seq = jop.seq,
+                    attempt = n,
+                    "{}: {}; retrying in {delay:?}",
+                    jop.op,
+                    o.message().unwrap_or("transient failure")
+                );
                 if *status == Some(429) {
                     pacers[c].on_rate_limited(retry_after.unwrap_or(delay), sent_at);
                 }
@@ -516,6 +529,14 @@ fn handle_result<R: Recorder>(
             });
         }
         Outcome::Permanent { .. } => {
+            tracing::warn!(
+                seq = jop.seq,
+                status = o.status(),
+                code = o.code(),
+                "{} failed: {}",
+                jop.op,
+                o.message().unwrap_or("permanent failure")
+            );
             record.state = Some(OpState::Failed);
             stop = fail(stats, opts, o);
             release(ready);
