@@ -22,13 +22,20 @@ pub struct Progress {
 impl Progress {
     /// `total` ops in this run.
     pub fn new(mode: ProgressMode, total: u64) -> Progress {
+        let tty = std::io::stderr().is_terminal();
         let bar = match mode {
             ProgressMode::Always => true,
             ProgressMode::Never => false,
-            ProgressMode::Auto => std::io::stderr().is_terminal(),
+            ProgressMode::Auto => tty,
         };
         if bar {
-            let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            // indicatif hides its own stderr target off a terminal; `always` means always.
+            let target = if tty {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::term_like_with_hz(Box::new(AnsiStderr), 2)
+            };
+            let pb = ProgressBar::with_draw_target(Some(total), target);
             let style = ProgressStyle::with_template(
                 "{bar:30} {pos}/{len} ops  {per_sec}  ETA {eta}  {msg}",
             )
@@ -90,5 +97,63 @@ impl Progress {
         if let Some(pb) = &self.bar {
             pb.abandon();
         }
+    }
+}
+
+/// Plain ANSI output to stderr, for `--progress always` when stderr is not a terminal.
+#[derive(Debug)]
+struct AnsiStderr;
+
+impl AnsiStderr {
+    fn put(&self, s: &str) -> std::io::Result<()> {
+        use std::io::Write as _;
+        std::io::stderr().write_all(s.as_bytes())
+    }
+}
+
+impl indicatif::TermLike for AnsiStderr {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}A"))
+        } else {
+            Ok(())
+        }
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}B"))
+        } else {
+            Ok(())
+        }
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}C"))
+        } else {
+            Ok(())
+        }
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            self.put(&format!("\x1b[{n}D"))
+        } else {
+            Ok(())
+        }
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.put(&format!("{s}\n"))
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.put(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.put("\r\x1b[2K")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        use std::io::Write as _;
+        std::io::stderr().flush()
     }
 }

@@ -354,9 +354,15 @@ async fn attempt_task<E: Executor, R: Recorder>(
 ) -> TaskResult {
     let halted = || halt.is_cancelled() || rejected.load(Ordering::Relaxed);
     let mut snapshotted = false;
+    // Waiting for the pace is not being in flight: a stop ends the wait.
+    let paced = || async {
+        tokio::select! {
+            _ = pacer.acquire() => true,
+            _ = halt.cancelled() => false,
+        }
+    };
     if want_snapshot {
-        pacer.acquire().await;
-        if halted() {
+        if !paced().await || halted() {
             return TaskResult::NotSent { snapshotted };
         }
         let sent_at = Instant::now();
@@ -380,8 +386,7 @@ async fn attempt_task<E: Executor, R: Recorder>(
         }
         snapshotted = true;
     }
-    pacer.acquire().await;
-    if halted() {
+    if !paced().await || halted() {
         return TaskResult::NotSent { snapshotted };
     }
     let sent_at = Instant::now();

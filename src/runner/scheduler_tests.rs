@@ -616,6 +616,40 @@ async fn signals_drain_then_cancel() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stop_ends_waits_for_the_pace_at_once() {
+    // The first answer closes the gate for 10 minutes; a signal 1 s later ends the run
+    // without waiting for the gate: the waiting requests were never on the wire.
+    let fake = Fake::new(|_, _| {
+        (
+            transient(429, Some(Duration::from_secs(600))),
+            Duration::from_millis(5),
+        )
+    });
+    let controls = Controls::default();
+    let c2 = controls.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c2.stop.cancel();
+    });
+    let ops: Vec<Op> = (0..50).map(|i| Op::freeze(format!("r{i}"))).collect();
+    let t0 = Instant::now();
+    let (report, rec) = go(
+        ops,
+        &fake,
+        RunnerOptions {
+            concurrency: 4,
+            ..fast()
+        },
+        controls,
+    )
+    .await;
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(matches!(report.stop, StopReason::Signal { .. }));
+    assert_eq!(report.stats.pending(), 50);
+    assert!(rec.records().iter().all(|r| r.state.is_none()));
+}
+
+#[tokio::test(start_paused = true)]
 async fn snapshots_precede_the_first_change_of_each_room_only() {
     let fake = Fake::new(|_, _| (done(), Duration::from_millis(1)));
     let ops = vec![
