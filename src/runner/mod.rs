@@ -331,16 +331,21 @@ pub struct SandboxTarget {
 }
 
 /// POST-MERGE WIRING: starts `crate::sandbox` seeded from the manifest's ops. The sandbox is
-/// built in parallel (issue: sandbox) and its API is not in this branch yet; after the merge
-/// this body becomes:
+/// built in parallel (branch `sandbox`) and its API is not in this branch; after the merge
+/// this body becomes (signatures as on the `sandbox` branch at 946f949):
 ///
 /// ```ignore
-/// let creds = crate::sandbox::SandboxCredentials::from_env_or_generate();
+/// let (creds, _generated) = crate::sandbox::SandboxCredentials::from_env_or_generate();
 /// let mut sc = crate::sandbox::SandboxConfig::new(creds);
 /// sc.seed_from_ops(config.manifest.ops.iter().map(|p| &p.op));
 /// let handle = crate::sandbox::spawn(sc).await?;
-/// let base_url = handle.base_url();           // Url on 127.0.0.1:<port>
-/// let credentials = handle.credentials();     // -> api::Credentials
+/// let base_url = Url::parse(&handle.base_url())?;   // http://127.0.0.1:<port>
+/// let c = handle.credentials();
+/// let credentials = Credentials {
+///     client_key: Some(Secret::new(c.client_key.clone())),
+///     token: Some(Secret::new(c.token.clone())),
+///     api_key: Some(Secret::new(c.api_key.clone())),
+/// };
 /// Ok(SandboxTarget { base_url, credentials, guard: Box::new(handle) })
 /// ```
 async fn start_sandbox(config: &JobConfig) -> anyhow::Result<SandboxTarget> {
