@@ -16,6 +16,8 @@ use tokio::time::Instant;
 
 use crate::units::Rate;
 
+/// Requests that may go out back to back on one credential.
+pub const BURST: u32 = 4;
 /// Slowest pace the adaptive factor goes down to: 1/16 of `--rate`.
 pub const MIN_FACTOR: f64 = 1.0 / 16.0;
 /// Successes (on one credential) after which the pace goes one step back up.
@@ -75,11 +77,17 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    /// Strict spacing at `rate` (burst 1), so a server-side window never sees a burst.
+    /// Spacing at `rate` with a burst of at most [`BURST`] requests: enough to absorb the
+    /// timer's millisecond lateness (with burst 1 every late wake-up is lost for good and the
+    /// achieved rate drifts below `--rate`), small enough that a server-side window never
+    /// sees more than `rate * window + BURST`.
     pub fn new(rate: Rate) -> Pacer {
         let interval = rate.interval().max(Duration::from_nanos(1));
+        let burst = std::num::NonZeroU32::new(rate.count.clamp(1, BURST))
+            .unwrap_or(std::num::NonZeroU32::MIN);
         let quota = Quota::with_period(interval)
-            .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN));
+            .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN))
+            .allow_burst(burst);
         Pacer {
             limiter: RateLimiter::direct_with_clock(quota, TokioClock),
             interval,
@@ -180,14 +188,23 @@ mod tests {
     async fn spacing_follows_the_rate() {
         let p = Pacer::new("10/s".parse().unwrap());
         let t0 = Instant::now();
-        for _ in 0..11 {
+        for _ in 0..(10 + BURST) {
             p.acquire().await;
         }
+        // The burst goes at once, then one every 100 ms.
         let e = t0.elapsed();
         assert!(
             e >= Duration::from_millis(1000) && e < Duration::from_millis(1010),
             "{e:?}"
         );
+        // A late caller catches up within the burst instead of losing the time.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let t1 = Instant::now();
+        p.acquire().await;
+        p.acquire().await;
+        assert_eq!(t1.elapsed(), Duration::ZERO);
+        p.acquire().await;
+        assert!(t1.elapsed() <= Duration::from_millis(100));
     }
 
     #[tokio::test(start_paused = true)]

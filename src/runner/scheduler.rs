@@ -299,7 +299,9 @@ pub async fn run<E: Executor, R: Recorder>(
                 tasks.abort_all();
                 halt.cancel();
                 tracing::warn!("second signal: cancelling the requests in flight; their ops stay pending");
-                stop = Some(StopReason::Signal { cancelled_in_flight: true });
+                if matches!(stop, None | Some(StopReason::Signal { .. })) {
+                    stop = Some(StopReason::Signal { cancelled_in_flight: true });
+                }
             }
             _ = controls.stop.cancelled(), if stop.is_none() => {
                 halt.cancel();

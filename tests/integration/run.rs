@@ -357,3 +357,102 @@ async fn secrets_never_reach_attempts_or_records() {
     assert_no_secret(&format!("{report:?}"));
     assert!(log.lock().unwrap().len() >= 5);
 }
+
+#[test]
+fn run_refuses_plain_http_to_a_remote_host_before_anything_else() {
+    let out = crate::util::bin()
+        .args([
+            "run",
+            "does-not-matter.csv",
+            "--base-url",
+            "http://api.example.com",
+        ])
+        .env_remove("IMKIT_BASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("https://") && err.contains("loopback"),
+        "{err}"
+    );
+
+    let out = crate::util::bin()
+        .args([
+            "run",
+            "x.csv",
+            "--concurrency",
+            "0",
+            "--max-failure-ratio",
+            "2",
+        ])
+        .env_remove("IMKIT_BASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--concurrency")
+            && err.contains("--max-failure-ratio")
+            && err.contains("IMKIT_BASE_URL"),
+        "{err}"
+    );
+}
+
+/// Figures, not a test: the scheduler and the real client against a local double answering
+/// after 20 ms. Run with `cargo test --test integration pacing_figures -- --ignored --nocapture`.
+/// (The SPEC's pacing targets are measured against the sandbox after the merge.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn pacing_figures_against_a_local_double() {
+    async fn slow(State(n): State<Arc<std::sync::atomic::AtomicUsize>>) -> Response {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        json(200, r#"{"RC":0,"RM":"OK","result":{}}"#)
+    }
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new().fallback(slow).with_state(hits.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    for (label, rate, n, conc) in [
+        ("unlimited, concurrency 8", "100000/s", 800u64, 8usize),
+        ("--rate 50/s", "50/s", 250, 8),
+    ] {
+        let c = Arc::new(client(&base, Duration::from_secs(5)));
+        let ops: Vec<JournalOp> = (0..n)
+            .map(|i| JournalOp {
+                seq: i,
+                op: Op::freeze(format!("r{i}")),
+                attempts: 0,
+            })
+            .collect();
+        let rec = Arc::new(MemoryRecorder::default());
+        let t0 = std::time::Instant::now();
+        let report = run(
+            ops,
+            c,
+            rec,
+            RunnerOptions {
+                concurrency: conc,
+                rate: rate.parse().unwrap(),
+                seed: Some(3),
+                ..RunnerOptions::default()
+            },
+            Controls::default(),
+            HashSet::new(),
+            &mut Progress::log_only(None),
+        )
+        .await;
+        let secs = t0.elapsed().as_secs_f64();
+        assert_eq!(report.stop, StopReason::Completed);
+        println!(
+            "{label}: {n} ops in {secs:.2}s = {:.1} ops/s; p50 {:?} p99 {:?}",
+            n as f64 / secs,
+            report.stats.percentile(50.0),
+            report.stats.percentile(99.0)
+        );
+    }
+}
