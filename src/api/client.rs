@@ -13,8 +13,9 @@ use crate::api::credentials::Credentials;
 use crate::api::request::{Method, Request};
 use crate::op::{Credential, Op};
 
-/// Largest body read; the rest is dropped (an API answer is a few KiB).
-pub const BODY_CAP: usize = 256 * 1024;
+/// Largest body read; the rest is dropped. An error answer is a few hundred bytes, but a
+/// room object lists its members, so a success can be large: see [`sniff_rc`].
+pub const BODY_CAP: usize = 1024 * 1024;
 
 /// The result of one request.
 #[derive(Clone, Debug, PartialEq)]
@@ -216,27 +217,47 @@ impl ApiClient {
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
             let mut body = Vec::new();
+            let mut truncated = false;
             while let Some(chunk) = resp.chunk().await? {
                 let room = BODY_CAP.saturating_sub(body.len());
                 body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if body.len() >= BODY_CAP {
+                if chunk.len() > room {
+                    truncated = true;
                     break;
                 }
             }
-            Ok::<_, reqwest::Error>((status, headers, body))
+            Ok::<_, reqwest::Error>((status, headers, body, truncated))
         }
         .await;
         let latency = started.elapsed();
         match result {
-            Ok((status, headers, body)) => {
-                let outcome = classify(
-                    action,
-                    credential,
-                    status,
-                    &headers,
-                    &body,
-                    SystemTime::now(),
-                );
+            Ok((status, headers, body, truncated)) => {
+                let outcome = if truncated && (200..300).contains(&status) {
+                    // Too large to parse whole: the envelope's RC comes first.
+                    match sniff_rc(&body) {
+                        Some(0) => Outcome::Done {
+                            status,
+                            already_in_state: false,
+                        },
+                        rc => Outcome::Permanent {
+                            status: Some(status),
+                            rc,
+                            code: Some("BODY_TOO_LARGE".into()),
+                            message: Some(format!(
+                                "HTTP {status} with a body over {BODY_CAP} bytes and no RC 0 at its start"
+                            )),
+                        },
+                    }
+                } else {
+                    classify(
+                        action,
+                        credential,
+                        status,
+                        &headers,
+                        &body,
+                        SystemTime::now(),
+                    )
+                };
                 let outcome = redact(outcome, &self.credentials);
                 (Attempt { outcome, latency }, Some(body))
             }
@@ -300,6 +321,46 @@ pub fn redact(outcome: Outcome, credentials: &Credentials) -> Outcome {
             message: clean(message),
         },
     }
+}
+
+/// The top-level `"RC"` of a JSON object, read from the start of a body too large to parse
+/// whole: only when it is the object's first key, or follows `"RM"` (the documented order).
+pub fn sniff_rc(body: &[u8]) -> Option<i64> {
+    let head = &body[..body.len().min(256)];
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).ok()?,
+    };
+    let rest = text.trim_start().strip_prefix('{')?.trim_start();
+    let rest = match rest.strip_prefix("\"RM\"") {
+        // {"RM":"...","RC":0: skip a plain string value without escapes.
+        Some(r) => {
+            let r = r
+                .trim_start()
+                .strip_prefix(':')?
+                .trim_start()
+                .strip_prefix('"')?;
+            let end = r.find('"')?;
+            if r[..end].contains('\\') {
+                return None;
+            }
+            r[end + 1..].trim_start().strip_prefix(',')?.trim_start()
+        }
+        None => rest,
+    };
+    let rest = rest
+        .strip_prefix("\"RC\"")?
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .unwrap_or(rest.len());
+    let tail = rest[end..].trim_start();
+    if !(tail.starts_with(',') || tail.starts_with('}')) {
+        return None;
+    }
+    rest[..end].parse().ok()
 }
 
 /// A network failure is transient: timeouts, refused or reset connections, cut-off bodies.
@@ -369,6 +430,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn rc_is_sniffed_from_the_start_of_a_large_body() {
+        assert_eq!(
+            sniff_rc(br#"{"RC":0,"RM":"OK","result":{"members":[{"#),
+            Some(0)
+        );
+        assert_eq!(
+            sniff_rc(br#" { "RM" : "OK" , "RC" : 0 , "result""#),
+            Some(0)
+        );
+        assert_eq!(sniff_rc(br#"{"RC":12,"#), Some(12));
+        assert_eq!(sniff_rc(br#"{"result":{"RC":0,"#), None);
+        assert_eq!(sniff_rc(br#"{"RC":0x"#), None);
+        assert_eq!(sniff_rc(b"<html>"), None);
     }
 
     #[tokio::test]
