@@ -315,18 +315,24 @@ pub async fn run<E: Executor, R: Recorder>(
                 stop = Some(StopReason::Deadline(label));
             }
             joined = tasks.join_next(), if !tasks.is_empty() => {
-                let Some(joined) = joined else { continue };
-                let Ok((i, result)) = joined else { continue }; // aborted: stays pending
-                let outcome = handle_result(
-                    i, result, &ops, &opts, &mut attempts, &mut stats, &mut snapshotted,
-                    &pacers, &rejected, &mut delayed, &mut ready, &next_in_chain, &*rec,
-                    &mut rng, stop.is_some(),
-                );
-                if let Some(reason) = outcome
-                    && stop.is_none()
-                {
-                    halt.cancel();
-                    stop = Some(reason);
+                // Take every result already there before dispatching again.
+                let mut next = joined;
+                while let Some(joined) = next {
+                    // An aborted task (second signal) has no result: its op stays pending.
+                    if let Ok((i, result)) = joined {
+                        let outcome = handle_result(
+                            i, result, &ops, &opts, &mut attempts, &mut stats, &mut snapshotted,
+                            &pacers, &rejected, &mut delayed, &mut ready, &next_in_chain, &*rec,
+                            &mut rng, stop.is_some(),
+                        );
+                        if let Some(reason) = outcome
+                            && stop.is_none()
+                        {
+                            halt.cancel();
+                            stop = Some(reason);
+                        }
+                    }
+                    next = tasks.try_join_next();
                 }
             }
             _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
