@@ -155,7 +155,7 @@ pub async fn run<E: Executor, R: Recorder>(
 ) -> RunReport {
     ops.sort_by_key(|o| o.seq);
     let ops: Arc<Vec<JournalOp>> = Arc::new(ops);
-    let started = Instant::now();
+    let mut started = Instant::now();
     let mut stats = Stats {
         total: ops.len() as u64,
         ..Default::default()
@@ -201,6 +201,8 @@ pub async fn run<E: Executor, R: Recorder>(
                 stop = Some(StopReason::Signal { cancelled_in_flight: false });
             }
         }
+        // Elapsed time and ops/s count from the first request, not from the wait.
+        started = Instant::now();
     }
     if stop.is_none()
         && let Some((at, label)) = &opts.deadline
