@@ -448,6 +448,51 @@ async fn a_401_stops_within_concurrency_requests_and_leaves_ops_pending() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_401_on_one_credential_lets_requests_on_the_wire_finish_truthfully() {
+    // Room ops take 50 ms; the API key is rejected after 10 ms. The room ops already sent
+    // are recorded done (their change was applied); nothing new goes out on either credential.
+    let fake = Fake::new(|op, _| match op.credential() {
+        Credential::ApiKey => (
+            Outcome::CredentialsRejected {
+                credential: Credential::ApiKey,
+                status: 401,
+                code: Some("INVALID_API_KEY".into()),
+                message: None,
+            },
+            Duration::from_millis(10),
+        ),
+        Credential::ClientToken => (done(), Duration::from_millis(50)),
+    });
+    let mut ops = Vec::new();
+    for i in 0..100 {
+        ops.push(Op::freeze(format!("r{i}")));
+        ops.push(Op::mute(format!("u{i}"), "r"));
+    }
+    let opts = RunnerOptions {
+        concurrency: 8,
+        ..fast()
+    };
+    let (report, rec) = go(ops, &fake, opts, Controls::default()).await;
+    assert!(matches!(
+        report.stop,
+        StopReason::CredentialsRejected {
+            credential: Credential::ApiKey,
+            ..
+        }
+    ));
+    let sends = fake.sends.load(Ordering::SeqCst);
+    assert!(sends <= 8, "{sends}");
+    let done_rooms = rec
+        .records()
+        .iter()
+        .filter(|r| r.state == Some(OpState::Done))
+        .count();
+    assert_eq!(done_rooms, fake.sends_by_cred[0].load(Ordering::SeqCst));
+    assert!(done_rooms > 0);
+    assert_eq!(report.stats.pending(), 200 - done_rooms as u64);
+}
+
+#[tokio::test(start_paused = true)]
 async fn permanent_failures_are_recorded_and_the_job_goes_on() {
     let fake = Fake::new(|op, _| {
         if op.room.ends_with('3') {
