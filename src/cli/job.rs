@@ -76,7 +76,8 @@ pub fn check_flags(args: &RunArgs) -> Result<CheckedFlags, Vec<String>> {
     let mut errors = Vec::new();
     let base_url = match (&args.base_url, args.sandbox) {
         (Some(_), true) => {
-            errors.push("--sandbox provides its own base URL: drop --base-url (or IMKIT_BASE_URL) or --sandbox".into());
+            // Usually IMKIT_BASE_URL left in the environment: the sandbox brings its own URL.
+            tracing::warn!("--sandbox: ignoring the base URL from --base-url / IMKIT_BASE_URL");
             None
         }
         (Some(u), false) => match check_base_url(u) {
@@ -488,8 +489,10 @@ mod tests {
         let (a, _) = parse(&[]);
         let e = check_flags(&a).unwrap_err().join("\n");
         assert!(e.contains("IMKIT_BASE_URL") && e.contains("--sandbox"));
-        // --sandbox needs none.
+        // --sandbox needs none, and ignores one left in the environment.
         let (a, _) = parse(&["--sandbox"]);
+        assert!(check_flags(&a).unwrap().base_url.is_none());
+        let (a, _) = parse(&["--sandbox", "--base-url", "https://x.io"]);
         assert!(check_flags(&a).unwrap().base_url.is_none());
     }
 
