@@ -1,17 +1,561 @@
 //! The second stage of argument handling: raw `run` flags, manifest settings and the
 //! environment become one checked [`JobConfig`], or an error that exits 2 before any request.
+//!
+//! Split for testing: [`check_flags`] is pure (flags only), [`JobConfig::from_parts`] is pure
+//! (flags + a loaded manifest + credentials), and [`JobConfig::from_args`] adds the file and
+//! environment access.
 
-use crate::cli::{GlobalArgs, RunArgs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::api::Credentials;
+use crate::cli::{GlobalArgs, LogFormat, ProgressMode, RunArgs};
+use crate::manifest::{LoadOptions, Manifest};
+use crate::op::Credential;
+use crate::units::Rate;
+use crate::{Exit, ExitError};
+
+pub const DEFAULT_CONCURRENCY: u32 = 8;
+pub const MAX_CONCURRENCY: u32 = 1024;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 6;
+pub const MAX_MAX_ATTEMPTS: u32 = 100;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Above this a rate is surely a typo (the documented limit is 1000/min).
+pub const MAX_RATE_PER_SEC: f64 = 100_000.0;
+
+pub fn default_rate() -> Rate {
+    Rate::per_minute(800)
+}
+
+/// Where requests go.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The real API at this base URL, with the credentials from the environment.
+    Remote { base_url: Url },
+    /// The in-process sandbox (`--sandbox`); it provides the URL and the credentials.
+    Sandbox,
+}
 
 /// Everything `run` needs, checked.
 #[derive(Debug)]
 pub struct JobConfig {
     pub args: RunArgs,
+    pub manifest: Manifest,
+    pub journal_path: PathBuf,
+    pub target: Target,
+    /// Never printed: `Secret` redacts itself.
+    pub credentials: Credentials,
+    pub concurrency: u32,
+    pub rate: Rate,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    pub until: Option<jiff::Timestamp>,
+    pub max_duration: Option<Duration>,
+    pub max_failures: Option<u64>,
+    pub max_failure_ratio: Option<f64>,
+    pub snapshot: bool,
+    pub fresh: bool,
+    pub retry_failed: bool,
+    pub progress: ProgressMode,
+    pub log_format: LogFormat,
+}
+
+/// The flags checked on their own (no manifest, no environment).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckedFlags {
+    pub base_url: Option<Url>,
+    pub journal_path: PathBuf,
+    pub until: Option<jiff::Timestamp>,
+}
+
+/// Checks the flags that need no manifest; every problem is reported, not only the first.
+pub fn check_flags(args: &RunArgs) -> Result<CheckedFlags, Vec<String>> {
+    let mut errors = Vec::new();
+    let base_url = match (&args.base_url, args.sandbox) {
+        (Some(_), true) => {
+            // Usually IMKIT_BASE_URL left in the environment: the sandbox brings its own URL.
+            tracing::warn!("--sandbox: ignoring the base URL from --base-url / IMKIT_BASE_URL");
+            None
+        }
+        (Some(u), false) => match check_base_url(u) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        (None, true) => None,
+        (None, false) => {
+            errors.push(
+                "no API base URL: pass --base-url URL or set IMKIT_BASE_URL (or use --sandbox to rehearse locally)"
+                    .into(),
+            );
+            None
+        }
+    };
+    if let Some(c) = args.concurrency
+        && !(1..=MAX_CONCURRENCY).contains(&c)
+    {
+        errors.push(format!(
+            "--concurrency must be between 1 and {MAX_CONCURRENCY}, not {c}"
+        ));
+    }
+    if let Some(r) = args.rate {
+        check_rate(r, &mut errors);
+    }
+    if let Some(n) = args.max_attempts
+        && !(1..=MAX_MAX_ATTEMPTS).contains(&n)
+    {
+        errors.push(format!(
+            "--max-attempts must be between 1 and {MAX_MAX_ATTEMPTS}, not {n}"
+        ));
+    }
+    if let Some(t) = args.timeout {
+        check_timeout(t, "--timeout", &mut errors);
+    }
+    if let Some(d) = args.max_duration
+        && d.is_zero()
+    {
+        errors.push("--max-duration must be longer than 0 (e.g. 45m)".into());
+    }
+    if let Some(r) = args.max_failure_ratio
+        && !(r > 0.0 && r <= 1.0)
+    {
+        errors.push(format!(
+            "--max-failure-ratio must be greater than 0 and at most 1 (e.g. 0.05 for 5%), not {r}"
+        ));
+    }
+    let until = match &args.until {
+        Some(s) => match s.trim().parse::<jiff::Timestamp>() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push(format!(
+                    "--until {s:?} is not an RFC 3339 time with an offset (e.g. 2026-11-23T02:00:00+08:00): {e}"
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    let journal_path = args
+        .journal
+        .clone()
+        .unwrap_or_else(|| default_journal_path(&args.manifest.manifest));
+    if errors.is_empty() {
+        Ok(CheckedFlags {
+            base_url,
+            journal_path,
+            until,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+fn check_rate(r: Rate, errors: &mut Vec<String>) {
+    if r.count == 0 || r.per.is_zero() {
+        errors.push(format!("rate {r} must allow at least one request"));
+    } else if r.per_second() > MAX_RATE_PER_SEC {
+        errors.push(format!(
+            "rate {r} is above {MAX_RATE_PER_SEC} requests per second; the documented API limit is 1000/min"
+        ));
+    }
+}
+
+fn check_timeout(t: Duration, what: &str, errors: &mut Vec<String>) {
+    if t.is_zero() || t > MAX_TIMEOUT {
+        errors.push(format!(
+            "{what} must be between 1ms and {}, not {}",
+            humantime::format_duration(MAX_TIMEOUT),
+            humantime::format_duration(t)
+        ));
+    }
+}
+
+/// MANIFEST + ".journal".
+pub fn default_journal_path(manifest: &Path) -> PathBuf {
+    let mut s = manifest.as_os_str().to_owned();
+    s.push(".journal");
+    PathBuf::from(s)
+}
+
+/// An absolute http(s) URL; `https://` unless the host is a loopback address
+/// (127.0.0.0/8, ::1, localhost). No user info, query or fragment.
+pub fn check_base_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw.trim()).map_err(|e| {
+        format!("--base-url / IMKIT_BASE_URL is not a valid URL ({e}); expected e.g. https://your-app.imkit.io")
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Do not echo the URL: it holds a credential.
+        return Err("--base-url / IMKIT_BASE_URL must not contain a user name or password; credentials come only from IMKIT_CLIENT_KEY, IMKIT_TOKEN and IMKIT_API_KEY".into());
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("base URL {url} has no host"))?
+        .to_string();
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("base URL {url} must not have a query or fragment"));
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&host) => Ok(url),
+        "http" => Err(format!(
+            "base URL {url} uses plain http: https:// is required unless the host is a loopback address (127.0.0.1, ::1, localhost)"
+        )),
+        s => Err(format!(
+            "base URL {url} has scheme {s:?}: expected https://"
+        )),
+    }
+}
+
+/// `host` as `Url::host_str` gives it: IPv6 in brackets, IPv4 already normalised.
+fn is_loopback(host: &str) -> bool {
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    }
+    if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+        return ip.is_loopback();
+    }
+    host.trim_end_matches('.').eq_ignore_ascii_case("localhost")
+}
+
+/// The credentials the manifest's ops need, in a stable order.
+pub fn needed_credentials(manifest: &Manifest) -> Vec<Credential> {
+    let mut v: Vec<Credential> = manifest.ops.iter().map(|p| p.op.credential()).collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 impl JobConfig {
+    /// Checks flags, loads the manifest and the credentials; any problem exits 2.
     pub fn from_args(args: &RunArgs, global: &GlobalArgs) -> anyhow::Result<JobConfig> {
-        let _ = global;
-        Ok(JobConfig { args: args.clone() })
+        let flags = check_flags(args).map_err(invalid_list)?;
+        let opts = LoadOptions {
+            action: args.manifest.action,
+        };
+        let manifest = crate::manifest::load(&args.manifest.manifest, &opts).map_err(|e| {
+            let mut msg = format!(
+                "{} is not a valid manifest; nothing was sent:",
+                args.manifest.manifest.display()
+            );
+            for err in &e.errors {
+                msg.push_str("\n  ");
+                msg.push_str(err);
+            }
+            ExitError::new(Exit::Invalid, msg)
+        })?;
+        let credentials = if args.sandbox {
+            Credentials::default()
+        } else {
+            Credentials::from_env(args.env_file.as_deref())
+                .map_err(|e| ExitError::new(Exit::Invalid, e.to_string()))?
+        };
+        JobConfig::from_parts(args, global, flags, manifest, credentials)
+    }
+
+    /// The pure part: merges manifest settings under the flags and checks the credentials
+    /// the manifest needs (all missing ones are named together).
+    pub fn from_parts(
+        args: &RunArgs,
+        global: &GlobalArgs,
+        flags: CheckedFlags,
+        manifest: Manifest,
+        credentials: Credentials,
+    ) -> anyhow::Result<JobConfig> {
+        let s = &manifest.settings;
+        let mut errors = Vec::new();
+        let concurrency = args
+            .concurrency
+            .or(s.concurrency)
+            .unwrap_or(DEFAULT_CONCURRENCY);
+        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+            errors.push(format!(
+                "concurrency must be between 1 and {MAX_CONCURRENCY}, not {concurrency} (manifest settings)"
+            ));
+        }
+        let rate = args.rate.or(s.rate).unwrap_or_else(default_rate);
+        check_rate(rate, &mut errors);
+        let max_attempts = args
+            .max_attempts
+            .or(s.max_attempts)
+            .unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if !(1..=MAX_MAX_ATTEMPTS).contains(&max_attempts) {
+            errors.push(format!(
+                "max_attempts must be between 1 and {MAX_MAX_ATTEMPTS}, not {max_attempts} (manifest settings)"
+            ));
+        }
+        let timeout = args.timeout.or(s.timeout).unwrap_or(DEFAULT_TIMEOUT);
+        check_timeout(timeout, "timeout", &mut errors);
+        let target = match flags.base_url {
+            Some(base_url) => Target::Remote { base_url },
+            None => Target::Sandbox,
+        };
+        if matches!(target, Target::Remote { .. }) {
+            let missing = credentials.missing(needed_credentials(&manifest));
+            if !missing.is_empty() {
+                errors.push(format!(
+                    "missing credentials for this manifest: set {} in the environment or in an --env-file (nothing was sent)",
+                    missing.join(", ")
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(invalid_list(errors));
+        }
+        Ok(JobConfig {
+            args: args.clone(),
+            journal_path: flags.journal_path,
+            target,
+            credentials,
+            concurrency,
+            rate,
+            max_attempts,
+            timeout,
+            until: flags.until,
+            max_duration: args.max_duration,
+            max_failures: args.max_failures,
+            max_failure_ratio: args.max_failure_ratio,
+            snapshot: args.snapshot || s.snapshot.unwrap_or(false),
+            fresh: args.fresh,
+            retry_failed: args.retry_failed,
+            progress: args.progress,
+            log_format: global.log_format,
+            manifest,
+        })
+    }
+
+    /// The effective settings, for the journal and `status`. Holds no secret.
+    pub fn settings_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "base_url": match &self.target {
+                Target::Remote { base_url } => serde_json::Value::String(base_url.to_string()),
+                Target::Sandbox => serde_json::Value::String("sandbox".into()),
+            },
+            "concurrency": self.concurrency,
+            "rate": self.rate.to_string(),
+            "max_attempts": self.max_attempts,
+            "timeout": humantime::format_duration(self.timeout).to_string(),
+            "until": self.until.map(|t| t.to_string()),
+            "max_duration": self.max_duration.map(|d| humantime::format_duration(d).to_string()),
+            "max_failures": self.max_failures,
+            "max_failure_ratio": self.max_failure_ratio,
+            "snapshot": self.snapshot,
+            "retry_failed": self.retry_failed,
+            "window": self.manifest.window.map(|w| serde_json::json!({
+                "start": w.start.to_string(), "end": w.end.to_string()
+            })),
+        })
+    }
+}
+
+fn invalid_list(errors: Vec<String>) -> anyhow::Error {
+    let msg = if errors.len() == 1 {
+        errors.into_iter().next().unwrap_or_default()
+    } else {
+        format!("invalid configuration:\n  {}", errors.join("\n  "))
+    };
+    ExitError::new(Exit::Invalid, msg).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::manifest::{Format, Location, PlannedOp, Settings};
+    use crate::op::Op;
+    use clap::Parser;
+
+    fn parse(argv: &[&str]) -> (RunArgs, GlobalArgs) {
+        let mut full = vec!["imkit-batch", "run", "jobs/x.csv"];
+        full.extend_from_slice(argv);
+        let cli = Cli::try_parse_from(full).unwrap();
+        match cli.command {
+            Command::Run(a) => (*a, cli.global),
+            _ => unreachable!(),
+        }
+    }
+
+    fn manifest(ops: Vec<Op>, settings: Settings) -> Manifest {
+        Manifest {
+            path: "jobs/x.csv".into(),
+            format: Format::Csv,
+            name: None,
+            checksum: "00".into(),
+            window: None,
+            settings,
+            ops: ops
+                .into_iter()
+                .enumerate()
+                .map(|(i, op)| PlannedOp {
+                    op,
+                    source: Location {
+                        file: 0,
+                        line: i as u32 + 2,
+                    },
+                })
+                .collect(),
+            sources: vec!["jobs/x.csv".into()],
+            warnings: vec![],
+        }
+    }
+
+    fn creds(vars: &[&str]) -> Credentials {
+        let env = |k: &str| vars.contains(&k).then(|| format!("secret-{k}"));
+        Credentials::from_sources(env, &Default::default()).unwrap()
+    }
+
+    fn err_text(e: anyhow::Error) -> String {
+        assert_eq!(crate::exit_for_error(&e), Exit::Invalid);
+        format!("{e:#}")
+    }
+
+    #[test]
+    fn https_is_required_unless_loopback() {
+        for ok in [
+            "https://your-app.imkit.io",
+            "https://example.com/api/",
+            "http://127.0.0.1:8787",
+            "http://127.5.6.7",
+            "http://[::1]:9000",
+            "http://localhost:1234",
+            "http://LOCALHOST",
+        ] {
+            assert!(check_base_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://example.com",
+            "http://10.0.0.1",
+            "http://128.0.0.1",
+            "http://[::2]",
+            "http://localhost.example.com",
+            "ftp://127.0.0.1",
+            "example.com",
+            "https://example.com/?a=1",
+        ] {
+            assert!(check_base_url(bad).is_err(), "{bad}");
+        }
+        let e = check_base_url("https://user:hunter2@example.com").unwrap_err();
+        assert!(!e.contains("hunter2"));
+        assert!(
+            check_base_url("http://example.com")
+                .unwrap_err()
+                .contains("https://")
+        );
+    }
+
+    #[test]
+    fn flag_ranges_are_checked_together() {
+        let (a, _) = parse(&[
+            "--base-url",
+            "https://x.io",
+            "--concurrency",
+            "0",
+            "--max-attempts",
+            "0",
+            "--max-failure-ratio",
+            "1.5",
+            "--until",
+            "tomorrow",
+            "--timeout",
+            "0s",
+        ]);
+        let errs = check_flags(&a).unwrap_err();
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(errs.iter().any(|e| e.contains("--until")));
+        let (a, _) = parse(&["--base-url", "https://x.io", "--max-failure-ratio", "1"]);
+        assert!(check_flags(&a).is_ok());
+        let (a, _) = parse(&["--max-failure-ratio", "0"]);
+        assert!(check_flags(&a).is_err());
+    }
+
+    #[test]
+    fn defaults_journal_path_and_until() {
+        let (a, _) = parse(&[
+            "--base-url",
+            "https://x.io",
+            "--until",
+            "2026-11-23T02:00:00+08:00",
+        ]);
+        let f = check_flags(&a).unwrap();
+        assert_eq!(f.journal_path, PathBuf::from("jobs/x.csv.journal"));
+        assert_eq!(f.until.unwrap().to_string(), "2026-11-22T18:00:00Z");
+        // No base URL and no sandbox is an error naming both ways out.
+        let (a, _) = parse(&[]);
+        let e = check_flags(&a).unwrap_err().join("\n");
+        assert!(e.contains("IMKIT_BASE_URL") && e.contains("--sandbox"));
+        // --sandbox needs none, and ignores one left in the environment.
+        let (a, _) = parse(&["--sandbox"]);
+        assert!(check_flags(&a).unwrap().base_url.is_none());
+        let (a, _) = parse(&["--sandbox", "--base-url", "https://x.io"]);
+        assert!(check_flags(&a).unwrap().base_url.is_none());
+    }
+
+    #[test]
+    fn flags_win_over_manifest_settings() {
+        let (a, g) = parse(&["--base-url", "https://x.io", "--concurrency", "3"]);
+        let settings = Settings {
+            rate: Some("600/min".parse().unwrap()),
+            concurrency: Some(16),
+            snapshot: Some(true),
+            max_attempts: None,
+            timeout: Some(Duration::from_secs(5)),
+        };
+        let m = manifest(vec![Op::freeze("r")], settings);
+        let c = JobConfig::from_parts(
+            &a,
+            &g,
+            check_flags(&a).unwrap(),
+            m,
+            creds(&["IMKIT_CLIENT_KEY", "IMKIT_TOKEN"]),
+        )
+        .unwrap();
+        assert_eq!(c.concurrency, 3);
+        assert_eq!(c.rate, Rate::per_minute(600));
+        assert_eq!(c.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(c.timeout, Duration::from_secs(5));
+        assert!(c.snapshot);
+        let s = c.settings_json().to_string();
+        assert!(!s.contains("secret-"), "{s}");
+        assert!(!format!("{c:?}").contains("secret-"));
+    }
+
+    #[test]
+    fn missing_credentials_name_only_the_needed_vars() {
+        let (a, g) = parse(&["--base-url", "https://x.io"]);
+        let mute_only = manifest(vec![Op::mute("u", "r")], Settings::default());
+        let e = JobConfig::from_parts(&a, &g, check_flags(&a).unwrap(), mute_only, creds(&[]))
+            .unwrap_err();
+        let t = err_text(e);
+        assert!(t.contains("IMKIT_API_KEY"), "{t}");
+        assert!(
+            !t.contains("IMKIT_TOKEN") && !t.contains("IMKIT_CLIENT_KEY"),
+            "{t}"
+        );
+
+        let both = manifest(
+            vec![Op::freeze("r"), Op::unmute("u", "r")],
+            Settings::default(),
+        );
+        let e = JobConfig::from_parts(
+            &a,
+            &g,
+            check_flags(&a).unwrap(),
+            both.clone(),
+            creds(&["IMKIT_CLIENT_KEY"]),
+        )
+        .unwrap_err();
+        let t = err_text(e);
+        assert!(t.contains("IMKIT_TOKEN, IMKIT_API_KEY"), "{t}");
+        assert!(!t.contains("IMKIT_CLIENT_KEY,"), "{t}");
+
+        // The sandbox brings its own credentials.
+        let (a, g) = parse(&["--sandbox"]);
+        assert!(JobConfig::from_parts(&a, &g, check_flags(&a).unwrap(), both, creds(&[])).is_ok());
     }
 }

@@ -175,8 +175,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub retry_failed: bool,
 
-    /// Run against an in-process emulator seeded with every room and client of the manifest.
-    #[arg(long, conflicts_with = "base_url")]
+    /// Run against an in-process emulator seeded with every room and client of the manifest
+    /// (a base URL from --base-url or IMKIT_BASE_URL is then ignored, with a warning).
+    #[arg(long)]
     pub sandbox: bool,
 
     /// Live progress bar: auto (on a terminal only), always, never.

@@ -2,4 +2,5 @@
 //! helpers (paths, the binary, servers on port 0) live in `util`.
 
 mod manifest;
+mod run;
 mod util;

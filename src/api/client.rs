@@ -1,0 +1,459 @@
+//! The HTTP client: one shared `reqwest::Client` (rustls, pool sized to the concurrency,
+//! connect and request timeouts, no retry layer: retries belong to the runner alone), the
+//! credential headers, bodies read under a size cap, and the mapping of every answer or
+//! network failure to an [`Attempt`].
+
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::Url;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::api::classify::{Outcome, classify, parse_envelope};
+use crate::api::credentials::Credentials;
+use crate::api::request::{Method, Request};
+use crate::op::{Credential, Op};
+
+/// Largest body read; the rest is dropped. An error answer is a few hundred bytes, but a
+/// room object lists its members, so a success can be large: see [`sniff_rc`].
+pub const BODY_CAP: usize = 1024 * 1024;
+
+/// The result of one request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    pub outcome: Outcome,
+    /// From sending the request to the end of the body.
+    pub latency: Duration,
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Whole-request timeout (connect, send, answer, body).
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Idle connections kept per host: the job's concurrency.
+    pub pool_size: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            pool_size: 8,
+        }
+    }
+}
+
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid base URL {url:?}: {reason}")]
+    BaseUrl { url: String, reason: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+/// The IMKIT API client. Cheap to share behind an `Arc`.
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: Url,
+    credentials: Credentials,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiClient {
+    pub fn new(
+        base_url: &Url,
+        credentials: Credentials,
+        options: ClientOptions,
+    ) -> Result<ApiClient, ClientError> {
+        if base_url.cannot_be_a_base() || base_url.host().is_none() {
+            return Err(ClientError::BaseUrl {
+                url: base_url.to_string(),
+                reason: "expected an http(s) URL with a host".into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(options.timeout)
+            .connect_timeout(options.connect_timeout)
+            .pool_max_idle_per_host(options.pool_size.max(1))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("imkit-batch/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        // Normalise the base so that joining "/rooms/x" keeps any path prefix.
+        let mut base = base_url.clone();
+        let trimmed = base.path().trim_end_matches('/').to_string();
+        base.set_path(&trimmed);
+        base.set_query(None);
+        base.set_fragment(None);
+        Ok(ApiClient {
+            http,
+            base,
+            credentials,
+        })
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// Sends the one request that carries `op` and classifies the answer.
+    pub async fn send(&self, op: &Op) -> Attempt {
+        let req = Request::for_op(op);
+        self.execute(&req, Some(op.action), op.credential()).await.0
+    }
+
+    /// `GET /rooms/{room}` for `--snapshot`: the room object (`result`, or the whole body when
+    /// it has none), exactly as returned; fields the API left out stay absent.
+    pub async fn get_room(&self, room: &str) -> Result<serde_json::Value, Attempt> {
+        let req = Request::get_room(room);
+        let (attempt, body) = self.execute(&req, None, Credential::ClientToken).await;
+        match (&attempt.outcome, body) {
+            (Outcome::Done { .. }, Some(body)) => match parse_envelope(&body) {
+                Some(env) => Ok(env.result.unwrap_or_else(|| {
+                    serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)
+                })),
+                None => Err(attempt),
+            },
+            _ => Err(attempt),
+        }
+    }
+
+    /// The URL for a request path, refusing any id that URL normalisation would turn into
+    /// another path (`.`/`..` segments: WHATWG URL parsing resolves even `%2E%2E`).
+    pub fn url_for(&self, path: &str) -> Result<Url, Outcome> {
+        let full = format!("{}{}", self.base.as_str().trim_end_matches('/'), path);
+        let url = Url::parse(&full).map_err(|e| Outcome::local("BAD_URL", e.to_string()))?;
+        let expected = format!("{}{}", self.base.path().trim_end_matches('/'), path);
+        if url.path() != expected {
+            return Err(Outcome::local(
+                "UNSENDABLE_ID",
+                "an id made only of dots cannot be sent as a path segment (HTTP clients resolve it as a relative path); the op was not sent",
+            ));
+        }
+        Ok(url)
+    }
+
+    fn auth_headers(&self, credential: Credential) -> Result<HeaderMap, Outcome> {
+        let missing = || {
+            Outcome::local(
+                "MISSING_CREDENTIAL",
+                format!("the {} is not set", credential.describe()),
+            )
+        };
+        let value = |s: &crate::api::credentials::Secret| {
+            let mut v = HeaderValue::from_str(s.expose()).map_err(|_| {
+                Outcome::local(
+                    "BAD_CREDENTIAL",
+                    format!("the {} cannot be sent as a header", credential.describe()),
+                )
+            })?;
+            v.set_sensitive(true);
+            Ok::<_, Outcome>(v)
+        };
+        let mut h = HeaderMap::new();
+        match credential {
+            Credential::ClientToken => {
+                let key = self.credentials.client_key.as_ref().ok_or_else(missing)?;
+                let token = self.credentials.token.as_ref().ok_or_else(missing)?;
+                h.insert(HeaderName::from_static("im-client-key"), value(key)?);
+                h.insert(HeaderName::from_static("im-authorization"), value(token)?);
+            }
+            Credential::ApiKey => {
+                let key = self.credentials.api_key.as_ref().ok_or_else(missing)?;
+                h.insert(HeaderName::from_static("im-api-key"), value(key)?);
+            }
+        }
+        Ok(h)
+    }
+
+    /// Sends `req`; returns the attempt and, on a complete answer, the body.
+    async fn execute(
+        &self,
+        req: &Request,
+        action: Option<crate::op::Action>,
+        credential: Credential,
+    ) -> (Attempt, Option<Vec<u8>>) {
+        let started = Instant::now();
+        let local = |outcome: Outcome| {
+            (
+                Attempt {
+                    outcome,
+                    latency: Duration::ZERO,
+                },
+                None,
+            )
+        };
+        let url = match self.url_for(&req.path) {
+            Ok(u) => u,
+            Err(o) => return local(o),
+        };
+        let headers = match self.auth_headers(credential) {
+            Ok(h) => h,
+            Err(o) => return local(o),
+        };
+        let method = match req.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Put => reqwest::Method::PUT,
+            Method::Post => reqwest::Method::POST,
+            Method::Delete => reqwest::Method::DELETE,
+        };
+        let mut builder = self.http.request(method, url).headers(headers);
+        if let Some(body) = &req.body {
+            builder = builder.json(body);
+        }
+        let result = async {
+            let mut resp = builder.send().await?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let mut body = Vec::new();
+            let mut truncated = false;
+            while let Some(chunk) = resp.chunk().await? {
+                let room = BODY_CAP.saturating_sub(body.len());
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if chunk.len() > room {
+                    truncated = true;
+                    break;
+                }
+            }
+            Ok::<_, reqwest::Error>((status, headers, body, truncated))
+        }
+        .await;
+        let latency = started.elapsed();
+        match result {
+            Ok((status, headers, body, truncated)) => {
+                let outcome = if truncated && (200..300).contains(&status) {
+                    // Too large to parse whole: the envelope's RC comes first.
+                    match sniff_rc(&body) {
+                        Some(0) => Outcome::Done {
+                            status,
+                            already_in_state: false,
+                        },
+                        rc => Outcome::Permanent {
+                            status: Some(status),
+                            rc,
+                            code: Some("BODY_TOO_LARGE".into()),
+                            message: Some(format!(
+                                "HTTP {status} with a body over {BODY_CAP} bytes and no RC 0 at its start"
+                            )),
+                        },
+                    }
+                } else {
+                    classify(
+                        action,
+                        credential,
+                        status,
+                        &headers,
+                        &body,
+                        SystemTime::now(),
+                    )
+                };
+                let outcome = redact(outcome, &self.credentials);
+                (Attempt { outcome, latency }, Some(body))
+            }
+            Err(e) => (
+                Attempt {
+                    outcome: redact(network_outcome(&e), &self.credentials),
+                    latency,
+                },
+                None,
+            ),
+        }
+    }
+}
+
+/// Removes any credential value from the texts of an outcome: a server (or proxy) that
+/// echoes a header back must not smuggle a secret into the journal or the logs.
+pub fn redact(outcome: Outcome, credentials: &Credentials) -> Outcome {
+    let clean = |s: Option<String>| -> Option<String> {
+        s.map(|mut s| {
+            for v in credentials.values() {
+                if !v.is_empty() && s.contains(v) {
+                    s = s.replace(v, "[redacted]");
+                }
+            }
+            s
+        })
+    };
+    match outcome {
+        Outcome::Done { .. } => outcome,
+        Outcome::Transient {
+            status,
+            code,
+            reason,
+            retry_after,
+        } => Outcome::Transient {
+            status,
+            code: clean(code),
+            reason: clean(Some(reason)).unwrap_or_default(),
+            retry_after,
+        },
+        Outcome::CredentialsRejected {
+            credential,
+            status,
+            code,
+            message,
+        } => Outcome::CredentialsRejected {
+            credential,
+            status,
+            code: clean(code),
+            message: clean(message),
+        },
+        Outcome::Permanent {
+            status,
+            rc,
+            code,
+            message,
+        } => Outcome::Permanent {
+            status,
+            rc,
+            code: clean(code),
+            message: clean(message),
+        },
+    }
+}
+
+/// The top-level `"RC"` of a JSON object, read from the start of a body too large to parse
+/// whole: only when it is the object's first key, or follows `"RM"` (the documented order).
+pub fn sniff_rc(body: &[u8]) -> Option<i64> {
+    let head = &body[..body.len().min(256)];
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).ok()?,
+    };
+    let rest = text.trim_start().strip_prefix('{')?.trim_start();
+    let rest = match rest.strip_prefix("\"RM\"") {
+        // {"RM":"...","RC":0: skip a plain string value without escapes.
+        Some(r) => {
+            let r = r
+                .trim_start()
+                .strip_prefix(':')?
+                .trim_start()
+                .strip_prefix('"')?;
+            let end = r.find('"')?;
+            if r[..end].contains('\\') {
+                return None;
+            }
+            r[end + 1..].trim_start().strip_prefix(',')?.trim_start()
+        }
+        None => rest,
+    };
+    let rest = rest
+        .strip_prefix("\"RC\"")?
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .unwrap_or(rest.len());
+    let tail = rest[end..].trim_start();
+    if !(tail.starts_with(',') || tail.starts_with('}')) {
+        return None;
+    }
+    rest[..end].parse().ok()
+}
+
+/// A network failure is transient: timeouts, refused or reset connections, cut-off bodies.
+fn network_outcome(e: &reqwest::Error) -> Outcome {
+    let (code, what) = if e.is_timeout() {
+        ("TIMEOUT", "request timed out")
+    } else if e.is_connect() {
+        ("CONNECT", "cannot connect")
+    } else if e.is_body() || e.is_decode() {
+        ("BODY_CUT_SHORT", "the answer's body was cut short")
+    } else {
+        ("NETWORK", "connection failed")
+    };
+    // The error chain names the URL (ids only) and the cause; never a header.
+    let mut detail = String::new();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        detail = s.to_string();
+        src = s.source();
+    }
+    let reason = if detail.is_empty() {
+        what.to_string()
+    } else {
+        format!("{what}: {detail}")
+    };
+    Outcome::Transient {
+        status: e.status().map(|s| s.as_u16()),
+        code: Some(code.to_string()),
+        reason,
+        retry_after: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> ApiClient {
+        ApiClient::new(
+            &Url::parse(base).unwrap(),
+            Credentials::default(),
+            ClientOptions::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn urls_keep_the_base_prefix_and_refuse_dot_segments() {
+        let c = client("https://api.example.com/v1/");
+        assert_eq!(
+            c.url_for("/rooms/a%2Fb").unwrap().as_str(),
+            "https://api.example.com/v1/rooms/a%2Fb"
+        );
+        assert_eq!(
+            c.url_for("/rooms/a%3Fb%23c%25").unwrap().as_str(),
+            "https://api.example.com/v1/rooms/a%3Fb%23c%25"
+        );
+        for id in ["..", ".", "..."] {
+            let path = Request::get_room(id).path;
+            let r = c.url_for(&path);
+            if id == "..." {
+                assert!(r.is_ok(), "three dots are an ordinary segment");
+            } else {
+                assert!(
+                    matches!(r, Err(Outcome::Permanent { ref code, .. }) if code.as_deref() == Some("UNSENDABLE_ID")),
+                    "{id}: {r:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rc_is_sniffed_from_the_start_of_a_large_body() {
+        assert_eq!(
+            sniff_rc(br#"{"RC":0,"RM":"OK","result":{"members":[{"#),
+            Some(0)
+        );
+        assert_eq!(
+            sniff_rc(br#" { "RM" : "OK" , "RC" : 0 , "result""#),
+            Some(0)
+        );
+        assert_eq!(sniff_rc(br#"{"RC":12,"#), Some(12));
+        assert_eq!(sniff_rc(br#"{"result":{"RC":0,"#), None);
+        assert_eq!(sniff_rc(br#"{"RC":0x"#), None);
+        assert_eq!(sniff_rc(b"<html>"), None);
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_fail_locally() {
+        let c = client("http://127.0.0.1:9");
+        let a = c.send(&Op::mute("u", "r")).await;
+        assert!(
+            matches!(a.outcome, Outcome::Permanent { ref code, .. } if code.as_deref() == Some("MISSING_CREDENTIAL"))
+        );
+    }
+}

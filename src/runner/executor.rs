@@ -1,0 +1,100 @@
+//! The two seams of the scheduler: [`Executor`] sends one op (the API client in production,
+//! a scripted fake in tests) and [`Recorder`] writes outcomes (the journal's writer in
+//! production, memory in tests). The scheduler never sees HTTP or SQLite.
+
+use std::future::Future;
+use std::sync::Mutex;
+
+use crate::api::{ApiClient, Attempt};
+use crate::journal::{JournalError, JournalWriter, OpRecord};
+use crate::op::Op;
+
+/// Sends requests.
+pub trait Executor: Send + Sync + 'static {
+    /// Sends the request that carries `op`.
+    fn send(&self, op: &Op) -> impl Future<Output = Attempt> + Send;
+    /// Reads a room before its first change (`--snapshot`).
+    fn read_room(
+        &self,
+        room: &str,
+    ) -> impl Future<Output = Result<serde_json::Value, Attempt>> + Send;
+}
+
+impl Executor for ApiClient {
+    async fn send(&self, op: &Op) -> Attempt {
+        ApiClient::send(self, op).await
+    }
+
+    async fn read_room(&self, room: &str) -> Result<serde_json::Value, Attempt> {
+        self.get_room(room).await
+    }
+}
+
+/// Records outcomes.
+pub trait Recorder: Send + Sync + 'static {
+    fn record(&self, rec: OpRecord) -> Result<(), JournalError>;
+    fn record_snapshot(
+        &self,
+        room: &str,
+        prior: Option<serde_json::Value>,
+    ) -> impl Future<Output = Result<(), JournalError>> + Send;
+}
+
+impl Recorder for JournalWriter {
+    fn record(&self, rec: OpRecord) -> Result<(), JournalError> {
+        JournalWriter::record(self, rec)
+    }
+
+    async fn record_snapshot(
+        &self,
+        room: &str,
+        prior: Option<serde_json::Value>,
+    ) -> Result<(), JournalError> {
+        JournalWriter::record_snapshot(self, room, prior).await
+    }
+}
+
+/// A recorder that keeps everything in memory (tests, dry runs).
+#[derive(Debug, Default)]
+pub struct MemoryRecorder {
+    pub records: Mutex<Vec<OpRecord>>,
+    pub snapshots: Mutex<Vec<(String, Option<serde_json::Value>)>>,
+}
+
+impl MemoryRecorder {
+    pub fn records(&self) -> Vec<OpRecord> {
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn snapshots(&self) -> Vec<(String, Option<serde_json::Value>)> {
+        self.snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Recorder for MemoryRecorder {
+    fn record(&self, rec: OpRecord) -> Result<(), JournalError> {
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(rec);
+        Ok(())
+    }
+
+    async fn record_snapshot(
+        &self,
+        room: &str,
+        prior: Option<serde_json::Value>,
+    ) -> Result<(), JournalError> {
+        self.snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((room.to_string(), prior));
+        Ok(())
+    }
+}

@@ -1,0 +1,861 @@
+//! Scheduler tests against a scripted fake executor, with tokio's time paused: deterministic
+//! and instant however long the simulated waits.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::api::{Attempt, Outcome};
+use crate::journal::{JournalOp, OpState};
+use crate::op::{Credential, Op};
+use crate::runner::progress::Progress;
+
+type Script = Box<dyn Fn(&Op, u32) -> (Outcome, Duration) + Send + Sync>;
+
+#[derive(Clone, Debug, PartialEq)]
+enum Ev {
+    Start(String, Instant),
+    End(String, Instant),
+    Read(String),
+}
+
+struct Fake {
+    script: Script,
+    tries: Mutex<HashMap<String, u32>>,
+    events: Mutex<Vec<Ev>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    sends: AtomicUsize,
+    sends_by_cred: [AtomicUsize; 2],
+}
+
+fn done() -> Outcome {
+    Outcome::Done {
+        status: 200,
+        already_in_state: false,
+    }
+}
+
+fn transient(status: u16, hint: Option<Duration>) -> Outcome {
+    Outcome::Transient {
+        status: Some(status),
+        code: Some("X".into()),
+        reason: format!("HTTP {status}"),
+        retry_after: hint,
+    }
+}
+
+fn permanent(status: u16, code: &str) -> Outcome {
+    Outcome::Permanent {
+        status: Some(status),
+        rc: Some(status as i64),
+        code: Some(code.into()),
+        message: Some("nope".into()),
+    }
+}
+
+impl Fake {
+    fn new(script: impl Fn(&Op, u32) -> (Outcome, Duration) + Send + Sync + 'static) -> Arc<Fake> {
+        Arc::new(Fake {
+            script: Box::new(script),
+            tries: Mutex::default(),
+            events: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            sends: AtomicUsize::new(0),
+            sends_by_cred: [AtomicUsize::new(0), AtomicUsize::new(0)],
+        })
+    }
+
+    fn events(&self) -> Vec<Ev> {
+        self.events.lock().unwrap().clone()
+    }
+
+    fn starts_of(&self, key: &str) -> Vec<Instant> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Ev::Start(k, t) if k == key => Some(t),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn key(op: &Op) -> String {
+    op.to_string()
+}
+
+impl Executor for Fake {
+    async fn send(&self, op: &Op) -> Attempt {
+        let n = {
+            let mut t = self.tries.lock().unwrap();
+            let e = t.entry(key(op)).or_default();
+            *e += 1;
+            *e
+        };
+        self.sends.fetch_add(1, Ordering::SeqCst);
+        let c = match op.credential() {
+            Credential::ClientToken => 0,
+            Credential::ApiKey => 1,
+        };
+        self.sends_by_cred[c].fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        self.events
+            .lock()
+            .unwrap()
+            .push(Ev::Start(key(op), Instant::now()));
+        let (outcome, latency) = (self.script)(op, n);
+        tokio::time::sleep(latency).await;
+        self.events
+            .lock()
+            .unwrap()
+            .push(Ev::End(key(op), Instant::now()));
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        Attempt { outcome, latency }
+    }
+
+    async fn read_room(&self, room: &str) -> Result<serde_json::Value, Attempt> {
+        self.events.lock().unwrap().push(Ev::Read(room.to_string()));
+        Ok(serde_json::json!({"_id": room, "status": 1}))
+    }
+}
+
+fn jops(ops: Vec<Op>) -> Vec<JournalOp> {
+    ops.into_iter()
+        .enumerate()
+        .map(|(i, op)| JournalOp {
+            seq: i as u64,
+            op,
+            attempts: 0,
+        })
+        .collect()
+}
+
+fn fast() -> RunnerOptions {
+    RunnerOptions {
+        rate: "1000/s".parse().unwrap(),
+        seed: Some(42),
+        ..RunnerOptions::default()
+    }
+}
+
+async fn go(
+    ops: Vec<Op>,
+    fake: &Arc<Fake>,
+    opts: RunnerOptions,
+    controls: Controls,
+) -> (RunReport, Arc<MemoryRecorder>) {
+    let rec = Arc::new(MemoryRecorder::default());
+    let mut progress = Progress::log_only(None);
+    let report = run(
+        jops(ops),
+        fake.clone(),
+        rec.clone(),
+        opts,
+        controls,
+        HashSet::new(),
+        &mut progress,
+    )
+    .await;
+    (report, rec)
+}
+
+fn finals(rec: &MemoryRecorder) -> HashMap<u64, crate::journal::OpRecord> {
+    rec.records()
+        .into_iter()
+        .filter(|r| r.state.is_some())
+        .map(|r| (r.seq, r))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn same_key_ops_run_one_at_a_time_in_manifest_order() {
+    // 20 rooms and 10 clients, 6 ops each, interleaved; latencies vary per op.
+    let mut ops = Vec::new();
+    for round in 0..6u32 {
+        for r in 0..20 {
+            let room = format!("room-{r}");
+            ops.push(if round.is_multiple_of(2) {
+                Op::freeze(room)
+            } else {
+                Op::unfreeze(room)
+            });
+        }
+        for c in 0..10 {
+            let client = format!("u-{c}");
+            let room = format!("room-{round}");
+            ops.push(if round.is_multiple_of(2) {
+                Op::mute(client, room)
+            } else {
+                Op::unmute(client, room)
+            });
+        }
+    }
+    let fake = Fake::new(|op, _| {
+        let ms = 5 + (op.room.len() * 7 + op.client.as_deref().map_or(0, str::len) * 13) % 40;
+        (done(), Duration::from_millis(ms as u64))
+    });
+    let opts = RunnerOptions {
+        concurrency: 6,
+        ..fast()
+    };
+    let (report, rec) = go(ops.clone(), &fake, opts, Controls::default()).await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(report.stats.done, ops.len() as u64);
+    assert_eq!(finals(&rec).len(), ops.len());
+    assert!(fake.max_in_flight.load(Ordering::SeqCst) <= 6);
+    assert_eq!(
+        fake.max_in_flight.load(Ordering::SeqCst),
+        6,
+        "the cap is used"
+    );
+
+    // Per lock key: intervals never overlap, and starts follow manifest order.
+    let events = fake.events();
+    let mut open: HashMap<String, usize> = HashMap::new();
+    let mut order: HashMap<String, Vec<String>> = HashMap::new();
+    let lock_of = |k: &str| -> String {
+        let op = ops.iter().find(|o| key(o) == k).unwrap();
+        format!("{:?}", op.lock_key())
+    };
+    for e in &events {
+        match e {
+            Ev::Start(k, _) => {
+                let l = lock_of(k);
+                let n = open.entry(l.clone()).or_default();
+                *n += 1;
+                assert_eq!(*n, 1, "two ops on {l} at once");
+                order.entry(l).or_default().push(k.clone());
+            }
+            Ev::End(k, _) => *open.get_mut(&lock_of(k)).unwrap() -= 1,
+            Ev::Read(_) => {}
+        }
+    }
+    for (l, started) in order {
+        let expected: Vec<String> = ops
+            .iter()
+            .filter(|o| format!("{:?}", o.lock_key()) == l)
+            .map(key)
+            .collect();
+        assert_eq!(started, expected, "order on {l}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_are_retried_with_bounded_backoff() {
+    let fake = Fake::new(|_, n| {
+        if n <= 3 {
+            (transient(503, None), Duration::from_millis(10))
+        } else {
+            (done(), Duration::from_millis(10))
+        }
+    });
+    let opts = RunnerOptions {
+        backoff: retry::Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+        },
+        ..fast()
+    };
+    let (report, rec) = go(
+        vec![Op::freeze("a")],
+        &fake,
+        opts.clone(),
+        Controls::default(),
+    )
+    .await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(report.stats.retries, 3);
+    assert_eq!(report.stats.attempts, 4);
+    let recs = rec.records();
+    assert_eq!(recs.len(), 4);
+    assert!(
+        recs[..3]
+            .iter()
+            .all(|r| r.state.is_none() && r.http_status == Some(503))
+    );
+    assert_eq!(recs[3].state, Some(OpState::Done));
+    assert_eq!(recs[3].attempts, 4);
+    // Gaps: at most latency + the backoff ceiling (+ one pacing interval).
+    let starts = fake.starts_of("freeze room \"a\"");
+    for (k, w) in starts.windows(2).enumerate() {
+        let gap = w[1] - w[0];
+        let max = Duration::from_millis(10)
+            + opts.backoff.ceiling(k as u32 + 1)
+            + Duration::from_millis(2);
+        assert!(gap <= max, "gap {k}: {gap:?} > {max:?}");
+        assert!(gap >= Duration::from_millis(10));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_run_out_and_the_last_answer_is_recorded() {
+    let fake = Fake::new(|_, _| (transient(502, None), Duration::from_millis(1)));
+    let opts = RunnerOptions {
+        max_attempts: 4,
+        ..fast()
+    };
+    let (report, rec) = go(
+        vec![Op::freeze("a"), Op::freeze("b")],
+        &fake,
+        opts,
+        Controls::default(),
+    )
+    .await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(report.stats.failed, 2);
+    assert_eq!(fake.sends.load(Ordering::SeqCst), 8);
+    let f = finals(&rec);
+    let r = &f[&0];
+    assert_eq!(r.state, Some(OpState::Failed));
+    assert_eq!(r.attempts, 4);
+    assert_eq!(r.http_status, Some(502));
+    assert!(
+        r.message
+            .as_deref()
+            .unwrap()
+            .contains("gave up after 4 attempts")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_pauses_every_request_on_that_credential_only() {
+    let t0 = Instant::now();
+    let first = Arc::new(AtomicUsize::new(0));
+    let f2 = first.clone();
+    let fake = Fake::new(move |op, _| {
+        if op.credential() == Credential::ClientToken && f2.fetch_add(1, Ordering::SeqCst) == 0 {
+            (
+                transient(429, Some(Duration::from_secs(5))),
+                Duration::from_millis(10),
+            )
+        } else {
+            (done(), Duration::from_millis(10))
+        }
+    });
+    let mut ops: Vec<Op> = (0..40).map(|i| Op::freeze(format!("r{i}"))).collect();
+    ops.extend((0..40).map(|i| Op::mute(format!("u{i}"), "r")));
+    let opts = RunnerOptions {
+        concurrency: 4,
+        rate: "20/s".parse().unwrap(),
+        ..fast()
+    };
+    let (report, _) = go(ops, &fake, opts, Controls::default()).await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(report.stats.rate_limited, 1);
+    let events = fake.events();
+    // The 429 answer arrived at t0+10ms; no room op started in (10ms, 5s+10ms) but the
+    // in-flight ones that were already on the wire.
+    let gate_end = t0 + Duration::from_secs(5) + Duration::from_millis(10);
+    let room_starts_in_pause = events
+        .iter()
+        .filter(|e| matches!(e, Ev::Start(k, t) if k.starts_with("freeze") && *t > t0 + Duration::from_millis(10) && *t < gate_end))
+        .count();
+    assert_eq!(room_starts_in_pause, 0);
+    let mute_starts_in_pause = events
+        .iter()
+        .filter(|e| matches!(e, Ev::Start(k, t) if k.starts_with("mute") && *t > t0 + Duration::from_millis(10) && *t < gate_end))
+        .count();
+    assert!(
+        mute_starts_in_pause > 10,
+        "the API key kept going: {mute_starts_in_pause}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeated_429s_lower_the_pace_and_success_restores_it() {
+    // Every 10th request is answered 429 without hint for the first 100 requests.
+    let count = Arc::new(AtomicUsize::new(0));
+    let c2 = count.clone();
+    let fake = Fake::new(move |_, _| {
+        let n = c2.fetch_add(1, Ordering::SeqCst);
+        if n < 100 && n % 10 == 9 {
+            (
+                transient(429, Some(Duration::ZERO)),
+                Duration::from_millis(1),
+            )
+        } else {
+            (done(), Duration::from_millis(1))
+        }
+    });
+    let ops: Vec<Op> = (0..400).map(|i| Op::freeze(format!("r{i}"))).collect();
+    let opts = RunnerOptions {
+        concurrency: 1,
+        rate: "100/s".parse().unwrap(),
+        ..fast()
+    };
+    let t0 = Instant::now();
+    let (report, _) = go(ops, &fake, opts, Controls::default()).await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(report.stats.rate_limited, 10);
+    // At full pace 410 requests take ~4.1 s; halving on each 429 burst makes it slower,
+    // and restoring brings it back (it would take > 60 s at the floor pace).
+    let e = t0.elapsed();
+    assert!(e > Duration::from_secs(6), "{e:?}");
+    assert!(e < Duration::from_secs(40), "{e:?}");
+    let starts: Vec<Instant> = fake
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::Start(_, t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    let last_gap = starts[starts.len() - 1] - starts[starts.len() - 2];
+    assert!(
+        last_gap <= Duration::from_millis(12),
+        "pace restored: {last_gap:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_stops_within_concurrency_requests_and_leaves_ops_pending() {
+    let fake = Fake::new(|op, _| {
+        (
+            Outcome::CredentialsRejected {
+                credential: op.credential(),
+                status: 401,
+                code: Some("INVALID_TOKEN".into()),
+                message: Some("Invalid or expired token".into()),
+            },
+            Duration::from_millis(20),
+        )
+    });
+    let mut ops: Vec<Op> = (0..10_000).map(|i| Op::freeze(format!("r{i}"))).collect();
+    ops.extend((0..100).map(|i| Op::mute(format!("u{i}"), "r")));
+    let opts = RunnerOptions {
+        concurrency: 8,
+        ..fast()
+    };
+    let (report, rec) = go(ops, &fake, opts, Controls::default()).await;
+    match &report.stop {
+        StopReason::CredentialsRejected { credential, .. } => {
+            assert_eq!(*credential, Credential::ClientToken)
+        }
+        s => panic!("{s:?}"),
+    }
+    let sends = fake.sends.load(Ordering::SeqCst);
+    assert!(sends <= 8, "{sends} requests after a 401");
+    assert_eq!(fake.sends_by_cred[1].load(Ordering::SeqCst), 0);
+    assert!(rec.records().iter().all(|r| r.state.is_none()));
+    assert_eq!(report.stats.pending(), 10_100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_on_one_credential_lets_requests_on_the_wire_finish_truthfully() {
+    // Room ops take 50 ms; the API key is rejected after 10 ms. The room ops already sent
+    // are recorded done (their change was applied); nothing new goes out on either credential.
+    let fake = Fake::new(|op, _| match op.credential() {
+        Credential::ApiKey => (
+            Outcome::CredentialsRejected {
+                credential: Credential::ApiKey,
+                status: 401,
+                code: Some("INVALID_API_KEY".into()),
+                message: None,
+            },
+            Duration::from_millis(10),
+        ),
+        Credential::ClientToken => (done(), Duration::from_millis(50)),
+    });
+    let mut ops = Vec::new();
+    for i in 0..100 {
+        ops.push(Op::freeze(format!("r{i}")));
+        ops.push(Op::mute(format!("u{i}"), "r"));
+    }
+    let opts = RunnerOptions {
+        concurrency: 8,
+        ..fast()
+    };
+    let (report, rec) = go(ops, &fake, opts, Controls::default()).await;
+    assert!(matches!(
+        report.stop,
+        StopReason::CredentialsRejected {
+            credential: Credential::ApiKey,
+            ..
+        }
+    ));
+    let sends = fake.sends.load(Ordering::SeqCst);
+    assert!(sends <= 8, "{sends}");
+    let done_rooms = rec
+        .records()
+        .iter()
+        .filter(|r| r.state == Some(OpState::Done))
+        .count();
+    assert_eq!(done_rooms, fake.sends_by_cred[0].load(Ordering::SeqCst));
+    assert!(done_rooms > 0);
+    assert_eq!(report.stats.pending(), 200 - done_rooms as u64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_failures_are_recorded_and_the_job_goes_on() {
+    let fake = Fake::new(|op, _| {
+        if op.room.ends_with('3') {
+            (permanent(404, "ROOM_NOT_FOUND"), Duration::from_millis(5))
+        } else if op.room.ends_with('7') {
+            (
+                permanent(403, "INSUFFICIENT_PERMISSIONS"),
+                Duration::from_millis(5),
+            )
+        } else {
+            (done(), Duration::from_millis(5))
+        }
+    });
+    // The same room twice: the second op runs after the first failed.
+    let mut ops: Vec<Op> = (0..30).map(|i| Op::freeze(format!("r{i}"))).collect();
+    ops.push(Op::unfreeze("r3"));
+    let (report, rec) = go(ops, &fake, fast(), Controls::default()).await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(report.stats.failed, 7);
+    assert_eq!(report.stats.failures_by_code["ROOM_NOT_FOUND"], 4);
+    assert_eq!(report.stats.failures_by_code["INSUFFICIENT_PERMISSIONS"], 3);
+    let f = finals(&rec);
+    assert_eq!(f.len(), 31);
+    assert_eq!(f[&3].http_status, Some(404));
+    assert_eq!(f[&3].rc, Some(404));
+    assert_eq!(f[&3].error_code.as_deref(), Some("ROOM_NOT_FOUND"));
+    assert_eq!(f[&30].state, Some(OpState::Failed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_bounds_abort() {
+    let script = |op: &Op, _| {
+        if op.room.len().is_multiple_of(2) {
+            (permanent(404, "ROOM_NOT_FOUND"), Duration::from_millis(5))
+        } else {
+            (done(), Duration::from_millis(5))
+        }
+    };
+    let ops: Vec<Op> = (0..1000)
+        .map(|i| Op::freeze("r".repeat(1 + i % 2) + &i.to_string()))
+        .collect();
+    let fake = Fake::new(script);
+    let opts = RunnerOptions {
+        max_failures: Some(5),
+        concurrency: 4,
+        ..fast()
+    };
+    let (report, _) = go(ops.clone(), &fake, opts, Controls::default()).await;
+    assert!(
+        matches!(report.stop, StopReason::FailureBound(ref m) if m.contains("--max-failures 5"))
+    );
+    assert!(report.stats.failed >= 6 && report.stats.failed <= 6 + 4);
+    assert!(fake.sends.load(Ordering::SeqCst) < 40);
+
+    let fake = Fake::new(script);
+    let opts = RunnerOptions {
+        max_failure_ratio: Some(0.3),
+        failure_ratio_min_sample: 20,
+        concurrency: 4,
+        ..fast()
+    };
+    let (report, _) = go(ops, &fake, opts, Controls::default()).await;
+    assert!(matches!(report.stop, StopReason::FailureBound(ref m) if m.contains("ratio")));
+    let finished = report.stats.finished();
+    assert!((20..=24).contains(&finished), "{finished}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_stops_dispatching_and_lets_in_flight_finish() {
+    let fake = Fake::new(|_, _| (done(), Duration::from_secs(1)));
+    let ops: Vec<Op> = (0..100).map(|i| Op::freeze(format!("r{i}"))).collect();
+    let opts = RunnerOptions {
+        concurrency: 4,
+        deadline: Some((
+            Instant::now() + Duration::from_millis(10_500),
+            "--max-duration 10.5s".into(),
+        )),
+        ..fast()
+    };
+    let (report, rec) = go(ops.clone(), &fake, opts, Controls::default()).await;
+    assert_eq!(
+        report.stop,
+        StopReason::Deadline("--max-duration 10.5s".into())
+    );
+    let sends = fake.sends.load(Ordering::SeqCst);
+    assert_eq!(
+        rec.records().len(),
+        sends,
+        "every request's outcome recorded"
+    );
+    assert!((40..=48).contains(&sends), "{sends}");
+    assert_eq!(report.stats.pending(), 100 - sends as u64);
+
+    // A deadline already past sends nothing.
+    let fake = Fake::new(|_, _| (done(), Duration::from_secs(1)));
+    let opts = RunnerOptions {
+        deadline: Some((Instant::now(), "the window's end".into())),
+        ..fast()
+    };
+    let (report, rec) = go(ops, &fake, opts, Controls::default()).await;
+    assert!(matches!(report.stop, StopReason::Deadline(_)));
+    assert_eq!(fake.sends.load(Ordering::SeqCst), 0);
+    assert!(rec.records().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn window_start_is_awaited() {
+    let fake = Fake::new(|_, _| (done(), Duration::from_millis(1)));
+    let t0 = Instant::now();
+    let opts = RunnerOptions {
+        start_at: Some((t0 + Duration::from_secs(3600), "22:00".into())),
+        ..fast()
+    };
+    let (report, _) = go(vec![Op::freeze("a")], &fake, opts, Controls::default()).await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert!(fake.starts_of("freeze room \"a\"")[0] >= t0 + Duration::from_secs(3600));
+}
+
+#[tokio::test(start_paused = true)]
+async fn signals_drain_then_cancel() {
+    let ops: Vec<Op> = (0..100).map(|i| Op::freeze(format!("r{i}"))).collect();
+    // First signal: in-flight requests finish and are recorded.
+    let fake = Fake::new(|_, _| (done(), Duration::from_secs(2)));
+    let controls = Controls::default();
+    let c2 = controls.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        c2.stop.cancel();
+    });
+    let opts = RunnerOptions {
+        concurrency: 4,
+        ..fast()
+    };
+    let (report, rec) = go(ops.clone(), &fake, opts.clone(), controls).await;
+    assert_eq!(
+        report.stop,
+        StopReason::Signal {
+            cancelled_in_flight: false
+        }
+    );
+    assert_eq!(fake.sends.load(Ordering::SeqCst), 12);
+    assert_eq!(rec.records().len(), 12);
+
+    // Second signal: what is in flight is abandoned, its ops stay pending.
+    let fake = Fake::new(|_, _| (done(), Duration::from_secs(60)));
+    let controls = Controls::default();
+    let c2 = controls.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c2.stop.cancel();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c2.cancel.cancel();
+    });
+    let t0 = Instant::now();
+    let (report, rec) = go(ops, &fake, opts, controls).await;
+    assert_eq!(
+        report.stop,
+        StopReason::Signal {
+            cancelled_in_flight: true
+        }
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert_eq!(fake.sends.load(Ordering::SeqCst), 4);
+    assert!(rec.records().is_empty());
+    assert_eq!(report.stats.pending(), 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_ends_waits_for_the_pace_at_once() {
+    // The first answer closes the gate for 10 minutes; a signal 1 s later ends the run
+    // without waiting for the gate: the waiting requests were never on the wire.
+    let fake = Fake::new(|_, _| {
+        (
+            transient(429, Some(Duration::from_secs(600))),
+            Duration::from_millis(5),
+        )
+    });
+    let controls = Controls::default();
+    let c2 = controls.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c2.stop.cancel();
+    });
+    let ops: Vec<Op> = (0..50).map(|i| Op::freeze(format!("r{i}"))).collect();
+    let t0 = Instant::now();
+    let (report, rec) = go(
+        ops,
+        &fake,
+        RunnerOptions {
+            concurrency: 4,
+            ..fast()
+        },
+        controls,
+    )
+    .await;
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(matches!(report.stop, StopReason::Signal { .. }));
+    assert_eq!(report.stats.pending(), 50);
+    assert!(rec.records().iter().all(|r| r.state.is_none()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshots_precede_the_first_change_of_each_room_only() {
+    let fake = Fake::new(|_, _| (done(), Duration::from_millis(1)));
+    let ops = vec![
+        Op::freeze("a"),
+        Op::mute("u", "a"),
+        Op::unfreeze("a"),
+        Op::freeze("b"),
+        Op::freeze("c"),
+    ];
+    let rec = Arc::new(MemoryRecorder::default());
+    let mut progress = Progress::log_only(None);
+    let already: HashSet<String> = ["c".to_string()].into();
+    let opts = RunnerOptions {
+        snapshot: true,
+        concurrency: 1,
+        ..fast()
+    };
+    let report = run(
+        jops(ops),
+        fake.clone(),
+        rec.clone(),
+        opts,
+        Controls::default(),
+        already,
+        &mut progress,
+    )
+    .await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(report.stats.snapshots, 2);
+    let snaps = rec.snapshots();
+    assert_eq!(
+        snaps.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(),
+        vec!["a", "b"]
+    );
+    assert_eq!(snaps[0].1.as_ref().unwrap()["status"], 1);
+    let ev = fake.events();
+    let read_a = ev.iter().position(|e| *e == Ev::Read("a".into())).unwrap();
+    let first_change_a = ev
+        .iter()
+        .position(|e| matches!(e, Ev::Start(k, _) if k == "freeze room \"a\""))
+        .unwrap();
+    assert!(read_a < first_change_a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unmute_already_in_state_counts_as_done() {
+    let fake = Fake::new(|_, _| {
+        (
+            Outcome::Done {
+                status: 400,
+                already_in_state: true,
+            },
+            Duration::from_millis(1),
+        )
+    });
+    let (report, rec) = go(
+        vec![Op::unmute("u", "r")],
+        &fake,
+        fast(),
+        Controls::default(),
+    )
+    .await;
+    assert_eq!(report.stats.done, 1);
+    assert_eq!(report.stats.already, 1);
+    let r = &rec.records()[0];
+    assert_eq!(r.state, Some(OpState::Done));
+    assert_eq!(r.http_status, Some(400));
+}
+
+#[tokio::test(start_paused = true)]
+async fn resumed_ops_count_attempts_across_runs() {
+    let fake = Fake::new(|_, _| (done(), Duration::from_millis(1)));
+    let rec = Arc::new(MemoryRecorder::default());
+    let mut progress = Progress::log_only(None);
+    let ops = vec![JournalOp {
+        seq: 41,
+        op: Op::freeze("a"),
+        attempts: 3,
+    }];
+    let report = run(
+        ops,
+        fake.clone(),
+        rec.clone(),
+        fast(),
+        Controls::default(),
+        HashSet::new(),
+        &mut progress,
+    )
+    .await;
+    assert_eq!(report.stop, StopReason::Completed);
+    let r = &rec.records()[0];
+    assert_eq!((r.seq, r.attempts), (41, 4));
+}
+
+/// Answers every op at once; counts only (the scale test measures the scheduler, not a fake).
+struct Instantly(AtomicUsize);
+
+impl Executor for Instantly {
+    async fn send(&self, _op: &Op) -> Attempt {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Attempt {
+            outcome: done(),
+            latency: Duration::from_micros(50),
+        }
+    }
+
+    async fn read_room(&self, _room: &str) -> Result<serde_json::Value, Attempt> {
+        Ok(serde_json::Value::Null)
+    }
+}
+
+async fn scale(n: usize) -> Duration {
+    let exec = Arc::new(Instantly(AtomicUsize::new(0)));
+    // Many ops share keys (chains of 4), the rest are distinct.
+    let ops: Vec<Op> = (0..n)
+        .map(|i| {
+            if i.is_multiple_of(2) {
+                Op::freeze(format!("r{}", i / 8))
+            } else {
+                Op::mute(format!("u{}", i / 8), format!("r{i}"))
+            }
+        })
+        .collect();
+    let opts = RunnerOptions {
+        concurrency: 64,
+        rate: crate::units::Rate {
+            count: u32::MAX,
+            per: Duration::from_secs(1),
+        },
+        ..fast()
+    };
+    let rec = Arc::new(MemoryRecorder::default());
+    let mut progress = Progress::log_only(None);
+    let wall = std::time::Instant::now();
+    let report = run(
+        jops(ops),
+        exec.clone(),
+        rec,
+        opts,
+        Controls::default(),
+        HashSet::new(),
+        &mut progress,
+    )
+    .await;
+    let took = wall.elapsed();
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(report.stats.done, n as u64);
+    assert_eq!(exec.0.load(Ordering::Relaxed), n);
+    took
+}
+
+// Real time here: paused time would park the runtime to advance the clock for every op.
+#[tokio::test]
+async fn two_hundred_thousand_ops_schedule_quickly() {
+    let small = scale(20_000).await;
+    let big = scale(200_000).await;
+    eprintln!("scheduled 20,000 ops in {small:?}, 200,000 in {big:?} (wall clock, debug build)");
+    // Linear, not quadratic: 10x the ops may not cost 30x the time.
+    assert!(
+        big < small * 30 + Duration::from_secs(1),
+        "{small:?} vs {big:?}"
+    );
+    assert!(big < Duration::from_secs(60), "{big:?}");
+}
