@@ -107,7 +107,7 @@ fn same_file(dest: &Path, journal: &Path) -> bool {
     ["", "-wal", "-shm", "-journal", ".lock"].iter().any(|s| {
         let mut o = j.as_os_str().to_owned();
         o.push(s);
-        PathBuf::from(o) == d
+        Path::new(&o) == d
     })
 }
 
@@ -568,9 +568,11 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<Exit> {
         }
         return Ok(Exit::Success);
     }
-    write_with(args.output.as_deref(), &args.journal, |w| match args.format {
-        ReportFormat::Csv => write_report_csv(&journal, w),
-        ReportFormat::Json => write_report_json(&journal, w),
+    write_with(args.output.as_deref(), &args.journal, |w| {
+        match args.format {
+            ReportFormat::Csv => write_report_csv(&journal, w),
+            ReportFormat::Json => write_report_json(&journal, w),
+        }
     })?;
     Ok(Exit::Success)
 }

@@ -100,7 +100,10 @@ fn prior_val(room: &serde_json::Map<String, Value>, field: &str) -> Result<Val, 
             let ids: Option<Vec<String>> = if field == "managers" {
                 items.iter().map(id_of).collect()
             } else {
-                items.iter().map(|i| i.as_str().map(str::to_owned)).collect()
+                items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect()
             };
             ids.map(Val::List).ok_or_else(bad)
         }

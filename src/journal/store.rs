@@ -141,7 +141,9 @@ fn move_aside(path: &Path) -> Result<Option<PathBuf>, JournalError> {
     if !any {
         return Ok(None);
     }
-    let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
     let mut target = suffixed(path, &format!(".{stamp}"));
     let mut n = 1;
     while exists(&target) || COMPANIONS.iter().any(|c| exists(&suffixed(&target, c))) {
@@ -228,9 +230,11 @@ pub(super) fn open_for_run(
     {
         let ro = open_checked(path, true)?;
         let (checksum, total): (String, i64) = ro
-            .query_row("SELECT checksum, total_ops FROM job WHERE id = 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT checksum, total_ops FROM job WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .map_err(|e| JournalError::sqlite(path, "read the job record", e))?;
         if checksum != manifest.checksum {
             return Err(JournalError::ChecksumMismatch {
@@ -256,7 +260,10 @@ pub(super) fn open_for_run(
     schema::configure(&conn).map_err(|e| JournalError::sqlite(path, "configure", e))?;
     if opts.retry_failed {
         let n = conn
-            .execute("UPDATE ops SET state = 'pending' WHERE state = 'failed'", [])
+            .execute(
+                "UPDATE ops SET state = 'pending' WHERE state = 'failed'",
+                [],
+            )
             .map_err(|e| JournalError::sqlite(path, "reset failed ops", e))?;
         if n > 0 {
             conn.execute("UPDATE job SET ended_at = NULL WHERE id = 1", [])

@@ -112,7 +112,13 @@ impl JournalWriter {
     }
 
     fn send(&self, msg: Msg) -> Result<(), JournalError> {
-        if self.inner.stopped.lock().map(|s| s.is_some()).unwrap_or(true) {
+        if self
+            .inner
+            .stopped
+            .lock()
+            .map(|s| s.is_some())
+            .unwrap_or(true)
+        {
             return Err(self.stopped_error());
         }
         self.inner.tx.send(msg).map_err(|_| self.stopped_error())
@@ -206,6 +212,9 @@ impl Thread {
                     tracing::warn!(journal = %self.path.display(), error = %e, "closing the journal");
                 }
                 self.lock.take();
+                if let Ok(mut s) = self.stopped.lock() {
+                    *s = Some("this run's journal was already finished".into());
+                }
             }
             for m in group {
                 let ack = match m {
@@ -294,7 +303,10 @@ impl Thread {
                         .map_err(|e| format!("cannot record op {}: {e}", r.seq))?;
                         outcomes += 1;
                         if n == 0 && r.state.is_some() {
-                            tracing::warn!(seq = r.seq, "outcome for an op the journal does not hold");
+                            tracing::warn!(
+                                seq = r.seq,
+                                "outcome for an op the journal does not hold"
+                            );
                         }
                     }
                     Msg::Snapshot {
