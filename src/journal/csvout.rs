@@ -129,3 +129,98 @@ impl<W: Write> ManifestWriter<W> {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn write(ops: &[Op], comments: &[&str]) -> String {
+        let mut w = ManifestWriter::new(Vec::new()).unwrap();
+        for op in ops {
+            w.op(op).unwrap().unwrap();
+        }
+        for c in comments {
+            w.comment(c).unwrap();
+        }
+        String::from_utf8(w.finish().unwrap()).unwrap()
+    }
+
+    fn read(text: &str) -> Vec<Vec<String>> {
+        let mut rd = csv::ReaderBuilder::new()
+            .comment(Some(b'#'))
+            .from_reader(text.as_bytes());
+        assert_eq!(rd.headers().unwrap().iter().collect::<Vec<_>>(), HEADER);
+        rd.records()
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect()
+    }
+
+    #[test]
+    fn every_kind_of_op_has_its_row() {
+        let f = RoomFields {
+            name: Some("Help, \"Desk\"".into()),
+            room_tags: Some(vec!["a".into(), "b c".into()]),
+            bot_mode: Some(false),
+            opening: Some(1),
+            owner: Some("o".into()),
+            managers: Some(vec!["m1".into()]),
+            status: Some(0),
+            ..Default::default()
+        };
+        let text = write(
+            &[Op::freeze("r,1"), Op::unmute("c", "r"), Op::update("r", f)],
+            &["two\nlines"],
+        );
+        assert_eq!(
+            text,
+            "action,room,client,name,cover,description,roomTags,webhook,botMode,extParams,opening,owner,managers,status\n\
+             freeze,\"r,1\",,,,,,,,,,,,\n\
+             unmute,r,c,,,,,,,,,,,\n\
+             update,r,,\"Help, \"\"Desk\"\"\",,,a;b c,,false,,1,o,m1,0\n\
+             # two lines\n"
+        );
+    }
+
+    #[test]
+    fn values_a_csv_cannot_express_are_refused() {
+        let cases = [
+            RoomFields {
+                name: Some(String::new()),
+                ..Default::default()
+            },
+            RoomFields {
+                room_tags: Some(vec![]),
+                ..Default::default()
+            },
+            RoomFields {
+                managers: Some(vec!["a;b".into()]),
+                ..Default::default()
+            },
+        ];
+        for f in cases {
+            let err = row(&Op::update("r", f.clone())).unwrap_err();
+            assert!(err.contains("CSV") || err.contains("`;`"), "{f:?}: {err}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn rows_read_back_as_written(
+            room in "[^\\p{Cc}]{1,20}",
+            client in "[^\\p{Cc}]{1,20}",
+            name in "\\PC{1,30}",
+            tags in proptest::collection::vec("[^;\\p{Cc}]{1,8}", 1..4),
+        ) {
+            let f = RoomFields { name: Some(name.clone()), room_tags: Some(tags.clone()), ..Default::default() };
+            let ops = [Op::mute(client.as_str(), room.as_str()), Op::update(room.as_str(), f)];
+            let back = read(&write(&ops, &["a comment, with \"quotes\""]));
+            prop_assert_eq!(back.len(), 2);
+            prop_assert_eq!(&back[0][0], "mute");
+            prop_assert_eq!(&back[0][1], &room);
+            prop_assert_eq!(&back[0][2], &client);
+            prop_assert_eq!(&back[1][3], &name);
+            prop_assert_eq!(&back[1][6], &tags.join(";"));
+        }
+    }
+}

@@ -4,6 +4,17 @@
 //!
 //! INTERFACE CONTRACT (skeleton): the runner codes against the signatures below; the journal
 //! implementation fills them in and may add to them, but must not change them.
+//!
+//! Layout: `schema` (on-disk format, version, durability choice, damage checks), `store`
+//! (open/create/import, lock, `--fresh`, `--retry-failed`, read queries), `writer` (the
+//! group-committing writer thread), `revert` (the inverse of a job), `csvout` (CSV
+//! manifests `run` accepts) and `command` (`status`, `report`, `revert`).
+//!
+//! Two runs never drive one job: `open_for_run` takes an exclusive advisory lock on the
+//! sidecar `PATH.lock` (holding the pid) for the life of the run; `open_read_only` takes no
+//! lock, so `status` works during a run. Nothing in the journal comes from credentials: the
+//! settings JSON is built by the runner from flags and manifest settings, op fields come
+//! from the manifest, snapshots keep only the room's updatable fields.
 
 pub mod command;
 mod csvout;

@@ -368,3 +368,207 @@ pub fn revert_plan(
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::OpState;
+    use serde_json::json;
+
+    fn row(seq: u64, op: Op, state: OpState) -> OpRow {
+        OpRow {
+            seq,
+            file: "job.csv".into(),
+            line: seq as u32 + 2,
+            op,
+            state,
+            attempts: u32::from(state != OpState::Pending),
+            http_status: Some(200),
+            rc: Some(0),
+            error_code: None,
+            message: None,
+            latency_ms: Some(5),
+            first_attempt_at: Some(1_000 + seq as i64),
+            last_attempt_at: Some(1_000 + seq as i64),
+        }
+    }
+
+    fn snaps(list: &[(&str, Option<serde_json::Value>, i64)]) -> HashMap<String, Snapshot> {
+        list.iter()
+            .map(|(r, p, t)| {
+                (
+                    r.to_string(),
+                    Snapshot {
+                        prior: p.clone(),
+                        taken_at: *t,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn freeze_then_unfreeze_of_an_active_room_needs_nothing() {
+        let plan = revert_plan(
+            [
+                row(0, Op::freeze("r"), OpState::Done),
+                row(1, Op::unfreeze("r"), OpState::Done),
+            ],
+            &snaps(&[("r", Some(json!({"status": 1})), 10)]),
+        );
+        assert_eq!(plan, RevertPlan::default());
+    }
+
+    #[test]
+    fn the_last_status_set_is_compared_with_the_first_snapshot() {
+        // Frozen before; the job unfroze, then froze, then unfroze it: freeze it back.
+        let plan = revert_plan(
+            [
+                row(0, Op::unfreeze("r"), OpState::Done),
+                row(1, Op::freeze("r"), OpState::Done),
+                row(2, Op::unfreeze("r"), OpState::Done),
+            ],
+            &snaps(&[("r", Some(json!({"status": 0})), 10)]),
+        );
+        assert_eq!(plan.ops, vec![Op::freeze("r")]);
+        assert!(plan.unknown.is_empty());
+    }
+
+    #[test]
+    fn an_update_status_counts_as_a_status_change() {
+        let f = RoomFields {
+            status: Some(0),
+            ..Default::default()
+        };
+        let plan = revert_plan(
+            [row(0, Op::update("r", f), OpState::Done)],
+            &snaps(&[("r", Some(json!({"status": 1})), 10)]),
+        );
+        assert_eq!(plan.ops, vec![Op::unfreeze("r")]);
+    }
+
+    #[test]
+    fn failed_and_pending_ops_are_not_reverted() {
+        let plan = revert_plan(
+            [
+                row(0, Op::freeze("a"), OpState::Failed),
+                row(1, Op::freeze("b"), OpState::Pending),
+                row(2, Op::mute("c", "a"), OpState::Failed),
+            ],
+            &HashMap::new(),
+        );
+        assert_eq!(plan, RevertPlan::default());
+    }
+
+    #[test]
+    fn unknown_prior_states_are_listed_with_their_reason() {
+        let plan = revert_plan(
+            [
+                row(0, Op::freeze("none"), OpState::Done),
+                row(1, Op::freeze("nothing"), OpState::Done),
+                row(2, Op::freeze("odd"), OpState::Done),
+                row(3, Op::freeze("late"), OpState::Done),
+                row(4, Op::freeze("weird"), OpState::Done),
+            ],
+            &snaps(&[
+                ("nothing", None, 10),
+                ("odd", Some(json!({"status": "frozen"})), 10),
+                ("late", Some(json!({"status": 1})), 5_000),
+                ("weird", Some(json!([1, 2])), 10),
+            ]),
+        );
+        assert!(plan.ops.is_empty());
+        let reasons: Vec<(u64, &str)> = plan
+            .unknown
+            .iter()
+            .map(|u| (u.seq, u.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 5);
+        assert!(reasons[0].1.contains("no snapshot"));
+        assert!(reasons[1].1.contains("gave nothing usable"));
+        assert!(reasons[2].1.contains("unusable"));
+        assert!(
+            reasons[3]
+                .1
+                .contains("after the job had already sent a change")
+        );
+        assert!(reasons[4].1.contains("not a room object"));
+        assert_eq!(plan.unknown[0].op, Op::freeze("none"));
+        assert_eq!(plan.unknown[0].line, 2);
+    }
+
+    #[test]
+    fn prior_values_a_csv_cannot_hold_are_listed_apart() {
+        let f = RoomFields {
+            description: Some("new".into()),
+            room_tags: Some(vec!["x".into()]),
+            ..Default::default()
+        };
+        let plan = revert_plan(
+            [row(0, Op::update("r", f), OpState::Done)],
+            &snaps(&[("r", Some(json!({"description": "", "roomTags": []})), 10)]),
+        );
+        assert!(plan.ops.is_empty(), "{:?}", plan.ops);
+        assert_eq!(plan.unknown.len(), 1);
+        assert!(
+            plan.unknown[0].reason.contains("cannot be written back"),
+            "{}",
+            plan.unknown[0].reason
+        );
+    }
+
+    #[test]
+    fn owner_and_managers_may_come_as_objects() {
+        let f = RoomFields {
+            owner: Some("new-owner".into()),
+            managers: Some(vec!["x".into()]),
+            bot_mode: Some(true),
+            ..Default::default()
+        };
+        let plan = revert_plan(
+            [row(0, Op::update("r", f), OpState::Done)],
+            &snaps(&[(
+                "r",
+                Some(
+                    json!({"owner": {"_id": "old"}, "managers": [{"_id": "m"}], "botMode": false}),
+                ),
+                10,
+            )]),
+        );
+        assert_eq!(
+            plan.ops,
+            vec![Op::update(
+                "r",
+                RoomFields {
+                    owner: Some("old".into()),
+                    managers: Some(vec!["m".into()]),
+                    bot_mode: Some(false),
+                    ..Default::default()
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn mute_pairs_are_inverted_by_first_and_last_op() {
+        let mut not_muted = row(2, Op::unmute("c3", "r"), OpState::Done);
+        not_muted.http_status = Some(400);
+        not_muted.error_code = Some("ROOM_NOT_MUTED".into());
+        let plan = revert_plan(
+            [
+                row(0, Op::mute("c1", "r"), OpState::Done),
+                row(1, Op::unmute("c2", "r"), OpState::Done),
+                not_muted,
+                row(3, Op::unmute("c4", "r"), OpState::Done),
+                row(4, Op::mute("c4", "r"), OpState::Done),
+            ],
+            &HashMap::new(),
+        );
+        assert_eq!(
+            plan.ops,
+            vec![Op::unmute("c1", "r"), Op::mute("c2", "r")],
+            "c3 was not muted; c4 ends as it began (muted)"
+        );
+        assert!(plan.unknown.is_empty());
+    }
+}

@@ -93,7 +93,17 @@ fn take_lock(path: &Path) -> Result<File, JournalError> {
         .mode(0o600)
         .open(&lp)
         .map_err(|e| JournalError::io(&lp, "open the lock file", e))?;
-    match f.try_lock() {
+    // `status` takes a shared lock for an instant to see whether a run is going; a few
+    // quick retries keep that instant from refusing a run.
+    let mut result = f.try_lock();
+    for _ in 0..10 {
+        if !matches!(result, Err(std::fs::TryLockError::WouldBlock)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        result = f.try_lock();
+    }
+    match result {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut s = String::new();
@@ -120,7 +130,17 @@ fn take_lock(path: &Path) -> Result<File, JournalError> {
 pub fn running_pid(path: &Path) -> Option<Option<u32>> {
     let lp = lock_path(path);
     let mut f = File::open(&lp).ok()?;
-    match f.try_lock_shared() {
+    // A process forked by the lock holder shares its lock until it execs: retry briefly so
+    // that instant is not taken for a run.
+    let mut result = f.try_lock_shared();
+    for _ in 0..10 {
+        if !matches!(result, Err(std::fs::TryLockError::WouldBlock)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        result = f.try_lock_shared();
+    }
+    match result {
         Ok(()) => {
             let _ = f.unlock();
             None
@@ -297,6 +317,17 @@ fn open_checked(path: &Path, deep: bool) -> Result<Connection, JournalError> {
             });
         }
         Err(e) => return Err(JournalError::io(path, "read", e)),
+    }
+    let rollback = suffixed(path, "-journal");
+    if rollback.symlink_metadata().is_ok() {
+        // A journal in WAL mode never has a rollback journal; only the first import does.
+        return Err(JournalError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "its plan import was interrupted ({} is still there); no op was recorded in it",
+                rollback.display()
+            ),
+        });
     }
     schema::check_header(path).map_err(|reason| JournalError::Corrupt {
         path: path.to_path_buf(),
@@ -789,6 +820,17 @@ impl Journal {
             ]
             .into_iter()
             .find(|e| i64::from(e.code()) == c)
+        }))
+    }
+
+    /// The outcome a finished job is re-run with: `None` while ops are pending, else
+    /// success (0) or, when some ops failed permanently, ops failed (1).
+    pub fn recorded_outcome(&self) -> Result<Option<crate::Exit>, JournalError> {
+        let c = self.state_counts()?;
+        Ok((c.pending == 0).then_some(if c.failed > 0 {
+            crate::Exit::OpsFailed
+        } else {
+            crate::Exit::Success
         }))
     }
 

@@ -146,7 +146,7 @@ impl JournalWriter {
         room: &str,
         prior: Option<serde_json::Value>,
     ) -> Result<(), JournalError> {
-        let prior = prior.map(|v| v.to_string());
+        let prior = prior.map(|v| slim_snapshot(v).to_string());
         let at = now_ms();
         let room = room.to_owned();
         self.acked(|ack| Msg::Snapshot {
@@ -346,6 +346,22 @@ impl Thread {
     }
 }
 
+/// What a snapshot keeps of a room read: the room object (unwrapped from a response
+/// envelope) reduced to `_id` and the fields an update can set, which is all `revert` needs.
+/// Member lists and last messages can be large and are personal data: they are not kept.
+pub(crate) fn slim_snapshot(v: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(mut obj) = v else {
+        return v;
+    };
+    if (obj.contains_key("RC") || obj.contains_key("RM"))
+        && let Some(serde_json::Value::Object(inner)) = obj.remove("result")
+    {
+        obj = inner;
+    }
+    obj.retain(|k, _| k == "_id" || crate::op::RoomFields::NAMES.contains(&k.as_str()));
+    serde_json::Value::Object(obj)
+}
+
 /// The stable name of an exit status, as stored and shown by `status`.
 pub(crate) fn exit_name(exit: Exit) -> &'static str {
     match exit {
@@ -366,4 +382,42 @@ fn clip(s: &str) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn snapshots_keep_only_what_revert_needs() {
+        let body = json!({"RC": 0, "RM": "OK", "result": {
+            "_id": "r", "name": "N", "status": 0, "managers": ["m"],
+            "members": [{"_id": "u"}], "lastMessage": {"message": "hi"}}});
+        assert_eq!(
+            slim_snapshot(body),
+            json!({"_id": "r", "name": "N", "status": 0, "managers": ["m"]})
+        );
+        assert_eq!(
+            slim_snapshot(json!({"_id": "r", "members": []})),
+            json!({"_id": "r"})
+        );
+        assert_eq!(slim_snapshot(json!("odd")), json!("odd"));
+    }
+
+    #[test]
+    fn long_messages_are_clipped_on_a_char_boundary() {
+        let s = "é".repeat(MAX_MESSAGE);
+        let c = clip(&s);
+        assert!(c.len() <= MAX_MESSAGE && c.len() >= MAX_MESSAGE - 1);
+        assert_eq!(clip("short"), "short");
+    }
+
+    #[test]
+    fn the_writer_handle_can_be_shared_across_tasks() {
+        fn send_sync<T: Send + Sync + Clone>() {}
+        fn send<T: Send>() {}
+        send_sync::<JournalWriter>();
+        send::<Journal>();
+    }
 }

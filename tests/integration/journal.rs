@@ -226,6 +226,7 @@ async fn outcomes_are_recorded_and_a_resume_sends_only_what_is_not_final() {
     assert_eq!(rows[3].attempts, 0);
     assert_eq!(rows[3].first_attempt_at, None);
     assert_eq!(j.last_exit().unwrap(), Some(Exit::Stopped));
+    assert_eq!(j.recorded_outcome().unwrap(), None);
     let runs = j.runs().unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].exit_code, Some(4));
@@ -424,6 +425,7 @@ async fn retry_failed_puts_failed_ops_back_to_pending() {
     let j = open(&path, &m, OpenOptions::default()).unwrap();
     assert!(j.pending().unwrap().is_empty());
     assert_eq!(j.last_exit().unwrap(), Some(Exit::OpsFailed));
+    assert_eq!(j.recorded_outcome().unwrap(), Some(Exit::OpsFailed));
     drop(j);
     let j = open(
         &path,
@@ -612,6 +614,38 @@ fn a_leftover_wal_without_its_journal_is_refused() {
     assert!(matches!(err, JournalError::Orphan { .. }), "{err}");
     assert!(!path.exists(), "no journal was created");
     assert_eq!(std::fs::read(PathBuf::from(&wal)).unwrap(), b"old wal");
+}
+
+#[test]
+fn an_interrupted_import_is_reported_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(dir.path(), SUM_A, freezes(2));
+    // What a kill during the first import leaves: the file and its rollback journal.
+    std::fs::write(&path, b"").unwrap();
+    let mut rollback = path.as_os_str().to_owned();
+    rollback.push("-journal");
+    std::fs::write(PathBuf::from(&rollback), b"hot journal").unwrap();
+    let err = open(&path, &m, OpenOptions::default()).err().unwrap();
+    assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("import was interrupted"), "{err}");
+    assert_eq!(
+        std::fs::read(PathBuf::from(&rollback)).unwrap(),
+        b"hot journal"
+    );
+    // --fresh moves both aside and starts over.
+    let fresh = OpenOptions {
+        fresh: true,
+        retry_failed: false,
+    };
+    let j = open(&path, &m, fresh).unwrap();
+    assert_eq!(j.counts().unwrap().pending, 2);
+    assert!(!PathBuf::from(&rollback).exists());
+    let kept = files_in(dir.path())
+        .into_iter()
+        .filter(|n| n.ends_with("-journal") && n.starts_with("job.journal."))
+        .count();
+    assert_eq!(kept, 1, "{:?}", files_in(dir.path()));
 }
 
 #[test]
