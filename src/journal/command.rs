@@ -306,9 +306,14 @@ pub fn render_status(s: &StatusReport) -> String {
             let _ = writeln!(
                 o,
                 "rate       {r:.2} ops/s over {} of running",
-                humantime::format_duration(std::time::Duration::from_secs(
-                    s.running_seconds.round() as u64
-                ))
+                if s.running_seconds < 60.0 {
+                    format!("{:.1}s", s.running_seconds)
+                } else {
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        s.running_seconds.round() as u64,
+                    ))
+                    .to_string()
+                }
             );
         }
         None => {

@@ -204,9 +204,11 @@ pub(super) fn open_for_run(
         );
     }
     if path.symlink_metadata().is_err() {
-        for c in COMPANIONS {
+        // A leftover WAL or rollback journal with content would be applied by SQLite to the
+        // new file. A `-shm` is rebuilt by the first connection, and an empty file is inert.
+        for c in ["-wal", "-journal"] {
             let leftover = suffixed(path, c);
-            if leftover.symlink_metadata().is_ok() {
+            if leftover.symlink_metadata().is_ok_and(|m| m.len() > 0) {
                 return Err(JournalError::Orphan {
                     path: path.to_path_buf(),
                     leftover,

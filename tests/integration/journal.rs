@@ -614,6 +614,13 @@ fn a_leftover_wal_without_its_journal_is_refused() {
     assert!(matches!(err, JournalError::Orphan { .. }), "{err}");
     assert!(!path.exists(), "no journal was created");
     assert_eq!(std::fs::read(PathBuf::from(&wal)).unwrap(), b"old wal");
+    // An empty WAL and a stale -shm (what a reader leaves) are inert: a new job starts.
+    std::fs::write(PathBuf::from(&wal), b"").unwrap();
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    std::fs::write(PathBuf::from(&shm), vec![0u8; 32768]).unwrap();
+    let j = open(&path, &m, OpenOptions::default()).unwrap();
+    assert_eq!(j.counts().unwrap().pending, 2);
 }
 
 #[test]
