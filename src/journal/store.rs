@@ -401,6 +401,9 @@ fn create(
     )
     .map_err(err("open"))?;
     schema::configure(&conn).map_err(err("configure"))?;
+    // A larger page cache keeps the import from spilling half-built pages to disk.
+    conn.pragma_update(None, "cache_size", -65_536)
+        .map_err(err("configure"))?;
     // The import runs in rollback-journal mode: for a new file SQLite journals almost
     // nothing, so 1,000,000 ops are written once instead of twice (WAL, then checkpoint).
     // A crash mid-import leaves an empty database, reported (never reused) on the next run.
@@ -459,6 +462,8 @@ fn create(
         }
     }
     tx.commit().map_err(err("commit the import"))?;
+    conn.pragma_update(None, "cache_size", -2_000)
+        .map_err(err("configure"))?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(err("turn on WAL mode"))?;
