@@ -488,7 +488,21 @@ fn create(
 }
 
 pub(super) fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
-    let conn = open_checked(path, false)?;
+    let conn = match open_checked(path, false) {
+        Ok(conn) => conn,
+        // A run creating the journal (the plan import) holds the lock while the file is
+        // still empty or half written: say so instead of calling it damaged.
+        Err(e @ JournalError::Corrupt { .. }) => {
+            return Err(match running_pid(path) {
+                Some(pid) => JournalError::Locked {
+                    path: path.to_path_buf(),
+                    pid,
+                },
+                None => e,
+            });
+        }
+        Err(e) => return Err(e),
+    };
     Ok(Journal {
         path: path.to_path_buf(),
         conn,

@@ -1161,3 +1161,23 @@ async fn a_snapshot_taken_after_the_job_changed_the_room_is_not_trusted() {
         "{text}"
     );
 }
+
+#[test]
+fn status_while_a_run_creates_the_journal_says_it_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    // A run holds the lock and has created the file, but the import is not committed yet.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(&path))
+        .unwrap();
+    lock.lock().unwrap();
+    std::fs::write(&path, b"").unwrap();
+    let err = Journal::open_read_only(&path).err().unwrap();
+    assert!(matches!(err, JournalError::Locked { .. }), "{err}");
+    drop(lock);
+    let err = Journal::open_read_only(&path).err().unwrap();
+    assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+}
