@@ -279,6 +279,14 @@ async fn group_commits_are_visible_to_a_reader_and_survive_a_crash_copy() {
     w.record_snapshot("room-0", Some(json!({"status": 1})))
         .await
         .unwrap();
+    // A snapshot is durable once record_snapshot resolves, before any flush.
+    let early = Journal::open_read_only(&path).unwrap();
+    assert!(early.snapshotted_rooms().unwrap().contains("room-0"));
+    assert_eq!(
+        early.snapshots().unwrap()["room-0"].prior,
+        Some(json!({"status": 1}))
+    );
+    drop(early);
     w.flush().await.unwrap();
     // A second, read-only connection sees every record while the writer still runs.
     let reader = Journal::open_read_only(&path).unwrap();
