@@ -3,4 +3,5 @@
 
 mod manifest;
 mod run;
+mod journal;
 mod util;

@@ -1,0 +1,574 @@
+//! The inverse of what a job actually changed (SPEC §5), computed from the done ops and the
+//! snapshots taken before each room's first change. Never guesses:
+//!
+//! - Room status: the first snapshot's `status` is compared with the status the job set
+//!   last (freeze, unfreeze, or an update's `status`); when they differ the room is put back
+//!   (a room frozen before the job stays frozen; one the job froze is unfrozen).
+//! - Updated fields: each field the job set gets its snapshot value back, unless equal.
+//! - Mute pairs (no snapshot exists for them): a pair the job muted is unmuted, a pair it
+//!   unmuted is muted again; an unmute answered `ROOM_NOT_MUTED` changed nothing. With
+//!   several ops on one pair, the state before the first is compared with the last.
+//! - Unknown prior state (no snapshot, a read that gave nothing, a snapshot without the
+//!   field, or one taken after the job had already sent a change to the room) and prior
+//!   values a CSV manifest cannot express are listed apart, with the reason, never emitted.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use super::{OpRow, Snapshot};
+use crate::op::{Action, Op, RoomFields, validate_id};
+
+/// An op whose effect cannot be reverted from what the journal knows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unknown {
+    pub seq: u64,
+    pub file: String,
+    pub line: u32,
+    pub op: Op,
+    pub reason: String,
+}
+
+/// What `revert` writes: the ops that undo the job, in manifest order of the targets, and
+/// those listed apart.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RevertPlan {
+    pub ops: Vec<Op>,
+    pub unknown: Vec<Unknown>,
+}
+
+/// A field value in a form that can be compared and written back.
+#[derive(Clone, Debug, PartialEq)]
+enum Val {
+    Text(String),
+    List(Vec<String>),
+    Bool(bool),
+    Flag(u8),
+}
+
+fn given_fields(f: &RoomFields) -> Vec<(&'static str, Val)> {
+    let mut out = Vec::new();
+    let mut text = |n, v: &Option<String>| {
+        if let Some(s) = v {
+            out.push((n, Val::Text(s.clone())));
+        }
+    };
+    text("name", &f.name);
+    text("cover", &f.cover);
+    text("description", &f.description);
+    text("webhook", &f.webhook);
+    text("extParams", &f.ext_params);
+    text("owner", &f.owner);
+    if let Some(v) = &f.room_tags {
+        out.push(("roomTags", Val::List(v.clone())));
+    }
+    if let Some(v) = &f.managers {
+        out.push(("managers", Val::List(v.clone())));
+    }
+    if let Some(v) = f.bot_mode {
+        out.push(("botMode", Val::Bool(v)));
+    }
+    if let Some(v) = f.opening {
+        out.push(("opening", Val::Flag(v)));
+    }
+    out
+}
+
+/// An id from a prior value: a string, or an object with a string `_id`.
+fn id_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("_id").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// The prior value of `field` from a room object: `Err(reason)` when it is missing or not
+/// of the expected type.
+fn prior_val(room: &serde_json::Map<String, Value>, field: &str) -> Result<Val, String> {
+    let v = room
+        .get(field)
+        .ok_or_else(|| format!("prior `{field}` unknown: the snapshot has no `{field}`"))?;
+    let bad = || format!("prior `{field}` unusable: the snapshot has {v} for it");
+    match field {
+        "name" | "cover" | "description" | "webhook" | "extParams" => {
+            v.as_str().map(|s| Val::Text(s.to_owned())).ok_or_else(bad)
+        }
+        "owner" => id_of(v).map(Val::Text).ok_or_else(bad),
+        "roomTags" | "managers" => {
+            let items = v.as_array().ok_or_else(bad)?;
+            let ids: Option<Vec<String>> = if field == "managers" {
+                items.iter().map(id_of).collect()
+            } else {
+                items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect()
+            };
+            ids.map(Val::List).ok_or_else(bad)
+        }
+        "botMode" => v.as_bool().map(Val::Bool).ok_or_else(bad),
+        "opening" | "status" => match v.as_u64() {
+            Some(n @ (0 | 1)) => Ok(Val::Flag(n as u8)),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+fn set_field(f: &mut RoomFields, field: &str, v: Val) -> Result<(), String> {
+    match (field, v) {
+        ("name", Val::Text(s)) => f.name = Some(s),
+        ("cover", Val::Text(s)) => f.cover = Some(s),
+        ("description", Val::Text(s)) => f.description = Some(s),
+        ("webhook", Val::Text(s)) => f.webhook = Some(s),
+        ("extParams", Val::Text(s)) => f.ext_params = Some(s),
+        ("owner", Val::Text(s)) => {
+            validate_id(&s).map_err(|e| format!("prior `owner` {s:?} is not a valid id: {e}"))?;
+            f.owner = Some(s)
+        }
+        ("roomTags", Val::List(l)) => f.room_tags = Some(l),
+        ("managers", Val::List(l)) => {
+            for m in &l {
+                validate_id(m)
+                    .map_err(|e| format!("prior `managers` item {m:?} is not a valid id: {e}"))?;
+            }
+            f.managers = Some(l)
+        }
+        ("botMode", Val::Bool(b)) => f.bot_mode = Some(b),
+        ("opening", Val::Flag(n)) => f.opening = Some(n),
+        (field, v) => return Err(format!("prior `{field}` has an unexpected type ({v:?})")),
+    }
+    Ok(())
+}
+
+/// The room object in a snapshot: the `result` of a response envelope, or the object itself.
+fn room_object(prior: &Value) -> Option<&serde_json::Map<String, Value>> {
+    let obj = prior.as_object()?;
+    match obj.get("result") {
+        Some(Value::Object(inner)) if obj.contains_key("RC") || obj.contains_key("RM") => {
+            Some(inner)
+        }
+        _ => Some(obj),
+    }
+}
+
+#[derive(Default)]
+struct RoomWork {
+    first_seq: u64,
+    /// Done ops on the room, in order.
+    done: Vec<OpRow>,
+    /// Earliest recorded attempt of any op on the room (any state).
+    first_attempt_at: Option<i64>,
+}
+
+#[derive(Default)]
+struct PairWork {
+    first_seq: u64,
+    done: Vec<OpRow>,
+}
+
+/// Computes the revert of a job from all its ops (any state; only done ops are reverted) in
+/// manifest order, and its snapshots.
+pub fn revert_plan(
+    ops: impl IntoIterator<Item = OpRow>,
+    snapshots: &HashMap<String, Snapshot>,
+) -> RevertPlan {
+    let mut rooms: HashMap<String, RoomWork> = HashMap::new();
+    let mut pairs: HashMap<(String, String), PairWork> = HashMap::new();
+    for row in ops {
+        if row.op.action.needs_client() {
+            if row.state != super::OpState::Done {
+                continue;
+            }
+            let key = (
+                row.op.client.as_deref().unwrap_or_default().to_owned(),
+                row.op.room.to_string(),
+            );
+            let w = pairs.entry(key).or_insert_with(|| PairWork {
+                first_seq: row.seq,
+                ..Default::default()
+            });
+            w.done.push(row);
+        } else {
+            let w = rooms
+                .entry(row.op.room.to_string())
+                .or_insert_with(|| RoomWork {
+                    first_seq: u64::MAX,
+                    ..Default::default()
+                });
+            if row.attempts > 0
+                && let Some(t) = row.first_attempt_at
+            {
+                w.first_attempt_at = Some(w.first_attempt_at.map_or(t, |f| f.min(t)));
+            }
+            if row.state == super::OpState::Done {
+                w.first_seq = w.first_seq.min(row.seq);
+                w.done.push(row);
+            }
+        }
+    }
+    // (first seq, ops) per target, merged in manifest order.
+    let mut out: BTreeMap<u64, Vec<Op>> = BTreeMap::new();
+    let mut unknown: BTreeMap<u64, (OpRow, Vec<String>)> = BTreeMap::new();
+    let mut note = |row: &OpRow, reason: String| {
+        unknown
+            .entry(row.seq)
+            .or_insert_with(|| (row.clone(), Vec::new()))
+            .1
+            .push(reason);
+    };
+    for (room, w) in &rooms {
+        if w.done.is_empty() {
+            continue;
+        }
+        let snap = snapshots.get(room);
+        let obj: Result<&serde_json::Map<String, Value>, String> = match snap {
+            None => Err("prior state unknown: no snapshot of the room (run with --snapshot)".into()),
+            Some(Snapshot { prior: None, .. }) => {
+                Err("prior state unknown: reading the room before the change gave nothing usable".into())
+            }
+            Some(Snapshot {
+                prior: Some(p),
+                taken_at,
+            }) => match (room_object(p), w.first_attempt_at) {
+                (_, Some(first)) if *taken_at > first => Err(
+                    "prior state unknown: the snapshot was taken after the job had already sent a change to the room".into(),
+                ),
+                (None, _) => Err("prior state unknown: the snapshot is not a room object".into()),
+                (Some(o), _) => Ok(o),
+            },
+        };
+        // Status: what the job set last vs. the first snapshot.
+        let status_ops: Vec<(&OpRow, u8)> = w
+            .done
+            .iter()
+            .filter_map(|r| match r.op.action {
+                Action::Freeze => Some((r, 0)),
+                Action::Unfreeze => Some((r, 1)),
+                Action::Update => r.op.fields.as_ref().and_then(|f| f.status).map(|s| (r, s)),
+                _ => None,
+            })
+            .collect();
+        let mut status_op = None;
+        if let Some((_, last)) = status_ops.last() {
+            match obj.clone().and_then(|o| prior_val(o, "status")) {
+                Ok(Val::Flag(prior)) if prior != *last => {
+                    status_op = Some(if prior == 0 {
+                        Op::freeze(room.as_str())
+                    } else {
+                        Op::unfreeze(room.as_str())
+                    });
+                }
+                Ok(_) => {}
+                Err(reason) => {
+                    for (r, _) in &status_ops {
+                        note(r, reason.clone());
+                    }
+                }
+            }
+        }
+        // Other fields: each field the job set, its last value vs. the snapshot's.
+        let mut last_set: Vec<(&'static str, Val, Vec<&OpRow>)> = Vec::new();
+        for r in &w.done {
+            let Some(f) = r.op.fields.as_deref() else {
+                continue;
+            };
+            for (name, v) in given_fields(f) {
+                match last_set.iter_mut().find(|(n, ..)| *n == name) {
+                    Some(entry) => {
+                        entry.1 = v;
+                        entry.2.push(r);
+                    }
+                    None => last_set.push((name, v, vec![r])),
+                }
+            }
+        }
+        let mut restore = RoomFields::default();
+        for (name, last, rows) in &last_set {
+            let prior = obj.clone().and_then(|o| prior_val(o, name));
+            let outcome = prior.and_then(|p| {
+                if &p == last {
+                    Ok(false)
+                } else {
+                    set_field(&mut restore, name, p).map(|_| true)
+                }
+            });
+            if let Err(reason) = outcome {
+                for r in rows {
+                    note(r, reason.clone());
+                }
+            }
+        }
+        // A CSV manifest cannot write every value; check before emitting.
+        let update = if restore.is_empty() {
+            None
+        } else {
+            let op = Op::update(room.as_str(), restore);
+            match super::csvout::row(&op) {
+                Ok(_) => Some(op),
+                Err(reason) => {
+                    for (_, _, rows) in &last_set {
+                        for r in rows {
+                            note(r, format!("prior value cannot be written back: {reason}"));
+                        }
+                    }
+                    None
+                }
+            }
+        };
+        // Unfreeze before restoring fields; freeze after.
+        let mut ops = Vec::new();
+        match status_op {
+            Some(s) if s.action == Action::Unfreeze => {
+                ops.push(s);
+                ops.extend(update);
+            }
+            Some(s) => {
+                ops.extend(update);
+                ops.push(s);
+            }
+            None => ops.extend(update),
+        }
+        if !ops.is_empty() {
+            out.entry(w.first_seq).or_default().extend(ops);
+        }
+    }
+    for ((client, room), w) in &pairs {
+        let (Some(first), Some(last)) = (w.done.first(), w.done.last()) else {
+            continue;
+        };
+        let unchanged = |r: &OpRow| {
+            r.op.action == Action::Unmute && r.error_code.as_deref() == Some("ROOM_NOT_MUTED")
+        };
+        // Muted before the job? A mute means it was not (SPEC §5); an unmute that landed
+        // means it was; an unmute answered ROOM_NOT_MUTED means it was not.
+        let prior_muted = first.op.action == Action::Unmute && !unchanged(first);
+        let final_muted = last.op.action == Action::Mute;
+        if prior_muted != final_muted {
+            let op = if prior_muted {
+                Op::mute(client.as_str(), room.as_str())
+            } else {
+                Op::unmute(client.as_str(), room.as_str())
+            };
+            out.entry(w.first_seq).or_default().push(op);
+        }
+    }
+    RevertPlan {
+        ops: out.into_values().flatten().collect(),
+        unknown: unknown
+            .into_values()
+            .map(|(row, reasons)| Unknown {
+                seq: row.seq,
+                file: row.file,
+                line: row.line,
+                op: row.op,
+                reason: reasons.join("; "),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::OpState;
+    use serde_json::json;
+
+    fn row(seq: u64, op: Op, state: OpState) -> OpRow {
+        OpRow {
+            seq,
+            file: "job.csv".into(),
+            line: seq as u32 + 2,
+            op,
+            state,
+            attempts: u32::from(state != OpState::Pending),
+            http_status: Some(200),
+            rc: Some(0),
+            error_code: None,
+            message: None,
+            latency_ms: Some(5),
+            first_attempt_at: Some(1_000 + seq as i64),
+            last_attempt_at: Some(1_000 + seq as i64),
+        }
+    }
+
+    fn snaps(list: &[(&str, Option<serde_json::Value>, i64)]) -> HashMap<String, Snapshot> {
+        list.iter()
+            .map(|(r, p, t)| {
+                (
+                    r.to_string(),
+                    Snapshot {
+                        prior: p.clone(),
+                        taken_at: *t,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn freeze_then_unfreeze_of_an_active_room_needs_nothing() {
+        let plan = revert_plan(
+            [
+                row(0, Op::freeze("r"), OpState::Done),
+                row(1, Op::unfreeze("r"), OpState::Done),
+            ],
+            &snaps(&[("r", Some(json!({"status": 1})), 10)]),
+        );
+        assert_eq!(plan, RevertPlan::default());
+    }
+
+    #[test]
+    fn the_last_status_set_is_compared_with_the_first_snapshot() {
+        // Frozen before; the job unfroze, then froze, then unfroze it: freeze it back.
+        let plan = revert_plan(
+            [
+                row(0, Op::unfreeze("r"), OpState::Done),
+                row(1, Op::freeze("r"), OpState::Done),
+                row(2, Op::unfreeze("r"), OpState::Done),
+            ],
+            &snaps(&[("r", Some(json!({"status": 0})), 10)]),
+        );
+        assert_eq!(plan.ops, vec![Op::freeze("r")]);
+        assert!(plan.unknown.is_empty());
+    }
+
+    #[test]
+    fn an_update_status_counts_as_a_status_change() {
+        let f = RoomFields {
+            status: Some(0),
+            ..Default::default()
+        };
+        let plan = revert_plan(
+            [row(0, Op::update("r", f), OpState::Done)],
+            &snaps(&[("r", Some(json!({"status": 1})), 10)]),
+        );
+        assert_eq!(plan.ops, vec![Op::unfreeze("r")]);
+    }
+
+    #[test]
+    fn failed_and_pending_ops_are_not_reverted() {
+        let plan = revert_plan(
+            [
+                row(0, Op::freeze("a"), OpState::Failed),
+                row(1, Op::freeze("b"), OpState::Pending),
+                row(2, Op::mute("c", "a"), OpState::Failed),
+            ],
+            &HashMap::new(),
+        );
+        assert_eq!(plan, RevertPlan::default());
+    }
+
+    #[test]
+    fn unknown_prior_states_are_listed_with_their_reason() {
+        let plan = revert_plan(
+            [
+                row(0, Op::freeze("none"), OpState::Done),
+                row(1, Op::freeze("nothing"), OpState::Done),
+                row(2, Op::freeze("odd"), OpState::Done),
+                row(3, Op::freeze("late"), OpState::Done),
+                row(4, Op::freeze("weird"), OpState::Done),
+            ],
+            &snaps(&[
+                ("nothing", None, 10),
+                ("odd", Some(json!({"status": "frozen"})), 10),
+                ("late", Some(json!({"status": 1})), 5_000),
+                ("weird", Some(json!([1, 2])), 10),
+            ]),
+        );
+        assert!(plan.ops.is_empty());
+        let reasons: Vec<(u64, &str)> = plan
+            .unknown
+            .iter()
+            .map(|u| (u.seq, u.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 5);
+        assert!(reasons[0].1.contains("no snapshot"));
+        assert!(reasons[1].1.contains("gave nothing usable"));
+        assert!(reasons[2].1.contains("unusable"));
+        assert!(
+            reasons[3]
+                .1
+                .contains("after the job had already sent a change")
+        );
+        assert!(reasons[4].1.contains("not a room object"));
+        assert_eq!(plan.unknown[0].op, Op::freeze("none"));
+        assert_eq!(plan.unknown[0].line, 2);
+    }
+
+    #[test]
+    fn prior_values_a_csv_cannot_hold_are_listed_apart() {
+        let f = RoomFields {
+            description: Some("new".into()),
+            room_tags: Some(vec!["x".into()]),
+            ..Default::default()
+        };
+        let plan = revert_plan(
+            [row(0, Op::update("r", f), OpState::Done)],
+            &snaps(&[("r", Some(json!({"description": "", "roomTags": []})), 10)]),
+        );
+        assert!(plan.ops.is_empty(), "{:?}", plan.ops);
+        assert_eq!(plan.unknown.len(), 1);
+        assert!(
+            plan.unknown[0].reason.contains("cannot be written back"),
+            "{}",
+            plan.unknown[0].reason
+        );
+    }
+
+    #[test]
+    fn owner_and_managers_may_come_as_objects() {
+        let f = RoomFields {
+            owner: Some("new-owner".into()),
+            managers: Some(vec!["x".into()]),
+            bot_mode: Some(true),
+            ..Default::default()
+        };
+        let plan = revert_plan(
+            [row(0, Op::update("r", f), OpState::Done)],
+            &snaps(&[(
+                "r",
+                Some(
+                    json!({"owner": {"_id": "old"}, "managers": [{"_id": "m"}], "botMode": false}),
+                ),
+                10,
+            )]),
+        );
+        assert_eq!(
+            plan.ops,
+            vec![Op::update(
+                "r",
+                RoomFields {
+                    owner: Some("old".into()),
+                    managers: Some(vec!["m".into()]),
+                    bot_mode: Some(false),
+                    ..Default::default()
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn mute_pairs_are_inverted_by_first_and_last_op() {
+        let mut not_muted = row(2, Op::unmute("c3", "r"), OpState::Done);
+        not_muted.http_status = Some(400);
+        not_muted.error_code = Some("ROOM_NOT_MUTED".into());
+        let plan = revert_plan(
+            [
+                row(0, Op::mute("c1", "r"), OpState::Done),
+                row(1, Op::unmute("c2", "r"), OpState::Done),
+                not_muted,
+                row(3, Op::unmute("c4", "r"), OpState::Done),
+                row(4, Op::mute("c4", "r"), OpState::Done),
+            ],
+            &HashMap::new(),
+        );
+        assert_eq!(
+            plan.ops,
+            vec![Op::unmute("c1", "r"), Op::mute("c2", "r")],
+            "c3 was not muted; c4 ends as it began (muted)"
+        );
+        assert!(plan.unknown.is_empty());
+    }
+}

@@ -1,0 +1,181 @@
+//! The journal's on-disk format: the SQL schema, its version (`PRAGMA user_version`), the
+//! application id that marks a SQLite file as an imkit-batch journal, the durability
+//! settings of every connection, and the checks that tell a journal from a torn, corrupt or
+//! foreign file *before* anything is written to it.
+//!
+//! Durability choice: the journal runs in WAL mode with `synchronous=FULL`. WAL with
+//! `NORMAL` would already keep "kill -9 loses nothing" (a committed transaction is in the
+//! OS page cache the moment `COMMIT` returns, and a killed process does not take the page
+//! cache with it), but after a power loss or kernel crash it may lose the last commits, and
+//! an op that was sent but whose `done` was lost would be sent again after the reboot.
+//! `FULL` fsyncs the WAL at every commit; the group-committing writer (see `writer`) makes
+//! that one fsync per batch of outcomes, so the cost does not limit throughput.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use rusqlite::Connection;
+
+/// `PRAGMA application_id` of every imkit-batch journal: "IMKB".
+pub const APPLICATION_ID: i32 = 0x494D_4B42;
+
+/// The schema version this build writes and reads (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The whole schema of version 1. Times are Unix milliseconds (UTC), small and sortable;
+/// `status` and `report` render them as RFC 3339.
+pub const SCHEMA_V1: &str = "
+CREATE TABLE job (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    manifest_path TEXT    NOT NULL,
+    checksum      TEXT    NOT NULL,
+    name          TEXT,
+    -- The effective settings of the first run, as given by the runner. Never a credential:
+    -- the runner builds this JSON from flags and manifest settings only.
+    settings      TEXT    NOT NULL,
+    tool_version  TEXT    NOT NULL,
+    total_ops     INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    started_at    INTEGER,
+    ended_at      INTEGER
+);
+CREATE TABLE sources (
+    idx  INTEGER PRIMARY KEY,
+    path TEXT NOT NULL
+);
+CREATE TABLE runs (
+    id             INTEGER PRIMARY KEY,
+    pid            INTEGER NOT NULL,
+    tool_version   TEXT    NOT NULL,
+    settings       TEXT    NOT NULL,
+    retry_failed   INTEGER NOT NULL DEFAULT 0,
+    started_at     INTEGER NOT NULL,
+    last_commit_at INTEGER,
+    ended_at       INTEGER,
+    exit_code      INTEGER,
+    exit           TEXT,
+    ops_finalized  INTEGER NOT NULL DEFAULT 0,
+    outcomes       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE ops (
+    seq              INTEGER PRIMARY KEY,
+    source_file      INTEGER NOT NULL,
+    line             INTEGER NOT NULL,
+    action           TEXT    NOT NULL,
+    room             TEXT    NOT NULL,
+    client           TEXT,
+    fields           TEXT,
+    state            TEXT    NOT NULL DEFAULT 'pending'
+                     CHECK (state IN ('pending', 'done', 'failed', 'skipped')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    http_status      INTEGER,
+    rc               INTEGER,
+    error_code       TEXT,
+    message          TEXT,
+    latency_ms       INTEGER,
+    first_attempt_at INTEGER,
+    last_attempt_at  INTEGER
+);
+CREATE TABLE snapshots (
+    room     TEXT PRIMARY KEY,
+    prior    TEXT,
+    taken_at INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Settings every connection gets. `busy_timeout` lets a reader wait out a checkpoint.
+pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    Ok(())
+}
+
+/// What a look at the raw bytes says about a would-be journal, before SQLite opens it.
+pub fn check_header(path: &Path) -> Result<(), String> {
+    let mut f = File::open(path).map_err(|e| format!("cannot be read ({e})"))?;
+    let len = f
+        .metadata()
+        .map_err(|e| format!("cannot be read ({e})"))?
+        .len();
+    if len == 0 {
+        return Err("the file is empty (0 bytes)".into());
+    }
+    let mut head = [0u8; 100];
+    if len < head.len() as u64 {
+        return Err(format!(
+            "the file is only {len} bytes long, shorter than a SQLite header"
+        ));
+    }
+    f.read_exact(&mut head)
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    if &head[..16] != b"SQLite format 3\0" {
+        return Err(format!(
+            "the file ({len} bytes) is not a SQLite database (its first bytes are not the SQLite header)"
+        ));
+    }
+    let page_size = match u16::from_be_bytes([head[16], head[17]]) {
+        1 => 65536u64,
+        n => u64::from(n),
+    };
+    let pages = u64::from(u32::from_be_bytes([head[28], head[29], head[30], head[31]]));
+    let change = &head[24..28];
+    let valid_for = &head[92..96];
+    // The in-header size is only meaningful when "version-valid-for" matches the change
+    // counter (SQLite file format §1.3.7).
+    if page_size >= 512 && change == valid_for && pages > 0 && len < pages * page_size {
+        return Err(format!(
+            "the file is truncated: its header says {} bytes ({pages} pages of {page_size}) but it holds {len}",
+            pages * page_size
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `conn` is an imkit-batch journal of a schema version this build reads.
+/// Reads only; never writes.
+pub fn check_identity(conn: &Connection) -> Result<(), IdentityError> {
+    let app: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(IdentityError::Sqlite)?;
+    let version: i32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(IdentityError::Sqlite)?;
+    if app != APPLICATION_ID {
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(IdentityError::Sqlite)?;
+        return Err(IdentityError::Foreign(if tables == 0 {
+            "it is an empty SQLite database (an import that never completed, or not a journal)"
+                .into()
+        } else {
+            format!("it is a SQLite database of another application (application_id {app:#x})")
+        }));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(IdentityError::Newer(version));
+    }
+    if version < 1 {
+        return Err(IdentityError::Foreign(format!(
+            "it has no known schema version (user_version {version})"
+        )));
+    }
+    let has_job: i64 = conn
+        .query_row("SELECT count(*) FROM job", [], |r| r.get(0))
+        .map_err(IdentityError::Sqlite)?;
+    if has_job != 1 {
+        return Err(IdentityError::Foreign(
+            "it has no job record (an import that never completed)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Why [`check_identity`] refused a file.
+#[derive(Debug)]
+pub enum IdentityError {
+    Foreign(String),
+    Newer(i32),
+    Sqlite(rusqlite::Error),
+}

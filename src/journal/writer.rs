@@ -1,0 +1,423 @@
+//! The single journal writer of a run: one dedicated thread owns the read-write connection
+//! and commits outcomes in groups. It takes everything queued, applies it in one
+//! transaction and commits (one fsync) as soon as the queue is empty, or after ~1000
+//! messages / ~50 ms under a flood, so journaling never limits throughput. Snapshots,
+//! flushes and the final record are acknowledged only after their commit.
+//!
+//! Crash safety: every group is one SQLite transaction, so after `kill -9` at any moment the
+//! journal holds exactly the committed groups; an op recorded done was done. A write error
+//! stops the writer: every later call returns [`JournalError::WriterStopped`] with the cause,
+//! so the runner stops instead of sending ops whose outcomes cannot be recorded.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
+
+use super::store::now_ms;
+use super::{Journal, JournalError, JournalWriter, OpRecord};
+use crate::Exit;
+
+/// The most messages applied in one transaction.
+const MAX_GROUP: usize = 1000;
+/// The longest time spent gathering one group.
+const MAX_GROUP_TIME: Duration = Duration::from_millis(50);
+/// Longest message kept (bytes); longer ones (say, a proxy's HTML page) are cut.
+const MAX_MESSAGE: usize = 2000;
+
+type Ack = oneshot::Sender<Result<(), String>>;
+
+enum Msg {
+    Record(OpRecord, i64),
+    Snapshot {
+        room: String,
+        prior: Option<String>,
+        at: i64,
+        ack: Ack,
+    },
+    Flush(Ack),
+    Finish(Exit, Ack),
+}
+
+pub(super) struct Shared {
+    path: PathBuf,
+    tx: Sender<Msg>,
+    /// Why the writer stopped, once it has.
+    stopped: Arc<Mutex<Option<String>>>,
+}
+
+pub(super) fn start(journal: Journal) -> Result<JournalWriter, JournalError> {
+    let (path, conn, lock, settings, retry_failed) = journal.into_parts();
+    let Some(lock) = lock else {
+        return Err(JournalError::Other(format!(
+            "journal {} was opened read-only; only `run` may write to it",
+            path.display()
+        )));
+    };
+    let err = |e| JournalError::sqlite(&path, "record the start of the run", e);
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO runs (pid, tool_version, settings, retry_failed, started_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            std::process::id(),
+            env!("CARGO_PKG_VERSION"),
+            settings,
+            retry_failed,
+            now
+        ],
+    )
+    .map_err(err)?;
+    let run_id = conn.last_insert_rowid();
+    conn.execute(
+        "UPDATE job SET started_at = COALESCE(started_at, ?1) WHERE id = 1",
+        [now],
+    )
+    .map_err(err)?;
+    let (tx, rx) = mpsc::channel();
+    let stopped = Arc::new(Mutex::new(None));
+    let mut thread = Thread {
+        path: path.clone(),
+        conn: Some(conn),
+        lock: Some(lock),
+        run_id,
+        stopped: stopped.clone(),
+    };
+    std::thread::Builder::new()
+        .name("journal-writer".into())
+        .spawn(move || thread.run(rx))
+        .map_err(|e| JournalError::io(&path, "start the writer thread", e))?;
+    Ok(JournalWriter {
+        inner: Arc::new(Shared { path, tx, stopped }),
+    })
+}
+
+impl JournalWriter {
+    fn stopped_error(&self) -> JournalError {
+        let reason = self
+            .inner
+            .stopped
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .unwrap_or_else(|| "this run's journal was already finished".into());
+        JournalError::WriterStopped {
+            path: self.inner.path.clone(),
+            reason,
+        }
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), JournalError> {
+        if self
+            .inner
+            .stopped
+            .lock()
+            .map(|s| s.is_some())
+            .unwrap_or(true)
+        {
+            return Err(self.stopped_error());
+        }
+        self.inner.tx.send(msg).map_err(|_| self.stopped_error())
+    }
+
+    async fn acked(&self, make: impl FnOnce(Ack) -> Msg) -> Result<(), JournalError> {
+        let (ack, done) = oneshot::channel();
+        self.send(make(ack))?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(JournalError::WriterStopped {
+                path: self.inner.path.clone(),
+                reason,
+            }),
+            Err(_) => Err(self.stopped_error()),
+        }
+    }
+
+    pub(super) fn send_record(&self, rec: OpRecord) -> Result<(), JournalError> {
+        self.send(Msg::Record(rec, now_ms()))
+    }
+
+    pub(super) async fn send_snapshot(
+        &self,
+        room: &str,
+        prior: Option<serde_json::Value>,
+    ) -> Result<(), JournalError> {
+        let prior = prior.map(|v| slim_snapshot(v).to_string());
+        let at = now_ms();
+        let room = room.to_owned();
+        self.acked(|ack| Msg::Snapshot {
+            room,
+            prior,
+            at,
+            ack,
+        })
+        .await
+    }
+
+    pub(super) async fn send_flush(&self) -> Result<(), JournalError> {
+        self.acked(Msg::Flush).await
+    }
+
+    pub(super) async fn send_finish(self, exit: Exit) -> Result<(), JournalError> {
+        self.acked(|ack| Msg::Finish(exit, ack)).await
+    }
+}
+
+struct Thread {
+    path: PathBuf,
+    conn: Option<Connection>,
+    lock: Option<File>,
+    run_id: i64,
+    stopped: Arc<Mutex<Option<String>>>,
+}
+
+impl Thread {
+    fn run(&mut self, rx: Receiver<Msg>) {
+        loop {
+            let Ok(first) = rx.recv() else {
+                // Every handle was dropped without `finish` (the run ended abnormally):
+                // what was committed stays, the run simply has no end recorded.
+                break;
+            };
+            let mut group = vec![first];
+            let started = Instant::now();
+            let mut finishing = matches!(group[0], Msg::Finish(..));
+            while !finishing && group.len() < MAX_GROUP && started.elapsed() < MAX_GROUP_TIME {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        finishing = matches!(m, Msg::Finish(..));
+                        group.push(m);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            let result = self.commit(&mut group);
+            let failed = result.is_err();
+            if let Err(e) = &result {
+                tracing::error!(journal = %self.path.display(), error = %e, "journal write failed; the run must stop");
+                if let Ok(mut s) = self.stopped.lock() {
+                    *s = Some(e.clone());
+                }
+            }
+            if finishing && !failed {
+                // Close the connection (checkpoint) and release the lock before answering,
+                // so a `run` started right after `finish` finds the journal free.
+                if let Some(conn) = self.conn.take()
+                    && let Err((_, e)) = conn.close()
+                {
+                    tracing::warn!(journal = %self.path.display(), error = %e, "closing the journal");
+                }
+                self.lock.take();
+                if let Ok(mut s) = self.stopped.lock() {
+                    *s = Some("this run's journal was already finished".into());
+                }
+            }
+            for m in group {
+                let ack = match m {
+                    Msg::Record(..) => continue,
+                    Msg::Snapshot { ack, .. } | Msg::Flush(ack) | Msg::Finish(_, ack) => ack,
+                };
+                let _ = ack.send(result.clone());
+            }
+            if failed || finishing {
+                break;
+            }
+        }
+        // Anything still queued is answered by the dropped receiver.
+    }
+
+    fn commit(&mut self, group: &mut [Msg]) -> Result<(), String> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| "the journal is closed".to_string())?;
+        let tx = conn
+            .transaction()
+            .map_err(|e| format!("cannot start a transaction: {e}"))?;
+        let mut finalized = 0i64;
+        let mut outcomes = 0i64;
+        let mut finish: Option<Exit> = None;
+        {
+            let mut final_st = tx
+                .prepare_cached(
+                    "UPDATE ops SET state = ?2, attempts = ?3, http_status = ?4, rc = ?5, \
+                     error_code = ?6, message = ?7, latency_ms = ?8, \
+                     first_attempt_at = CASE WHEN ?3 > 0 THEN COALESCE(first_attempt_at, ?9) \
+                                        ELSE first_attempt_at END, \
+                     last_attempt_at = CASE WHEN ?3 > 0 THEN ?9 ELSE last_attempt_at END \
+                     WHERE seq = ?1",
+                )
+                .map_err(|e| e.to_string())?;
+            let mut attempt_st = tx
+                .prepare_cached(
+                    "UPDATE ops SET attempts = ?2, http_status = ?3, rc = ?4, error_code = ?5, \
+                     message = ?6, latency_ms = ?7, \
+                     first_attempt_at = COALESCE(first_attempt_at, ?8), last_attempt_at = ?8 \
+                     WHERE seq = ?1 AND state = 'pending'",
+                )
+                .map_err(|e| e.to_string())?;
+            let mut snap_st = tx
+                .prepare_cached(
+                    "INSERT INTO snapshots (room, prior, taken_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (room) DO NOTHING",
+                )
+                .map_err(|e| e.to_string())?;
+            for m in group.iter() {
+                match m {
+                    Msg::Record(r, at) => {
+                        let message = r.message.as_deref().map(clip);
+                        let seq = i64::try_from(r.seq).unwrap_or(i64::MAX);
+                        let latency = r.latency_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+                        let n = match r.state {
+                            Some(state) => {
+                                if state.is_final() {
+                                    finalized += 1;
+                                }
+                                final_st.execute(params![
+                                    seq,
+                                    state.as_str(),
+                                    r.attempts,
+                                    r.http_status,
+                                    r.rc,
+                                    r.error_code,
+                                    message,
+                                    latency,
+                                    at
+                                ])
+                            }
+                            None => attempt_st.execute(params![
+                                seq,
+                                r.attempts,
+                                r.http_status,
+                                r.rc,
+                                r.error_code,
+                                message,
+                                latency,
+                                at
+                            ]),
+                        }
+                        .map_err(|e| format!("cannot record op {}: {e}", r.seq))?;
+                        outcomes += 1;
+                        if n == 0 && r.state.is_some() {
+                            tracing::warn!(
+                                seq = r.seq,
+                                "outcome for an op the journal does not hold"
+                            );
+                        }
+                    }
+                    Msg::Snapshot {
+                        room, prior, at, ..
+                    } => {
+                        snap_st
+                            .execute(params![room, prior, at])
+                            .map_err(|e| format!("cannot record the snapshot of {room:?}: {e}"))?;
+                    }
+                    Msg::Flush(_) => {}
+                    Msg::Finish(exit, _) => finish = Some(*exit),
+                }
+            }
+        }
+        let now = now_ms();
+        tx.execute(
+            "UPDATE runs SET last_commit_at = ?2, ops_finalized = ops_finalized + ?3, \
+             outcomes = outcomes + ?4 WHERE id = ?1",
+            params![self.run_id, now, finalized, outcomes],
+        )
+        .map_err(|e| format!("cannot record the run's progress: {e}"))?;
+        if let Some(exit) = finish {
+            tx.execute(
+                "UPDATE runs SET ended_at = ?2, exit_code = ?3, exit = ?4 WHERE id = ?1",
+                params![self.run_id, now, exit.code(), exit_name(exit)],
+            )
+            .map_err(|e| format!("cannot record the end of the run: {e}"))?;
+            tx.execute(
+                "UPDATE job SET ended_at = CASE \
+                 WHEN EXISTS (SELECT 1 FROM ops WHERE state = 'pending') THEN NULL ELSE ?1 END \
+                 WHERE id = 1",
+                [now],
+            )
+            .map_err(|e| format!("cannot record the end of the job: {e}"))?;
+        }
+        tx.commit().map_err(|e| format!("cannot commit: {e}"))
+    }
+}
+
+/// What a snapshot keeps of a room read: the room object (unwrapped from a response
+/// envelope) reduced to `_id` and the fields an update can set, which is all `revert` needs.
+/// Member lists and last messages can be large and are personal data: they are not kept.
+pub(crate) fn slim_snapshot(v: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(mut obj) = v else {
+        return v;
+    };
+    if (obj.contains_key("RC") || obj.contains_key("RM"))
+        && let Some(serde_json::Value::Object(inner)) = obj.remove("result")
+    {
+        obj = inner;
+    }
+    obj.retain(|k, _| k == "_id" || crate::op::RoomFields::NAMES.contains(&k.as_str()));
+    serde_json::Value::Object(obj)
+}
+
+/// The stable name of an exit status, as stored and shown by `status`.
+pub(crate) fn exit_name(exit: Exit) -> &'static str {
+    match exit {
+        Exit::Success => "success",
+        Exit::OpsFailed => "ops_failed",
+        Exit::Invalid => "invalid",
+        Exit::Aborted => "aborted",
+        Exit::Stopped => "stopped",
+    }
+}
+
+fn clip(s: &str) -> &str {
+    if s.len() <= MAX_MESSAGE {
+        return s;
+    }
+    let mut end = MAX_MESSAGE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn snapshots_keep_only_what_revert_needs() {
+        let body = json!({"RC": 0, "RM": "OK", "result": {
+            "_id": "r", "name": "N", "status": 0, "managers": ["m"],
+            "members": [{"_id": "u"}], "lastMessage": {"message": "hi"}}});
+        assert_eq!(
+            slim_snapshot(body),
+            json!({"_id": "r", "name": "N", "status": 0, "managers": ["m"]})
+        );
+        assert_eq!(
+            slim_snapshot(json!({"_id": "r", "members": []})),
+            json!({"_id": "r"})
+        );
+        assert_eq!(slim_snapshot(json!("odd")), json!("odd"));
+    }
+
+    #[test]
+    fn long_messages_are_clipped_on_a_char_boundary() {
+        let s = "é".repeat(MAX_MESSAGE);
+        let c = clip(&s);
+        assert!(c.len() <= MAX_MESSAGE && c.len() >= MAX_MESSAGE - 1);
+        assert_eq!(clip("short"), "short");
+    }
+
+    #[test]
+    fn the_writer_handle_can_be_shared_across_tasks() {
+        fn send_sync<T: Send + Sync + Clone>() {}
+        fn send<T: Send>() {}
+        send_sync::<JournalWriter>();
+        send::<Journal>();
+    }
+}

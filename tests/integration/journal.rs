@@ -1,0 +1,1191 @@
+//! The journal (issue 4): plan import, group-committed outcomes, resume, refusals (checksum,
+//! lock, damaged files), `--fresh`, `--retry-failed`, and the `status`, `report` and
+//! `revert` commands checked field by field through the real binary.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use imkit_batch::Exit;
+use imkit_batch::journal::{
+    Counts, JobMeta, Journal, JournalError, OpRecord, OpState, OpenOptions, lock_path,
+};
+use imkit_batch::manifest::{Format, Location, Manifest, PlannedOp, Settings};
+use imkit_batch::op::{Op, RoomFields};
+use serde_json::json;
+
+use crate::util;
+
+const SUM_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const SUM_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn manifest(dir: &Path, checksum: &str, ops: Vec<Op>) -> Manifest {
+    let path = dir.join("job.csv");
+    Manifest {
+        path: path.clone(),
+        format: Format::Csv,
+        name: Some("test-job".into()),
+        checksum: checksum.into(),
+        window: None,
+        settings: Settings::default(),
+        ops: ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| PlannedOp {
+                op,
+                source: Location {
+                    file: 0,
+                    line: i as u32 + 2,
+                },
+            })
+            .collect(),
+        sources: vec![path],
+        warnings: vec![],
+    }
+}
+
+fn meta(m: &Manifest) -> JobMeta {
+    JobMeta {
+        manifest_path: m.path.clone(),
+        checksum: m.checksum.clone(),
+        name: m.name.clone(),
+        settings: json!({"concurrency": 8, "rate": "800/min"}),
+    }
+}
+
+fn freezes(n: usize) -> Vec<Op> {
+    (0..n).map(|i| Op::freeze(format!("room-{i}"))).collect()
+}
+
+fn open(path: &Path, m: &Manifest, opts: OpenOptions) -> Result<Journal, JournalError> {
+    Journal::open_for_run(path, m, &meta(m), opts)
+}
+
+fn done(seq: u64) -> OpRecord {
+    OpRecord {
+        seq,
+        state: Some(OpState::Done),
+        attempts: 1,
+        http_status: Some(200),
+        rc: Some(0),
+        latency_ms: Some(12),
+        ..Default::default()
+    }
+}
+
+fn failed(seq: u64, status: u16, code: &str) -> OpRecord {
+    OpRecord {
+        seq,
+        state: Some(OpState::Failed),
+        attempts: 1,
+        http_status: Some(status),
+        rc: Some(i64::from(status)),
+        error_code: Some(code.into()),
+        message: Some(format!("{code} happened")),
+        latency_ms: Some(30),
+    }
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn new_journal_imports_the_plan_in_order_with_mode_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let mut ops = freezes(3);
+    let fields = RoomFields {
+        name: Some("Help Desk".into()),
+        managers: Some(vec!["m1".into(), "m2".into()]),
+        ..Default::default()
+    };
+    ops.push(Op::update("help", fields.clone()));
+    ops.push(Op::mute("u1", "room-0"));
+    let m = manifest(dir.path(), SUM_A, ops.clone());
+    let j = open(&path, &m, OpenOptions::default()).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "journal mode {mode:o}");
+    let lmode = std::fs::metadata(lock_path(&path))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(lmode, 0o600);
+    let pending = j.pending().unwrap();
+    assert_eq!(pending.len(), 5);
+    for (i, p) in pending.iter().enumerate() {
+        assert_eq!(p.seq, i as u64);
+        assert_eq!(p.op, ops[i]);
+        assert_eq!(p.attempts, 0);
+    }
+    assert_eq!(
+        j.counts().unwrap(),
+        Counts {
+            pending: 5,
+            ..Default::default()
+        }
+    );
+    let meta_back = j.meta().unwrap();
+    assert_eq!(meta_back.checksum, SUM_A);
+    assert_eq!(meta_back.name.as_deref(), Some("test-job"));
+    assert_eq!(meta_back.manifest_path, m.path);
+    assert_eq!(
+        meta_back.settings,
+        json!({"concurrency": 8, "rate": "800/min"})
+    );
+    assert!(j.snapshotted_rooms().unwrap().is_empty());
+    // Every SQLite file of the journal is owner-only too.
+    let w = j.start_writer().unwrap();
+    w.record(done(0)).unwrap();
+    w.flush().await.unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let mode = std::fs::metadata(PathBuf::from(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{suffix} mode {mode:o}");
+    }
+    w.finish(Exit::Stopped).await.unwrap();
+}
+
+#[tokio::test]
+async fn outcomes_are_recorded_and_a_resume_sends_only_what_is_not_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(dir.path(), SUM_A, freezes(6));
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    w.record(done(0)).unwrap();
+    // An attempt that will be retried: the op stays pending, its attempt fields are kept.
+    w.record(OpRecord {
+        seq: 1,
+        state: None,
+        attempts: 2,
+        http_status: Some(503),
+        error_code: Some("UNAVAILABLE".into()),
+        message: Some("try later".into()),
+        latency_ms: Some(40),
+        ..Default::default()
+    })
+    .unwrap();
+    w.record(failed(2, 404, "ROOM_NOT_FOUND")).unwrap();
+    w.record(OpRecord {
+        seq: 3,
+        state: Some(OpState::Skipped),
+        ..Default::default()
+    })
+    .unwrap();
+    w.record(done(5)).unwrap();
+    w.finish(Exit::Stopped).await.unwrap();
+    // A record after finish is refused with a reason.
+    let j = open(&path, &m, OpenOptions::default()).unwrap();
+    assert_eq!(
+        j.counts().unwrap(),
+        Counts {
+            pending: 2,
+            done: 2,
+            failed: 1,
+            skipped: 1
+        }
+    );
+    let pending = j.pending().unwrap();
+    assert_eq!(
+        pending.iter().map(|p| p.seq).collect::<Vec<_>>(),
+        vec![1, 4]
+    );
+    assert_eq!(pending[0].attempts, 2);
+    assert_eq!(pending[0].op, Op::freeze("room-1"));
+    assert_eq!(pending[1].attempts, 0);
+    let mut rows = Vec::new();
+    j.for_each_op(None, |r| -> Result<(), JournalError> {
+        rows.push(r);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(rows[1].http_status, Some(503));
+    assert_eq!(rows[1].error_code.as_deref(), Some("UNAVAILABLE"));
+    assert_eq!(rows[1].state, OpState::Pending);
+    assert!(rows[1].first_attempt_at.is_some());
+    assert_eq!(rows[2].rc, Some(404));
+    assert_eq!(rows[2].message.as_deref(), Some("ROOM_NOT_FOUND happened"));
+    assert_eq!(rows[3].attempts, 0);
+    assert_eq!(rows[3].first_attempt_at, None);
+    assert_eq!(j.last_exit().unwrap(), Some(Exit::Stopped));
+    assert_eq!(j.recorded_outcome().unwrap(), None);
+    let runs = j.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].exit_code, Some(4));
+    assert_eq!(runs[0].ops_finalized, 4);
+    assert_eq!(runs[0].pid, std::process::id());
+    drop(j);
+}
+
+#[tokio::test]
+async fn writer_after_finish_refuses_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(dir.path(), SUM_A, freezes(2));
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    let w2 = w.clone();
+    w.finish(Exit::Stopped).await.unwrap();
+    let err = w2.record(done(0)).unwrap_err();
+    assert!(matches!(err, JournalError::WriterStopped { .. }), "{err}");
+    assert!(w2.flush().await.is_err());
+    // The lock was released by finish: a new run may open the journal at once.
+    open(&path, &m, OpenOptions::default()).unwrap();
+}
+
+#[tokio::test]
+async fn group_commits_are_visible_to_a_reader_and_survive_a_crash_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let n = 5000;
+    let m = manifest(dir.path(), SUM_A, freezes(n));
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    // Many records from several tasks at once, as the runner sends them.
+    let mut tasks = Vec::new();
+    for t in 0..4u64 {
+        let w = w.clone();
+        tasks.push(tokio::spawn(async move {
+            for seq in (t..n as u64).step_by(4) {
+                w.record(done(seq)).unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    w.record_snapshot("room-0", Some(json!({"status": 1})))
+        .await
+        .unwrap();
+    // A snapshot is durable once record_snapshot resolves, before any flush.
+    let early = Journal::open_read_only(&path).unwrap();
+    assert!(early.snapshotted_rooms().unwrap().contains("room-0"));
+    assert_eq!(
+        early.snapshots().unwrap()["room-0"].prior,
+        Some(json!({"status": 1}))
+    );
+    drop(early);
+    w.flush().await.unwrap();
+    // A second, read-only connection sees every record while the writer still runs.
+    let reader = Journal::open_read_only(&path).unwrap();
+    assert_eq!(
+        reader.counts().unwrap(),
+        Counts {
+            done: n as u64,
+            ..Default::default()
+        }
+    );
+    assert!(reader.snapshotted_rooms().unwrap().contains("room-0"));
+    let runs = reader.runs().unwrap();
+    assert_eq!(runs[0].ended_at, None, "the run is still going");
+    drop(reader);
+    // The files as a kill -9 would leave them right now: the main file and its WAL.
+    let crash = tempfile::tempdir().unwrap();
+    let copy = crash.path().join("job.journal");
+    std::fs::copy(&path, &copy).unwrap();
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut wal_copy = copy.as_os_str().to_owned();
+    wal_copy.push("-wal");
+    std::fs::copy(PathBuf::from(wal), PathBuf::from(wal_copy)).unwrap();
+    let j = open(&copy, &m, OpenOptions::default()).unwrap();
+    assert_eq!(j.counts().unwrap().done, n as u64);
+    assert!(j.pending().unwrap().is_empty());
+    drop(j);
+    w.finish(Exit::Success).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_changed_manifest_is_refused_with_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(dir.path(), SUM_A, freezes(3));
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    w.record(done(0)).unwrap();
+    w.finish(Exit::Stopped).await.unwrap();
+    let before = bytes(&path);
+    let changed = manifest(dir.path(), SUM_B, freezes(3));
+    let err = open(&path, &changed, OpenOptions::default())
+        .err()
+        .expect("refused");
+    match &err {
+        JournalError::ChecksumMismatch {
+            journal_checksum,
+            manifest_checksum,
+            ..
+        } => {
+            assert_eq!(journal_checksum, SUM_A);
+            assert_eq!(manifest_checksum, SUM_B);
+        }
+        other => panic!("wrong error: {other}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("manifest changed"), "{msg}");
+    assert!(msg.contains("--fresh"), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert_eq!(err.exit(), Exit::Invalid);
+    let as_exit = imkit_batch::ExitError::from(err);
+    assert_eq!(as_exit.exit.code(), 2);
+    assert_eq!(bytes(&path), before, "the journal was not touched");
+    // Same checksum but a plan of another size is refused too.
+    let other_plan = manifest(dir.path(), SUM_A, freezes(4));
+    assert!(matches!(
+        open(&path, &other_plan, OpenOptions::default()),
+        Err(JournalError::PlanMismatch {
+            journal_ops: 3,
+            manifest_ops: 4,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn fresh_renames_the_old_journal_and_never_deletes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(dir.path(), SUM_A, freezes(3));
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    w.record(done(0)).unwrap();
+    w.record(done(1)).unwrap();
+    w.finish(Exit::Stopped).await.unwrap();
+    let old_bytes = bytes(&path);
+    let changed = manifest(dir.path(), SUM_B, freezes(2));
+    let fresh = OpenOptions {
+        fresh: true,
+        retry_failed: false,
+    };
+    let j = open(&path, &changed, fresh).unwrap();
+    assert_eq!(
+        j.counts().unwrap(),
+        Counts {
+            pending: 2,
+            ..Default::default()
+        }
+    );
+    assert_eq!(j.meta().unwrap().checksum, SUM_B);
+    drop(j);
+    let names = files_in(dir.path());
+    let kept: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("job.journal.") && !n.ends_with(".lock") && !n.contains('-'))
+        .collect();
+    assert_eq!(kept.len(), 1, "one renamed journal in {names:?}");
+    let kept = dir.path().join(kept[0]);
+    assert_eq!(bytes(&kept), old_bytes, "renamed byte for byte");
+    let old = Journal::open_read_only(&kept).unwrap();
+    assert_eq!(old.counts().unwrap().done, 2);
+    assert_eq!(old.meta().unwrap().checksum, SUM_A);
+    // A second --fresh in the same second keeps both older journals.
+    drop(old);
+    open(&path, &changed, fresh).unwrap();
+    let renamed = files_in(dir.path())
+        .into_iter()
+        .filter(|n| n.starts_with("job.journal.") && !n.ends_with(".lock") && !n.contains("-wal"))
+        .filter(|n| !n.ends_with("-shm"))
+        .count();
+    assert_eq!(renamed, 2, "{:?}", files_in(dir.path()));
+}
+
+#[tokio::test]
+async fn retry_failed_puts_failed_ops_back_to_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(dir.path(), SUM_A, freezes(4));
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    w.record(done(0)).unwrap();
+    w.record(failed(1, 403, "INSUFFICIENT_PERMISSIONS"))
+        .unwrap();
+    w.record(failed(3, 404, "ROOM_NOT_FOUND")).unwrap();
+    w.record(done(2)).unwrap();
+    w.finish(Exit::OpsFailed).await.unwrap();
+    // Without the flag: a finished job, nothing pending.
+    let j = open(&path, &m, OpenOptions::default()).unwrap();
+    assert!(j.pending().unwrap().is_empty());
+    assert_eq!(j.last_exit().unwrap(), Some(Exit::OpsFailed));
+    assert_eq!(j.recorded_outcome().unwrap(), Some(Exit::OpsFailed));
+    drop(j);
+    let j = open(
+        &path,
+        &m,
+        OpenOptions {
+            fresh: false,
+            retry_failed: true,
+        },
+    )
+    .unwrap();
+    assert!(j.retry_failed());
+    let pending = j.pending().unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|p| (p.seq, p.attempts))
+            .collect::<Vec<_>>(),
+        vec![(1, 1), (3, 1)]
+    );
+    assert_eq!(
+        j.counts().unwrap(),
+        Counts {
+            pending: 2,
+            done: 2,
+            ..Default::default()
+        }
+    );
+    let w = j.start_writer().unwrap();
+    w.record(done(1)).unwrap();
+    w.record(done(3)).unwrap();
+    w.finish(Exit::Success).await.unwrap();
+    let r = Journal::open_read_only(&path).unwrap();
+    assert_eq!(r.counts().unwrap().done, 4);
+    assert!(r.job().unwrap().ended_at.is_some());
+    let runs = r.runs().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs[1].retry_failed);
+}
+
+#[tokio::test]
+async fn a_locked_journal_is_refused_and_still_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(dir.path(), SUM_A, freezes(3));
+    let first = open(&path, &m, OpenOptions::default()).unwrap();
+    let err = open(&path, &m, OpenOptions::default())
+        .err()
+        .expect("second run refused");
+    match &err {
+        JournalError::Locked { pid, .. } => assert_eq!(*pid, Some(std::process::id())),
+        other => panic!("wrong error: {other}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("is in use by another imkit-batch run"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    assert_eq!(err.exit(), Exit::Invalid);
+    // --fresh must not move a journal a run is using.
+    let fresh = OpenOptions {
+        fresh: true,
+        retry_failed: false,
+    };
+    assert!(matches!(
+        open(&path, &m, fresh),
+        Err(JournalError::Locked { .. })
+    ));
+    // Status during a run.
+    let w = first.start_writer().unwrap();
+    w.record(done(0)).unwrap();
+    w.flush().await.unwrap();
+    let out = util::bin()
+        .args(["status", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["state"], "running");
+    assert_eq!(s["running_pid"], std::process::id());
+    assert_eq!(s["counts"]["done"], 1);
+    w.finish(Exit::Stopped).await.unwrap();
+    open(&path, &m, OpenOptions::default()).unwrap();
+}
+
+fn assert_refused_untouched(path: &Path, m: &Manifest, expect: &str) {
+    let before = bytes(path);
+    let err = open(path, m, OpenOptions::default())
+        .err()
+        .expect("damaged journal refused");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, JournalError::Corrupt { .. }),
+        "wrong error: {msg}"
+    );
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains(expect), "{msg}");
+    assert!(msg.contains("--fresh"), "{msg}");
+    assert_eq!(bytes(path), before, "the file was not touched");
+    let ro = Journal::open_read_only(path)
+        .err()
+        .expect("read-only open refused too");
+    assert!(matches!(ro, JournalError::Corrupt { .. }), "{ro}");
+    assert_eq!(bytes(path), before, "the file was not touched");
+    let out = util::bin().arg("status").arg(path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("damaged or not an imkit-batch journal"),
+        "{stderr}"
+    );
+    assert_eq!(bytes(path), before, "the file was not touched");
+}
+
+#[tokio::test]
+async fn a_truncated_journal_is_reported_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(dir.path(), SUM_A, freezes(20_000));
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    for seq in 0..100 {
+        w.record(done(seq)).unwrap();
+    }
+    w.finish(Exit::Stopped).await.unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert!(len > 100_000, "journal of {len} bytes");
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len / 2).unwrap();
+    drop(f);
+    assert_refused_untouched(&path, &m, "truncated");
+}
+
+#[test]
+fn garbage_empty_and_foreign_files_are_reported_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), SUM_A, freezes(2));
+    let garbage = dir.path().join("garbage.journal");
+    let noise: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&garbage, &noise).unwrap();
+    assert_refused_untouched(&garbage, &m, "not a SQLite database");
+    let empty = dir.path().join("empty.journal");
+    std::fs::write(&empty, b"").unwrap();
+    assert_refused_untouched(&empty, &m, "empty");
+    let foreign = dir.path().join("foreign.journal");
+    {
+        let c = rusqlite::Connection::open(&foreign).unwrap();
+        c.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+    }
+    assert_refused_untouched(&foreign, &m, "another application");
+    // A SQLite header whose pages were overwritten.
+    let torn = dir.path().join("torn.journal");
+    let mut head = b"SQLite format 3\0".to_vec();
+    head.extend_from_slice(&noise[..4080]);
+    std::fs::write(&torn, &head).unwrap();
+    let before = bytes(&torn);
+    assert!(matches!(
+        open(&torn, &m, OpenOptions::default()),
+        Err(JournalError::Corrupt { .. })
+    ));
+    assert_eq!(bytes(&torn), before);
+}
+
+#[test]
+fn a_leftover_wal_without_its_journal_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(dir.path(), SUM_A, freezes(2));
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::write(PathBuf::from(&wal), b"old wal").unwrap();
+    let err = open(&path, &m, OpenOptions::default()).err().unwrap();
+    assert!(matches!(err, JournalError::Orphan { .. }), "{err}");
+    assert!(!path.exists(), "no journal was created");
+    assert_eq!(std::fs::read(PathBuf::from(&wal)).unwrap(), b"old wal");
+    // An empty WAL and a stale -shm (what a reader leaves) are inert: a new job starts.
+    std::fs::write(PathBuf::from(&wal), b"").unwrap();
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    std::fs::write(PathBuf::from(&shm), vec![0u8; 32768]).unwrap();
+    let j = open(&path, &m, OpenOptions::default()).unwrap();
+    assert_eq!(j.counts().unwrap().pending, 2);
+}
+
+#[test]
+fn an_interrupted_import_is_reported_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(dir.path(), SUM_A, freezes(2));
+    // What a kill during the first import leaves: the file and its rollback journal.
+    std::fs::write(&path, b"").unwrap();
+    let mut rollback = path.as_os_str().to_owned();
+    rollback.push("-journal");
+    std::fs::write(PathBuf::from(&rollback), b"hot journal").unwrap();
+    let err = open(&path, &m, OpenOptions::default()).err().unwrap();
+    assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("import was interrupted"), "{err}");
+    assert_eq!(
+        std::fs::read(PathBuf::from(&rollback)).unwrap(),
+        b"hot journal"
+    );
+    // --fresh moves both aside and starts over.
+    let fresh = OpenOptions {
+        fresh: true,
+        retry_failed: false,
+    };
+    let j = open(&path, &m, fresh).unwrap();
+    assert_eq!(j.counts().unwrap().pending, 2);
+    assert!(!PathBuf::from(&rollback).exists());
+    let kept = files_in(dir.path())
+        .into_iter()
+        .filter(|n| n.ends_with("-journal") && n.starts_with("job.journal."))
+        .count();
+    assert_eq!(kept, 1, "{:?}", files_in(dir.path()));
+}
+
+#[test]
+fn status_of_a_missing_journal_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = util::bin()
+        .arg("status")
+        .arg(dir.path().join("nope.journal"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no journal at"));
+}
+
+/// A small finished job with every kind of outcome, for the command tests.
+async fn finished_job(dir: &Path) -> PathBuf {
+    let path = dir.join("job.journal");
+    let ops = vec![
+        Op::freeze("lobby-1"),
+        Op::freeze("lobby,2"),
+        Op::update(
+            "help",
+            RoomFields {
+                name: Some("Help \"Desk\"".into()),
+                room_tags: Some(vec!["a".into(), "b".into()]),
+                bot_mode: Some(true),
+                opening: Some(0),
+                ..Default::default()
+            },
+        ),
+        Op::mute("u-1", "lobby-1"),
+        Op::unmute("u-2", "lobby-1"),
+        Op::freeze("gone"),
+    ];
+    let m = manifest(dir, SUM_A, ops);
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    w.record(done(0)).unwrap();
+    w.record(OpRecord {
+        attempts: 3,
+        ..done(1)
+    })
+    .unwrap();
+    w.record(failed(2, 403, "INSUFFICIENT_PERMISSIONS"))
+        .unwrap();
+    w.record(done(3)).unwrap();
+    w.record(failed(4, 404, "CLIENT_NOT_FOUND")).unwrap();
+    w.record(failed(5, 404, "ROOM_NOT_FOUND")).unwrap();
+    w.finish(Exit::OpsFailed).await.unwrap();
+    path
+}
+
+#[tokio::test]
+async fn status_json_and_text_show_counts_progress_runs_and_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = finished_job(dir.path()).await;
+    let out = util::bin()
+        .args(["status", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["journal"], path.display().to_string());
+    assert_eq!(s["schema_version"], 1);
+    assert_eq!(s["state"], "complete");
+    assert_eq!(s["running_pid"], serde_json::Value::Null);
+    assert_eq!(s["total"], 6);
+    assert_eq!(
+        s["counts"],
+        json!({"pending": 0, "done": 3, "failed": 3, "skipped": 0})
+    );
+    assert_eq!(s["progress_percent"], 100.0);
+    assert_eq!(s["attempts"], 8);
+    assert_eq!(s["retries"], 2);
+    assert_eq!(s["job"]["name"], "test-job");
+    assert_eq!(s["job"]["checksum"], SUM_A);
+    assert_eq!(s["job"]["tool_version"], env!("CARGO_PKG_VERSION"));
+    assert!(s["job"]["started_at"].is_string());
+    assert!(s["job"]["ended_at"].is_string());
+    assert_eq!(s["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(s["runs"][0]["exit_code"], 1);
+    assert_eq!(s["runs"][0]["exit"], "ops_failed");
+    assert_eq!(s["runs"][0]["ops_finalized"], 6);
+    assert_eq!(s["last_exit"], json!({"code": 1, "name": "ops_failed"}));
+    let groups = s["failures_by_code"].as_array().unwrap();
+    assert_eq!(groups.len(), 3);
+    let by_code: HashMap<&str, (&serde_json::Value, &serde_json::Value)> = groups
+        .iter()
+        .map(|g| {
+            (
+                g["error_code"].as_str().unwrap(),
+                (&g["count"], &g["http_statuses"]),
+            )
+        })
+        .collect();
+    assert_eq!(by_code["ROOM_NOT_FOUND"], (&json!(1), &json!([404])));
+    assert_eq!(
+        by_code["INSUFFICIENT_PERMISSIONS"],
+        (&json!(1), &json!([403]))
+    );
+    assert_eq!(by_code["CLIENT_NOT_FOUND"], (&json!(1), &json!([404])));
+
+    let out = util::bin().arg("status").arg(&path).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("state      complete"), "{text}");
+    assert!(
+        text.contains("6 of 6 ops final (100.0%): 3 done, 3 failed, 0 skipped, 0 pending"),
+        "{text}"
+    );
+    assert!(text.contains("attempts   8 (2 retries)"), "{text}");
+    assert!(text.contains("last exit 1 (ops_failed)"), "{text}");
+    assert!(text.contains("ROOM_NOT_FOUND (HTTP 404)"), "{text}");
+}
+
+#[tokio::test]
+async fn report_csv_and_json_have_one_row_per_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = finished_job(dir.path()).await;
+    let out_csv = dir.path().join("report.csv");
+    let out = util::bin()
+        .arg("report")
+        .arg(&path)
+        .arg("-o")
+        .arg(&out_csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rd = csv::Reader::from_path(&out_csv).unwrap();
+    let header: Vec<String> = rd.headers().unwrap().iter().map(str::to_owned).collect();
+    assert_eq!(
+        header,
+        imkit_batch::journal::command::REPORT_COLUMNS.to_vec()
+    );
+    let rows: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 6);
+    let col = |r: &csv::StringRecord, name: &str| -> String {
+        r[header.iter().position(|h| h == name).unwrap()].to_owned()
+    };
+    assert_eq!(col(&rows[0], "seq"), "0");
+    assert_eq!(col(&rows[0], "line"), "2");
+    assert_eq!(
+        col(&rows[0], "file"),
+        dir.path().join("job.csv").display().to_string()
+    );
+    assert_eq!(col(&rows[0], "action"), "freeze");
+    assert_eq!(col(&rows[0], "room"), "lobby-1");
+    assert_eq!(col(&rows[0], "state"), "done");
+    assert_eq!(col(&rows[0], "http_status"), "200");
+    assert_eq!(col(&rows[0], "rc"), "0");
+    assert_eq!(col(&rows[0], "latency_ms"), "12");
+    assert!(col(&rows[0], "first_attempt_at").ends_with('Z'));
+    assert_eq!(col(&rows[1], "room"), "lobby,2");
+    assert_eq!(col(&rows[1], "attempts"), "3");
+    let fields: serde_json::Value = serde_json::from_str(&col(&rows[2], "fields")).unwrap();
+    assert_eq!(
+        fields,
+        json!({"name": "Help \"Desk\"", "roomTags": ["a", "b"], "botMode": true, "opening": 0})
+    );
+    assert_eq!(col(&rows[2], "state"), "failed");
+    assert_eq!(col(&rows[2], "error_code"), "INSUFFICIENT_PERMISSIONS");
+    assert_eq!(
+        col(&rows[2], "message"),
+        "INSUFFICIENT_PERMISSIONS happened"
+    );
+    assert_eq!(col(&rows[2], "rc"), "403");
+    assert_eq!(col(&rows[3], "client"), "u-1");
+    assert_eq!(col(&rows[3], "action"), "mute");
+    assert_eq!(col(&rows[0], "client"), "");
+    assert_eq!(col(&rows[0], "fields"), "");
+
+    let out = util::bin()
+        .args(["report", "--format", "json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let a = v.as_array().unwrap();
+    assert_eq!(a.len(), 6);
+    assert_eq!(a[0]["seq"], 0);
+    assert_eq!(a[0]["state"], "done");
+    assert_eq!(a[0]["client"], serde_json::Value::Null);
+    assert_eq!(a[2]["fields"]["roomTags"], json!(["a", "b"]));
+    assert_eq!(a[4]["action"], "unmute");
+    assert_eq!(a[4]["client"], "u-2");
+    assert_eq!(a[4]["http_status"], 404);
+    assert_eq!(a[4]["error_code"], "CLIENT_NOT_FOUND");
+    assert_eq!(a[5]["latency_ms"], 30);
+
+    // Never over the journal itself.
+    let out = util::bin()
+        .arg("report")
+        .arg(&path)
+        .arg("-o")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    Journal::open_read_only(&path).unwrap();
+}
+
+#[tokio::test]
+async fn report_failed_is_a_manifest_of_the_failed_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = finished_job(dir.path()).await;
+    let dest = dir.path().join("failed.csv");
+    let out = util::bin()
+        .args(["report", "--failed"])
+        .arg(&path)
+        .arg("-o")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 failed ops written"));
+    let text = std::fs::read_to_string(&dest).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "action,room,client,name,cover,description,roomTags,webhook,botMode,extParams,opening,owner,managers,status",
+            "update,help,,\"Help \"\"Desk\"\"\",,,a;b,,true,,0,,,",
+            "unmute,lobby-1,u-2,,,,,,,,,,,",
+            "freeze,gone,,,,,,,,,,,,",
+        ]
+    );
+}
+
+/// Runs `revert` through the binary; returns (manifest text, stderr).
+fn revert_of(path: &Path, dir: &Path) -> (String, String) {
+    let dest = dir.join("revert.csv");
+    let out = util::bin()
+        .arg("revert")
+        .arg(path)
+        .arg("-o")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        std::fs::read_to_string(&dest).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+const HEADER: &str = "action,room,client,name,cover,description,roomTags,webhook,botMode,extParams,opening,owner,managers,status";
+
+#[tokio::test]
+async fn revert_of_a_maintenance_freeze_keeps_rooms_frozen_before_the_job_frozen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    // r-active: active before -> unfrozen by the revert.
+    // r-violation: frozen before (a violation) -> stays frozen.
+    // r-nostatus: the room read omitted `status` -> unknown, listed apart.
+    // r-nosnap: no snapshot -> unknown, listed apart.
+    // r-failed: the freeze failed -> nothing changed, nothing to revert.
+    // r-envelope: snapshot stored as the whole response body -> unfrozen.
+    let rooms = [
+        "r-active",
+        "r-violation",
+        "r-nostatus",
+        "r-nosnap",
+        "r-failed",
+        "r-envelope",
+    ];
+    let m = manifest(
+        dir.path(),
+        SUM_A,
+        rooms.iter().map(|r| Op::freeze(*r)).collect(),
+    );
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    w.record_snapshot(
+        "r-active",
+        Some(json!({"_id": "r-active", "name": "A", "status": 1})),
+    )
+    .await
+    .unwrap();
+    w.record_snapshot(
+        "r-violation",
+        Some(json!({"_id": "r-violation", "status": 0})),
+    )
+    .await
+    .unwrap();
+    w.record_snapshot(
+        "r-nostatus",
+        Some(json!({"_id": "r-nostatus", "name": "N"})),
+    )
+    .await
+    .unwrap();
+    w.record_snapshot("r-failed", Some(json!({"status": 1})))
+        .await
+        .unwrap();
+    w.record_snapshot(
+        "r-envelope",
+        Some(json!({"RC": 0, "RM": "OK", "result": {"_id": "r-envelope", "status": 1}})),
+    )
+    .await
+    .unwrap();
+    for seq in [0, 1, 2, 3, 5] {
+        w.record(done(seq)).unwrap();
+    }
+    w.record(failed(4, 403, "INSUFFICIENT_PERMISSIONS"))
+        .unwrap();
+    w.finish(Exit::OpsFailed).await.unwrap();
+
+    let (text, stderr) = revert_of(&path, dir.path());
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], HEADER);
+    let data: Vec<&str> = lines[1..]
+        .iter()
+        .copied()
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        data,
+        vec![
+            "unfreeze,r-active,,,,,,,,,,,,",
+            "unfreeze,r-envelope,,,,,,,,,,,,"
+        ]
+    );
+    assert!(!text.contains("r-violation"), "{text}");
+    assert!(!text.contains("r-failed"), "{text}");
+    // The unknown ones come last, as comments, with a count; the same on stderr.
+    let comments: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with('#'))
+        .collect();
+    assert_eq!(comments.len(), 3, "{text}");
+    assert!(comments[0].starts_with("# 2 ops listed apart"), "{text}");
+    assert!(
+        comments[1].contains("seq 2") && comments[1].contains("r-nostatus"),
+        "{text}"
+    );
+    assert!(comments[1].contains("no `status`"), "{text}");
+    assert!(
+        comments[2].contains("seq 3") && comments[2].contains("r-nosnap"),
+        "{text}"
+    );
+    assert!(comments[2].contains("no snapshot"), "{text}");
+    let last_data = lines.iter().rposition(|l| !l.starts_with('#')).unwrap();
+    let first_comment = lines.iter().position(|l| l.starts_with('#')).unwrap();
+    assert!(last_data < first_comment, "comments at the end: {text}");
+    assert!(stderr.contains("2 revert ops written"), "{stderr}");
+    assert!(stderr.contains("2 ops listed apart"), "{stderr}");
+    assert!(stderr.contains("r-nosnap"), "{stderr}");
+}
+
+#[tokio::test]
+async fn revert_restores_updated_fields_and_mute_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let ops = vec![
+        // Two updates of one room: the first snapshot is compared with the last values.
+        Op::update(
+            "help",
+            RoomFields {
+                name: Some("Interim".into()),
+                description: Some("new".into()),
+                ..Default::default()
+            },
+        ),
+        Op::update(
+            "help",
+            RoomFields {
+                name: Some("Help Desk".into()),
+                managers: Some(vec!["m9".into()]),
+                opening: Some(0),
+                webhook: Some("https://hook".into()),
+                ..Default::default()
+            },
+        ),
+        // Unfrozen by the job, frozen before: frozen again, after the fields.
+        Op::unfreeze("help"),
+        Op::mute("u-1", "lobby"),
+        Op::unmute("u-2", "lobby"),
+        Op::unmute("u-3", "lobby"),
+        Op::mute("u-4", "lobby"),
+        Op::unmute("u-4", "lobby"),
+    ];
+    let m = manifest(dir.path(), SUM_A, ops);
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    w.record_snapshot(
+        "help",
+        Some(json!({
+            "_id": "help",
+            "name": "Old; Name",
+            "description": "new",
+            "managers": [{"_id": "m1"}, "m2"],
+            "opening": 1,
+            "status": 0
+        })),
+    )
+    .await
+    .unwrap();
+    for seq in 0..8 {
+        w.record(done(seq)).unwrap();
+    }
+    // u-3 was not muted: its unmute changed nothing.
+    w.record(OpRecord {
+        http_status: Some(400),
+        rc: None,
+        error_code: Some("ROOM_NOT_MUTED".into()),
+        ..done(5)
+    })
+    .unwrap();
+    w.finish(Exit::Success).await.unwrap();
+
+    let (text, stderr) = revert_of(&path, dir.path());
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], HEADER);
+    assert_eq!(
+        lines[1..]
+            .iter()
+            .copied()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>(),
+        vec![
+            // description was set to what it already was: not touched.
+            "update,help,,Old; Name,,,,,,,1,,m1;m2,",
+            "freeze,help,,,,,,,,,,,,",
+            "unmute,lobby,u-1,,,,,,,,,,,",
+            "mute,lobby,u-2,,,,,,,,,,,",
+        ]
+    );
+    // webhook: the snapshot lacks it -> listed apart, never guessed.
+    let comments: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with('#'))
+        .collect();
+    assert_eq!(comments.len(), 2, "{text}");
+    assert!(comments[0].starts_with("# 1 ops listed apart"), "{text}");
+    assert!(
+        comments[1].contains("seq 1") && comments[1].contains("webhook"),
+        "{text}"
+    );
+    assert!(stderr.contains("1 ops listed apart"), "{stderr}");
+
+    // The revert manifest parses as CSV with the manifest columns.
+    let mut rd = csv::ReaderBuilder::new()
+        .comment(Some(b'#'))
+        .from_reader(text.as_bytes());
+    assert_eq!(
+        rd.headers().unwrap().iter().collect::<Vec<_>>().join(","),
+        HEADER
+    );
+    assert_eq!(rd.records().count(), 4);
+}
+
+#[tokio::test]
+async fn a_snapshot_taken_after_the_job_changed_the_room_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(
+        dir.path(),
+        SUM_A,
+        vec![Op::freeze("late"), Op::freeze("late2")],
+    );
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    // A first run changed the room without --snapshot...
+    w.record(done(0)).unwrap();
+    w.flush().await.unwrap();
+    // ...and a later snapshot reads the job's own state. Wait for the clock to move on.
+    let t0 = jiff::Timestamp::now().as_millisecond();
+    while jiff::Timestamp::now().as_millisecond() <= t0 {
+        std::thread::yield_now();
+    }
+    w.record_snapshot("late", Some(json!({"status": 0})))
+        .await
+        .unwrap();
+    w.record(done(1)).unwrap();
+    w.finish(Exit::Success).await.unwrap();
+    let (text, _) = revert_of(&path, dir.path());
+    assert!(
+        text.contains("snapshot was taken after the job had already sent a change"),
+        "{text}"
+    );
+}
+
+#[test]
+fn status_while_a_run_creates_the_journal_says_it_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    // A run holds the lock and has created the file, but the import is not committed yet.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(&path))
+        .unwrap();
+    lock.lock().unwrap();
+    std::fs::write(&path, b"").unwrap();
+    let err = Journal::open_read_only(&path).err().unwrap();
+    assert!(matches!(err, JournalError::Locked { .. }), "{err}");
+    drop(lock);
+    let err = Journal::open_read_only(&path).err().unwrap();
+    assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+}
