@@ -240,14 +240,13 @@ impl JobConfig {
             action: args.manifest.action,
         };
         let manifest = crate::manifest::load(&args.manifest.manifest, &opts).map_err(|e| {
-            let mut msg = format!(
-                "{} is not a valid manifest; nothing was sent:",
-                args.manifest.manifest.display()
+            let msg = format!(
+                "{} is not a valid manifest ({} error{}); nothing was sent:\n{e}\n\
+                 Fix the lines above and check with `imkit-batch validate`.",
+                args.manifest.manifest.display(),
+                e.total,
+                if e.total == 1 { "" } else { "s" }
             );
-            for err in &e.errors {
-                msg.push_str("\n  ");
-                msg.push_str(err);
-            }
             ExitError::new(Exit::Invalid, msg)
         })?;
         let credentials = if args.sandbox {
