@@ -350,8 +350,10 @@ pub(crate) async fn api(State(sb): State<Arc<Shared>>, req: Request) -> Response
     match draw.fault {
         Some(f @ Fault::DropAfter) => drop_connection(&sb, &parts, &key, f, applied).await,
         Some(f @ Fault::Slow) => {
+            // Recorded before the wait: the client may well give up and close first.
+            let resp = finish(&sb, &key, resp, Some(f), applied);
             tokio::time::sleep(cfg.slow_duration).await;
-            finish(&sb, &key, resp, Some(f), applied)
+            resp
         }
         _ => finish(&sb, &key, resp, None, applied),
     }

@@ -376,6 +376,11 @@ impl SandboxHandle {
         s.requests.values().sum()
     }
 
+    /// Faults injected, all kinds together.
+    pub fn faults_total(&self) -> u64 {
+        Fault::ALL.iter().map(|f| self.faults(*f)).sum()
+    }
+
     /// Faults injected of one kind.
     pub fn faults(&self, kind: Fault) -> u64 {
         self.shared.counters.faults[kind.index()].load(Ordering::Relaxed)
