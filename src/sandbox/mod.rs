@@ -257,3 +257,62 @@ pub async fn command(args: SandboxArgs) -> anyhow::Result<Exit> {
     .await?;
     Ok(Exit::Success)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_and_user_flags_parse() {
+        assert_eq!(
+            parse_room("r1:o1").unwrap(),
+            ("r1".into(), "o1".into(), vec![])
+        );
+        assert_eq!(
+            parse_room("r1:o1:m1;m2").unwrap(),
+            ("r1".into(), "o1".into(), vec!["m1".into(), "m2".into()])
+        );
+        assert!(parse_room("r1").is_err());
+        assert!(parse_room(":o").is_err());
+        assert_eq!(parse_user("tok=c1").unwrap(), ("tok".into(), "c1".into()));
+        assert!(parse_user("tok").is_err());
+        assert!(parse_user("=c").is_err());
+    }
+
+    #[test]
+    fn flags_build_the_config() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct W {
+            #[command(flatten)]
+            a: SandboxArgs,
+        }
+        let w = W::try_parse_from([
+            "x",
+            "--room",
+            "r1:o1:m1",
+            "--user",
+            "t=o1",
+            "--client",
+            "c9",
+            "--latency",
+            "20ms",
+            "--fault-429",
+            "0.1",
+            "--rate-limit",
+            "1000/min",
+            "--fault-seed",
+            "9",
+        ])
+        .unwrap();
+        let c = w.a.to_config(SandboxCredentials::generate()).unwrap();
+        assert_eq!(c.rooms["r1"].owner, "o1");
+        assert_eq!(c.rooms["r1"].managers, vec!["m1"]);
+        assert_eq!(c.users["t"], "o1");
+        assert!(c.clients.contains_key("c9") && c.clients.contains_key("m1"));
+        assert_eq!(c.latency, Duration::from_millis(20));
+        assert_eq!(c.faults.too_many_requests, 0.1);
+        assert_eq!(c.rate_limit, Some(Rate::per_minute(1000)));
+        assert_eq!(c.fault_seed, 9);
+    }
+}
