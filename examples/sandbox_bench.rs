@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
                 if i >= total {
                     break;
                 }
-                let room = format!("room-{}", i % ROOMS);
+                let room = format!("room-{}", (i / 4) % ROOMS);
                 // A mix of the four endpoints: freeze/unfreeze, read, mute/unmute.
                 let rb = match i % 4 {
                     0 => client

@@ -251,11 +251,24 @@ pub async fn command(args: SandboxArgs) -> anyhow::Result<Exit> {
         println!("    export IMKIT_API_KEY={}", c.api_key);
     }
     println!("Press Ctrl-C to stop.");
-    run(listener, config, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    run(listener, config, stop_signal()).await?;
     Ok(Exit::Success)
+}
+
+/// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]
