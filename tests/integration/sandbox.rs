@@ -692,22 +692,14 @@ fn assert_rate(what: &str, observed: u64, n: u64, p: f64) {
     );
 }
 
-/// Fires `n` freezes over `rooms` rooms, `concurrency` at a time; returns each request's
-/// outcome keyed by (room, k-th request to that room).
-async fn fire(
-    sb: &SandboxHandle,
-    n: usize,
-    rooms: usize,
-    concurrency: usize,
-    timeout: Duration,
-) -> BTreeMap<(usize, usize), String> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout)
-        .build()
-        .unwrap();
-    let mut out = BTreeMap::new();
-    // Requests to one room go in order (one worker per room group), rooms in parallel.
+/// One request's outcome as the client saw it (`STATUS/SHAPE/HEADER`, or `dropped`) and
+/// how long it took.
+type Outcomes = BTreeMap<(usize, usize), (String, Duration)>;
+
+/// Fires `n` freezes over `rooms` rooms, `concurrency` workers; requests to one room go in
+/// order (one worker per room), rooms in parallel. Keyed by (room, k-th request to it).
+async fn fire(sb: &SandboxHandle, n: usize, rooms: usize, concurrency: usize) -> Outcomes {
+    let client = http();
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..concurrency {
         let client = client.clone();
@@ -716,6 +708,7 @@ async fn fire(
             let mut res = Vec::new();
             for room in (w..rooms).step_by(concurrency) {
                 for k in 0..n / rooms {
+                    let t = Instant::now();
                     let r = client
                         .put(format!("{base}/rooms/room-{room}"))
                         .header("IM-CLIENT-KEY", CLIENT_KEY)
@@ -736,22 +729,33 @@ async fn fire(
                             };
                             format!("{s}/{shape}/{}", if h { "header" } else { "-" })
                         }
-                        Err(e) if e.is_timeout() => "timeout".to_owned(),
                         Err(_) => "dropped".to_owned(),
                     };
-                    res.push(((room, k), outcome));
+                    res.push(((room, k), (outcome, t.elapsed())));
                 }
             }
             res
         });
     }
+    let mut out = BTreeMap::new();
     while let Some(r) = tasks.join_next().await {
         out.extend(r.unwrap());
     }
     out
 }
 
-fn fault_config(seed: u64, rooms: usize) -> SandboxConfig {
+/// The server's view: per request, the sequence of (fault, status) in the order they came.
+type ServerOutcomes = BTreeMap<String, Vec<(Option<String>, Option<u16>)>>;
+
+fn server_outcomes(sb: &SandboxHandle) -> ServerOutcomes {
+    let mut m: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for e in sb.log(usize::MAX) {
+        m.entry(e.request).or_default().push((e.fault, e.status));
+    }
+    m
+}
+
+fn fault_config(seed: u64, rooms: usize, slow: Duration) -> SandboxConfig {
     let mut c = SandboxConfig::new(creds());
     for i in 0..rooms {
         c.add_room(format!("room-{i}"), DEFAULT_OWNER, &[]);
@@ -764,16 +768,17 @@ fn fault_config(seed: u64, rooms: usize) -> SandboxConfig {
         drop_after: 0.05,
         slow: 0.05,
     };
-    c.slow_duration = Duration::from_millis(400);
+    c.slow_duration = slow;
     c
 }
 
 #[tokio::test]
 async fn faults_happen_at_their_seeded_rates() {
     const N: usize = 1200;
-    let sb = start(fault_config(42, 300)).await;
-    let out = fire(&sb, N, 300, 24, Duration::from_millis(200)).await;
-    let count = |pred: &dyn Fn(&str) -> bool| out.values().filter(|o| pred(o)).count() as u64;
+    let slow = Duration::from_millis(300);
+    let sb = start(fault_config(42, 300, slow)).await;
+    let out = fire(&sb, N, 300, 24).await;
+    let count = |pred: &dyn Fn(&str) -> bool| out.values().filter(|(o, _)| pred(o)).count() as u64;
     let n = N as u64;
     let f = |k| sb.faults(k);
 
@@ -789,55 +794,75 @@ async fn faults_happen_at_their_seeded_rates() {
         count(&|o| o == "dropped"),
         f(Fault::DropBefore) + f(Fault::DropAfter)
     );
-    assert_eq!(count(&|o| o == "timeout"), f(Fault::Slow));
-    assert_eq!(count(&|o| o == "200/rc/-"), n - sb.faults_total());
+    let ok = count(&|o| o == "200/rc/-");
+    assert_eq!(ok, n - sb.faults_total() + f(Fault::Slow));
+    // Every slow answer took at least the slow duration (others may too, on a busy machine).
+    let took_long = out
+        .values()
+        .filter(|(o, t)| o == "200/rc/-" && *t >= slow)
+        .count() as u64;
+    assert!(
+        took_long >= f(Fault::Slow),
+        "{took_long} < {}",
+        f(Fault::Slow)
+    );
     // ...and each kind happens at its rate.
     assert_rate("429", a429 + b429, n, 0.10);
     assert_rate("429 with header", a429, n, 0.05);
-    assert_rate(
-        "5xx",
-        f(Fault::Status500) + f(Fault::Status502) + f(Fault::Status503),
-        n,
-        0.15,
-    );
+    let s5xx = f(Fault::Status500) + f(Fault::Status502) + f(Fault::Status503);
+    assert_rate("5xx", s5xx, n, 0.15);
     for k in [Fault::Status500, Fault::Status502, Fault::Status503] {
         assert_rate(k.as_str(), f(k), n, 0.05);
     }
     assert_rate("drop before", f(Fault::DropBefore), n, 0.05);
     assert_rate("drop after", f(Fault::DropAfter), n, 0.05);
     assert_rate("slow", f(Fault::Slow), n, 0.05);
-    // Drop-after and slow apply the change, drop-before and the error answers do not.
+    // Drop-after and slow apply the change; drop-before and the error answers do not.
     let st = sb.stats();
-    assert_eq!(
-        st.applied_total,
-        count(&|o| o == "200/rc/-") + f(Fault::DropAfter) + f(Fault::Slow)
-    );
+    assert_eq!(st.applied_total, ok + f(Fault::DropAfter));
     assert_eq!(
         st.responses["dropped"],
         f(Fault::DropBefore) + f(Fault::DropAfter)
     );
     assert_eq!(st.requests["PUT /rooms/{id}"], n);
+    for k in Fault::ALL {
+        assert_eq!(st.faults[k.as_str()], f(k));
+    }
 }
 
 #[tokio::test]
 async fn faults_replay_with_the_same_seed_whatever_the_interleaving() {
     const N: usize = 600;
-    let a = start(fault_config(7, 100)).await;
-    let b = start(fault_config(7, 100)).await;
-    let c = start(fault_config(8, 100)).await;
-    let short = Duration::from_millis(200);
+    let slow = Duration::from_millis(50);
+    let a = start(fault_config(7, 100, slow)).await;
+    let b = start(fault_config(7, 100, slow)).await;
+    let c = start(fault_config(8, 100, slow)).await;
     let (ra, rb, rc) = tokio::join!(
-        fire(&a, N, 100, 20, short),
-        fire(&b, N, 100, 3, short),
-        fire(&c, N, 100, 20, short),
+        fire(&a, N, 100, 20),
+        fire(&b, N, 100, 3),
+        fire(&c, N, 100, 20)
     );
+    let seen = |o: &Outcomes| -> Vec<String> { o.values().map(|(s, _)| s.clone()).collect() };
     assert_eq!(ra.len(), N);
-    assert_eq!(ra, rb, "same seed, different concurrency: same faults");
-    assert_ne!(ra, rc, "another seed: other faults");
+    assert_eq!(
+        seen(&ra),
+        seen(&rb),
+        "same seed, other concurrency: same answers"
+    );
+    assert_eq!(
+        server_outcomes(&a),
+        server_outcomes(&b),
+        "and the same faults"
+    );
+    assert_eq!(server_outcomes(&a).len(), 100);
+    assert_ne!(seen(&ra), seen(&rc), "another seed: other faults");
+    assert_ne!(server_outcomes(&a), server_outcomes(&c));
     // A reset replays from the start too.
+    let before = server_outcomes(&a);
     a.reset();
-    let again = fire(&a, N, 100, 7, short).await;
-    assert_eq!(ra, again);
+    let again = fire(&a, N, 100, 7).await;
+    assert_eq!(seen(&ra), seen(&again));
+    assert_eq!(before, server_outcomes(&a));
 }
 
 #[tokio::test]
