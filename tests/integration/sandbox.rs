@@ -1091,3 +1091,181 @@ fn cli_rejects_impossible_fault_rates() {
         .stdout(predicates::str::contains("--rate-limit"))
         .stdout(predicates::str::contains("/_sandbox/stats"));
 }
+
+#[tokio::test]
+async fn injected_429_and_5xx_bodies() {
+    let mut c = config();
+    c.faults.too_many_requests = 1.0;
+    c.fault_retry_after_secs = 7;
+    let sb = start(c).await;
+    let client = http();
+    let (mut header_shape, mut flat_shape) = (None, None);
+    for _ in 0..64 {
+        let a = send_with(&client, &sb, "GET", "/rooms/demo", ADMIN, None)
+            .await
+            .unwrap();
+        assert_eq!(a.status, 429);
+        match a.headers.get("retry-after") {
+            Some(h) => header_shape = Some((h.to_str().unwrap().to_owned(), a.json())),
+            None => flat_shape = Some(a.json()),
+        }
+    }
+    let (h, body) = header_shape.expect("a 429 with Retry-After");
+    assert_eq!(h, "7");
+    assert_eq!(
+        body,
+        json!({"RC":429,"RM":"Too Many Requests","error":{"code":"RATE_LIMIT_EXCEEDED","message":"Too many requests, please try again later"}})
+    );
+    assert_eq!(
+        flat_shape.expect("a flat 429"),
+        json!({"error":"RATE_LIMIT_EXCEEDED","message":"Too many requests, please try again later","retryAfter":7})
+    );
+
+    let mut c = config();
+    c.faults.server_error = 1.0;
+    let sb = start(c).await;
+    let mut seen = BTreeSet::new();
+    for _ in 0..64 {
+        let a = send_with(&client, &sb, "GET", "/rooms/demo", ADMIN, None)
+            .await
+            .unwrap();
+        let ct = a.headers["content-type"].to_str().unwrap().to_owned();
+        match a.status {
+            500 => {
+                assert!(ct.starts_with("application/json"));
+                assert_eq!(a.json()["RC"], 500);
+                assert_eq!(a.json()["error"]["code"], "INTERNAL_ERROR");
+            }
+            502 | 503 => {
+                assert!(ct.starts_with("text/html"), "{ct}");
+                assert!(serde_json::from_str::<Value>(&a.text).is_err());
+                assert!(a.text.contains(&format!("<title>{}", a.status)));
+            }
+            s => panic!("unexpected {s}"),
+        }
+        seen.insert(a.status);
+    }
+    assert_eq!(seen, [500, 502, 503].into());
+}
+
+#[tokio::test]
+async fn slow_answers_outlast_the_client_timeout_but_apply() {
+    let mut c = config();
+    c.faults.slow = 1.0;
+    c.slow_duration = Duration::from_secs(5);
+    let sb = start(c).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let e = send_with(
+        &client,
+        &sb,
+        "PUT",
+        "/rooms/lobby-1",
+        ADMIN,
+        Some(r#"{"status":0}"#),
+    )
+    .await
+    .err()
+    .expect("the client gives up first");
+    assert!(e.is_timeout(), "{e:?}");
+    assert_eq!(sb.room_status("lobby-1"), Some(0));
+    assert_eq!(sb.applied("PUT", "/rooms/lobby-1"), 1);
+    assert_eq!(sb.faults(Fault::Slow), 1);
+}
+
+/// `imkit-batch sandbox` as a process: prints its URL (and made-up credentials only when it
+/// made them up), accepts exactly the environment's credentials, stops on SIGTERM.
+#[test]
+fn sandbox_command_prints_url_and_credentials_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("imkit-batch"));
+        cmd.args(["sandbox", "--listen", "127.0.0.1:0", "--room", "r1:o1"])
+            .env_remove("IMKIT_CLIENT_KEY")
+            .env_remove("IMKIT_TOKEN")
+            .env_remove("IMKIT_API_KEY")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = Vec::new();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        loop {
+            let mut l = String::new();
+            assert!(
+                out.read_line(&mut l).unwrap() > 0,
+                "stdout closed: {lines:?}"
+            );
+            let done = l.starts_with("Press Ctrl-C");
+            lines.push(l.trim().to_owned());
+            if done {
+                break;
+            }
+        }
+        (child, lines)
+    };
+    let field = |lines: &[String], prefix: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+    };
+    let get = |base: &str, key: &str, token: &str| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            http()
+                .get(format!("{base}/rooms/r1"))
+                .header("IM-CLIENT-KEY", key)
+                .header("IM-Authorization", token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+
+    // Made-up credentials: printed once, and they work.
+    let (mut child, lines) = run(&[]);
+    let base = field(&lines, "IMKIT sandbox listening on ").unwrap();
+    let key = field(&lines, "export IMKIT_CLIENT_KEY=").unwrap();
+    let token = field(&lines, "export IMKIT_TOKEN=").unwrap();
+    assert!(field(&lines, "export IMKIT_API_KEY=").is_some());
+    assert_eq!(get(&base, &key, &token), 200);
+    assert_eq!(get(&base, &key, "wrong"), 401);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Credentials from the environment: exactly those, never printed.
+    let env = [
+        ("IMKIT_CLIENT_KEY", "env-ck"),
+        ("IMKIT_TOKEN", "env-tok"),
+        ("IMKIT_API_KEY", "env-ak"),
+    ];
+    let (mut child, lines) = run(&env);
+    let base = field(&lines, "IMKIT sandbox listening on ").unwrap();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("env-tok") || l.contains("export"))
+    );
+    assert_eq!(get(&base, "env-ck", "env-tok"), 200);
+    assert_eq!(get(&base, "env-ck", "env-tok2"), 401);
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "graceful stop on SIGTERM");
+}
