@@ -3,9 +3,23 @@
 //! the success and error bodies, and where each request meets its seeded fault, the latency
 //! and the per-credential rate limit.
 //!
-//! Order of checks (the pages are silent; this is how an Express-style service plausibly
-//! does it): route, credentials (401), the target (404), the body (400), permissions (403),
-//! then the change.
+//! Where the pages are silent, the sandbox does what the service plausibly does:
+//! - Order of checks (as an Express-style service would): route, credentials (401), the
+//!   target (404), the body (400), permissions (403), then the change.
+//! - PUT body: every documented field is type-checked (strings, string arrays, boolean,
+//!   `opening`/`status` exactly 0 or 1; `null` is a wrong type) and a wrong type, malformed
+//!   JSON or a non-object body is 400 `INVALID_PARAMETER` with nothing applied. Unknown
+//!   fields are ignored (schema-based storage strips them). An empty body is `{}`.
+//! - A new `owner` or `managers` entry that is no client: 404 `CLIENT_NOT_FOUND`.
+//! - A body of only `status` answers with the freeze page's messages ("Room frozen
+//!   successfully"; for 1 "Room unfrozen successfully", by the same pattern) and its 403
+//!   wording; any other body with the update page's.
+//! - Any valid client token may read a room; the API key is not accepted on room endpoints
+//!   (the documented way; NOTES.md calls the alternative unverified).
+//! - Muting an already muted room answers 200 with one entry (mute is a set).
+//! - A path segment that is not valid UTF-8 once decoded is read lossily (U+FFFD), so it
+//!   names no existing id and answers 404.
+//! - Unknown routes and methods: 404 `NOT_FOUND` "Cannot METHOD /path", as Express words it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
