@@ -1261,8 +1261,9 @@ fn sandbox_command_prints_url_and_credentials_and_stops_on_sigterm() {
     );
     assert_eq!(get(&base, "env-ck", "env-tok"), 200);
     assert_eq!(get(&base, "env-ck", "env-tok2"), 401);
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+    // The shell's built-in `kill`: present wherever `sh` is.
+    let term = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
         .status()
         .unwrap();
     assert!(term.success());
