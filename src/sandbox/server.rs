@@ -18,7 +18,6 @@ use anyhow::Context as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::config::{SandboxConfig, SandboxCredentials};
 use super::control::{LogEntry, Stats};
@@ -223,8 +222,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let app = super::router(shared);
     let graceful = CancellationToken::new();
-    let hard = CancellationToken::new();
-    let tracker = TaskTracker::new();
+    let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -237,6 +235,8 @@ async fn serve(
                     continue;
                 }
             },
+            // Reap finished connections so the set stays as small as the open ones.
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
@@ -251,8 +251,8 @@ async fn serve(
                 tower::Service::call(&mut app, req).await
             }
         });
-        let (graceful, hard) = (graceful.clone(), hard.clone());
-        tracker.spawn(async move {
+        let graceful = graceful.clone();
+        conns.spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), svc);
@@ -260,25 +260,20 @@ async fn serve(
             tokio::select! {
                 _ = conn.as_mut() => return,
                 () = drop_conn.cancelled() => return,
-                () = hard.cancelled() => return,
                 () = graceful.cancelled() => conn.as_mut().graceful_shutdown(),
             }
             tokio::select! {
                 _ = conn.as_mut() => {}
                 () = drop_conn.cancelled() => {}
-                () = hard.cancelled() => {}
             }
         });
     }
     drop(listener);
     graceful.cancel();
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
-        hard.cancel();
-        tracker.wait().await;
+    let drained = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        // Answers still held back (slow faults, long latency): cut them.
+        conns.shutdown().await;
     }
     Ok(())
 }
