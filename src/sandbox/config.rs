@@ -160,6 +160,8 @@ pub struct SandboxConfig {
     pub get_room_omits_status: bool,
     /// Entries kept in the request log ring.
     pub log_capacity: usize,
+    /// How long shutdown lets in-flight answers finish before cutting their connections.
+    pub shutdown_grace: Duration,
 }
 
 impl SandboxConfig {
@@ -179,6 +181,7 @@ impl SandboxConfig {
             rate_limit: None,
             get_room_omits_status: false,
             log_capacity: 10_000,
+            shutdown_grace: Duration::from_secs(2),
         };
         c.add_client(ADMIN_ID);
         c

@@ -26,9 +26,6 @@ use super::handlers::Endpoint;
 use super::state::World;
 use crate::op::Op;
 
-/// How long shutdown waits for in-flight answers before cutting connections.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
 /// Keyed (per credential) limiter of `--rate-limit`.
 pub(crate) type Limiter = governor::DefaultKeyedRateLimiter<String>;
 
@@ -220,6 +217,7 @@ async fn serve(
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let grace = shared.config.shutdown_grace;
     let app = super::router(shared);
     let graceful = CancellationToken::new();
     let mut conns = tokio::task::JoinSet::new();
@@ -271,7 +269,7 @@ async fn serve(
     drop(listener);
     graceful.cancel();
     let drained = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+    if tokio::time::timeout(grace, drained).await.is_err() {
         // Answers still held back (slow faults, long latency): cut them.
         conns.shutdown().await;
     }

@@ -1066,6 +1066,34 @@ async fn shutdown_stops_serving() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
+#[tokio::test]
+async fn shutdown_cuts_answers_held_back_after_the_grace() {
+    let mut c = config();
+    c.faults.slow = 1.0;
+    c.slow_duration = Duration::from_secs(3600);
+    c.shutdown_grace = Duration::from_millis(100);
+    let sb = start(c).await;
+    let url = format!("{}/rooms/demo", sb.base_url());
+    let pending = tokio::spawn(
+        http()
+            .get(url)
+            .header("IM-CLIENT-KEY", CLIENT_KEY)
+            .header("IM-Authorization", TOKEN)
+            .send(),
+    );
+    // Wait until the server holds the answer back (the log records it before the wait).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sb.log(1).is_empty() {
+        assert!(Instant::now() < deadline, "the request never arrived");
+        tokio::task::yield_now().await;
+    }
+    tokio::time::timeout(Duration::from_secs(10), sb.shutdown())
+        .await
+        .expect("shutdown is bounded by the grace")
+        .unwrap();
+    assert!(pending.await.unwrap().is_err(), "the held answer was cut");
+}
+
 #[test]
 fn generated_credentials_differ_and_are_not_printed_by_debug() {
     let a = SandboxCredentials::generate();
