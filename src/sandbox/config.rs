@@ -218,6 +218,16 @@ impl SandboxConfig {
         self
     }
 
+    /// Starts `client` (created if needed) with `room` muted.
+    pub fn add_mute(&mut self, client: impl Into<String>, room: impl Into<String>) -> &mut Self {
+        let room = room.into();
+        let mutes = self.clients.entry(client.into()).or_default();
+        if !mutes.contains(&room) {
+            mutes.push(room);
+        }
+        self
+    }
+
     /// Adds a non-admin user whose token acts as `client` (created as a client).
     pub fn add_user(&mut self, token: impl Into<String>, client: impl Into<String>) -> &mut Self {
         let client = client.into();

@@ -365,8 +365,12 @@ impl SandboxHandle {
 
     /// API requests received (all endpoints, unknown routes included).
     pub fn requests_total(&self) -> u64 {
-        let s = self.stats();
-        s.requests.values().sum()
+        let c = &self.shared.counters;
+        c.requests
+            .iter()
+            .chain([&c.unknown_routes])
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Faults injected, all kinds together.

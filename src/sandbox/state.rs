@@ -2,7 +2,7 @@
 //! for them, and the state changes of the endpoints (partial room update with a type check
 //! on every field, mute as a set). No HTTP here: [`super::handlers`] maps outcomes to answers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
@@ -352,21 +352,6 @@ impl World {
             ensure(client);
         }
         World { rooms, clients }
-    }
-
-    /// Room ids sorted, for listings.
-    pub fn room_ids(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.rooms.keys().cloned().collect();
-        v.sort();
-        v
-    }
-
-    /// Muted rooms of every client, sorted by client, for listings.
-    pub fn mutes(&self) -> BTreeMap<&str, &[String]> {
-        self.clients
-            .iter()
-            .map(|(k, c)| (k.as_str(), c.mute.as_slice()))
-            .collect()
     }
 }
 

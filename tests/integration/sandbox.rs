@@ -497,6 +497,15 @@ async fn mute_is_a_set_in_mute_order() {
         .unwrap();
     assert_eq!(a.json()["result"]["mute"], json!(["lobby-1", DOC_ROOM]));
     assert_eq!(sb.muted_rooms("nobody"), None);
+    // Seeded mutes.
+    let mut c = config();
+    c.add_mute("aaa", "demo").add_mute("aaa", "demo");
+    let sb2 = start(c).await;
+    assert_eq!(sb2.muted_rooms("aaa").unwrap(), vec!["demo"]);
+    let a = send(&sb2, "DELETE", "/admin/clients/aaa/mute/demo", APIKEY, None)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200);
     // Every successful mute counts as applied, the repeated ones too.
     assert_eq!(sb.applied("POST", "/admin/clients/aaa/mute/lobby-1"), 2);
     assert_eq!(sb.applied_op(&Op::unmute("aaa", "demo")), 1);
