@@ -158,6 +158,9 @@ pub struct SandboxConfig {
     pub rate_limit: Option<Rate>,
     /// `GET /rooms/{id}` omits `status`, like the documented example of get-a-room.
     pub get_room_omits_status: bool,
+    /// Room endpoints also accept `IM-API-KEY` (as an admin), like the deployments NOTES.md
+    /// calls possible but unverified. Off by default: the documented way is key + token.
+    pub api_key_on_rooms: bool,
     /// Entries kept in the request log ring.
     pub log_capacity: usize,
     /// How long shutdown lets in-flight answers finish before cutting their connections.
@@ -180,6 +183,7 @@ impl SandboxConfig {
             fault_retry_after_secs: 1,
             rate_limit: None,
             get_room_omits_status: false,
+            api_key_on_rooms: false,
             log_capacity: 10_000,
             shutdown_grace: Duration::from_secs(2),
         };

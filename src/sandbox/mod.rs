@@ -147,6 +147,10 @@ pub struct SandboxArgs {
     #[arg(long)]
     pub get_room_omits_status: bool,
 
+    /// Room endpoints also accept IM-API-KEY (as a platform admin), like some deployments may.
+    #[arg(long)]
+    pub api_key_on_rooms: bool,
+
     /// Requests kept in the control API's log ring.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub log_capacity: usize,
@@ -220,6 +224,7 @@ impl SandboxArgs {
         c.fault_retry_after_secs = self.fault_retry_after;
         c.rate_limit = self.rate_limit;
         c.get_room_omits_status = self.get_room_omits_status;
+        c.api_key_on_rooms = self.api_key_on_rooms;
         c.log_capacity = self.log_capacity;
         c.check()
             .map_err(|e| ExitError::new(Exit::Invalid, format!("sandbox: {e}")))?;

@@ -234,6 +234,20 @@ async fn doc_update_errors_match_the_page() {
     let a = put(&sb, ADMIN, "nope", r#"{"name":"x"}"#).await;
     assert_eq!(a.status, 404);
     assert_eq!(a.json()["error"]["code"], "ROOM_NOT_FOUND");
+    // The API key on a room endpoint: refused by default, accepted when emulating the
+    // deployments NOTES.md mentions.
+    assert_eq!(
+        put(&sb, APIKEY, DOC_ROOM, r#"{"status":0}"#).await.status,
+        401
+    );
+    let mut c = config();
+    c.api_key_on_rooms = true;
+    let sb2 = start(c).await;
+    assert_eq!(
+        put(&sb2, APIKEY, DOC_ROOM, r#"{"status":0}"#).await.status,
+        200
+    );
+    assert_eq!(sb2.room_status(DOC_ROOM), Some(0));
     for h in [
         vec![("IM-Authorization", TOKEN)],
         vec![("IM-CLIENT-KEY", CLIENT_KEY)],
