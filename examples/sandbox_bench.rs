@@ -4,6 +4,9 @@
 //! Prints figures, never fails on timing.
 //!
 //! `cargo run --release --example sandbox_bench -- [REQUESTS] [CONCURRENCY]`
+//!
+//! For the server alone, `examples/sandbox_wrk/*.lua` drive `imkit-batch sandbox` with `wrk`
+//! (see the commands at the top of each script).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
