@@ -64,8 +64,9 @@ pub(crate) struct PathCounts {
     pub applied: u64,
 }
 
-/// Bookkeeping behind one short-lived lock: bounded by the number of distinct requests and
-/// the log ring's capacity, never by the number of requests.
+/// Bookkeeping behind one short-lived lock: bounded by the number of distinct requests (at
+/// most one entry per room or client-room pair a job touches) and the log ring's capacity,
+/// never by the number of requests.
 #[derive(Default)]
 pub(crate) struct Tracking {
     pub paths: HashMap<String, PathCounts>,
@@ -111,7 +112,9 @@ impl Shared {
         Ok(Arc::new(shared))
     }
 
+    /// The rate limiter, when `rate_limit` is set (no lock taken otherwise).
     pub fn limiter(&self) -> Option<Arc<Limiter>> {
+        self.config.rate_limit?;
         lock(&self.limiter).clone()
     }
 
