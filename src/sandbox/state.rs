@@ -178,21 +178,8 @@ impl Room {
 
     /// Applies a validated patch; new owner and managers become members.
     pub fn apply(&mut self, p: RoomPatch) {
-        let RoomPatch {
-            name,
-            cover,
-            description,
-            room_tags,
-            webhook,
-            bot_mode,
-            ext_params,
-            opening,
-            owner,
-            managers,
-            status,
-        } = p;
         macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = $f { self.$f = v; } )* };
+            ($($f:ident),*) => { $( if let Some(v) = p.$f { self.$f = v; } )* };
         }
         set!(
             name,
@@ -205,11 +192,11 @@ impl Room {
             opening,
             status
         );
-        if let Some(o) = owner {
+        if let Some(o) = p.owner {
             self.add_member(&o);
             self.owner = o;
         }
-        if let Some(ms) = managers {
+        if let Some(ms) = p.managers {
             for m in &ms {
                 self.add_member(m);
             }

@@ -115,6 +115,12 @@ async fn put(sb: &SandboxHandle, h: &[(&str, &str)], room_path: &str, body: &str
         .unwrap()
 }
 
+/// The answer has this status and exactly this JSON body.
+fn expect(a: &Answer, status: u16, body: Value) {
+    assert_eq!(a.status, status, "{}", a.text);
+    assert_eq!(a.json(), body);
+}
+
 fn keys(v: &Value) -> BTreeSet<String> {
     v.as_object().unwrap().keys().cloned().collect()
 }
@@ -177,22 +183,22 @@ async fn doc_freeze_errors_match_the_page() {
     let sb = start(config()).await;
     let bad = [("IM-CLIENT-KEY", CLIENT_KEY), ("IM-Authorization", "nope")];
     let a = put(&sb, &bad, DOC_ROOM, r#"{"status":0}"#).await;
-    assert_eq!(a.status, 401);
-    assert_eq!(
-        a.json(),
-        json!({"RC":401,"RM":"Unauthorized","error":{"code":"INVALID_TOKEN","message":"Invalid or expired token"}})
+    expect(
+        &a,
+        401,
+        json!({"RC":401,"RM":"Unauthorized","error":{"code":"INVALID_TOKEN","message":"Invalid or expired token"}}),
     );
     let a = put(&sb, &as_user("tok-other"), DOC_ROOM, r#"{"status":0}"#).await;
-    assert_eq!(a.status, 403);
-    assert_eq!(
-        a.json(),
-        json!({"RC":403,"RM":"Permission denied","error":{"code":"INSUFFICIENT_PERMISSIONS","message":"Only room owner, manager, or platform admin can freeze room"}})
+    expect(
+        &a,
+        403,
+        json!({"RC":403,"RM":"Permission denied","error":{"code":"INSUFFICIENT_PERMISSIONS","message":"Only room owner, manager, or platform admin can freeze room"}}),
     );
     let a = put(&sb, ADMIN, "no-such-room", r#"{"status":0}"#).await;
-    assert_eq!(a.status, 404);
-    assert_eq!(
-        a.json(),
-        json!({"RC":404,"RM":"Room not found","error":{"code":"ROOM_NOT_FOUND","message":"Room with specified ID does not exist"}})
+    expect(
+        &a,
+        404,
+        json!({"RC":404,"RM":"Room not found","error":{"code":"ROOM_NOT_FOUND","message":"Room with specified ID does not exist"}}),
     );
     assert_eq!(sb.room_status(DOC_ROOM), Some(1));
     assert_eq!(sb.stats().applied_total, 0);
@@ -226,10 +232,10 @@ async fn doc_update_example() {
 async fn doc_update_errors_match_the_page() {
     let sb = start(config()).await;
     let a = put(&sb, &as_user("tok-other"), DOC_ROOM, r#"{"name":"x"}"#).await;
-    assert_eq!(a.status, 403);
-    assert_eq!(
-        a.json(),
-        json!({"RC":403,"RM":"Forbidden","error":{"code":"INSUFFICIENT_PERMISSIONS","message":"Only room owner, manager, or platform admin can update room"}})
+    expect(
+        &a,
+        403,
+        json!({"RC":403,"RM":"Forbidden","error":{"code":"INSUFFICIENT_PERMISSIONS","message":"Only room owner, manager, or platform admin can update room"}}),
     );
     let a = put(&sb, ADMIN, "nope", r#"{"name":"x"}"#).await;
     assert_eq!(a.status, 404);
@@ -451,10 +457,10 @@ async fn doc_mute_and_unmute_examples() {
     let a = send(&sb, "DELETE", "/admin/clients/aaa/mute/demo", APIKEY, None)
         .await
         .unwrap();
-    assert_eq!(a.status, 400);
-    assert_eq!(
-        a.json(),
-        json!({"RC":400,"RM":"Room is not muted","error":{"code":"ROOM_NOT_MUTED","message":"The specified room is not in the mute list"}})
+    expect(
+        &a,
+        400,
+        json!({"RC":400,"RM":"Room is not muted","error":{"code":"ROOM_NOT_MUTED","message":"The specified room is not in the mute list"}}),
     );
 }
 
@@ -466,27 +472,27 @@ async fn doc_mute_errors_match_the_page() {
             let a = send(&sb, method, "/admin/clients/aaa/mute/demo", &h, None)
                 .await
                 .unwrap();
-            assert_eq!(a.status, 401);
-            assert_eq!(
-                a.json(),
-                json!({"RC":401,"RM":"Unauthorized","error":{"code":"INVALID_API_KEY","message":"Invalid or missing API key"}})
+            expect(
+                &a,
+                401,
+                json!({"RC":401,"RM":"Unauthorized","error":{"code":"INVALID_API_KEY","message":"Invalid or missing API key"}}),
             );
         }
         let a = send(&sb, method, "/admin/clients/ghost/mute/demo", APIKEY, None)
             .await
             .unwrap();
-        assert_eq!(a.status, 404);
-        assert_eq!(
-            a.json(),
-            json!({"RC":404,"RM":"Client not found","error":{"code":"CLIENT_NOT_FOUND","message":"The specified client does not exist"}})
+        expect(
+            &a,
+            404,
+            json!({"RC":404,"RM":"Client not found","error":{"code":"CLIENT_NOT_FOUND","message":"The specified client does not exist"}}),
         );
         let a = send(&sb, method, "/admin/clients/aaa/mute/ghost", APIKEY, None)
             .await
             .unwrap();
-        assert_eq!(a.status, 404);
-        assert_eq!(
-            a.json(),
-            json!({"RC":404,"RM":"Room not found","error":{"code":"ROOM_NOT_FOUND","message":"The specified room does not exist"}})
+        expect(
+            &a,
+            404,
+            json!({"RC":404,"RM":"Room not found","error":{"code":"ROOM_NOT_FOUND","message":"The specified room does not exist"}}),
         );
     }
     assert_eq!(sb.muted_rooms("aaa"), Some(vec![]));
