@@ -1,17 +1,336 @@
 //! A faithful local emulator of the IMKIT endpoints the runner drives (SPEC §7), with seeded
 //! fault injection, a per-credential rate limit and a control API for tests.
+//!
+//! - [`config`]: what a sandbox starts with (credentials, rooms, clients, users, faults)
+//! - [`state`]: rooms and clients, their JSON objects, partial updates, mute sets
+//! - [`handlers`]: the endpoints and their documented answers
+//! - [`faults`]: seeded, replayable fault decisions
+//! - [`control`]: the `/_sandbox/` control API
+//! - [`server`]: the accept loop, [`run`], [`spawn`] and [`SandboxHandle`]
+//!
+//! One entry point, [`run`], serves `imkit-batch sandbox`; [`spawn`] runs the same server in
+//! process on a free loopback port for `run --sandbox` and the tests.
 
-use crate::Exit;
+pub mod config;
+pub mod control;
+pub mod faults;
+pub mod handlers;
+pub mod server;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::routing::{get, post};
+
+pub use config::{
+    ADMIN_ID, DEFAULT_OWNER, FaultRates, RoomSeed, SandboxConfig, SandboxCredentials,
+};
+pub use control::{LogEntry, Stats};
+pub use faults::Fault;
+pub use server::{SandboxHandle, run, spawn};
+
+use crate::op::Action;
+use crate::units::{Rate, parse_duration};
+use crate::{Exit, ExitError};
+
+/// The router: control API under `/_sandbox/`, everything else to the emulated API (which
+/// routes on the raw path itself, so an encoded id can never reach another endpoint).
+fn router(shared: Arc<server::Shared>) -> Router {
+    Router::new()
+        .route("/_sandbox/rooms/{id}", get(control::room))
+        .route("/_sandbox/clients/{id}", get(control::client))
+        .route("/_sandbox/stats", get(control::stats))
+        .route("/_sandbox/applied", get(control::applied))
+        .route("/_sandbox/log", get(control::log))
+        .route("/_sandbox/reset", post(control::reset))
+        .fallback(handlers::api)
+        .with_state(shared)
+}
+
+const SANDBOX_HELP: &str = "\
+Endpoints: PUT and GET /rooms/{id} (IM-CLIENT-KEY + IM-Authorization), POST and DELETE
+/admin/clients/{uid}/mute/{room} (IM-API-KEY), answering as the vendor pages document.
+Credentials: exactly IMKIT_CLIENT_KEY, IMKIT_TOKEN, IMKIT_API_KEY when set, otherwise made up
+and printed once. The token is a platform admin's.
+
+Faults are drawn from --fault-seed per (method, path, n-th time seen): the same seed replays
+the same faults whatever the concurrency. Fault rates are probabilities (0..1), summing to
+at most 1.
+
+Control API (no credentials): GET /_sandbox/rooms/{id}, GET /_sandbox/clients/{id},
+GET /_sandbox/stats, GET /_sandbox/applied?method=PUT&path=/rooms/x,
+GET /_sandbox/log?limit=N, POST /_sandbox/reset.
+
+Example: imkit-batch sandbox --seed jobs/examples/maintenance-freeze.yaml --latency 20ms";
 
 /// Flags of `imkit-batch sandbox`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = SANDBOX_HELP)]
 pub struct SandboxArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
     pub listen: String,
+
+    /// Create every room and client this manifest names (rooms active, not muted).
+    #[arg(long, value_name = "MANIFEST")]
+    pub seed: Option<PathBuf>,
+
+    /// The action for every row of a --seed CSV without an `action` column.
+    #[arg(long, value_enum, requires = "seed")]
+    pub action: Option<Action>,
+
+    /// Extra room, owned by OWNER, with managers MGR (`;`-separated); repeatable.
+    /// Owner and managers are created as clients.
+    #[arg(long = "room", value_name = "ROOM:OWNER[:MGR;MGR]", value_parser = parse_room)]
+    pub rooms: Vec<(String, String, Vec<String>)>,
+
+    /// Extra client; repeatable.
+    #[arg(long = "client", value_name = "ID")]
+    pub clients: Vec<String>,
+
+    /// Extra non-admin user: requests with this token act as CLIENT_ID; repeatable.
+    #[arg(long = "user", value_name = "TOKEN=CLIENT_ID", value_parser = parse_user)]
+    pub users: Vec<(String, String)>,
+
+    /// Delay every API answer by this much (e.g. 20ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub latency: Duration,
+
+    /// Add a uniform extra delay of up to this much, drawn from the fault seed.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub latency_jitter: Duration,
+
+    /// Seed of every fault decision; the same seed replays the same faults.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub fault_seed: u64,
+
+    /// Share of requests answered 429 (half with Retry-After + RC envelope, half with the
+    /// documented flat body and retryAfter).
+    #[arg(long = "fault-429", value_name = "P", default_value_t = 0.0)]
+    pub fault_429: f64,
+
+    /// Share of requests answered 500 (JSON), 502 or 503 (a proxy's HTML page).
+    #[arg(long = "fault-5xx", value_name = "P", default_value_t = 0.0)]
+    pub fault_5xx: f64,
+
+    /// Share of requests whose connection is closed before the change, without an answer.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub drop_before: f64,
+
+    /// Share of requests whose change is applied and then the connection closed without an
+    /// answer (the ambiguous case).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub drop_after: f64,
+
+    /// Share of requests applied but answered only after --slow-duration.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub slow: f64,
+
+    /// How long a slow answer is held back (longer than the client's timeout).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub slow_duration: Duration,
+
+    /// Seconds announced by an injected 429 (Retry-After header / retryAfter).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1)]
+    pub fault_retry_after: u64,
+
+    /// Server-side limit per credential, e.g. 1000/min (the documented API-key limit); the
+    /// excess is answered 429 with the documented body.
+    #[arg(long, value_name = "RATE")]
+    pub rate_limit: Option<Rate>,
+
+    /// GET /rooms/{id} leaves out `status`, like the documented example of get-a-room.
+    #[arg(long)]
+    pub get_room_omits_status: bool,
+
+    /// Room endpoints also accept IM-API-KEY (as a platform admin), like some deployments may.
+    #[arg(long)]
+    pub api_key_on_rooms: bool,
+
+    /// Requests kept in the control API's log ring.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub log_capacity: usize,
 }
 
+fn parse_room(s: &str) -> Result<(String, String, Vec<String>), String> {
+    let mut parts = s.splitn(3, ':');
+    let room = parts.next().unwrap_or_default();
+    let owner = parts.next().unwrap_or_default();
+    if room.is_empty() || owner.is_empty() {
+        return Err(format!("expected ROOM:OWNER[:MGR;MGR], got {s:?}"));
+    }
+    let managers = parts
+        .next()
+        .map(|m| {
+            m.split(';')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((room.to_owned(), owner.to_owned(), managers))
+}
+
+fn parse_user(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((t, c)) if !t.is_empty() && !c.is_empty() => Ok((t.to_owned(), c.to_owned())),
+        _ => Err(format!("expected TOKEN=CLIENT_ID, got {s:?}")),
+    }
+}
+
+impl SandboxArgs {
+    /// The configuration these flags describe (loads the --seed manifest).
+    pub fn to_config(&self, credentials: SandboxCredentials) -> anyhow::Result<SandboxConfig> {
+        let mut c = SandboxConfig::new(credentials);
+        if let Some(path) = &self.seed {
+            let opts = crate::manifest::LoadOptions {
+                action: self.action,
+            };
+            let m = crate::manifest::load(path, &opts).map_err(|e| {
+                let mut msg = format!("--seed {}: invalid manifest", path.display());
+                for err in &e.errors {
+                    msg.push_str("\n  ");
+                    msg.push_str(err);
+                }
+                ExitError::new(Exit::Invalid, msg)
+            })?;
+            c.seed_from_ops(m.ops.iter().map(|p| &p.op));
+        }
+        for (room, owner, managers) in &self.rooms {
+            let m: Vec<&str> = managers.iter().map(String::as_str).collect();
+            c.add_room(room.clone(), owner.clone(), &m);
+        }
+        for id in &self.clients {
+            c.add_client(id.clone());
+        }
+        for (token, client) in &self.users {
+            c.add_user(token.clone(), client.clone());
+        }
+        c.latency = self.latency;
+        c.latency_jitter = self.latency_jitter;
+        c.fault_seed = self.fault_seed;
+        c.faults = FaultRates {
+            too_many_requests: self.fault_429,
+            server_error: self.fault_5xx,
+            drop_before: self.drop_before,
+            drop_after: self.drop_after,
+            slow: self.slow,
+        };
+        c.slow_duration = self.slow_duration;
+        c.fault_retry_after_secs = self.fault_retry_after;
+        c.rate_limit = self.rate_limit;
+        c.get_room_omits_status = self.get_room_omits_status;
+        c.api_key_on_rooms = self.api_key_on_rooms;
+        c.log_capacity = self.log_capacity;
+        c.check()
+            .map_err(|e| ExitError::new(Exit::Invalid, format!("sandbox: {e}")))?;
+        Ok(c)
+    }
+}
+
+/// `imkit-batch sandbox`: serves until Ctrl-C.
 pub async fn command(args: SandboxArgs) -> anyhow::Result<Exit> {
-    let _ = args;
-    anyhow::bail!("`sandbox` is not built yet")
+    let (credentials, generated) = SandboxCredentials::from_env_or_generate();
+    let config = args.to_config(credentials)?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is it in use?)", args.listen))?;
+    let addr = listener.local_addr().context("cannot read the address")?;
+    println!("IMKIT sandbox listening on http://{addr}");
+    println!(
+        "  {} rooms, {} clients, fault seed {}; control API at http://{addr}/_sandbox/stats",
+        config.rooms.len(),
+        config.clients.len(),
+        config.fault_seed
+    );
+    if generated {
+        let c = &config.credentials;
+        println!("  made-up credentials (set them to choose your own):");
+        println!("    export IMKIT_BASE_URL=http://{addr}");
+        println!("    export IMKIT_CLIENT_KEY={}", c.client_key);
+        println!("    export IMKIT_TOKEN={}", c.token);
+        println!("    export IMKIT_API_KEY={}", c.api_key);
+    }
+    println!("Press Ctrl-C to stop.");
+    run(listener, config, stop_signal()).await?;
+    Ok(Exit::Success)
+}
+
+/// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_and_user_flags_parse() {
+        assert_eq!(
+            parse_room("r1:o1").unwrap(),
+            ("r1".into(), "o1".into(), vec![])
+        );
+        assert_eq!(
+            parse_room("r1:o1:m1;m2").unwrap(),
+            ("r1".into(), "o1".into(), vec!["m1".into(), "m2".into()])
+        );
+        assert!(parse_room("r1").is_err());
+        assert!(parse_room(":o").is_err());
+        assert_eq!(parse_user("tok=c1").unwrap(), ("tok".into(), "c1".into()));
+        assert!(parse_user("tok").is_err());
+        assert!(parse_user("=c").is_err());
+    }
+
+    #[test]
+    fn flags_build_the_config() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct W {
+            #[command(flatten)]
+            a: SandboxArgs,
+        }
+        let w = W::try_parse_from([
+            "x",
+            "--room",
+            "r1:o1:m1",
+            "--user",
+            "t=o1",
+            "--client",
+            "c9",
+            "--latency",
+            "20ms",
+            "--fault-429",
+            "0.1",
+            "--rate-limit",
+            "1000/min",
+            "--fault-seed",
+            "9",
+        ])
+        .unwrap();
+        let c = w.a.to_config(SandboxCredentials::generate()).unwrap();
+        assert_eq!(c.rooms["r1"].owner, "o1");
+        assert_eq!(c.rooms["r1"].managers, vec!["m1"]);
+        assert_eq!(c.users["t"], "o1");
+        assert!(c.clients.contains_key("c9") && c.clients.contains_key("m1"));
+        assert_eq!(c.latency, Duration::from_millis(20));
+        assert_eq!(c.faults.too_many_requests, 0.1);
+        assert_eq!(c.rate_limit, Some(Rate::per_minute(1000)));
+        assert_eq!(c.fault_seed, 9);
+    }
 }

@@ -4,4 +4,5 @@
 mod journal;
 mod manifest;
 mod run;
+mod sandbox;
 mod util;

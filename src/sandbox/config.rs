@@ -1,0 +1,272 @@
+//! What a sandbox starts with: the credentials it accepts, the rooms, clients and users it
+//! knows, and the faults it injects. Built by `imkit-batch sandbox`, by `run --sandbox` (via
+//! [`SandboxConfig::seed_from_ops`]) and by tests.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::{RngCore, SeedableRng};
+
+use crate::op::Op;
+use crate::units::Rate;
+
+/// Client id of the platform admin that owns [`SandboxCredentials::token`].
+pub const ADMIN_ID: &str = "sandbox-admin";
+/// Client id of the owner given to every room a manifest names.
+pub const DEFAULT_OWNER: &str = "sandbox-owner";
+
+/// The three secrets the sandbox accepts. `token` belongs to a platform admin.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SandboxCredentials {
+    pub client_key: String,
+    pub token: String,
+    pub api_key: String,
+}
+
+impl std::fmt::Debug for SandboxCredentials {
+    // Secrets never reach logs, even the sandbox's own.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SandboxCredentials { .. }")
+    }
+}
+
+impl SandboxCredentials {
+    /// Exactly `IMKIT_CLIENT_KEY`, `IMKIT_TOKEN` and `IMKIT_API_KEY` when set (and not empty),
+    /// otherwise made-up random values. The flag is true when at least one value was made up.
+    pub fn from_env_or_generate() -> (SandboxCredentials, bool) {
+        let mut generated = false;
+        let mut get = |var: &str, bytes: usize| match std::env::var(var) {
+            Ok(v) if !v.is_empty() => v,
+            _ => {
+                generated = true;
+                random_hex(bytes)
+            }
+        };
+        let creds = SandboxCredentials {
+            client_key: get("IMKIT_CLIENT_KEY", 24),
+            token: get("IMKIT_TOKEN", 16),
+            api_key: get("IMKIT_API_KEY", 24),
+        };
+        (creds, generated)
+    }
+
+    /// Made-up random values.
+    pub fn generate() -> SandboxCredentials {
+        SandboxCredentials {
+            client_key: random_hex(24),
+            token: random_hex(16),
+            api_key: random_hex(24),
+        }
+    }
+}
+
+/// Random hex from a generator seeded by the process's random hash keys and the clock (the
+/// crate's `rand` has no OS entropy feature; these are throw-away local secrets).
+fn random_hex(bytes: usize) -> String {
+    let mut h = std::hash::RandomState::new().build_hasher();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    h.write_u128(now.as_nanos());
+    h.write_u32(std::process::id());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(h.finish());
+    let mut buf = vec![0u8; bytes];
+    rng.fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// Probabilities, each in 0..=1 and summing to at most 1, that a request to an API endpoint
+/// meets a given fault instead of (or besides) its normal answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FaultRates {
+    /// 429, half in each documented shape (header + RC envelope; flat body with retryAfter).
+    pub too_many_requests: f64,
+    /// 500 (JSON envelope), 502 and 503 (a proxy's HTML page), a third each.
+    pub server_error: f64,
+    /// Connection closed before the change is applied, without a response.
+    pub drop_before: f64,
+    /// Change applied, then the connection closed without a response (the ambiguous case).
+    pub drop_after: f64,
+    /// Change applied, answer sent only after [`SandboxConfig::slow_duration`].
+    pub slow: f64,
+}
+
+impl FaultRates {
+    pub fn total(&self) -> f64 {
+        self.too_many_requests + self.server_error + self.drop_before + self.drop_after + self.slow
+    }
+
+    /// Checks every rate is in 0..=1 and that they sum to at most 1.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, r) in [
+            ("429", self.too_many_requests),
+            ("5xx", self.server_error),
+            ("drop-before", self.drop_before),
+            ("drop-after", self.drop_after),
+            ("slow", self.slow),
+        ] {
+            if !(0.0..=1.0).contains(&r) {
+                return Err(format!(
+                    "fault rate {name} must be between 0 and 1, not {r}"
+                ));
+            }
+        }
+        if self.total() > 1.0 + 1e-9 {
+            return Err(format!(
+                "fault rates add up to {:.3}; their sum must be at most 1",
+                self.total()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A room to create at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomSeed {
+    pub owner: String,
+    pub managers: Vec<String>,
+    /// Other members besides owner and managers.
+    pub members: Vec<String>,
+    /// 1 active, 0 frozen.
+    pub status: u8,
+}
+
+/// Everything a sandbox starts with.
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    pub credentials: SandboxCredentials,
+    /// Rooms by id.
+    pub rooms: BTreeMap<String, RoomSeed>,
+    /// Clients by id, each with the rooms muted for it at start.
+    pub clients: BTreeMap<String, Vec<String>>,
+    /// Extra non-admin users: token -> client id (created as a client).
+    pub users: BTreeMap<String, String>,
+    /// Added to every API answer.
+    pub latency: Duration,
+    /// A uniform extra delay in `0..=latency_jitter`, drawn from the fault seed.
+    pub latency_jitter: Duration,
+    pub faults: FaultRates,
+    /// Seed of every fault decision: the same seed replays the same faults.
+    pub fault_seed: u64,
+    /// How long a `slow` answer is held back (make it longer than the client's timeout).
+    pub slow_duration: Duration,
+    /// `Retry-After` / `retryAfter` seconds of an injected 429.
+    pub fault_retry_after_secs: u64,
+    /// Server-side limit per credential; the excess is answered 429 (flat documented shape).
+    pub rate_limit: Option<Rate>,
+    /// `GET /rooms/{id}` omits `status`, like the documented example of get-a-room.
+    pub get_room_omits_status: bool,
+    /// Room endpoints also accept `IM-API-KEY` (as an admin), like the deployments NOTES.md
+    /// calls possible but unverified. Off by default: the documented way is key + token.
+    pub api_key_on_rooms: bool,
+    /// Entries kept in the request log ring.
+    pub log_capacity: usize,
+    /// How long shutdown lets in-flight answers finish before cutting their connections.
+    pub shutdown_grace: Duration,
+}
+
+impl SandboxConfig {
+    /// No rooms, no faults; the admin token's client exists.
+    pub fn new(credentials: SandboxCredentials) -> SandboxConfig {
+        let mut c = SandboxConfig {
+            credentials,
+            rooms: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            users: BTreeMap::new(),
+            latency: Duration::ZERO,
+            latency_jitter: Duration::ZERO,
+            faults: FaultRates::default(),
+            fault_seed: 0,
+            slow_duration: Duration::from_secs(60),
+            fault_retry_after_secs: 1,
+            rate_limit: None,
+            get_room_omits_status: false,
+            api_key_on_rooms: false,
+            log_capacity: 10_000,
+            shutdown_grace: Duration::from_secs(2),
+        };
+        c.add_client(ADMIN_ID);
+        c
+    }
+
+    /// Creates a client (no-op when it exists).
+    pub fn add_client(&mut self, id: impl Into<String>) -> &mut Self {
+        self.clients.entry(id.into()).or_default();
+        self
+    }
+
+    /// Creates (or replaces) an active room with this owner and managers, creating them as
+    /// clients too.
+    pub fn add_room(
+        &mut self,
+        id: impl Into<String>,
+        owner: impl Into<String>,
+        managers: &[&str],
+    ) -> &mut Self {
+        let owner = owner.into();
+        self.add_client(owner.clone());
+        for m in managers {
+            self.add_client(*m);
+        }
+        self.rooms.insert(
+            id.into(),
+            RoomSeed {
+                owner,
+                managers: managers.iter().map(|m| m.to_string()).collect(),
+                members: Vec::new(),
+                status: 1,
+            },
+        );
+        self
+    }
+
+    /// Starts `client` (created if needed) with `room` muted.
+    pub fn add_mute(&mut self, client: impl Into<String>, room: impl Into<String>) -> &mut Self {
+        let room = room.into();
+        let mutes = self.clients.entry(client.into()).or_default();
+        if !mutes.contains(&room) {
+            mutes.push(room);
+        }
+        self
+    }
+
+    /// Adds a non-admin user whose token acts as `client` (created as a client).
+    pub fn add_user(&mut self, token: impl Into<String>, client: impl Into<String>) -> &mut Self {
+        let client = client.into();
+        self.add_client(client.clone());
+        self.users.insert(token.into(), client);
+        self
+    }
+
+    /// Creates every room and client the ops name: rooms active, not muted, owned by
+    /// [`DEFAULT_OWNER`]; owner and managers named in update fields become clients.
+    pub fn seed_from_ops<'a>(&mut self, ops: impl IntoIterator<Item = &'a Op>) {
+        for op in ops {
+            if !self.rooms.contains_key(&*op.room) {
+                self.add_room(&*op.room, DEFAULT_OWNER, &[]);
+            }
+            if let Some(c) = &op.client {
+                self.add_client(&**c);
+            }
+            if let Some(f) = &op.fields {
+                if let Some(o) = &f.owner {
+                    self.add_client(o.clone());
+                }
+                for m in f.managers.iter().flatten() {
+                    self.add_client(m.clone());
+                }
+            }
+        }
+    }
+
+    /// Checks the settings that can be wrong (fault rates).
+    pub fn check(&self) -> Result<(), String> {
+        self.faults.check()?;
+        if self.users.contains_key(&self.credentials.token) {
+            return Err("an extra user's token equals the admin token".into());
+        }
+        Ok(())
+    }
+}

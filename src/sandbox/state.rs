@@ -1,0 +1,381 @@
+//! The emulated platform's data: rooms and clients, the JSON objects the vendor pages show
+//! for them, and the state changes of the endpoints (partial room update with a type check
+//! on every field, mute as a set). No HTTP here: [`super::handlers`] maps outcomes to answers.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use super::config::SandboxConfig;
+
+/// App id shown in client objects.
+const APP_ID: &str = "SandboxApp";
+
+#[derive(Clone, Debug)]
+pub struct Room {
+    pub name: String,
+    pub cover: String,
+    pub description: String,
+    pub status: u8,
+    pub room_tags: Vec<String>,
+    pub webhook: String,
+    pub bot_mode: bool,
+    pub ext_params: String,
+    pub opening: u8,
+    pub owner: String,
+    pub managers: Vec<String>,
+    /// Member ids in join order (owner and managers included).
+    pub members: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// Muted room ids in the order they were muted; never twice the same id.
+    pub mute: Vec<String>,
+    pub updated_at: jiff::Timestamp,
+}
+
+/// All rooms and clients.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    pub rooms: HashMap<String, Room>,
+    pub clients: HashMap<String, Client>,
+}
+
+/// A validated partial update of a room (only given fields are `Some`).
+#[derive(Debug, Default, PartialEq)]
+pub struct RoomPatch {
+    pub name: Option<String>,
+    pub cover: Option<String>,
+    pub description: Option<String>,
+    pub room_tags: Option<Vec<String>>,
+    pub webhook: Option<String>,
+    pub bot_mode: Option<bool>,
+    pub ext_params: Option<String>,
+    pub opening: Option<u8>,
+    pub owner: Option<String>,
+    pub managers: Option<Vec<String>>,
+    pub status: Option<u8>,
+}
+
+impl RoomPatch {
+    /// True when the body sets nothing but `status` (a freeze or unfreeze, whose page shows its
+    /// own messages).
+    pub fn is_status_only(&self) -> bool {
+        self.status.is_some()
+            && *self
+                == RoomPatch {
+                    status: self.status,
+                    ..Default::default()
+                }
+    }
+
+    /// True when the update changes who runs the room (platform admins only).
+    pub fn touches_roles(&self) -> bool {
+        self.owner.is_some() || self.managers.is_some()
+    }
+}
+
+/// Parses a PUT body into a patch, checking the type of every documented field. Unknown
+/// fields are ignored, as the service's schema-based storage plausibly strips them (the page
+/// is silent); `null` is a wrong type. Errors are messages for a 400.
+pub fn parse_patch(body: &[u8]) -> Result<RoomPatch, String> {
+    // An empty body is an empty update, as an Express JSON parser reads it.
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(RoomPatch::default());
+    }
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("Request body is not valid JSON: {e}"))?;
+    let Value::Object(map) = v else {
+        return Err("Request body must be a JSON object".into());
+    };
+    let mut p = RoomPatch::default();
+    for (k, v) in &map {
+        match k.as_str() {
+            "name" => p.name = Some(string(k, v)?),
+            "cover" => p.cover = Some(string(k, v)?),
+            "description" => p.description = Some(string(k, v)?),
+            "roomTags" => p.room_tags = Some(strings(k, v)?),
+            "webhook" => p.webhook = Some(string(k, v)?),
+            "botMode" => {
+                p.bot_mode = Some(
+                    v.as_bool()
+                        .ok_or_else(|| format!("{k} must be a boolean"))?,
+                )
+            }
+            "extParams" => p.ext_params = Some(string(k, v)?),
+            "opening" => p.opening = Some(zero_one(k, v)?),
+            "owner" => p.owner = Some(string(k, v)?),
+            "managers" => p.managers = Some(strings(k, v)?),
+            "status" => p.status = Some(zero_one(k, v)?),
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+fn string(k: &str, v: &Value) -> Result<String, String> {
+    v.as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{k} must be a string"))
+}
+
+fn strings(k: &str, v: &Value) -> Result<Vec<String>, String> {
+    let arr = v
+        .as_array()
+        .ok_or_else(|| format!("{k} must be an array of strings"))?;
+    arr.iter()
+        .map(|e| {
+            e.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{k} must be an array of strings"))
+        })
+        .collect()
+}
+
+fn zero_one(k: &str, v: &Value) -> Result<u8, String> {
+    match v.as_u64() {
+        Some(0) => Ok(0),
+        Some(1) => Ok(1),
+        _ if v.is_number() => Err(format!("{k} must be 0 or 1")),
+        _ => Err(format!("{k} must be a number (0 or 1)")),
+    }
+}
+
+impl Room {
+    fn new(id: &str, owner: &str, managers: &[String], members: &[String], status: u8) -> Room {
+        let mut r = Room {
+            name: id.to_owned(),
+            cover: String::new(),
+            description: String::new(),
+            status,
+            room_tags: Vec::new(),
+            webhook: String::new(),
+            bot_mode: false,
+            ext_params: String::new(),
+            opening: 1,
+            owner: owner.to_owned(),
+            managers: managers.to_vec(),
+            members: Vec::new(),
+        };
+        r.add_member(owner);
+        for m in managers.iter().chain(members) {
+            r.add_member(m);
+        }
+        r
+    }
+
+    fn add_member(&mut self, id: &str) {
+        if !self.members.iter().any(|m| m == id) {
+            self.members.push(id.to_owned());
+        }
+    }
+
+    /// May this client change the room (owner, manager)? Admins are checked by the caller.
+    pub fn is_run_by(&self, client: &str) -> bool {
+        self.owner == client || self.managers.iter().any(|m| m == client)
+    }
+
+    /// Applies a validated patch; new owner and managers become members.
+    pub fn apply(&mut self, p: RoomPatch) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = p.$f { self.$f = v; } )* };
+        }
+        set!(
+            name,
+            cover,
+            description,
+            room_tags,
+            webhook,
+            bot_mode,
+            ext_params,
+            opening,
+            status
+        );
+        if let Some(o) = p.owner {
+            self.add_member(&o);
+            self.owner = o;
+        }
+        if let Some(ms) = p.managers {
+            for m in &ms {
+                self.add_member(m);
+            }
+            self.managers = ms;
+        }
+    }
+
+    /// The room object as the vendor pages show it, plus the fields an update can set (so a
+    /// reader can restore them).
+    pub fn to_json(&self, id: &str) -> Value {
+        let members: Vec<Value> = self.members.iter().map(|m| member_json(m)).collect();
+        json!({
+            "_id": id,
+            "name": self.name,
+            "cover": self.cover,
+            "description": self.description,
+            "status": self.status,
+            "roomTags": self.room_tags,
+            "webhook": self.webhook,
+            "botMode": self.bot_mode,
+            "extParams": self.ext_params,
+            "opening": self.opening,
+            "owner": self.owner,
+            "managers": self.managers,
+            "lastMessage": {
+                "_id": format!("{:024x}", fnv(id.as_bytes())),
+                "message": format!("Welcome to {}", self.name),
+                "messageType": "text",
+                "sender": member_json(&self.owner),
+                "messageTimeMS": 1_485_251_491_375u64,
+            },
+            "members": members,
+        })
+    }
+}
+
+/// A member as shown in a room's `members` and a message's `sender`.
+fn member_json(id: &str) -> Value {
+    json!({
+        "_id": id,
+        "nickname": id,
+        "avatarUrl": "http://example.com/avatarUrl",
+        "lastLoginTimeMS": 0,
+    })
+}
+
+/// A stable 64-bit hash for made-up object ids (FNV-1a; not security relevant).
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Client {
+    fn new(mute: Vec<String>) -> Client {
+        Client {
+            mute,
+            updated_at: jiff::Timestamp::now(),
+        }
+    }
+
+    /// The client object as the mute page shows it.
+    pub fn to_json(&self, id: &str) -> Value {
+        let mut m = Map::new();
+        m.insert("mute".into(), json!(self.mute));
+        m.insert("isRobot".into(), json!(false));
+        m.insert("_id".into(), json!(id));
+        m.insert("__v".into(), json!(0));
+        m.insert("appID".into(), json!(APP_ID));
+        m.insert("description".into(), json!(""));
+        m.insert("avatarUrl".into(), json!("http://example.com/avatarUrl"));
+        m.insert("nickname".into(), json!(id));
+        m.insert("email".into(), json!(""));
+        m.insert(
+            "address".into(),
+            json!({"address": "127.0.0.1", "family": "IPv4", "port": 0}),
+        );
+        m.insert("userAgent".into(), json!("imkit-batch-sandbox"));
+        m.insert("updatedAt".into(), json!(format!("{:.3}", self.updated_at)));
+        m.insert("id".into(), json!(id));
+        m.insert("lastLoginTimeMS".into(), json!(0));
+        Value::Object(m)
+    }
+
+    /// Adds `room` to the mute set; false when it was already there.
+    pub fn mute(&mut self, room: &str) -> bool {
+        self.updated_at = jiff::Timestamp::now();
+        if self.mute.iter().any(|r| r == room) {
+            return false;
+        }
+        self.mute.push(room.to_owned());
+        true
+    }
+
+    /// Removes `room` from the mute set; false when it was not there.
+    pub fn unmute(&mut self, room: &str) -> bool {
+        let before = self.mute.len();
+        self.mute.retain(|r| r != room);
+        let removed = self.mute.len() != before;
+        if removed {
+            self.updated_at = jiff::Timestamp::now();
+        }
+        removed
+    }
+}
+
+impl World {
+    /// The state a config describes.
+    pub fn from_config(c: &SandboxConfig) -> World {
+        let mut clients: HashMap<String, Client> = c
+            .clients
+            .iter()
+            .map(|(id, mute)| {
+                let mut set = Vec::new();
+                for r in mute {
+                    if !set.contains(r) {
+                        set.push(r.clone());
+                    }
+                }
+                (id.clone(), Client::new(set))
+            })
+            .collect();
+        let mut ensure = |id: &str| {
+            clients
+                .entry(id.to_owned())
+                .or_insert_with(|| Client::new(Vec::new()));
+        };
+        let mut rooms = HashMap::with_capacity(c.rooms.len());
+        for (id, s) in &c.rooms {
+            ensure(&s.owner);
+            for m in s.managers.iter().chain(&s.members) {
+                ensure(m);
+            }
+            rooms.insert(
+                id.clone(),
+                Room::new(id, &s.owner, &s.managers, &s.members, s.status),
+            );
+        }
+        for client in c.users.values() {
+            ensure(client);
+        }
+        World { rooms, clients }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_type_checks() {
+        assert_eq!(parse_patch(b"").unwrap(), RoomPatch::default());
+        let p = parse_patch(br#"{"status":0}"#).unwrap();
+        assert!(p.is_status_only());
+        assert!(
+            !parse_patch(br#"{"status":0,"name":"x"}"#)
+                .unwrap()
+                .is_status_only()
+        );
+        assert!(parse_patch(br#"{"status":"0"}"#).is_err());
+        assert!(parse_patch(br#"{"status":2}"#).is_err());
+        assert!(parse_patch(br#"{"opening":1.5}"#).is_err());
+        assert!(parse_patch(br#"{"name":null}"#).is_err());
+        assert!(parse_patch(br#"{"botMode":"true"}"#).is_err());
+        assert!(parse_patch(br#"{"roomTags":["a",1]}"#).is_err());
+        assert!(parse_patch(br#"{"managers":"a"}"#).is_err());
+        assert!(parse_patch(br#"[1]"#).is_err());
+        assert!(parse_patch(br#"{"name":"#).is_err());
+        let p = parse_patch(br#"{"owner":"o","foo":1}"#).unwrap();
+        assert!(p.touches_roles());
+    }
+
+    #[test]
+    fn mute_is_a_set() {
+        let mut c = Client::new(Vec::new());
+        assert!(c.mute("r"));
+        assert!(!c.mute("r"));
+        assert_eq!(c.mute, vec!["r"]);
+        assert!(c.unmute("r"));
+        assert!(!c.unmute("r"));
+    }
+}
