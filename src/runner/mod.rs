@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use reqwest::Url;
 use tokio::time::Instant;
 
-use crate::api::{ApiClient, ClientOptions, Credentials};
+use crate::api::{ApiClient, ClientOptions, Credentials, Secret};
 use crate::cli::job::{JobConfig, Target};
 use crate::journal::{Counts, JobMeta, Journal, OpenOptions};
 use crate::{Exit, ExitError};
@@ -330,31 +330,33 @@ pub struct SandboxTarget {
     pub guard: Box<dyn std::any::Any + Send>,
 }
 
-/// POST-MERGE WIRING: starts `crate::sandbox` seeded from the manifest's ops. The sandbox is
-/// built in parallel (branch `sandbox`) and its API is not in this branch; after the merge
-/// this body becomes (signatures as on the `sandbox` branch at 946f949):
-///
-/// ```ignore
-/// let (creds, _generated) = crate::sandbox::SandboxCredentials::from_env_or_generate();
-/// let mut sc = crate::sandbox::SandboxConfig::new(creds);
-/// sc.seed_from_ops(config.manifest.ops.iter().map(|p| &p.op));
-/// let handle = crate::sandbox::spawn(sc).await?;
-/// let base_url = Url::parse(&handle.base_url())?;   // http://127.0.0.1:<port>
-/// let c = handle.credentials();
-/// let credentials = Credentials {
-///     client_key: Some(Secret::new(c.client_key.clone())),
-///     token: Some(Secret::new(c.token.clone())),
-///     api_key: Some(Secret::new(c.api_key.clone())),
-/// };
-/// Ok(SandboxTarget { base_url, credentials, guard: Box::new(handle) })
-/// ```
+/// Starts the in-process emulator for `run --sandbox`, seeded with every room and client the
+/// manifest names, on a free loopback port. It accepts the credentials in the environment
+/// when they are set (SPEC §7), and otherwise made-up ones that the runner then uses.
 async fn start_sandbox(config: &JobConfig) -> anyhow::Result<SandboxTarget> {
-    let _ = config;
-    Err(ExitError::new(
-        Exit::Invalid,
-        "--sandbox is not available in this build yet (the in-process emulator is not wired in)",
-    )
-    .into())
+    let (creds, generated) = crate::sandbox::SandboxCredentials::from_env_or_generate();
+    let mut sc = crate::sandbox::SandboxConfig::new(creds);
+    sc.seed_from_ops(config.manifest.ops.iter().map(|p| &p.op));
+    let handle = crate::sandbox::spawn(sc)
+        .await
+        .context("cannot start the in-process sandbox")?;
+    let base_url = Url::parse(&handle.base_url()).context("the sandbox's URL")?;
+    tracing::info!(
+        url = %base_url,
+        made_up_credentials = generated,
+        "sandbox started in-process"
+    );
+    let c = handle.credentials();
+    let credentials = Credentials {
+        client_key: Some(Secret::new(c.client_key.clone())),
+        token: Some(Secret::new(c.token.clone())),
+        api_key: Some(Secret::new(c.api_key.clone())),
+    };
+    Ok(SandboxTarget {
+        base_url,
+        credentials,
+        guard: Box::new(handle),
+    })
 }
 
 #[cfg(test)]

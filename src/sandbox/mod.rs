@@ -191,12 +191,10 @@ impl SandboxArgs {
                 action: self.action,
             };
             let m = crate::manifest::load(path, &opts).map_err(|e| {
-                let mut msg = format!("--seed {}: invalid manifest", path.display());
-                for err in &e.errors {
-                    msg.push_str("\n  ");
-                    msg.push_str(err);
-                }
-                ExitError::new(Exit::Invalid, msg)
+                ExitError::new(
+                    Exit::Invalid,
+                    format!("--seed {}: invalid manifest:\n{e}", path.display()),
+                )
             })?;
             c.seed_from_ops(m.ops.iter().map(|p| &p.op));
         }
