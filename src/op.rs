@@ -321,13 +321,20 @@ pub enum IdError {
     TooLong(usize),
     #[error("id contains a control character ({0:?})")]
     Control(char),
+    #[error("id {0:?} cannot be sent: URLs treat it as a relative path segment, not an id")]
+    DotSegment(&'static str),
 }
 
 /// An id is a non-empty string without control characters, at most 256 bytes (SPEC §1).
 /// Any other character is allowed: the API client percent-encodes it as one path segment.
+/// The ids `.` and `..` are refused: URL parsers resolve them (even written `%2E%2E`) as
+/// dot-segments, so no request could name them as one segment.
 pub fn validate_id(id: &str) -> Result<(), IdError> {
     if id.is_empty() {
         return Err(IdError::Empty);
+    }
+    if id == "." || id == ".." {
+        return Err(IdError::DotSegment(if id == "." { "." } else { ".." }));
     }
     if id.len() > MAX_ID_BYTES {
         return Err(IdError::TooLong(id.len()));
@@ -350,6 +357,9 @@ mod tests {
         assert_eq!(validate_id("a\tb"), Err(IdError::Control('\t')));
         assert_eq!(validate_id("a\u{85}b"), Err(IdError::Control('\u{85}')));
         assert_eq!(validate_id("../admin"), Ok(()));
+        assert_eq!(validate_id(".."), Err(IdError::DotSegment("..")));
+        assert_eq!(validate_id("."), Err(IdError::DotSegment(".")));
+        assert_eq!(validate_id("..."), Ok(()));
         assert_eq!(validate_id("房間 1"), Ok(()));
     }
 

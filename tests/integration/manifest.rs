@@ -351,7 +351,8 @@ fn id_strategy() -> impl Strategy<Value = String> {
     // Small alphabet so duplicates and conflicts happen; odd characters included.
     prop_oneof![
         "(lobby|room|u)-[0-3]",
-        "[a-z0-9./?%# 房-]{1,6}".prop_filter("no edge spaces", |s| s.trim() == s),
+        "[a-z0-9./?%# 房-]{1,6}".prop_filter("valid ids without edge spaces", |s| s.trim() == s
+            && imkit_batch::op::validate_id(s).is_ok()),
     ]
 }
 
