@@ -366,7 +366,7 @@ fn invalid_list(errors: Vec<String>) -> anyhow::Error {
 mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
-    use crate::manifest::{Format, Location, PlannedOp, Settings};
+    use crate::manifest::Settings;
     use crate::op::Op;
     use clap::Parser;
 
@@ -382,25 +382,8 @@ mod tests {
 
     fn manifest(ops: Vec<Op>, settings: Settings) -> Manifest {
         Manifest {
-            path: "jobs/x.csv".into(),
-            format: Format::Csv,
-            name: None,
-            checksum: "00".into(),
-            window: None,
             settings,
-            ops: ops
-                .into_iter()
-                .enumerate()
-                .map(|(i, op)| PlannedOp {
-                    op,
-                    source: Location {
-                        file: 0,
-                        line: i as u32 + 2,
-                    },
-                })
-                .collect(),
-            sources: vec!["jobs/x.csv".into()],
-            warnings: vec![],
+            ..Manifest::from_ops("jobs/x.csv", ops)
         }
     }
 

@@ -127,6 +127,33 @@ fn write_with(
     }
 }
 
+/// Writes a manifest made by `body` (which returns the ops written and the lines describing
+/// ops it had to leave out) to `dest` or standard output, then tells stderr what was written
+/// and lists what was left out.
+fn write_manifest(
+    dest: Option<&Path>,
+    journal: &Path,
+    written_note: &str,
+    apart_note: &str,
+    body: impl FnOnce(&mut dyn Write) -> anyhow::Result<(u64, Vec<String>)>,
+) -> anyhow::Result<()> {
+    let mut result = (0, Vec::new());
+    write_with(dest, journal, |w| {
+        result = body(w)?;
+        Ok(())
+    })?;
+    let (written, apart) = result;
+    let dest = dest.map_or_else(|| "standard output".into(), |p| p.display().to_string());
+    eprintln!("{written} {written_note} to {dest}");
+    if !apart.is_empty() {
+        eprintln!("{} {apart_note}:", apart.len());
+        for a in &apart {
+            eprintln!("  {a}");
+        }
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // status
 
@@ -550,27 +577,13 @@ pub fn write_failed_manifest(
 pub fn report(args: &ReportArgs) -> anyhow::Result<Exit> {
     let journal = open(&args.journal)?;
     if args.failed {
-        let mut result = (0, Vec::new());
-        write_with(args.output.as_deref(), &args.journal, |w| {
-            result = write_failed_manifest(&journal, w)?;
-            Ok(())
-        })?;
-        let (written, apart) = result;
-        let dest = args
-            .output
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "standard output".into());
-        eprintln!("{written} failed ops written as a manifest to {dest}");
-        if !apart.is_empty() {
-            eprintln!(
-                "{} failed ops cannot be written in a CSV manifest (listed as comments at its end):",
-                apart.len()
-            );
-            for a in &apart {
-                eprintln!("  {a}");
-            }
-        }
+        write_manifest(
+            args.output.as_deref(),
+            &args.journal,
+            "failed ops written as a manifest",
+            "failed ops cannot be written in a CSV manifest (listed as comments at its end)",
+            |w| write_failed_manifest(&journal, w),
+        )?;
         return Ok(Exit::Success);
     }
     write_with(args.output.as_deref(), &args.journal, |w| {
@@ -589,7 +602,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<Exit> {
 pub fn write_revert_manifest(
     journal: &Journal,
     out: &mut dyn Write,
-) -> anyhow::Result<(usize, Vec<String>)> {
+) -> anyhow::Result<(u64, Vec<String>)> {
     let mut rows = Vec::new();
     journal.for_each_op(None, |row| -> Result<(), JournalError> {
         if row.state == OpState::Done || (!row.op.action.needs_client() && row.attempts > 0) {
@@ -643,26 +656,12 @@ pub fn revert(args: &RevertArgs) -> anyhow::Result<Exit> {
             counts.pending
         );
     }
-    let mut result = (0, Vec::new());
-    write_with(args.output.as_deref(), &args.journal, |w| {
-        result = write_revert_manifest(&journal, w)?;
-        Ok(())
-    })?;
-    let (written, apart) = result;
-    let dest = args
-        .output
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "standard output".into());
-    eprintln!("{written} revert ops written to {dest}");
-    if !apart.is_empty() {
-        eprintln!(
-            "{} ops listed apart (prior state unknown, not reverted; also as comments at the end of the manifest):",
-            apart.len()
-        );
-        for a in &apart {
-            eprintln!("  {a}");
-        }
-    }
+    write_manifest(
+        args.output.as_deref(),
+        &args.journal,
+        "revert ops written",
+        "ops listed apart (prior state unknown, not reverted; also as comments at the end of the manifest)",
+        |w| write_revert_manifest(&journal, w),
+    )?;
     Ok(Exit::Success)
 }

@@ -9,23 +9,8 @@ use std::io::Write;
 
 use crate::op::{Op, RoomFields};
 
-/// The header of every manifest this module writes.
-pub const HEADER: [&str; 14] = [
-    "action",
-    "room",
-    "client",
-    "name",
-    "cover",
-    "description",
-    "roomTags",
-    "webhook",
-    "botMode",
-    "extParams",
-    "opening",
-    "owner",
-    "managers",
-    "status",
-];
+/// The header of every manifest this module writes: every column the manifest reader knows.
+pub const HEADER: [&str; 14] = crate::manifest::csv::COLUMNS;
 
 fn text(name: &str, v: &Option<String>) -> Result<String, String> {
     match v {

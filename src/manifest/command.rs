@@ -300,30 +300,12 @@ pub fn plan(args: &PlanArgs) -> anyhow::Result<Exit> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Format, Location, PlannedOp, Settings};
     use crate::op::Op;
 
     fn manifest(ops: Vec<Op>) -> Manifest {
         Manifest {
-            path: "m.csv".into(),
-            format: Format::Csv,
-            name: None,
             checksum: "abcdef0123456789".into(),
-            window: None,
-            settings: Settings::default(),
-            ops: ops
-                .into_iter()
-                .enumerate()
-                .map(|(i, op)| PlannedOp {
-                    op,
-                    source: Location {
-                        file: 0,
-                        line: i as u32 + 2,
-                    },
-                })
-                .collect(),
-            sources: vec!["m.csv".into()],
-            warnings: vec![],
+            ..Manifest::from_ops("m.csv", ops)
         }
     }
 

@@ -113,6 +113,38 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A CSV-like manifest built in code, one op per line from line 2 (as under a header), for
+    /// tests and library callers; its checksum is the SHA-256 of the ops themselves.
+    pub fn from_ops(path: impl Into<PathBuf>, ops: Vec<Op>) -> Manifest {
+        let path = path.into();
+        let mut h = Sha256::new();
+        for op in &ops {
+            h.update(serde_json::to_vec(op).unwrap_or_default());
+            h.update(b"\n");
+        }
+        Manifest {
+            sources: vec![path.clone()],
+            path,
+            format: Format::Csv,
+            name: None,
+            checksum: hex::encode(h.finalize()),
+            window: None,
+            settings: Settings::default(),
+            ops: ops
+                .into_iter()
+                .enumerate()
+                .map(|(i, op)| PlannedOp {
+                    op,
+                    source: Location {
+                        file: 0,
+                        line: i as u32 + 2,
+                    },
+                })
+                .collect(),
+            warnings: Vec::new(),
+        }
+    }
+
     /// `file:line` of an op's source, for messages.
     pub fn describe(&self, loc: Location) -> String {
         let file = self
