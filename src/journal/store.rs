@@ -488,7 +488,9 @@ fn create(
 }
 
 pub(super) fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
-    let conn = match open_checked(path, false) {
+    // The same checks as `run` (with `quick_check`): `status` must not call a journal
+    // complete that `run` then refuses as damaged, nor `revert` work from a damaged one.
+    let conn = match open_checked(path, true) {
         Ok(conn) => conn,
         // A run creating the journal (the plan import) holds the lock while the file is
         // still empty or half written: say so instead of calling it damaged.
