@@ -116,10 +116,20 @@ pub fn imkit(args: &[&str]) -> Command {
     c
 }
 
-/// `imkit-batch run MANIFEST --base-url URL --progress never EXTRA...`.
+/// `imkit-batch run MANIFEST --base-url URL --progress never --rate 20000/s EXTRA...` (the
+/// default rate, 800/min, would make every test job take minutes; EXTRA may set another).
 pub fn run_cmd(url: &str, manifest: &Path, extra: &[&str]) -> Command {
     let m = manifest.to_str().unwrap();
-    let mut args = vec!["run", m, "--base-url", url, "--progress", "never"];
+    let mut args = vec![
+        "run",
+        m,
+        "--base-url",
+        url,
+        "--progress",
+        "never",
+        "--rate",
+        "20000/s",
+    ];
     args.extend_from_slice(extra);
     imkit(&args)
 }
@@ -147,7 +157,10 @@ pub fn exec(mut cmd: Command) -> Ran {
 
 /// Starts a command in the background, its output piped.
 pub fn spawn(mut cmd: Command) -> Child {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// Writes `text` to `dir/name` and returns the path.
