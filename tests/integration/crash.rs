@@ -568,3 +568,122 @@ fn a_truncated_or_corrupt_journal_is_reported_untouched_and_nothing_is_sent() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(sb.requests_total(), sent);
 }
+
+/// `revert JOURNAL -o FILE`: exit 0; the undo manifest's text and the command's stderr.
+fn revert_to(journal: &Path, out: &Path) -> (String, String) {
+    let r = exec(util::imkit(&[
+        "revert",
+        journal.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, 0, "{r:?}");
+    (std::fs::read_to_string(out).unwrap(), r.stderr)
+}
+
+/// Data rows of a CSV manifest (not the header, comments or blank lines).
+fn data_rows(csv: &str) -> Vec<&str> {
+    csv.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn revert_of_a_maintenance_freeze_leaves_rooms_frozen_before_the_job_frozen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, mut config) = freeze_job(dir.path(), "maintenance.csv", 10);
+    // Rooms frozen earlier for violations.
+    for i in [0, 4, 7] {
+        config.rooms.get_mut(&format!("r-{i}")).unwrap().status = 0;
+    }
+    let sb = Sandbox::start(config.clone());
+    let journal = journal_of(&manifest);
+    let r = exec(run_cmd(
+        &sb.url(),
+        &manifest,
+        &["--action", "freeze", "--snapshot"],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!((0..10).all(|i| sb.room_status(&format!("r-{i}")) == Some(0)));
+    // One read per room before its change, then the change.
+    assert_eq!(sb.stats().requests["GET /rooms/{id}"], 10);
+
+    let undo = dir.path().join("undo.csv");
+    let (text, stderr) = revert_to(&journal, &undo);
+    assert!(stderr.contains("7 revert ops written"), "{stderr}");
+    let m = load(&undo, &LoadOptions::default()).unwrap();
+    let want: Vec<Op> = [1, 2, 3, 5, 6, 8, 9]
+        .iter()
+        .map(|i| Op::unfreeze(format!("r-{i}")))
+        .collect();
+    assert_eq!(
+        m.ops.into_iter().map(|p| p.op).collect::<Vec<_>>(),
+        want,
+        "{text}"
+    );
+
+    // The undo manifest runs against the same platform: the job's freezes are undone, the
+    // rooms frozen before stay frozen.
+    let base = sb.requests_total();
+    let r = exec(run_cmd(&sb.url(), &undo, &[]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(sb.requests_total() - base, 7);
+    for i in 0..10 {
+        let want = if [0, 4, 7].contains(&i) { 0 } else { 1 };
+        assert_eq!(sb.room_status(&format!("r-{i}")), Some(want), "r-{i}");
+    }
+    // Each of those rooms was changed once by the job and not by the undo.
+    for i in [0, 4, 7] {
+        assert_eq!(sb.applied_op(&Op::freeze(format!("r-{i}"))), 1);
+    }
+
+    // Without --snapshot the prior state is unknown: every op listed apart, none emitted.
+    let sb = Sandbox::start(config.clone());
+    let nosnap = dir.path().join("nosnap.csv");
+    std::fs::copy(&manifest, &nosnap).unwrap();
+    let r = exec(run_cmd(&sb.url(), &nosnap, &["--action", "freeze"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(sb.stats().requests["GET /rooms/{id}"], 0);
+    let (text, stderr) = revert_to(&journal_of(&nosnap), &dir.path().join("undo2.csv"));
+    assert!(data_rows(&text).is_empty(), "{text}");
+    assert!(stderr.contains("0 revert ops written"), "{stderr}");
+    assert!(stderr.contains("10 ops listed apart"), "{stderr}");
+    for i in 0..10 {
+        let line = format!("freeze room \"r-{i}\"");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&line) && l.contains("snapshot")),
+            "{line} not listed apart with its reason: {stderr}"
+        );
+    }
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("# seq ") && l.contains("no snapshot"))
+            .count(),
+        10,
+        "{text}"
+    );
+
+    // A platform whose room reads leave out `status`: the prior status is unknown.
+    config.get_room_omits_status = true;
+    let sb = Sandbox::start(config);
+    let blind = dir.path().join("blind.csv");
+    std::fs::copy(&manifest, &blind).unwrap();
+    let r = exec(run_cmd(
+        &sb.url(),
+        &blind,
+        &["--action", "freeze", "--snapshot"],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(sb.stats().requests["GET /rooms/{id}"], 10);
+    let (text, stderr) = revert_to(&journal_of(&blind), &dir.path().join("undo3.csv"));
+    assert!(data_rows(&text).is_empty(), "{text}");
+    assert!(stderr.contains("10 ops listed apart"), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("`status`")).count(),
+        10,
+        "{stderr}"
+    );
+}
