@@ -89,7 +89,7 @@ fn kill_9_at_random_moments_then_resume_sends_each_op_once() {
     let sb = Sandbox::start(config);
     let journal = journal_of(&manifest);
     let run = || run_cmd(&sb.url(), &manifest, &["--concurrency", "8"]);
-    let mut rng = StdRng::seed_from_u64(0x1dead_beef);
+    let mut rng = StdRng::seed_from_u64(0xdead_beef);
     // Per kill: the done ops at the kill, and the last request in the sandbox's log then.
     let mut kills: Vec<(HashSet<String>, u64)> = Vec::new();
     // Per kill: requests of that run that are not recorded done (sent, answered or not).
@@ -759,5 +759,65 @@ fn revert_after_kills_with_snapshot_is_exact() {
     for i in 0..ROOMS {
         let want = if frozen_before.contains(&i) { 0 } else { 1 };
         assert_eq!(sb.room_status(&format!("r-{i}")), Some(want), "r-{i}");
+    }
+}
+
+/// Killed while importing the plan (the first thing a new job does, before any request):
+/// the next `run` keeps the torn file aside and starts the job, it does not refuse it.
+#[test]
+fn a_run_killed_during_its_plan_import_starts_over_on_the_next_run() {
+    const ROWS: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::with_capacity(ROWS * 12);
+    csv.push_str("room\n");
+    for i in 0..ROWS {
+        writeln!(csv, "room-{i:06}").unwrap();
+    }
+    let manifest = write(dir.path(), "night.csv", &csv);
+    let journal = journal_of(&manifest);
+    let mut rollback = journal.as_os_str().to_owned();
+    rollback.push("-journal");
+    let rollback = std::path::PathBuf::from(rollback);
+    let sb = Sandbox::start(util::sandbox_config());
+    let mut child = util::spawn(run_cmd(&sb.url(), &manifest, &["--action", "freeze"]));
+    util::poll_until(Duration::from_secs(60), "the plan import to start", || {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("the run ended ({st}) before its kill");
+        }
+        rollback.exists()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        rollback.exists(),
+        "the kill did not land mid-import: {:?}",
+        files_in(dir.path())
+    );
+    let torn = bytes(&journal);
+    let hot = bytes(&rollback);
+
+    // The next run starts the job (a deadline already passed stops it before any request).
+    let r = exec(run_cmd(
+        &sb.url(),
+        &manifest,
+        &["--action", "freeze", "--max-duration", "1ms"],
+    ));
+    assert_eq!(r.code, 4, "{r:?}");
+    assert!(r.stderr.contains("was never completed"), "{}", r.stderr);
+    assert_eq!(sb.requests_total(), 0);
+    let j = Journal::open_read_only(&journal).unwrap();
+    assert_eq!(j.counts().unwrap().pending, ROWS as u64);
+    drop(j);
+    // The torn file and its rollback journal are kept, renamed, byte for byte.
+    let files = files_in(dir.path());
+    let kept: Vec<&String> = files
+        .iter()
+        .filter(|f| f.starts_with("night.csv.journal.") && !f.ends_with(".lock"))
+        .filter(|f| !f.ends_with("-wal") && !f.ends_with("-shm"))
+        .collect();
+    assert_eq!(kept.len(), 2, "{files:?}");
+    for f in kept {
+        let want = if f.ends_with("-journal") { &hot } else { &torn };
+        assert_eq!(&bytes(&dir.path().join(f)), want, "{f}");
     }
 }
