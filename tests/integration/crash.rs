@@ -821,3 +821,82 @@ fn a_run_killed_during_its_plan_import_starts_over_on_the_next_run() {
         assert_eq!(&bytes(&dir.path().join(f)), want, "{f}");
     }
 }
+
+/// The same with a flaky network (5xx, connections dropped before and after the change):
+/// retries and kills together never re-send an op the journal recorded done, and the job
+/// ends with every op applied.
+#[test]
+fn kill_9_on_a_flaky_network_never_resends_a_done_op() {
+    const OPS: usize = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, mut config, ops) = mixed_job(dir.path(), OPS);
+    config.latency = Duration::from_millis(2);
+    config.fault_seed = 42;
+    config.faults.server_error = 0.05;
+    config.faults.drop_before = 0.02;
+    config.faults.drop_after = 0.03;
+    let sb = Sandbox::start(config);
+    let journal = journal_of(&manifest);
+    let run = || run_cmd(&sb.url(), &manifest, &["--concurrency", "8"]);
+    let mut rng = StdRng::seed_from_u64(99);
+    let mut kills: Vec<(HashSet<String>, u64)> = Vec::new();
+    for k in 0..3 {
+        let base = sb.requests_total();
+        let wait_for = rng.random_range(40..150u64);
+        let mut child = util::spawn(run());
+        util::poll_until(Duration::from_secs(30), "requests before the kill", || {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("run {k} ended ({st}) before its kill");
+            }
+            sb.requests_total() >= base + wait_for
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills.push((keys_in(&journal, OpState::Done), sb.last_seq()));
+    }
+    let fin = exec(run());
+    assert_eq!(fin.code, 0, "{fin:?}");
+    assert!(sb.faults_total() > 0);
+    for (i, (done_then, seq_then)) in kills.iter().enumerate() {
+        let again: Vec<_> = sent_after(&sb, *seq_then)
+            .into_keys()
+            .filter(|key| done_then.contains(key))
+            .collect();
+        assert!(
+            again.is_empty(),
+            "recorded done before kill {i}, sent again after it: {again:?}"
+        );
+    }
+    for op in &ops {
+        let (room, client) = (&*op.room, op.client.as_deref());
+        match op.action {
+            Action::Freeze => assert_eq!(sb.room_status(room), Some(0), "{room}"),
+            Action::Update => {
+                let want = format!("Renamed {}", &room[2..]);
+                assert_eq!(sb.room(room).unwrap()["name"], want.as_str());
+            }
+            Action::Mute => {
+                assert_eq!(
+                    sb.muted_rooms(client.unwrap()).unwrap(),
+                    vec![room.to_string()]
+                )
+            }
+            Action::Unmute => assert!(sb.muted_rooms(client.unwrap()).unwrap().is_empty()),
+            Action::Unfreeze => unreachable!(),
+        }
+        assert!(sb.applied_op(op) >= 1, "{op} never applied");
+    }
+    let st = exec(util::imkit(&[
+        "status",
+        journal.to_str().unwrap(),
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    assert_eq!(v["counts"]["done"], OPS);
+    assert!(v["retries"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["runs"].as_array().unwrap().len(), 4);
+    let before = sb.requests_total();
+    let again = exec(run());
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(sb.requests_total(), before);
+}
