@@ -900,3 +900,49 @@ fn kill_9_on_a_flaky_network_never_resends_a_done_op() {
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(sb.requests_total(), before);
 }
+
+/// `--fresh` after a kill: the old journal is renamed with its WAL (the outcomes committed
+/// since the last checkpoint live there), so the kept copy still holds every done op.
+#[test]
+fn fresh_after_a_kill_keeps_the_old_journal_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, mut config) = freeze_job(dir.path(), "freeze.csv", 600);
+    config.latency = Duration::from_millis(2);
+    let sb = Sandbox::start(config);
+    let journal = journal_of(&manifest);
+    let mut child = util::spawn(run_cmd(
+        &sb.url(),
+        &manifest,
+        &["--action", "freeze", "--concurrency", "4"],
+    ));
+    util::poll_until(Duration::from_secs(30), "requests before the kill", || {
+        sb.requests_total() >= 150
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut wal = journal.as_os_str().to_owned();
+    wal.push("-wal");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "no WAL after the kill"
+    );
+    let done = keys_in(&journal, OpState::Done);
+    assert!(!done.is_empty() && done.len() < 600);
+
+    let r = exec(run_cmd(
+        &sb.url(),
+        &manifest,
+        &["--action", "freeze", "--fresh"],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    let files = files_in(dir.path());
+    let kept: Vec<&String> = files
+        .iter()
+        .filter(|f| f.starts_with("freeze.csv.journal.") && !f.ends_with(".lock"))
+        .filter(|f| !f.ends_with("-wal") && !f.ends_with("-shm"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{files:?}");
+    assert_eq!(keys_in(&dir.path().join(kept[0]), OpState::Done), done);
+    let j = Journal::open_read_only(&journal).unwrap();
+    assert_eq!(j.counts().unwrap().done, 600);
+}
