@@ -252,7 +252,7 @@ pub(super) fn open_for_run(
             });
         }
     }
-    let conn = Connection::open_with_flags(
+    let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
@@ -267,19 +267,35 @@ pub(super) fn open_for_run(
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
             .map_err(|e| JournalError::sqlite(path, "turn on WAL mode", e))?;
     }
+    let tx = conn
+        .transaction()
+        .map_err(|e| JournalError::sqlite(path, "update the job", e))?;
     if opts.retry_failed {
-        let n = conn
+        let err = |e| JournalError::sqlite(path, "reset failed ops", e);
+        let n = tx
             .execute(
                 "UPDATE ops SET state = 'pending' WHERE state = 'failed'",
                 [],
             )
-            .map_err(|e| JournalError::sqlite(path, "reset failed ops", e))?;
+            .map_err(err)?;
         if n > 0 {
-            conn.execute("UPDATE job SET ended_at = NULL WHERE id = 1", [])
-                .map_err(|e| JournalError::sqlite(path, "reset failed ops", e))?;
+            tx.execute("UPDATE job SET ended_at = NULL WHERE id = 1", [])
+                .map_err(err)?;
         }
         tracing::info!(journal = %path.display(), ops = n, "--retry-failed: {n} failed ops set back to pending");
     }
+    // A run killed after its last outcome was committed but before it recorded its end left
+    // a finished job without an end time: give it the time of its last attempt, so `status`
+    // does not show a complete job as never ended.
+    tx.execute(
+        "UPDATE job SET ended_at = (SELECT max(last_attempt_at) FROM ops) \
+         WHERE id = 1 AND ended_at IS NULL \
+         AND NOT EXISTS (SELECT 1 FROM ops WHERE state = 'pending')",
+        [],
+    )
+    .map_err(|e| JournalError::sqlite(path, "record the end of the job", e))?;
+    tx.commit()
+        .map_err(|e| JournalError::sqlite(path, "update the job", e))?;
     Ok(Journal {
         path: path.to_path_buf(),
         conn,

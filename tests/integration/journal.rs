@@ -699,6 +699,39 @@ async fn a_journal_left_in_rollback_mode_is_resumed_in_wal_mode() {
     assert_eq!(mode, "wal");
 }
 
+/// Killed after its last outcome was committed but before it recorded its end: the next
+/// `run` finds nothing to send and gives the job the end time of its last attempt.
+#[tokio::test]
+async fn a_job_finished_by_a_killed_run_gets_its_end_time_on_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(dir.path(), SUM_A, freezes(3));
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    for seq in 0..3 {
+        w.record(done(seq)).unwrap();
+    }
+    w.flush().await.unwrap();
+    // The process dies here: no `finish`.
+    drop(w);
+    util::poll_until(
+        std::time::Duration::from_secs(10),
+        "the lock to be released",
+        || imkit_batch::journal::running_pid(&path).is_none(),
+    );
+    let ro = Journal::open_read_only(&path).unwrap();
+    assert_eq!(ro.job().unwrap().ended_at, None);
+    drop(ro);
+    let j = open(&path, &m, OpenOptions::default()).unwrap();
+    assert!(j.pending().unwrap().is_empty());
+    let job = j.job().unwrap();
+    let last = job.ended_at.expect("an end time");
+    assert!(last >= job.started_at.unwrap());
+    assert_eq!(j.runs().unwrap().len(), 1);
+}
+
 #[test]
 fn status_of_a_missing_journal_says_so() {
     let dir = tempfile::tempdir().unwrap();
