@@ -182,6 +182,10 @@ fn kill_9_at_random_moments_then_resume_sends_each_op_once() {
     eprintln!(
         "re-sends: {resends}; in flight at the {KILLS} kills: {in_flight:?} (concurrency {CONCURRENCY})"
     );
+    // In flight at a kill means sent but not recorded done: up to CONCURRENCY requests on
+    // the wire, plus answers that arrived while the journal's group commit was on disk (the
+    // scheduler frees a slot when the answer arrives, not when its outcome is durable), so a
+    // kill can leave more than CONCURRENCY (16 at concurrency 8 seen on 2 loaded cores).
     assert_eq!(resends, in_flight_total);
     let sends = sent_after(&sb, 0);
     assert_eq!(sends.len(), OPS, "requests to keys outside the job");
