@@ -5,7 +5,9 @@
 //! Safety rules: a new journal file is created with mode 0600 before SQLite writes a byte; an
 //! existing file is checked through a read-only connection (header, identity, schema version,
 //! `quick_check`) before a read-write connection is opened, so a torn, corrupt or foreign file
-//! is reported and never written to; `--fresh` renames, never deletes.
+//! is reported and never written to; `--fresh` renames, never deletes. The one exception is a
+//! journal whose first run was killed before its plan import committed (nothing was sent
+//! with it): the next run renames it aside, keeps it, and imports again.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions as FsOpenOptions};
@@ -203,49 +205,25 @@ pub(super) fn open_for_run(
             old.display()
         );
     }
-    if path.symlink_metadata().is_err() {
-        // A leftover WAL or rollback journal with content would be applied by SQLite to the
-        // new file. A `-shm` is rebuilt by the first connection, and an empty file is inert.
-        for c in ["-wal", "-journal"] {
-            let leftover = suffixed(path, c);
-            if leftover.symlink_metadata().is_ok_and(|m| m.len() > 0) {
-                return Err(JournalError::Orphan {
-                    path: path.to_path_buf(),
-                    leftover,
-                });
-            }
-        }
-        match FsOpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(file) => {
-                drop(file);
-                let conn = match create(path, manifest, meta, &settings) {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Our own file, created a moment ago, holding no committed data.
-                        let _ = std::fs::remove_file(path);
-                        return Err(e);
-                    }
-                };
-                tracing::info!(
-                    journal = %path.display(),
-                    ops = manifest.ops.len(),
-                    "new journal created"
-                );
-                return Ok(Journal {
-                    path: path.to_path_buf(),
-                    conn,
-                    lock: Some(lock),
-                    run_settings: settings,
-                    retry_failed: opts.retry_failed,
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(JournalError::io(path, "create the journal", e)),
+    if path.symlink_metadata().is_err()
+        && let Some(j) = create_new(path, manifest, meta, &settings, opts)?
+    {
+        return Ok(j.with_lock(lock));
+    }
+    if let Some(why) = interrupted_import(path) {
+        // Killed while creating the journal: the plan import never committed, so nothing
+        // was sent with it (sending starts after the import). Resume means starting the
+        // import over; the torn file is kept, renamed, like --fresh does.
+        let kept = move_aside(path)?;
+        let kept = kept.as_deref().unwrap_or(path).display().to_string();
+        tracing::warn!(
+            journal = %path.display(),
+            kept_as = %kept,
+            "journal {} was never completed ({why}); nothing was sent with it. It was renamed to {kept} (kept) and the plan is imported again",
+            path.display()
+        );
+        if let Some(j) = create_new(path, manifest, meta, &settings, opts)? {
+            return Ok(j.with_lock(lock));
         }
     }
     // An existing journal: check it without writing, then open it for writing.
@@ -274,25 +252,50 @@ pub(super) fn open_for_run(
             });
         }
     }
-    let conn = Connection::open_with_flags(
+    let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| JournalError::sqlite(path, "open", e))?;
     schema::configure(&conn).map_err(|e| JournalError::sqlite(path, "configure", e))?;
+    // A run killed between the import's commit and the switch to WAL left a complete journal
+    // in rollback mode: switch now, or this run's commits would lock out `status`.
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .map_err(|e| JournalError::sqlite(path, "read the journal mode", e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+            .map_err(|e| JournalError::sqlite(path, "turn on WAL mode", e))?;
+    }
+    let tx = conn
+        .transaction()
+        .map_err(|e| JournalError::sqlite(path, "update the job", e))?;
     if opts.retry_failed {
-        let n = conn
+        let err = |e| JournalError::sqlite(path, "reset failed ops", e);
+        let n = tx
             .execute(
                 "UPDATE ops SET state = 'pending' WHERE state = 'failed'",
                 [],
             )
-            .map_err(|e| JournalError::sqlite(path, "reset failed ops", e))?;
+            .map_err(err)?;
         if n > 0 {
-            conn.execute("UPDATE job SET ended_at = NULL WHERE id = 1", [])
-                .map_err(|e| JournalError::sqlite(path, "reset failed ops", e))?;
+            tx.execute("UPDATE job SET ended_at = NULL WHERE id = 1", [])
+                .map_err(err)?;
         }
         tracing::info!(journal = %path.display(), ops = n, "--retry-failed: {n} failed ops set back to pending");
     }
+    // A run killed after its last outcome was committed but before it recorded its end left
+    // a finished job without an end time: give it the time of its last attempt, so `status`
+    // does not show a complete job as never ended.
+    tx.execute(
+        "UPDATE job SET ended_at = (SELECT max(last_attempt_at) FROM ops) \
+         WHERE id = 1 AND ended_at IS NULL \
+         AND NOT EXISTS (SELECT 1 FROM ops WHERE state = 'pending')",
+        [],
+    )
+    .map_err(|e| JournalError::sqlite(path, "record the end of the job", e))?;
+    tx.commit()
+        .map_err(|e| JournalError::sqlite(path, "update the job", e))?;
     Ok(Journal {
         path: path.to_path_buf(),
         conn,
@@ -300,6 +303,81 @@ pub(super) fn open_for_run(
         run_settings: settings,
         retry_failed: opts.retry_failed,
     })
+}
+
+/// Creates a new journal at `path` (mode 0600) and imports the plan, unless a file appeared
+/// there first (`None`). The caller holds the run lock and hands it over with `with_lock`.
+fn create_new(
+    path: &Path,
+    manifest: &Manifest,
+    meta: &JobMeta,
+    settings: &str,
+    opts: OpenOptions,
+) -> Result<Option<Journal>, JournalError> {
+    // A leftover WAL or rollback journal with content would be applied by SQLite to the
+    // new file. A `-shm` is rebuilt by the first connection, and an empty file is inert.
+    for c in ["-wal", "-journal"] {
+        let leftover = suffixed(path, c);
+        if leftover.symlink_metadata().is_ok_and(|m| m.len() > 0) {
+            return Err(JournalError::Orphan {
+                path: path.to_path_buf(),
+                leftover,
+            });
+        }
+    }
+    match FsOpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(file) => drop(file),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(JournalError::io(path, "create the journal", e)),
+    }
+    let conn = match create(path, manifest, meta, settings) {
+        Ok(conn) => conn,
+        Err(e) => {
+            // Our own file, created a moment ago, holding no committed data.
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        journal = %path.display(),
+        ops = manifest.ops.len(),
+        "new journal created"
+    );
+    Ok(Some(Journal {
+        path: path.to_path_buf(),
+        conn,
+        lock: None,
+        run_settings: settings.to_owned(),
+        retry_failed: opts.retry_failed,
+    }))
+}
+
+/// Why the file at `path` is a journal whose creation was cut short (the run holding the
+/// lock now knows no other run is creating it), or `None`. Only states that the first
+/// `run` leaves when killed before its plan import committed: an empty file (killed before
+/// SQLite wrote a byte), or a rollback journal beside it (killed mid-import; a journal in
+/// use is in WAL mode and never has one). Anything else is checked as a journal.
+fn interrupted_import(path: &Path) -> Option<String> {
+    let meta = path.symlink_metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    if meta.len() == 0 {
+        return Some("the file is empty: a run was stopped while creating it".into());
+    }
+    let rollback = suffixed(path, "-journal");
+    if rollback.symlink_metadata().is_ok() {
+        return Some(format!(
+            "its plan import was interrupted ({} is still there)",
+            rollback.display()
+        ));
+    }
+    None
 }
 
 /// Opens an existing journal after checking its header; with `deep`, also runs SQLite's
@@ -406,7 +484,8 @@ fn create(
         .map_err(err("configure"))?;
     // The import runs in rollback-journal mode: for a new file SQLite journals almost
     // nothing, so 1,000,000 ops are written once instead of twice (WAL, then checkpoint).
-    // A crash mid-import leaves an empty database, reported (never reused) on the next run.
+    // A crash mid-import leaves an empty file and its rollback journal: the next run keeps
+    // both, renamed, and imports again (see `interrupted_import`).
     let tx = conn.transaction().map_err(err("start the import"))?;
     tx.execute_batch(schema::SCHEMA_V1)
         .map_err(err("create the schema"))?;
@@ -488,7 +567,9 @@ fn create(
 }
 
 pub(super) fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
-    let conn = match open_checked(path, false) {
+    // The same checks as `run` (with `quick_check`): `status` must not call a journal
+    // complete that `run` then refuses as damaged, nor `revert` work from a damaged one.
+    let conn = match open_checked(path, true) {
         Ok(conn) => conn,
         // A run creating the journal (the plan import) holds the lock while the file is
         // still empty or half written: say so instead of calling it damaged.
@@ -618,6 +699,13 @@ impl Journal {
     /// The journal's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn with_lock(self, lock: File) -> Journal {
+        Journal {
+            lock: Some(lock),
+            ..self
+        }
     }
 
     /// True when this journal holds the run lock (opened by `open_for_run`).

@@ -578,7 +578,7 @@ async fn a_truncated_journal_is_reported_and_left_untouched() {
 }
 
 #[test]
-fn garbage_empty_and_foreign_files_are_reported_and_left_untouched() {
+fn garbage_and_foreign_files_are_reported_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let m = manifest(dir.path(), SUM_A, freezes(2));
     let garbage = dir.path().join("garbage.journal");
@@ -587,9 +587,6 @@ fn garbage_empty_and_foreign_files_are_reported_and_left_untouched() {
         .collect();
     std::fs::write(&garbage, &noise).unwrap();
     assert_refused_untouched(&garbage, &m, "not a SQLite database");
-    let empty = dir.path().join("empty.journal");
-    std::fs::write(&empty, b"").unwrap();
-    assert_refused_untouched(&empty, &m, "empty");
     let foreign = dir.path().join("foreign.journal");
     {
         let c = rusqlite::Connection::open(&foreign).unwrap();
@@ -631,36 +628,108 @@ fn a_leftover_wal_without_its_journal_is_refused() {
     assert_eq!(j.counts().unwrap().pending, 2);
 }
 
+/// What a kill during the first run's plan import leaves: an empty file (SQLite writes the
+/// database at commit) and its rollback journal; or, killed earlier, the empty file alone.
+/// Nothing was sent with it: the next run keeps it (renamed) and imports the plan again.
 #[test]
-fn an_interrupted_import_is_reported_not_reused() {
+fn an_interrupted_import_is_kept_aside_and_the_plan_imported_again() {
+    for with_rollback in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.journal");
+        let m = manifest(dir.path(), SUM_A, freezes(2));
+        std::fs::write(&path, b"").unwrap();
+        let mut rollback = path.as_os_str().to_owned();
+        rollback.push("-journal");
+        if with_rollback {
+            std::fs::write(PathBuf::from(&rollback), b"hot journal").unwrap();
+        }
+        // status says what it is, and changes nothing.
+        let st = util::bin().arg("status").arg(&path).output().unwrap();
+        assert_eq!(st.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&st.stderr);
+        assert!(
+            err.contains(if with_rollback {
+                "import was interrupted"
+            } else {
+                "empty"
+            }),
+            "{err}"
+        );
+        let j = open(&path, &m, OpenOptions::default()).unwrap();
+        assert_eq!(j.counts().unwrap().pending, 2);
+        assert!(!PathBuf::from(&rollback).exists());
+        let files = files_in(dir.path());
+        let kept: Vec<&String> = files
+            .iter()
+            .filter(|n| n.starts_with("job.journal.") && !n.ends_with(".lock"))
+            .collect();
+        let want = if with_rollback { 2 } else { 1 };
+        assert_eq!(kept.len(), want, "{files:?}");
+        if with_rollback {
+            let hot = kept.iter().find(|n| n.ends_with("-journal")).unwrap();
+            assert_eq!(bytes(&dir.path().join(hot)), b"hot journal");
+        }
+    }
+}
+
+/// Killed after the import committed but before the switch to WAL: the journal is complete
+/// but in rollback mode; resuming switches it (or `status` would wait on every commit).
+#[tokio::test]
+async fn a_journal_left_in_rollback_mode_is_resumed_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("job.journal");
-    let m = manifest(dir.path(), SUM_A, freezes(2));
-    // What a kill during the first import leaves: the file and its rollback journal.
-    std::fs::write(&path, b"").unwrap();
-    let mut rollback = path.as_os_str().to_owned();
-    rollback.push("-journal");
-    std::fs::write(PathBuf::from(&rollback), b"hot journal").unwrap();
-    let err = open(&path, &m, OpenOptions::default()).err().unwrap();
-    assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
-    assert!(err.to_string().contains("import was interrupted"), "{err}");
-    assert_eq!(
-        std::fs::read(PathBuf::from(&rollback)).unwrap(),
-        b"hot journal"
+    let m = manifest(dir.path(), SUM_A, freezes(3));
+    drop(open(&path, &m, OpenOptions::default()).unwrap());
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let mode: String = c
+            .pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete");
+    }
+    let j = open(&path, &m, OpenOptions::default()).unwrap();
+    assert_eq!(j.pending().unwrap().len(), 3);
+    let w = j.start_writer().unwrap();
+    w.record(done(0)).unwrap();
+    w.finish(Exit::Stopped).await.unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = c
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+/// Killed after its last outcome was committed but before it recorded its end: the next
+/// `run` finds nothing to send and gives the job the end time of its last attempt.
+#[tokio::test]
+async fn a_job_finished_by_a_killed_run_gets_its_end_time_on_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(dir.path(), SUM_A, freezes(3));
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    for seq in 0..3 {
+        w.record(done(seq)).unwrap();
+    }
+    w.flush().await.unwrap();
+    // The process dies here: no `finish`.
+    drop(w);
+    util::poll_until(
+        std::time::Duration::from_secs(10),
+        "the lock to be released",
+        || imkit_batch::journal::running_pid(&path).is_none(),
     );
-    // --fresh moves both aside and starts over.
-    let fresh = OpenOptions {
-        fresh: true,
-        retry_failed: false,
-    };
-    let j = open(&path, &m, fresh).unwrap();
-    assert_eq!(j.counts().unwrap().pending, 2);
-    assert!(!PathBuf::from(&rollback).exists());
-    let kept = files_in(dir.path())
-        .into_iter()
-        .filter(|n| n.ends_with("-journal") && n.starts_with("job.journal."))
-        .count();
-    assert_eq!(kept, 1, "{:?}", files_in(dir.path()));
+    let ro = Journal::open_read_only(&path).unwrap();
+    assert_eq!(ro.job().unwrap().ended_at, None);
+    drop(ro);
+    let j = open(&path, &m, OpenOptions::default()).unwrap();
+    assert!(j.pending().unwrap().is_empty());
+    let job = j.job().unwrap();
+    let last = job.ended_at.expect("an end time");
+    assert!(last >= job.started_at.unwrap());
+    assert_eq!(j.runs().unwrap().len(), 1);
 }
 
 #[test]

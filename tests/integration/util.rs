@@ -13,3 +13,166 @@ pub fn repo_root() -> PathBuf {
 pub fn bin() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("imkit-batch").expect("binary built by cargo")
 }
+
+// ---------------------------------------------------------------------------------------
+// The real binary against an in-process sandbox (crash and journal tests).
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use imkit_batch::sandbox::{SandboxConfig, SandboxCredentials, SandboxHandle};
+
+/// The credentials every sandbox of these tests accepts (handed to the binary by env only).
+pub const CLIENT_KEY: &str = "crash-ck-5ecret-7d1f0a";
+pub const TOKEN: &str = "crash-tok-5ecret-99b2e4";
+pub const API_KEY: &str = "crash-ak-5ecret-c0ffee";
+
+/// A sandbox config that accepts [`CLIENT_KEY`], [`TOKEN`] and [`API_KEY`], with a log ring
+/// big enough to keep every request of a test job.
+pub fn sandbox_config() -> SandboxConfig {
+    let mut c = SandboxConfig::new(SandboxCredentials {
+        client_key: CLIENT_KEY.into(),
+        token: TOKEN.into(),
+        api_key: API_KEY.into(),
+    });
+    c.log_capacity = 200_000;
+    c
+}
+
+/// A sandbox served by its own tokio runtime (background worker threads), so a test can run
+/// blocking `std::process` children against it and look at its state in between.
+pub struct Sandbox {
+    handle: Option<SandboxHandle>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Sandbox {
+    pub fn start(config: SandboxConfig) -> Sandbox {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = rt.block_on(imkit_batch::sandbox::spawn(config)).unwrap();
+        Sandbox {
+            handle: Some(handle),
+            rt,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.base_url()
+    }
+
+    /// The sequence number of the last request in the log (0 when none).
+    pub fn last_seq(&self) -> u64 {
+        self.log(1).last().map_or(0, |e| e.seq)
+    }
+}
+
+impl std::ops::Deref for Sandbox {
+    type Target = SandboxHandle;
+    fn deref(&self) -> &SandboxHandle {
+        self.handle.as_ref().unwrap()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            let _ = self.rt.block_on(h.shutdown());
+        }
+    }
+}
+
+/// Polls `cond` until it holds; panics naming `what` after `limit`.
+pub fn poll_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The binary as a plain `std::process::Command` (so a child can be killed), with the test
+/// credentials in its environment and nothing else of IMKIT's.
+pub fn imkit(args: &[&str]) -> Command {
+    let mut c = Command::new(assert_cmd::cargo::cargo_bin("imkit-batch"));
+    for v in [
+        "IMKIT_BASE_URL",
+        "IMKIT_CLIENT_KEY",
+        "IMKIT_TOKEN",
+        "IMKIT_API_KEY",
+        "RUST_LOG",
+    ] {
+        c.env_remove(v);
+    }
+    c.env("IMKIT_CLIENT_KEY", CLIENT_KEY)
+        .env("IMKIT_TOKEN", TOKEN)
+        .env("IMKIT_API_KEY", API_KEY)
+        .args(args)
+        .stdin(Stdio::null());
+    c
+}
+
+/// `imkit-batch run MANIFEST --base-url URL --progress never --rate 20000/s EXTRA...` (the
+/// default rate, 800/min, would make every test job take minutes; EXTRA may set another).
+pub fn run_cmd(url: &str, manifest: &Path, extra: &[&str]) -> Command {
+    let m = manifest.to_str().unwrap();
+    let mut args = vec![
+        "run",
+        m,
+        "--base-url",
+        url,
+        "--progress",
+        "never",
+        "--rate",
+        "20000/s",
+    ];
+    args.extend_from_slice(extra);
+    imkit(&args)
+}
+
+/// The result of a finished command.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn ran(out: Output) -> Ran {
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a command to its end.
+pub fn exec(mut cmd: Command) -> Ran {
+    ran(cmd.output().unwrap())
+}
+
+/// Starts a command in the background, its output piped.
+pub fn spawn(mut cmd: Command) -> Child {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// MANIFEST + ".journal", the default journal path.
+pub fn journal_of(manifest: &Path) -> PathBuf {
+    let mut s = manifest.as_os_str().to_owned();
+    s.push(".journal");
+    PathBuf::from(s)
+}
