@@ -281,6 +281,7 @@ pub fn runner_options(config: &JobConfig) -> RunnerOptions {
         start_at,
         deadline,
         snapshot: config.snapshot,
+        backoff: config.backoff,
         ..RunnerOptions::default()
     }
 }

@@ -4,5 +4,6 @@
 mod journal;
 mod manifest;
 mod run;
+mod run_sandbox;
 mod sandbox;
 mod util;
