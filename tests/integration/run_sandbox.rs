@@ -936,3 +936,63 @@ async fn pacing_unlimited_with_20ms_latency() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_never_land_inside_the_progress_bar() {
+    // Slow enough that the bar (redrawn twice a second off a terminal) is on screen when the
+    // failures are logged.
+    let mut ops: Vec<Op> = (0..24).map(|i| Op::freeze(format!("r-{i}"))).collect();
+    let j = {
+        let mut all = ops.clone();
+        all.extend((0..6).map(|i| Op::freeze(format!("missing-{i}"))));
+        job(&all)
+    };
+    let mut cfg = SandboxConfig::new(sandbox_creds());
+    cfg.seed_from_ops(&ops);
+    cfg.latency = Duration::from_millis(60);
+    let sb = sandbox::spawn(cfg).await.unwrap();
+    ops.clear();
+    let out = wait_output(
+        binary_run(
+            &j.manifest,
+            &sb.base_url(),
+            TOKEN,
+            &[
+                "--progress",
+                "always",
+                "--log-format",
+                "json",
+                "--concurrency",
+                "1",
+            ],
+        )
+        .spawn()
+        .unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ops"), "the bar was drawn: {err:?}");
+    // Each log line starts a line of its own on screen: after the last carriage return or
+    // line clear before it, nothing of the bar is left on that line.
+    let mut logged = 0;
+    for line in err.split('\n') {
+        let Some(at) = line.find("{\"timestamp\"") else {
+            continue;
+        };
+        logged += 1;
+        let shown = line[..at]
+            .rsplit(['\r'])
+            .next()
+            .unwrap_or("")
+            .rsplit("\x1b[2K")
+            .next()
+            .unwrap_or("");
+        let shown = shown.trim_start_matches(|c: char| {
+            c == '\x1b' || c.is_ascii_digit() || "[ABCDJK;".contains(c)
+        });
+        assert!(shown.is_empty(), "log line drawn after {shown:?}: {line:?}");
+    }
+    assert!(logged >= 6, "{err}");
+}
