@@ -906,6 +906,22 @@ async fn pacing_at_the_sandbox_rate_limit() {
     }
 }
 
+/// The sandbox on a runtime of its own (one worker), so that the runner's runtime measured
+/// here is not also the server's. Shut the runtime down with `shutdown_background`.
+fn sandbox_on_own_runtime(cfg: SandboxConfig) -> (SandboxHandle, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sb = std::thread::scope(|s| {
+        s.spawn(|| rt.block_on(sandbox::spawn(cfg)).unwrap())
+            .join()
+            .unwrap()
+    });
+    (sb, rt)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn pacing_unlimited_with_20ms_latency() {
@@ -917,7 +933,23 @@ async fn pacing_unlimited_with_20ms_latency() {
         let mut cfg = SandboxConfig::new(sandbox_creds());
         cfg.seed_from_ops(&ops);
         cfg.latency = Duration::from_millis(20);
-        let sb = sandbox::spawn(cfg).await.unwrap();
+        let (sb, rt) = sandbox_on_own_runtime(cfg);
+        // What one answer really takes (the server's 20 ms sleep rounds up to the timer's
+        // millisecond ticks), one request at a time.
+        let client = imkit_batch::api::ApiClient::new(
+            &sb.base_url().parse().unwrap(),
+            good_creds(),
+            Default::default(),
+        )
+        .unwrap();
+        let mut rtt: Vec<Duration> = Vec::new();
+        for _ in 0..100 {
+            let t = std::time::Instant::now();
+            client.get_room("r-0").await.unwrap();
+            rtt.push(t.elapsed());
+        }
+        rtt.sort();
+        let rtt50 = rtt[50].as_secs_f64();
         let c = conc.to_string();
         let t0 = std::time::Instant::now();
         let (exit, msg) = run(
@@ -928,12 +960,18 @@ async fn pacing_unlimited_with_20ms_latency() {
         )
         .await;
         let el = t0.elapsed().as_secs_f64();
+        let got = n as f64 / el;
         println!(
-            "PACING no limit, latency 20ms, concurrency {conc}: {n} ops in {el:.2}s = {:.1} ops/s \
-             (target {expect:.0}/s, {:+.2}%); exit {exit:?} {msg}",
-            n as f64 / el,
-            100.0 * (n as f64 / el / expect - 1.0)
+            "PACING no limit, latency 20ms, concurrency {conc}: {n} ops in {el:.2}s = {got:.1} ops/s \
+             (target {expect:.0}/s: {:+.2}%); one answer alone takes {:.2}ms (p50), so \
+             concurrency/answer time = {:.0}/s: {:+.2}%; exit {exit:?} {msg}",
+            100.0 * (got / expect - 1.0),
+            rtt50 * 1000.0,
+            conc as f64 / rtt50,
+            100.0 * (got / (conc as f64 / rtt50) - 1.0),
         );
+        drop(sb);
+        rt.shutdown_background();
     }
 }
 
@@ -995,4 +1033,52 @@ async fn log_lines_never_land_inside_the_progress_bar() {
         assert!(shown.is_empty(), "log line drawn after {shown:?}: {line:?}");
     }
     assert!(logged >= 6, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_slower_than_the_timeout_are_retried_and_the_op_done() {
+    let ops: Vec<Op> = (0..40)
+        .map(|i| {
+            if i % 2 == 0 {
+                Op::freeze(format!("r-{i}"))
+            } else {
+                Op::mute(format!("u-{i}"), format!("r-{i}"))
+            }
+        })
+        .collect();
+    let j = job(&ops);
+    let mut cfg = SandboxConfig::new(sandbox_creds());
+    cfg.seed_from_ops(&ops);
+    cfg.faults.slow = 0.2;
+    cfg.slow_duration = Duration::from_secs(3);
+    cfg.fault_seed = 4;
+    let sb = sandbox::spawn(cfg).await.unwrap();
+    let (exit, msg) = run(
+        &j,
+        &sb.base_url(),
+        good_creds(),
+        &[
+            "--timeout",
+            "300ms",
+            "--rate",
+            "5000/s",
+            "--max-attempts",
+            "8",
+        ],
+    )
+    .await;
+    assert_eq!(exit, Exit::Success, "{msg}");
+    let slowed = sb.faults(sandbox::Fault::Slow);
+    assert!(slowed >= 4, "{slowed} slow answers");
+    let rows = journal_rows(&j.journal);
+    assert!(rows.iter().all(|r| r.state == OpState::Done));
+    let extra: u64 = rows.iter().map(|r| u64::from(r.attempts) - 1).sum();
+    assert_eq!(
+        extra, slowed,
+        "every timed-out attempt, and only those, was retried"
+    );
+    for op in &ops {
+        assert!(sb.applied_op(op) >= 1, "{op}");
+    }
+    assert_eq!(sb.room_status("r-0"), Some(0));
 }
