@@ -874,7 +874,12 @@ async fn issue5_no_credential_reaches_output_or_journal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn pacing_at_the_sandbox_rate_limit() {
-    for (limit, secs) in [("20/s", 30u64), ("1200/min", 30)] {
+    // (sandbox limit, --rate, seconds): equal rates, then asking for twice the limit.
+    for (limit, ask, secs) in [
+        ("20/s", "20/s", 30u64),
+        ("1200/min", "1200/min", 30),
+        ("20/s", "40/s", 15),
+    ] {
         let rate: imkit_batch::units::Rate = limit.parse().unwrap();
         let n = (rate.per_second() * secs as f64) as usize;
         let ops: Vec<Op> = (0..n).map(|i| Op::freeze(format!("r-{i}"))).collect();
@@ -888,14 +893,14 @@ async fn pacing_at_the_sandbox_rate_limit() {
             &j,
             &sb.base_url(),
             good_creds(),
-            &["--rate", limit, "--concurrency", "8"],
+            &["--rate", ask, "--concurrency", "8"],
         )
         .await;
         let el = t0.elapsed().as_secs_f64();
         let req = sb.requests_total();
         let limited = sb.stats().rate_limited;
         println!(
-            "PACING rate-limit {limit} (sandbox burst {}), --rate {limit}: {n} ops in {el:.2}s = {:.2} ops/s \
+            "PACING rate-limit {limit} (sandbox burst {}), --rate {ask}: {n} ops in {el:.2}s = {:.2} ops/s \
              (target {:.2}/s, {:+.2}%); {req} requests, {limited} answered 429 ({:.2}%); exit {exit:?} {msg}",
             rate.count,
             n as f64 / el,
@@ -1081,4 +1086,72 @@ async fn answers_slower_than_the_timeout_are_retried_and_the_op_done() {
         assert!(sb.applied_op(op) >= 1, "{op}");
     }
     assert_eq!(sb.room_status("r-0"), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_failures_aborts_with_exit_3_and_the_journal_resumable() {
+    let mut ops: Vec<Op> = (0..40)
+        .map(|i| Op::freeze(format!("missing-{i}")))
+        .collect();
+    ops.extend((0..40).map(|i| Op::freeze(format!("r-{i}"))));
+    let j = job(&ops);
+    let mut cfg = SandboxConfig::new(sandbox_creds());
+    cfg.seed_from_ops(&ops[40..]);
+    let sb = sandbox::spawn(cfg).await.unwrap();
+    let args = [
+        "--max-failures",
+        "5",
+        "--concurrency",
+        "2",
+        "--rate",
+        "5000/s",
+    ];
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &args).await;
+    assert_eq!(exit, Exit::Aborted, "{msg}");
+    assert!(msg.contains("--max-failures 5"), "{msg}");
+    let rows = journal_rows(&j.journal);
+    let failed = rows.iter().filter(|r| r.state == OpState::Failed).count();
+    // The sixth failure passes the bound; at most the requests already in flight finish.
+    assert!((6..=7).contains(&failed), "{:?}", by_state(&rows));
+    assert_eq!(sb.stats().applied_total, 0);
+    assert!(sb.requests_total() as usize <= failed + 1);
+    // Resuming without the bound finishes the rest.
+    let (exit, _) = run(&j, &sb.base_url(), good_creds(), &["--rate", "5000/s"]).await;
+    assert_eq!(exit, Exit::OpsFailed);
+    let rows = journal_rows(&j.journal);
+    assert_eq!(by_state(&rows).get("failed"), Some(&40));
+    assert_eq!(by_state(&rows).get("done"), Some(&40));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_duration_stops_with_exit_4_and_in_flight_ops_recorded() {
+    let ops: Vec<Op> = (0..100).map(|i| Op::freeze(format!("r-{i}"))).collect();
+    let j = job(&ops);
+    let mut cfg = SandboxConfig::new(sandbox_creds());
+    cfg.seed_from_ops(&ops);
+    cfg.latency = Duration::from_millis(40);
+    let sb = sandbox::spawn(cfg).await.unwrap();
+    let args = [
+        "--max-duration",
+        "300ms",
+        "--concurrency",
+        "2",
+        "--rate",
+        "5000/s",
+    ];
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &args).await;
+    assert_eq!(exit, Exit::Stopped, "{msg}");
+    let rows = journal_rows(&j.journal);
+    let done = rows.iter().filter(|r| r.state == OpState::Done).count();
+    assert!(done >= 2 && done < 100, "{:?}", by_state(&rows));
+    assert_eq!(
+        done as u64,
+        sb.stats().applied_total,
+        "in-flight ops finished and recorded"
+    );
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &["--rate", "5000/s"]).await;
+    assert_eq!(exit, Exit::Success, "{msg}");
+    for op in &ops {
+        assert_eq!(sb.applied_op(op), 1, "{op}");
+    }
 }
