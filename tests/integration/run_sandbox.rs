@@ -927,6 +927,18 @@ fn sandbox_on_own_runtime(cfg: SandboxConfig) -> (SandboxHandle, tokio::runtime:
     (sb, rt)
 }
 
+/// The median time of one `GET /rooms/r-0`, one request at a time.
+async fn median_answer_time(client: &imkit_batch::api::ApiClient) -> f64 {
+    let mut rtt: Vec<Duration> = Vec::new();
+    for _ in 0..101 {
+        let t = std::time::Instant::now();
+        client.get_room("r-0").await.unwrap();
+        rtt.push(t.elapsed());
+    }
+    rtt.sort();
+    rtt[50].as_secs_f64()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn pacing_unlimited_with_20ms_latency() {
@@ -947,14 +959,21 @@ async fn pacing_unlimited_with_20ms_latency() {
             Default::default(),
         )
         .unwrap();
-        let mut rtt: Vec<Duration> = Vec::new();
-        for _ in 0..100 {
-            let t = std::time::Instant::now();
-            client.get_room("r-0").await.unwrap();
-            rtt.push(t.elapsed());
-        }
-        rtt.sort();
-        let rtt50 = rtt[50].as_secs_f64();
+        let rtt50 = median_answer_time(&client).await;
+        // The same without the sandbox's sleep: what HTTP itself costs here.
+        let (sb0, rt0) = sandbox_on_own_runtime(SandboxConfig {
+            latency: Duration::ZERO,
+            ..sb.config().clone()
+        });
+        let client0 = imkit_batch::api::ApiClient::new(
+            &sb0.base_url().parse().unwrap(),
+            good_creds(),
+            Default::default(),
+        )
+        .unwrap();
+        let http50 = median_answer_time(&client0).await;
+        drop(sb0);
+        rt0.shutdown_background();
         let c = conc.to_string();
         let t0 = std::time::Instant::now();
         let (exit, msg) = run(
@@ -968,10 +987,12 @@ async fn pacing_unlimited_with_20ms_latency() {
         let got = n as f64 / el;
         println!(
             "PACING no limit, latency 20ms, concurrency {conc}: {n} ops in {el:.2}s = {got:.1} ops/s \
-             (target {expect:.0}/s: {:+.2}%); one answer alone takes {:.2}ms (p50), so \
-             concurrency/answer time = {:.0}/s: {:+.2}%; exit {exit:?} {msg}",
+             (target {expect:.0}/s: {:+.2}%); one answer alone takes {:.2}ms (p50; {:.2}ms \
+             without the sandbox's sleep), so concurrency/answer time = {:.0}/s: {:+.2}%; \
+             exit {exit:?} {msg}",
             100.0 * (got / expect - 1.0),
             rtt50 * 1000.0,
+            http50 * 1000.0,
             conc as f64 / rtt50,
             100.0 * (got / (conc as f64 / rtt50) - 1.0),
         );
@@ -1154,4 +1175,71 @@ async fn max_duration_stops_with_exit_4_and_in_flight_ops_recorded() {
     for op in &ops {
         assert_eq!(sb.applied_op(op), 1, "{op}");
     }
+}
+
+/// A double that answers every request `{"RC":0}` after 20 ms measured by a thread sleep
+/// (tokio's timer rounds a 20 ms sleep up to its millisecond ticks; a thread sleep is
+/// precise to tens of microseconds), on a runtime of its own.
+fn precise_double() -> (String, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(256)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    async fn answer() -> ([(&'static str, &'static str); 1], &'static str) {
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(20)))
+            .await
+            .unwrap();
+        (
+            [("content-type", "application/json")],
+            r#"{"RC":0,"RM":"OK","result":{}}"#,
+        )
+    }
+    let app = axum::Router::new().fallback(answer);
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), rt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn pacing_unlimited_against_a_precise_20ms_double() {
+    let (base, rt) = precise_double();
+    for conc in [8usize, 32] {
+        let expect = conc as f64 / 0.020;
+        let n = (expect * 8.0) as usize;
+        let ops: Vec<Op> = (0..n).map(|i| Op::freeze(format!("r-{i}"))).collect();
+        let j = job(&ops);
+        let client = imkit_batch::api::ApiClient::new(
+            &base.parse().unwrap(),
+            good_creds(),
+            Default::default(),
+        )
+        .unwrap();
+        let rtt50 = median_answer_time(&client).await;
+        let c = conc.to_string();
+        let t0 = std::time::Instant::now();
+        let (exit, msg) = run(
+            &j,
+            &base,
+            good_creds(),
+            &["--rate", "100000/s", "--concurrency", &c],
+        )
+        .await;
+        let el = t0.elapsed().as_secs_f64();
+        let got = n as f64 / el;
+        println!(
+            "PACING precise 20ms double, concurrency {conc}: {n} ops in {el:.2}s = {got:.1} ops/s \
+             (target {expect:.0}/s: {:+.2}%); one answer alone {:.2}ms; exit {exit:?} {msg}",
+            100.0 * (got / expect - 1.0),
+            rtt50 * 1000.0,
+        );
+    }
+    rt.shutdown_background();
 }
