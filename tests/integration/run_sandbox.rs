@@ -1005,17 +1005,14 @@ async fn pacing_unlimited_with_20ms_latency() {
 async fn log_lines_never_land_inside_the_progress_bar() {
     // Slow enough that the bar (redrawn twice a second off a terminal) is on screen when the
     // failures are logged.
-    let mut ops: Vec<Op> = (0..24).map(|i| Op::freeze(format!("r-{i}"))).collect();
-    let j = {
-        let mut all = ops.clone();
-        all.extend((0..6).map(|i| Op::freeze(format!("missing-{i}"))));
-        job(&all)
-    };
+    let ops: Vec<Op> = (0..24).map(|i| Op::freeze(format!("r-{i}"))).collect();
+    let mut all = ops.clone();
+    all.extend((0..6).map(|i| Op::freeze(format!("missing-{i}"))));
+    let j = job(&all);
     let mut cfg = SandboxConfig::new(sandbox_creds());
     cfg.seed_from_ops(&ops);
     cfg.latency = Duration::from_millis(60);
     let sb = sandbox::spawn(cfg).await.unwrap();
-    ops.clear();
     let out = wait_output(
         binary_run(
             &j.manifest,
@@ -1164,7 +1161,7 @@ async fn max_duration_stops_with_exit_4_and_in_flight_ops_recorded() {
     assert_eq!(exit, Exit::Stopped, "{msg}");
     let rows = journal_rows(&j.journal);
     let done = rows.iter().filter(|r| r.state == OpState::Done).count();
-    assert!(done >= 2 && done < 100, "{:?}", by_state(&rows));
+    assert!((2..100).contains(&done), "{:?}", by_state(&rows));
     assert_eq!(
         done as u64,
         sb.stats().applied_total,
