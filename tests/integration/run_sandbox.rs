@@ -1240,3 +1240,93 @@ async fn pacing_unlimited_against_a_precise_20ms_double() {
     }
     rt.shutdown_background();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_through_faults_hold_the_state_before_any_change() {
+    let mut ops = Vec::new();
+    for i in 0..60 {
+        let room = format!("r-{i}");
+        ops.push(Op::update(
+            room.clone(),
+            RoomFields {
+                name: Some(format!("renamed {i}")),
+                ..Default::default()
+            },
+        ));
+        ops.push(Op::freeze(room));
+    }
+    let j = job(&ops);
+    let mut cfg = SandboxConfig::new(sandbox_creds());
+    cfg.seed_from_ops(&ops);
+    cfg.faults = FaultRates {
+        server_error: 0.15,
+        too_many_requests: 0.05,
+        drop_before: 0.05,
+        drop_after: 0.05,
+        slow: 0.0,
+    };
+    cfg.fault_retry_after_secs = 0;
+    cfg.fault_seed = 21;
+    let sb = sandbox::spawn(cfg).await.unwrap();
+    let (exit, msg) = run(
+        &j,
+        &sb.base_url(),
+        good_creds(),
+        &["--snapshot", "--rate", "5000/s", "--max-attempts", "12"],
+    )
+    .await;
+    assert_eq!(exit, Exit::Success, "{msg}");
+    let snaps = Journal::open_read_only(&j.journal)
+        .unwrap()
+        .snapshots()
+        .unwrap();
+    assert_eq!(snaps.len(), 60);
+    for i in 0..60 {
+        let prior = snaps[&format!("r-{i}")].prior.as_ref().unwrap();
+        assert_eq!(prior["name"], format!("r-{i}"), "before the rename");
+        assert_eq!(prior["status"], 1, "before the freeze");
+        assert_eq!(sb.room_status(&format!("r-{i}")), Some(0));
+    }
+    // Each room was read until one read succeeded, never again after.
+    let gets = sb.stats().requests["GET /rooms/{id}"];
+    let get_faults = sb
+        .log(100_000)
+        .iter()
+        .filter(|e| e.request.starts_with("GET ") && e.fault.is_some())
+        .count() as u64;
+    assert_eq!(gets, 60 + get_faults);
+    assert!(get_faults > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_api_key_is_named_and_stops_the_room_ops_too() {
+    let mut ops: Vec<Op> = Vec::new();
+    for i in 0..100 {
+        ops.push(Op::mute(format!("u-{i}"), format!("r-{i}")));
+        ops.push(Op::freeze(format!("r-{i}")));
+    }
+    let j = job(&ops);
+    let mut cfg = SandboxConfig::new(sandbox_creds());
+    cfg.seed_from_ops(&ops);
+    let sb = sandbox::spawn(cfg).await.unwrap();
+    let bad = credentials(CLIENT_KEY, TOKEN, "ak-revoked");
+    let (exit, msg) = run(
+        &j,
+        &sb.base_url(),
+        bad,
+        &["--concurrency", "4", "--rate", "50000/s"],
+    )
+    .await;
+    assert_eq!(exit, Exit::Aborted, "{msg}");
+    assert!(msg.contains("IMKIT_API_KEY"), "{msg}");
+    assert!(!msg.contains("IMKIT_TOKEN"), "{msg}");
+    assert!(sb.requests_total() <= 4, "{}", sb.requests_total());
+    let rows = journal_rows(&j.journal);
+    let done = rows.iter().filter(|r| r.state == OpState::Done).count() as u64;
+    assert_eq!(
+        done,
+        sb.stats().applied_total,
+        "what was applied is recorded"
+    );
+    assert!(rows.iter().all(|r| r.state != OpState::Failed));
+}
