@@ -1330,3 +1330,89 @@ async fn a_rejected_api_key_is_named_and_stops_the_room_ops_too() {
     );
     assert!(rows.iter().all(|r| r.state != OpState::Failed));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigint_cancels_the_requests_in_flight() {
+    use std::io::BufRead as _;
+    let ops: Vec<Op> = (0..20).map(|i| Op::freeze(format!("r-{i}"))).collect();
+    let j = job(&ops);
+    let mut cfg = SandboxConfig::new(sandbox_creds());
+    cfg.seed_from_ops(&ops);
+    cfg.latency = Duration::from_secs(5);
+    let sb = sandbox::spawn(cfg).await.unwrap();
+    let mut child = binary_run(&j.manifest, &sb.base_url(), TOKEN, &["--concurrency", "4"])
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines: Vec<String> = Vec::new();
+    let wait_line = async |what: &str, lines: &mut Vec<String>| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            while let Ok(l) = rx.try_recv() {
+                lines.push(l);
+            }
+            if lines.iter().any(|l| l.contains(what)) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {what:?} in {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    poll_until("4 requests in flight", Duration::from_secs(20), || {
+        sb.requests_total() >= 4
+    })
+    .await;
+    let kill = |pid: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-INT", pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    kill(&pid);
+    wait_line("signal received", &mut lines).await;
+    let t0 = std::time::Instant::now();
+    kill(&pid);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(4),
+            "in-flight requests not cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    reader.join().unwrap();
+    while let Ok(l) = rx.try_recv() {
+        lines.push(l);
+    }
+    let text = lines.join("\n");
+    assert_eq!(status.code(), Some(4), "{text}");
+    assert!(text.contains("requests in flight cancelled"), "{text}");
+    assert_eq!(
+        sb.requests_total(),
+        4,
+        "nothing dispatched after the first signal"
+    );
+    let rows = journal_rows(&j.journal);
+    assert!(
+        rows.iter().all(|r| r.state == OpState::Pending),
+        "{:?}",
+        by_state(&rows)
+    );
+    drop(sb);
+}
