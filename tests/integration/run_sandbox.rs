@@ -1161,7 +1161,7 @@ async fn max_duration_stops_with_exit_4_and_in_flight_ops_recorded() {
     assert_eq!(exit, Exit::Stopped, "{msg}");
     let rows = journal_rows(&j.journal);
     let done = rows.iter().filter(|r| r.state == OpState::Done).count();
-    assert!((2..100).contains(&done), "{:?}", by_state(&rows));
+    assert!((1..100).contains(&done), "{:?}", by_state(&rows));
     assert_eq!(
         done as u64,
         sb.stats().applied_total,
