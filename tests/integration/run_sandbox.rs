@@ -1082,7 +1082,7 @@ async fn answers_slower_than_the_timeout_are_retried_and_the_op_done() {
         good_creds(),
         &[
             "--timeout",
-            "300ms",
+            "500ms",
             "--rate",
             "5000/s",
             "--max-attempts",
