@@ -61,6 +61,9 @@ pub struct JobConfig {
     pub retry_failed: bool,
     pub progress: ProgressMode,
     pub log_format: LogFormat,
+    /// Retry timing. No flag sets it (the defaults suit the real API); library callers and
+    /// tests against a local sandbox shorten it.
+    pub backoff: crate::runner::retry::Backoff,
 }
 
 /// The flags checked on their own (no manifest, no environment).
@@ -325,6 +328,7 @@ impl JobConfig {
             retry_failed: args.retry_failed,
             progress: args.progress,
             log_format: global.log_format,
+            backoff: crate::runner::retry::Backoff::default(),
             manifest,
         })
     }

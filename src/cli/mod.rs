@@ -290,7 +290,7 @@ fn init_logging(g: &GlobalArgs) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::runner::progress::LogWriter)
         .with_target(false);
     let _ = match g.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -106,9 +106,14 @@ pub async fn run_job(config: JobConfig) -> anyhow::Result<Exit> {
     .await;
     signals.abort();
 
+    // The summary comes after the journal's last commit, so what it says is on disk (or it
+    // says that it is not).
     let flushed = writer.flush().await;
-    let (exit, headline, error) = conclude(&report, &before);
+    let (exit, mut headline, error) = conclude(&report, &before);
     let finished = writer.finish(exit).await;
+    if flushed.is_err() || finished.is_err() {
+        headline.push_str(" (but the journal's last outcomes could not be written: see below)");
+    }
     print_summary(&report.stats, &headline, config.log_format);
     flushed.map_err(journal_error)?;
     finished.map_err(journal_error)?;
@@ -281,6 +286,7 @@ pub fn runner_options(config: &JobConfig) -> RunnerOptions {
         start_at,
         deadline,
         snapshot: config.snapshot,
+        backoff: config.backoff,
         ..RunnerOptions::default()
     }
 }

@@ -1,7 +1,12 @@
 //! Progress while a job runs: an indicatif bar on stderr when it is a terminal (or
 //! `--progress always`), otherwise one tracing line at a steady interval (cron, CI).
+//!
+//! Log lines and the bar share stderr: [`LogWriter`] is the writer of the tracing
+//! subscriber, and while a bar is showing it hides the bar around each line
+//! (`ProgressBar::suspend`) so a line never lands in the middle of a half-drawn bar.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -41,6 +46,7 @@ impl Progress {
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             pb.set_style(style);
+            set_active_bar(Some(pb.clone()));
             Progress {
                 bar: Some(pb),
                 log_every: None,
@@ -93,10 +99,69 @@ impl Progress {
         }
     }
 
+    /// Takes the bar off the screen: the summary that follows says everything it said, and
+    /// an abandoned bar leaves the cursor at the end of its line (off a terminal, the next
+    /// line would be glued to it).
     pub fn finish(&self) {
         if let Some(pb) = &self.bar {
-            pb.abandon();
+            pb.finish_and_clear();
+            set_active_bar(None);
         }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if self.bar.is_some() {
+            set_active_bar(None);
+        }
+    }
+}
+
+/// The bar on screen, if any: log lines are written around it.
+static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+fn set_active_bar(bar: Option<ProgressBar>) {
+    *ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()) = bar;
+}
+
+fn active_bar() -> Option<ProgressBar> {
+    ACTIVE_BAR.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Writes `buf` to stderr in one piece, with the bar (if one is showing) hidden meanwhile.
+pub fn write_around_bar(buf: &[u8]) -> std::io::Result<()> {
+    let write = || {
+        let mut err = std::io::stderr().lock();
+        err.write_all(buf)?;
+        err.flush()
+    };
+    match active_bar() {
+        Some(pb) => pb.suspend(write),
+        None => write(),
+    }
+}
+
+/// The tracing subscriber's writer: stderr, around the progress bar. The fmt layer writes
+/// each event with one `write_all` of the whole formatted line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        write_around_bar(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter
     }
 }
 

@@ -5,5 +5,6 @@ mod crash;
 mod journal;
 mod manifest;
 mod run;
+mod run_sandbox;
 mod sandbox;
 mod util;
