@@ -296,6 +296,19 @@ impl JournalWriter {
         self.send_record(rec)
     }
 
+    /// How many outcomes passed to [`record`](Self::record) are not committed yet; an error
+    /// once the writer has stopped (nothing more can be recorded).
+    pub fn not_durable(&self) -> Result<u64, JournalError> {
+        self.uncommitted()
+    }
+
+    /// Resolves after the next group commit (or at once if one happened since the last
+    /// call), or when the writer stops: then [`not_durable`](Self::not_durable) has news.
+    /// Meant for one waiter at a time.
+    pub async fn durable_progress(&self) {
+        self.next_commit().await
+    }
+
     /// Records the prior state of `room` read before its first change (`None` when the read
     /// returned nothing usable); resolves once it is durable, so the change may go out.
     /// `prior` is the room object (`result` of `GET /rooms/{id}`; the whole response body is

@@ -11,12 +11,13 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use super::store::now_ms;
 use super::{Journal, JournalError, JournalWriter, OpRecord};
@@ -48,6 +49,18 @@ pub(super) struct Shared {
     tx: Sender<Msg>,
     /// Why the writer stopped, once it has.
     stopped: Arc<Mutex<Option<String>>>,
+    /// Outcomes queued so far (see [`Durability`]).
+    queued: AtomicU64,
+    durability: Arc<Durability>,
+}
+
+/// How far the writer has got: the outcomes committed so far, and a wake-up for the one
+/// task that waits for them (the scheduler), sent after every commit and when the writer
+/// stops. `notify_one` keeps a permit when nobody waits yet, so no commit is missed.
+#[derive(Default)]
+struct Durability {
+    committed: AtomicU64,
+    notify: Notify,
 }
 
 pub(super) fn start(journal: Journal) -> Result<JournalWriter, JournalError> {
@@ -80,19 +93,27 @@ pub(super) fn start(journal: Journal) -> Result<JournalWriter, JournalError> {
     .map_err(err)?;
     let (tx, rx) = mpsc::channel();
     let stopped = Arc::new(Mutex::new(None));
+    let durability = Arc::new(Durability::default());
     let mut thread = Thread {
         path: path.clone(),
         conn: Some(conn),
         lock: Some(lock),
         run_id,
         stopped: stopped.clone(),
+        durability: durability.clone(),
     };
     std::thread::Builder::new()
         .name("journal-writer".into())
         .spawn(move || thread.run(rx))
         .map_err(|e| JournalError::io(&path, "start the writer thread", e))?;
     Ok(JournalWriter {
-        inner: Arc::new(Shared { path, tx, stopped }),
+        inner: Arc::new(Shared {
+            path,
+            tx,
+            stopped,
+            queued: AtomicU64::new(0),
+            durability,
+        }),
     })
 }
 
@@ -138,7 +159,35 @@ impl JournalWriter {
     }
 
     pub(super) fn send_record(&self, rec: OpRecord) -> Result<(), JournalError> {
-        self.send(Msg::Record(rec, now_ms()))
+        // Counted before it is sent, so the writer can never have committed more than this.
+        self.inner.queued.fetch_add(1, Ordering::SeqCst);
+        let sent = self.send(Msg::Record(rec, now_ms()));
+        if sent.is_err() {
+            self.inner.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        sent
+    }
+
+    pub(super) fn uncommitted(&self) -> Result<u64, JournalError> {
+        if self
+            .inner
+            .stopped
+            .lock()
+            .map(|s| s.is_some())
+            .unwrap_or(true)
+        {
+            return Err(self.stopped_error());
+        }
+        let committed = self.inner.durability.committed.load(Ordering::SeqCst);
+        Ok(self
+            .inner
+            .queued
+            .load(Ordering::SeqCst)
+            .saturating_sub(committed))
+    }
+
+    pub(super) async fn next_commit(&self) {
+        self.inner.durability.notify.notified().await;
     }
 
     pub(super) async fn send_snapshot(
@@ -173,6 +222,7 @@ struct Thread {
     lock: Option<File>,
     run_id: i64,
     stopped: Arc<Mutex<Option<String>>>,
+    durability: Arc<Durability>,
 }
 
 impl Thread {
@@ -216,6 +266,16 @@ impl Thread {
                     *s = Some("this run's journal was already finished".into());
                 }
             }
+            if !failed {
+                let records = group
+                    .iter()
+                    .filter(|m| matches!(m, Msg::Record(..)))
+                    .count();
+                self.durability
+                    .committed
+                    .fetch_add(records as u64, Ordering::SeqCst);
+            }
+            self.durability.notify.notify_one();
             for m in group {
                 let ack = match m {
                     Msg::Record(..) => continue,

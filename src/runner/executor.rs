@@ -32,7 +32,18 @@ impl Executor for ApiClient {
 
 /// Records outcomes.
 pub trait Recorder: Send + Sync + 'static {
+    /// Queues an outcome (durable at once, or later: see [`not_durable`](Self::not_durable)).
     fn record(&self, rec: OpRecord) -> Result<(), JournalError>;
+    /// Outcomes passed to `record` that are not durable yet. The scheduler counts them as in
+    /// flight, so a kill at any moment leaves at most `--concurrency` ops sent but not
+    /// recorded. An error means nothing more can be recorded.
+    fn not_durable(&self) -> Result<u64, JournalError> {
+        Ok(0)
+    }
+    /// Resolves when [`not_durable`](Self::not_durable) may have changed (one waiter).
+    fn durable_progress(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
     fn record_snapshot(
         &self,
         room: &str,
@@ -43,6 +54,14 @@ pub trait Recorder: Send + Sync + 'static {
 impl Recorder for JournalWriter {
     fn record(&self, rec: OpRecord) -> Result<(), JournalError> {
         JournalWriter::record(self, rec)
+    }
+
+    fn not_durable(&self) -> Result<u64, JournalError> {
+        JournalWriter::not_durable(self)
+    }
+
+    async fn durable_progress(&self) {
+        JournalWriter::durable_progress(self).await
     }
 
     async fn record_snapshot(

@@ -16,6 +16,10 @@
 //!   the attempts recorded in the journal are the total across runs.
 //! - The failure ratio is failed / (done + failed) over this run, checked only once
 //!   [`RunnerOptions::failure_ratio_min_sample`] ops have finished.
+//! - A slot is free only once its outcome is durable, not when its answer arrives: an op
+//!   whose outcome the journal has not committed yet still counts against `concurrency`, so
+//!   a kill -9 at any moment leaves at most `concurrency` ops sent and not recorded, which
+//!   the next run sends again. (Group commits are quick; the wait costs little throughput.)
 //! - At a stop (deadline, signal, abort) retries not yet sent are dropped: those ops stay
 //!   pending. A second signal aborts the requests in flight; those ops stay pending too.
 
@@ -223,8 +227,21 @@ pub async fn run<E: Executor, R: Recorder>(
             ready[cred_index(ops[i as usize].op.credential())].push(Reverse(i));
         }
 
+        // Outcomes handed to the journal but not yet committed hold their slot: a kill now
+        // would have them sent again, so they count as in flight.
+        let unrecorded = match rec.not_durable() {
+            Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            Err(e) => {
+                if stop.is_none() {
+                    halt.cancel();
+                    stop = Some(StopReason::Journal(e.to_string()));
+                }
+                0
+            }
+        };
+
         // Dispatch while there is room.
-        while stop.is_none() && tasks.len() < concurrency {
+        while stop.is_none() && tasks.len().saturating_add(unrecorded) < concurrency {
             let now = Instant::now();
             let mut pick: Option<(usize, u32)> = None;
             for (c, heap) in ready.iter().enumerate() {
@@ -337,6 +354,7 @@ pub async fn run<E: Executor, R: Recorder>(
                     next = tasks.try_join_next();
                 }
             }
+            _ = rec.durable_progress(), if unrecorded > 0 && stop.is_none() => {}
             _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
             _ = tick.tick() => {}
         }

@@ -31,6 +31,8 @@ struct Fake {
     max_in_flight: AtomicUsize,
     sends: AtomicUsize,
     sends_by_cred: [AtomicUsize; 2],
+    /// Counted with `in_flight` for `max_in_flight`: outcomes answered but not yet durable.
+    unrecorded: std::sync::OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
 }
 
 fn done() -> Outcome {
@@ -68,6 +70,7 @@ impl Fake {
             max_in_flight: AtomicUsize::new(0),
             sends: AtomicUsize::new(0),
             sends_by_cred: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            unrecorded: std::sync::OnceLock::new(),
         })
     }
 
@@ -105,7 +108,9 @@ impl Executor for Fake {
         };
         self.sends_by_cred[c].fetch_add(1, Ordering::SeqCst);
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let unrecorded = self.unrecorded.get().map_or(0, |f| f());
+        self.max_in_flight
+            .fetch_max(now + unrecorded, Ordering::SeqCst);
         self.events
             .lock()
             .unwrap()
@@ -858,4 +863,101 @@ async fn two_hundred_thousand_ops_schedule_quickly() {
         "{small:?} vs {big:?}"
     );
     assert!(big < Duration::from_secs(60), "{big:?}");
+}
+
+/// A recorder whose outcomes become durable only at its commits, every `every`, like the
+/// journal's group commit on a slow disk.
+struct SlowDisk {
+    memory: MemoryRecorder,
+    queued: AtomicUsize,
+    committed: AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+impl SlowDisk {
+    fn start(every: Duration) -> Arc<SlowDisk> {
+        let disk = Arc::new(SlowDisk {
+            memory: MemoryRecorder::default(),
+            queued: AtomicUsize::new(0),
+            committed: AtomicUsize::new(0),
+            notify: tokio::sync::Notify::new(),
+        });
+        let weak = Arc::downgrade(&disk);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(d) = weak.upgrade() else { break };
+                d.committed
+                    .store(d.queued.load(Ordering::SeqCst), Ordering::SeqCst);
+                d.notify.notify_one();
+            }
+        });
+        disk
+    }
+
+    fn unrecorded(&self) -> usize {
+        self.queued.load(Ordering::SeqCst) - self.committed.load(Ordering::SeqCst)
+    }
+}
+
+impl Recorder for SlowDisk {
+    fn record(&self, rec: crate::journal::OpRecord) -> Result<(), crate::journal::JournalError> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.memory.record(rec)
+    }
+
+    fn not_durable(&self) -> Result<u64, crate::journal::JournalError> {
+        Ok(self.unrecorded() as u64)
+    }
+
+    async fn durable_progress(&self) {
+        self.notify.notified().await
+    }
+
+    async fn record_snapshot(
+        &self,
+        room: &str,
+        prior: Option<serde_json::Value>,
+    ) -> Result<(), crate::journal::JournalError> {
+        self.memory.record_snapshot(room, prior).await
+    }
+}
+
+/// A kill -9 at any moment re-sends at most `concurrency` ops: an answered op holds its slot
+/// until its outcome is durable, however slow the journal's commits.
+#[tokio::test(start_paused = true)]
+async fn ops_sent_and_not_yet_durable_never_exceed_concurrency() {
+    let disk = SlowDisk::start(Duration::from_millis(25));
+    let fake = Fake::new(|_, _| (done(), Duration::from_millis(4)));
+    let probe = disk.clone();
+    assert!(
+        fake.unrecorded
+            .set(Box::new(move || probe.unrecorded()))
+            .is_ok()
+    );
+    let ops: Vec<Op> = (0..300).map(|i| Op::freeze(format!("r{i}"))).collect();
+    let opts = RunnerOptions {
+        concurrency: 8,
+        rate: "100000/s".parse().unwrap(),
+        ..fast()
+    };
+    let mut progress = Progress::log_only(None);
+    let report = run(
+        jops(ops),
+        fake.clone(),
+        disk.clone(),
+        opts,
+        Controls::default(),
+        HashSet::new(),
+        &mut progress,
+    )
+    .await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(report.stats.done, 300);
+    assert_eq!(finals(&disk.memory).len(), 300);
+    assert_eq!(
+        fake.max_in_flight.load(Ordering::SeqCst),
+        8,
+        "bound held, and used"
+    );
 }
