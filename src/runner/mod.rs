@@ -123,32 +123,38 @@ pub async fn run_job(config: JobConfig) -> anyhow::Result<Exit> {
     }
 }
 
-/// The summary: text on stderr, or one JSON log event with `--log-format json` (so stderr
-/// stays one JSON object per line).
+/// The summary, on stderr whatever `-q` says (a cron job's log should say how the job
+/// ended): text, or with `--log-format json` one JSON object on its own line shaped like the
+/// log events (`timestamp`, `level`, `message`), marked `"summary": true`.
 fn print_summary(stats: &Stats, headline: &str, format: crate::cli::LogFormat) {
     match format {
         crate::cli::LogFormat::Text => eprint!("{}", stats.render(headline)),
-        crate::cli::LogFormat::Json => {
-            let ms = |p: f64| stats.percentile(p).map(|d| d.as_secs_f64() * 1000.0);
-            tracing::info!(
-                total = stats.total,
-                done = stats.done,
-                already_in_state = stats.already,
-                failed = stats.failed,
-                pending = stats.pending(),
-                requests = stats.attempts,
-                retries = stats.retries,
-                rate_limited = stats.rate_limited,
-                elapsed_s = stats.elapsed.as_secs_f64(),
-                ops_per_s = stats.ops_per_sec(),
-                latency_p50_ms = ms(50.0),
-                latency_p95_ms = ms(95.0),
-                latency_p99_ms = ms(99.0),
-                failures_by_code = %serde_json::json!(stats.failures_by_code),
-                "{headline}"
-            );
-        }
+        crate::cli::LogFormat::Json => eprintln!("{}", summary_json(stats, headline)),
     }
+}
+
+fn summary_json(stats: &Stats, headline: &str) -> serde_json::Value {
+    let ms = |p: f64| stats.percentile(p).map(|d| d.as_secs_f64() * 1000.0);
+    serde_json::json!({
+        "timestamp": jiff::Timestamp::now().to_string(),
+        "level": "INFO",
+        "message": headline,
+        "summary": true,
+        "total": stats.total,
+        "done": stats.done,
+        "already_in_state": stats.already,
+        "failed": stats.failed,
+        "pending": stats.pending(),
+        "requests": stats.attempts,
+        "retries": stats.retries,
+        "rate_limited": stats.rate_limited,
+        "elapsed_s": stats.elapsed.as_secs_f64(),
+        "ops_per_s": stats.ops_per_sec(),
+        "latency_p50_ms": ms(50.0),
+        "latency_p95_ms": ms(95.0),
+        "latency_p99_ms": ms(99.0),
+        "failures_by_code": stats.failures_by_code,
+    })
 }
 
 fn journal_error(e: crate::journal::JournalError) -> anyhow::Error {

@@ -1416,3 +1416,49 @@ async fn a_second_sigint_cancels_the_requests_in_flight() {
     );
     drop(sb);
 }
+
+/// `-q --log-format json` (a cron job feeding a log collector): warnings and the summary
+/// only, every stderr line one JSON object, the summary's counts and failures by code true.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_json_logs_still_end_with_the_summary() {
+    let mut ops: Vec<Op> = (0..30).map(|i| Op::freeze(format!("r-{i}"))).collect();
+    let mut cfg = SandboxConfig::new(sandbox_creds());
+    cfg.seed_from_ops(&ops);
+    ops.push(Op::freeze("no-such-room"));
+    let j = job(&ops);
+    let sb = sandbox::spawn(cfg).await.unwrap();
+    let out = wait_output(
+        binary_run(
+            &j.manifest,
+            &sb.base_url(),
+            TOKEN,
+            &["-q", "--log-format", "json", "--progress", "never"],
+        )
+        .spawn()
+        .unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"] != "INFO" || l["summary"] == true),
+        "-q shows no info events: {err}"
+    );
+    let summary: Vec<_> = lines.iter().filter(|l| l["summary"] == true).collect();
+    assert_eq!(summary.len(), 1, "{err}");
+    let s = summary[0];
+    assert_eq!(s["total"], 31);
+    assert_eq!(s["done"], 30);
+    assert_eq!(s["failed"], 1);
+    assert_eq!(s["pending"], 0);
+    assert_eq!(s["failures_by_code"]["ROOM_NOT_FOUND"], 1);
+    assert!(s["message"].as_str().unwrap().contains("failed"), "{s}");
+    sb.shutdown().await.unwrap();
+}
