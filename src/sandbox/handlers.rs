@@ -329,7 +329,7 @@ pub(crate) async fn api(State(sb): State<Arc<Shared>>, req: Request) -> Response
     let delay = cfg.latency + draw.jitter;
     if !delay.is_zero() {
         sb.counters.delayed.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(delay).await;
+        sb.delay(delay).await;
     }
     if let Some(f) = draw.fault {
         sb.counters.faults[f.index()].fetch_add(1, Ordering::Relaxed);

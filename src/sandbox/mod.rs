@@ -17,6 +17,7 @@ pub mod faults;
 pub mod handlers;
 pub mod server;
 pub mod state;
+mod timer;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     pub counters: Counters,
     limiter: Mutex<Option<Arc<Limiter>>>,
     pub started: Instant,
+    /// Serves `latency` + jitter precisely (started only when a latency is set).
+    timer: Option<super::timer::Timer>,
 }
 
 /// Locks a mutex, recovering the data of a poisoned one (a panicking handler must not take
@@ -95,20 +97,36 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Waits `delay` (the configured latency and its jitter), to well under a millisecond.
+    pub async fn delay(&self, delay: Duration) {
+        match &self.timer {
+            Some(t) => t.sleep(delay).await,
+            None => tokio::time::sleep(delay).await,
+        }
+    }
+
     pub fn new(config: SandboxConfig) -> anyhow::Result<Arc<Shared>> {
         config
             .check()
             .map_err(|e| anyhow::anyhow!("invalid sandbox settings: {e}"))?;
         let initial = World::from_config(&config);
-        let shared = Shared {
-            world: Mutex::new(initial.clone()),
-            initial,
-            track: Mutex::new(Tracking::default()),
-            counters: Counters::default(),
-            limiter: Mutex::new(new_limiter(&config)),
-            started: Instant::now(),
-            config,
-        };
+        let shared =
+            Shared {
+                world: Mutex::new(initial.clone()),
+                initial,
+                track: Mutex::new(Tracking::default()),
+                counters: Counters::default(),
+                limiter: Mutex::new(new_limiter(&config)),
+                started: Instant::now(),
+                timer: if config.latency.is_zero() && config.latency_jitter.is_zero() {
+                    None
+                } else {
+                    Some(super::timer::Timer::start().map_err(|e| {
+                        anyhow::anyhow!("cannot start the sandbox's timer thread: {e}")
+                    })?)
+                },
+                config,
+            };
         Ok(Arc::new(shared))
     }
 
