@@ -132,14 +132,16 @@ impl JournalWriter {
         }
     }
 
-    fn send(&self, msg: Msg) -> Result<(), JournalError> {
-        if self
-            .inner
+    fn is_stopped(&self) -> bool {
+        self.inner
             .stopped
             .lock()
             .map(|s| s.is_some())
             .unwrap_or(true)
-        {
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), JournalError> {
+        if self.is_stopped() {
             return Err(self.stopped_error());
         }
         self.inner.tx.send(msg).map_err(|_| self.stopped_error())
@@ -169,13 +171,7 @@ impl JournalWriter {
     }
 
     pub(super) fn uncommitted(&self) -> Result<u64, JournalError> {
-        if self
-            .inner
-            .stopped
-            .lock()
-            .map(|s| s.is_some())
-            .unwrap_or(true)
-        {
+        if self.is_stopped() {
             return Err(self.stopped_error());
         }
         let committed = self.inner.durability.committed.load(Ordering::SeqCst);

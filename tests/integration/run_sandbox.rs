@@ -41,6 +41,28 @@ const FAST: Backoff = Backoff {
     cap: Duration::from_millis(20),
 };
 
+/// A sandbox seeded from `ops`, its faults drawn from `seed` at these rates: 5xx, 429,
+/// drop before applying, drop after applying. Injected 429s hint 0 s (honoured, but short
+/// for a fast test).
+fn faulty(
+    ops: &[Op],
+    [server_error, too_many_requests, drop_before, drop_after]: [f64; 4],
+    seed: u64,
+) -> SandboxConfig {
+    let mut cfg = SandboxConfig::new(sandbox_creds());
+    cfg.seed_from_ops(ops);
+    cfg.faults = FaultRates {
+        server_error,
+        too_many_requests,
+        drop_before,
+        drop_after,
+        slow: 0.0,
+    };
+    cfg.fault_retry_after_secs = 0;
+    cfg.fault_seed = seed;
+    cfg
+}
+
 struct Job {
     _dir: tempfile::TempDir,
     manifest: PathBuf,
@@ -212,18 +234,7 @@ fn mixed_ops(n: usize, seed: u64) -> (Vec<Op>, Vec<bool>) {
 async fn issue5_a_mixed_5000_op_job_survives_faults_and_applies_every_op() {
     let (ops, never_muted) = mixed_ops(5000, 5);
     let j = job(&ops);
-    let mut cfg = SandboxConfig::new(sandbox_creds());
-    cfg.seed_from_ops(&ops);
-    cfg.faults = FaultRates {
-        server_error: 0.10,
-        too_many_requests: 0.05,
-        drop_before: 0.02,
-        drop_after: 0.02,
-        slow: 0.0,
-    };
-    cfg.fault_seed = 55;
-    // The hint of an injected 429, in both shapes: honoured, but short for a fast test.
-    cfg.fault_retry_after_secs = 0;
+    let cfg = faulty(&ops, [0.10, 0.05, 0.02, 0.02], 55);
     let sb = sandbox::spawn(cfg).await.unwrap();
 
     let (exit, msg) = run(
@@ -780,17 +791,7 @@ async fn issue5_no_credential_reaches_output_or_journal() {
     ops.extend((0..60).map(|i| Op::mute(format!("u-{i}"), format!("r-{i}"))));
     ops.push(Op::freeze("missing-room"));
     let j = job(&ops);
-    let mut cfg = SandboxConfig::new(sandbox_creds());
-    cfg.seed_from_ops(&ops[..120]);
-    cfg.faults = FaultRates {
-        server_error: 0.15,
-        too_many_requests: 0.1,
-        drop_before: 0.05,
-        drop_after: 0.05,
-        slow: 0.0,
-    };
-    cfg.fault_retry_after_secs = 0;
-    cfg.fault_seed = 9;
+    let cfg = faulty(&ops[..120], [0.15, 0.1, 0.05, 0.05], 9);
     let sb = sandbox::spawn(cfg).await.unwrap();
     let base = sb.base_url();
     let common = ["--rate", "5000/s", "--max-attempts", "12", "-vv"];
@@ -1256,17 +1257,7 @@ async fn snapshots_through_faults_hold_the_state_before_any_change() {
         ops.push(Op::freeze(room));
     }
     let j = job(&ops);
-    let mut cfg = SandboxConfig::new(sandbox_creds());
-    cfg.seed_from_ops(&ops);
-    cfg.faults = FaultRates {
-        server_error: 0.15,
-        too_many_requests: 0.05,
-        drop_before: 0.05,
-        drop_after: 0.05,
-        slow: 0.0,
-    };
-    cfg.fault_retry_after_secs = 0;
-    cfg.fault_seed = 21;
+    let cfg = faulty(&ops, [0.15, 0.05, 0.05, 0.05], 21);
     let sb = sandbox::spawn(cfg).await.unwrap();
     let (exit, msg) = run(
         &j,
