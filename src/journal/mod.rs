@@ -237,6 +237,9 @@ pub struct Journal {
     /// The settings JSON of this run (from [`JobMeta`]), recorded by `start_writer`.
     run_settings: String,
     retry_failed: bool,
+    /// For a read-only open that made SQLite create the WAL companions: removes them again
+    /// once `conn` is closed (declared after it, so dropped after it).
+    _tidy: Option<store::TidyWal>,
 }
 
 impl Journal {

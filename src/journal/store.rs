@@ -302,6 +302,7 @@ pub(super) fn open_for_run(
         lock: Some(lock),
         run_settings: settings,
         retry_failed: opts.retry_failed,
+        _tidy: None,
     })
 }
 
@@ -354,6 +355,7 @@ fn create_new(
         lock: None,
         run_settings: settings.to_owned(),
         retry_failed: opts.retry_failed,
+        _tidy: None,
     }))
 }
 
@@ -567,6 +569,11 @@ fn create(
 }
 
 pub(super) fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
+    // No WAL file means no connection has the journal open (one in WAL mode keeps it while
+    // open): the companions SQLite creates for this read are ours to remove afterwards.
+    // Decided before the open, armed only after it succeeded: a journal refused as damaged
+    // (a hot rollback journal, say) must not be touched by a read-write connection.
+    let no_wal_before = !suffixed(path, "-wal").exists();
     // The same checks as `run` (with `quick_check`): `status` must not call a journal
     // complete that `run` then refuses as damaged, nor `revert` work from a damaged one.
     let conn = match open_checked(path, true) {
@@ -590,7 +597,30 @@ pub(super) fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
         lock: None,
         run_settings: String::new(),
         retry_failed: false,
+        _tidy: no_wal_before.then(|| TidyWal(path.to_path_buf())),
     })
+}
+
+/// Removes the empty `-wal` and `-shm` files a read-only connection leaves beside a journal
+/// (only the last connection to close removes them, and a read-only one cannot), so
+/// `status`, `report`, `revert` and `plan` leave the directory as they found it. It opens
+/// and closes one read-write connection, which makes SQLite do it under its own locks: if
+/// a run has opened the journal meanwhile, that run's connection is not the last, and
+/// nothing is removed. Best effort: a failure leaves two harmless files.
+pub(crate) struct TidyWal(PathBuf);
+
+impl Drop for TidyWal {
+    fn drop(&mut self) {
+        let Ok(conn) = Connection::open_with_flags(
+            &self.0,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ) else {
+            return;
+        };
+        // A read opens the WAL, so the close below checkpoints (nothing) and removes it.
+        let _ = conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()));
+        let _ = conn.close();
+    }
 }
 
 /// Everything recorded about one op, for `report` and `revert`.

@@ -1258,3 +1258,40 @@ fn status_while_a_run_creates_the_journal_says_it_is_in_use() {
     let err = Journal::open_read_only(&path).err().unwrap();
     assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
 }
+
+/// Reading a journal leaves the directory as it was: no `-wal`/`-shm` left behind by
+/// `status`, `report` or `revert`, and the journal's bytes unchanged.
+#[tokio::test]
+async fn read_only_commands_leave_no_files_and_change_no_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = finished_job(dir.path()).await;
+    let before = files_in(dir.path());
+    assert_eq!(before, ["job.journal", "job.journal.lock"]);
+    let content = bytes(&path);
+    let p = path.to_str().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let o = |name: &str| out.join(name).to_str().unwrap().to_string();
+    for args in [
+        vec!["status".to_string(), p.into()],
+        vec!["status".into(), p.into(), "--json".into()],
+        vec!["report".into(), p.into(), "-o".into(), o("r.csv")],
+        vec![
+            "report".into(),
+            p.into(),
+            "--failed".into(),
+            "-o".into(),
+            o("f.csv"),
+        ],
+        vec!["revert".into(), p.into(), "-o".into(), o("undo.csv")],
+    ] {
+        let r = util::bin().args(&args).output().unwrap();
+        assert!(r.status.code().is_some_and(|c| c <= 1), "{args:?}: {r:?}");
+        assert_eq!(
+            files_in(dir.path()),
+            [&before[..], &["out".to_string()]].concat(),
+            "after {args:?}"
+        );
+    }
+    assert_eq!(bytes(&path), content);
+}
