@@ -196,9 +196,15 @@ pub async fn run<E: Executor, R: Recorder>(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
-    // The window's start: wait, interruptible by a signal.
+    // The window's start: wait, interruptible by a signal; unless a deadline comes first,
+    // then waiting would only end in a stop with nothing sent.
+    let deadline_first = match (&opts.start_at, &opts.deadline) {
+        (Some((start, _)), Some((end, _))) => end <= start,
+        _ => false,
+    };
     if let Some((at, label)) = &opts.start_at
         && *at > Instant::now()
+        && !deadline_first
     {
         tracing::info!("waiting until {label} before sending anything (the job's window)");
         tokio::select! {
@@ -212,9 +218,18 @@ pub async fn run<E: Executor, R: Recorder>(
     }
     if stop.is_none()
         && let Some((at, label)) = &opts.deadline
-        && *at <= Instant::now()
+        && (*at <= Instant::now() || deadline_first)
     {
-        tracing::warn!("{label} has already passed: nothing is sent");
+        if deadline_first && *at > Instant::now() {
+            let start = opts
+                .start_at
+                .as_ref()
+                .map(|(_, l)| l.as_str())
+                .unwrap_or_default();
+            tracing::warn!("{label} comes before {start}: nothing is sent");
+        } else {
+            tracing::warn!("{label} has already passed: nothing is sent");
+        }
         stop = Some(StopReason::Deadline(label.clone()));
     }
 

@@ -620,6 +620,27 @@ async fn window_start_is_awaited() {
     assert!(fake.starts_of("freeze room \"a\"")[0] >= t0 + Duration::from_secs(3600));
 }
 
+/// `--max-duration 1h` on a job whose window opens in 3 hours: stop at once, nothing sent,
+/// rather than wait 3 hours to stop.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_before_the_window_start_stops_at_once() {
+    let fake = Fake::new(|_, _| (done(), Duration::from_millis(1)));
+    let t0 = Instant::now();
+    let opts = RunnerOptions {
+        start_at: Some((t0 + Duration::from_secs(3 * 3600), "22:00".into())),
+        deadline: Some((t0 + Duration::from_secs(3600), "--max-duration 1h".into())),
+        ..fast()
+    };
+    let (report, rec) = go(vec![Op::freeze("a")], &fake, opts, Controls::default()).await;
+    assert_eq!(
+        report.stop,
+        StopReason::Deadline("--max-duration 1h".into())
+    );
+    assert_eq!(Instant::now(), t0, "no wait");
+    assert_eq!(fake.sends.load(Ordering::SeqCst), 0);
+    assert!(rec.records().is_empty());
+}
+
 #[tokio::test(start_paused = true)]
 async fn signals_drain_then_cancel() {
     let ops: Vec<Op> = (0..100).map(|i| Op::freeze(format!("r{i}"))).collect();
