@@ -34,9 +34,9 @@ impl Executor for ApiClient {
 pub trait Recorder: Send + Sync + 'static {
     /// Queues an outcome (durable at once, or later: see [`not_durable`](Self::not_durable)).
     fn record(&self, rec: OpRecord) -> Result<(), JournalError>;
-    /// Outcomes passed to `record` that are not durable yet. The scheduler counts them as in
-    /// flight, so a kill at any moment leaves at most `--concurrency` ops sent but not
-    /// recorded. An error means nothing more can be recorded.
+    /// Outcomes passed to `record` that are not durable yet. The scheduler counts them with
+    /// the requests on the wire, so a kill at any moment leaves at most `2 × --concurrency`
+    /// ops sent but not recorded. An error means nothing more can be recorded.
     fn not_durable(&self) -> Result<u64, JournalError> {
         Ok(0)
     }
