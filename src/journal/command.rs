@@ -652,7 +652,9 @@ pub fn revert(args: &RevertArgs) -> anyhow::Result<Exit> {
         );
     } else if counts.pending > 0 {
         eprintln!(
-            "warning: the job is not finished ({} ops pending); the revert covers only what is done so far",
+            "warning: the job is not finished ({} ops pending); the revert covers only what is done so far, \
+             and ops in flight when it stopped may have been applied without being recorded: \
+             run the job to its end before reverting it",
             counts.pending
         );
     }

@@ -11,6 +11,10 @@
 //! - Unknown prior state (no snapshot, a read that gave nothing, a snapshot without the
 //!   field, or one taken after the job had already sent a change to the room) and prior
 //!   values a CSV manifest cannot express are listed apart, with the reason, never emitted.
+//! - Ops sent but not recorded done whose last answer does not rule out that they were
+//!   applied (a dropped connection, a timeout, a 5xx, or any retried op: the journal keeps
+//!   only the last answer) are listed apart too, as is an unmute whose `ROOM_NOT_MUTED`
+//!   came on a retry (the lost first answer may have been the unmute).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -176,7 +180,11 @@ pub fn revert_plan(
 ) -> RevertPlan {
     let mut rooms: HashMap<String, RoomWork> = HashMap::new();
     let mut pairs: HashMap<(String, String), PairWork> = HashMap::new();
+    let mut uncertain: Vec<(OpRow, String)> = Vec::new();
     for row in ops {
+        if let Some(reason) = maybe_applied(&row) {
+            uncertain.push((row.clone(), reason));
+        }
         if row.op.action.needs_client() {
             if row.state != super::OpState::Done {
                 continue;
@@ -218,6 +226,9 @@ pub fn revert_plan(
             .1
             .push(reason);
     };
+    for (row, reason) in &uncertain {
+        note(row, reason.clone());
+    }
     for (room, w) in &rooms {
         if w.done.is_empty() {
             continue;
@@ -341,6 +352,19 @@ pub fn revert_plan(
         let unchanged = |r: &OpRow| {
             r.op.action == Action::Unmute && r.error_code.as_deref() == Some("ROOM_NOT_MUTED")
         };
+        // An unmute answered ROOM_NOT_MUTED on a retry: the attempt before may have been
+        // the one that unmuted the pair (its answer lost), so the prior state is unknown.
+        if unchanged(first) && first.attempts > 1 {
+            note(
+                first,
+                format!(
+                    "prior state unknown: ROOM_NOT_MUTED answered attempt {} of the unmute, \
+                     and an earlier attempt may have unmuted the pair",
+                    first.attempts
+                ),
+            );
+            continue;
+        }
         // Muted before the job? A mute means it was not (SPEC §5); an unmute that landed
         // means it was; an unmute answered ROOM_NOT_MUTED means it was not.
         let prior_muted = first.op.action == Action::Unmute && !unchanged(first);
@@ -367,6 +391,37 @@ pub fn revert_plan(
             })
             .collect(),
     }
+}
+
+/// Why an op not recorded done may still have changed its target: it was sent, and its
+/// last answer does not rule that out. One attempt answered 4xx did not apply (the server
+/// refused the request); anything else may have (a connection dropped after the server
+/// applied the change, a timeout, a 5xx) and the journal keeps only the last answer of each
+/// op, so earlier attempts of a retried op are unknown too.
+fn maybe_applied(row: &OpRow) -> Option<String> {
+    if row.state == super::OpState::Done || row.attempts == 0 {
+        return None;
+    }
+    // The server answered and said no: a 4xx, or a 200 whose envelope carries an error RC.
+    let refused = match row.http_status {
+        Some(s) if (400..500).contains(&s) => true,
+        Some(s) if (200..300).contains(&s) => row.rc.is_some_and(|rc| rc != 0),
+        _ => false,
+    };
+    if row.attempts == 1 && refused {
+        return None;
+    }
+    let last = match (row.http_status, row.error_code.as_deref()) {
+        (Some(s), Some(c)) => format!("HTTP {s} {c}"),
+        (Some(s), None) => format!("HTTP {s}"),
+        (None, Some(c)) => c.to_string(),
+        (None, None) => "no answer".to_string(),
+    };
+    Some(format!(
+        "may have been applied: sent {} time(s), not recorded done (last: {last}); \
+         check the target's state before reverting it",
+        row.attempts
+    ))
 }
 
 #[cfg(test)]
@@ -449,15 +504,98 @@ mod tests {
 
     #[test]
     fn failed_and_pending_ops_are_not_reverted() {
+        let refused = |seq, op, status: u16, rc: i64, code: &str| OpRow {
+            http_status: Some(status),
+            rc: Some(rc),
+            error_code: Some(code.into()),
+            ..row(seq, op, OpState::Failed)
+        };
         let plan = revert_plan(
             [
-                row(0, Op::freeze("a"), OpState::Failed),
+                refused(0, Op::freeze("a"), 404, 404, "ROOM_NOT_FOUND"),
                 row(1, Op::freeze("b"), OpState::Pending),
-                row(2, Op::mute("c", "a"), OpState::Failed),
+                refused(2, Op::mute("c", "a"), 403, 403, "INSUFFICIENT_PERMISSIONS"),
+                refused(3, Op::freeze("d"), 200, 7, "SOMETHING"),
             ],
             &HashMap::new(),
         );
         assert_eq!(plan, RevertPlan::default());
+    }
+
+    /// Never guessed: an op sent but not recorded done, whose last answer does not rule out
+    /// that it was applied, is listed apart; so is an unmute whose ROOM_NOT_MUTED came on a
+    /// retry (the lost first answer may have been the unmute).
+    #[test]
+    fn ops_that_may_have_been_applied_are_listed_apart() {
+        let sent = |seq, op, state, attempts, status: Option<u16>, code: Option<&str>| OpRow {
+            attempts,
+            http_status: status,
+            rc: None,
+            error_code: code.map(str::to_owned),
+            ..row(seq, op, state)
+        };
+        let plan = revert_plan(
+            [
+                sent(0, Op::freeze("a"), OpState::Failed, 6, Some(503), None),
+                sent(
+                    1,
+                    Op::freeze("b"),
+                    OpState::Failed,
+                    1,
+                    None,
+                    Some("TIMEOUT"),
+                ),
+                sent(2, Op::mute("c", "a"), OpState::Pending, 2, Some(429), None),
+                // A retried op whose last answer is a 404: an earlier attempt is unknown.
+                sent(
+                    3,
+                    Op::freeze("d"),
+                    OpState::Failed,
+                    3,
+                    Some(404),
+                    Some("ROOM_NOT_FOUND"),
+                ),
+                sent(
+                    4,
+                    Op::unmute("e", "a"),
+                    OpState::Done,
+                    2,
+                    Some(400),
+                    Some("ROOM_NOT_MUTED"),
+                ),
+                sent(
+                    5,
+                    Op::unmute("f", "a"),
+                    OpState::Done,
+                    1,
+                    Some(400),
+                    Some("ROOM_NOT_MUTED"),
+                ),
+            ],
+            &HashMap::new(),
+        );
+        assert!(plan.ops.is_empty(), "{:?}", plan.ops);
+        let listed: Vec<(u64, &str)> = plan
+            .unknown
+            .iter()
+            .map(|u| (u.seq, u.reason.as_str()))
+            .collect();
+        assert_eq!(listed.len(), 5, "{listed:#?}");
+        for (seq, last) in [
+            (0, "HTTP 503"),
+            (1, "TIMEOUT"),
+            (2, "HTTP 429"),
+            (3, "HTTP 404 ROOM_NOT_FOUND"),
+        ] {
+            let (_, reason) = listed.iter().find(|(s, _)| *s == seq).unwrap();
+            assert!(reason.starts_with("may have been applied"), "{reason}");
+            assert!(reason.contains(&format!("(last: {last})")), "{reason}");
+        }
+        let (_, reason) = listed.iter().find(|(s, _)| *s == 4).unwrap();
+        assert!(
+            reason.contains("ROOM_NOT_MUTED answered attempt 2"),
+            "{reason}"
+        );
     }
 
     #[test]
