@@ -1453,3 +1453,71 @@ async fn quiet_json_logs_still_end_with_the_summary() {
     assert!(s["message"].as_str().unwrap().contains("failed"), "{s}");
     sb.shutdown().await.unwrap();
 }
+
+/// Issue 2: every example job runs to exit 0 with `run --sandbox` (the README's first
+/// command), whatever today's date, and running it again sends nothing and exits 0.
+#[test]
+fn issue2_every_example_job_runs_on_the_sandbox_and_a_rerun_sends_nothing() {
+    let src = crate::util::repo_root().join("jobs/examples");
+    let dir = tempfile::tempdir().unwrap();
+    let mut jobs = Vec::new();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::copy(&p, dir.path().join(&name)).unwrap();
+        // maintenance-rooms.csv is the rooms_file of maintenance-freeze.yaml, not a job.
+        if (name.ends_with(".csv") || name.ends_with(".yaml")) && name != "maintenance-rooms.csv" {
+            jobs.push(name);
+        }
+    }
+    jobs.sort();
+    assert_eq!(
+        jobs,
+        [
+            "maintenance-freeze.yaml",
+            "morning-unmute.csv",
+            "night-mute.csv",
+            "room-update.csv"
+        ]
+    );
+    let run = |job: &str| {
+        let mut c = crate::util::bin();
+        c.current_dir(dir.path()).args([
+            "run",
+            job,
+            "--sandbox",
+            "--progress",
+            "never",
+            "--rate",
+            "100/s",
+        ]);
+        for v in [
+            "IMKIT_BASE_URL",
+            "IMKIT_CLIENT_KEY",
+            "IMKIT_TOKEN",
+            "IMKIT_API_KEY",
+            "RUST_LOG",
+        ] {
+            c.env_remove(v);
+        }
+        c.output().unwrap()
+    };
+    for job in &jobs {
+        let first = run(job);
+        let err = String::from_utf8_lossy(&first.stderr);
+        assert_eq!(first.status.code(), Some(0), "{job}: {err}");
+        assert!(err.contains("run complete: every op done"), "{job}: {err}");
+        let rows = journal_rows(&dir.path().join(format!("{job}.journal")));
+        assert!(!rows.is_empty());
+        assert!(rows.iter().all(|r| r.state == OpState::Done), "{job}");
+        let again = run(job);
+        let err = String::from_utf8_lossy(&again.stderr);
+        assert_eq!(again.status.code(), Some(0), "{job} again: {err}");
+        assert!(err.contains("already complete"), "{job} again: {err}");
+        assert_eq!(
+            journal_rows(&dir.path().join(format!("{job}.journal"))),
+            rows,
+            "{job}"
+        );
+    }
+}
