@@ -85,6 +85,11 @@ impl Progress {
             } else {
                 0.0
             };
+            // The time left at the rate so far (unknown before the first op finishes).
+            let eta = (rate > 0.0).then(|| {
+                let secs = (st.pending() as f64 / rate).round();
+                humantime::format_duration(Duration::from_secs(secs as u64)).to_string()
+            });
             tracing::info!(
                 done = st.done,
                 failed = st.failed,
@@ -92,6 +97,7 @@ impl Progress {
                 total = st.total,
                 retries = st.retries,
                 ops_per_sec = format!("{rate:.1}"),
+                eta = eta.as_deref().unwrap_or("unknown"),
                 "progress: {}/{} ops finished",
                 st.finished(),
                 st.total
@@ -220,5 +226,57 @@ impl indicatif::TermLike for AnsiStderr {
     fn flush(&self) -> std::io::Result<()> {
         use std::io::Write as _;
         std::io::stderr().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Off a terminal, the periodic line says done/total, ops/s, ETA, retries and failures.
+    #[test]
+    fn the_log_line_carries_rate_eta_retries_and_failures() {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let mut p = Progress::log_only(Some(Duration::ZERO));
+            let st = Stats {
+                total: 1000,
+                done: 190,
+                failed: 10,
+                retries: 7,
+                ..Default::default()
+            };
+            // 200 finished in 10 s: 20 ops/s, 800 left: 40 s.
+            p.update(&st, Duration::from_secs(10));
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["message"], "progress: 200/1000 ops finished");
+        assert_eq!(line["done"], 190);
+        assert_eq!(line["failed"], 10);
+        assert_eq!(line["pending"], 800);
+        assert_eq!(line["retries"], 7);
+        assert_eq!(line["ops_per_sec"], "20.0");
+        assert_eq!(line["eta"], "40s");
     }
 }
