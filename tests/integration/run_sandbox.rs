@@ -1521,3 +1521,57 @@ fn issue2_every_example_job_runs_on_the_sandbox_and_a_rerun_sends_nothing() {
         );
     }
 }
+
+/// Over real HTTP, in the normal test run (the figures are in the ignored `pacing_*`
+/// tests): `--rate` holds the pace below the sandbox's own limit, and an injected 429's
+/// one-second hint holds back that credential's requests. Lower bounds on time only, which
+/// a loaded machine cannot break.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue5_the_rate_and_a_429_hint_are_honoured_over_http() {
+    // 50 ops at 20/s with a burst of 20: at least 30 / 20 = 1.5 s, and the sandbox, limited
+    // to 20/s per credential itself, has (next to) nothing to refuse.
+    let ops: Vec<Op> = (0..50).map(|i| Op::freeze(format!("r-{i}"))).collect();
+    let j = job(&ops);
+    let mut cfg = SandboxConfig::new(sandbox_creds());
+    cfg.seed_from_ops(&ops);
+    cfg.rate_limit = Some("20/s".parse().unwrap());
+    let sb = sandbox::spawn(cfg).await.unwrap();
+    let t0 = std::time::Instant::now();
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &["--rate", "20/s"]).await;
+    let took = t0.elapsed();
+    assert_eq!(exit, Exit::Success, "{msg}");
+    assert!(
+        took >= Duration::from_millis(1450),
+        "50 ops at 20/s in {took:?}"
+    );
+    let limited = sb.stats().rate_limited;
+    assert!(limited <= 2, "{limited} of 50 answered 429");
+    sb.shutdown().await.unwrap();
+
+    // Injected 429s hinting 1 s (both shapes): every op done, and not before a hint passed.
+    let ops: Vec<Op> = (0..10).map(|i| Op::freeze(format!("h-{i}"))).collect();
+    let j = job(&ops);
+    let mut cfg = faulty(&ops, [0.0, 0.1, 0.0, 0.0], 2);
+    cfg.fault_retry_after_secs = 1;
+    let sb = sandbox::spawn(cfg).await.unwrap();
+    let t0 = std::time::Instant::now();
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &["--rate", "1000/s"]).await;
+    let took = t0.elapsed();
+    assert_eq!(exit, Exit::Success, "{msg}");
+    let injected: u64 = sb
+        .stats()
+        .faults
+        .iter()
+        .filter(|(k, _)| k.starts_with("429"))
+        .map(|(_, n)| n)
+        .sum();
+    eprintln!("{injected} injected 429s, done in {took:?}");
+    assert!(injected > 0, "the seed injects 429s");
+    assert!(
+        took >= Duration::from_secs(1),
+        "{injected} 429s hinting 1 s, done in {took:?}"
+    );
+    let rows = journal_rows(&j.journal);
+    assert!(rows.iter().all(|r| r.state == OpState::Done));
+    sb.shutdown().await.unwrap();
+}
