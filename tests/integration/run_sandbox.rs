@@ -1544,8 +1544,10 @@ async fn issue5_the_rate_and_a_429_hint_are_honoured_over_http() {
         took >= Duration::from_millis(1450),
         "50 ops at 20/s in {took:?}"
     );
+    // Without --rate, 30 of the 50 would be refused; a few at most when the two clocks'
+    // start differs by a connection set-up on a loaded machine (0 of 600 measured).
     let limited = sb.stats().rate_limited;
-    assert!(limited <= 2, "{limited} of 50 answered 429");
+    assert!(limited <= 5, "{limited} of 50 answered 429");
     sb.shutdown().await.unwrap();
 
     // Injected 429s hinting 1 s (both shapes): every op done, and not before a hint passed.
