@@ -243,12 +243,24 @@ pub struct RevertArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
+    let format = cli.global.log_format;
     let result = dispatch(cli);
     match result {
         Ok(exit) => exit.into(),
         Err(err) => {
             let exit = crate::exit_for_error(&err);
-            eprintln!("error: {err:#}");
+            match format {
+                LogFormat::Text => eprintln!("error: {err:#}"),
+                // stderr stays one JSON object per line.
+                LogFormat::Json => eprintln!(
+                    "{}",
+                    crate::runner::progress::json_event(
+                        "ERROR",
+                        &format!("{err:#}"),
+                        serde_json::json!({ "exit_code": exit.code() }),
+                    )
+                ),
+            }
             exit.into()
         }
     }

@@ -45,13 +45,28 @@ pub async fn run_job(config: JobConfig) -> anyhow::Result<Exit> {
     let before = journal.counts().map_err(journal_error)?;
     if pending.is_empty() {
         let exit = completed_exit(&before, 0);
-        eprintln!(
+        let message = format!(
             "job already complete ({}): {} done, {} failed, {} skipped; nothing to send",
             config.journal_path.display(),
             before.done,
             before.failed,
             before.skipped
         );
+        match config.log_format {
+            crate::cli::LogFormat::Text => eprintln!("{message}"),
+            crate::cli::LogFormat::Json => {
+                let fields = serde_json::json!({
+                    "summary": true,
+                    "already_complete": true,
+                    "done": before.done,
+                    "failed": before.failed,
+                    "skipped": before.skipped,
+                    "pending": 0,
+                    "requests": 0,
+                });
+                eprintln!("{}", progress::json_event("INFO", &message, fields));
+            }
+        }
         return Ok(exit);
     }
     let snapshotted = if config.snapshot {
@@ -133,12 +148,9 @@ fn print_summary(stats: &Stats, headline: &str, format: crate::cli::LogFormat) {
     }
 }
 
-fn summary_json(stats: &Stats, headline: &str) -> serde_json::Value {
+fn summary_json(stats: &Stats, headline: &str) -> String {
     let ms = |p: f64| stats.percentile(p).map(|d| d.as_secs_f64() * 1000.0);
-    serde_json::json!({
-        "timestamp": jiff::Timestamp::now().to_string(),
-        "level": "INFO",
-        "message": headline,
+    let fields = serde_json::json!({
         "summary": true,
         "total": stats.total,
         "done": stats.done,
@@ -154,7 +166,8 @@ fn summary_json(stats: &Stats, headline: &str) -> serde_json::Value {
         "latency_p95_ms": ms(95.0),
         "latency_p99_ms": ms(99.0),
         "failures_by_code": stats.failures_by_code,
-    })
+    });
+    progress::json_event("INFO", headline, fields)
 }
 
 fn journal_error(e: crate::journal::JournalError) -> anyhow::Error {

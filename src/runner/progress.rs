@@ -124,6 +124,23 @@ impl Drop for Progress {
     }
 }
 
+/// One line for stderr shaped like the JSON log events (`timestamp`, `level`, `message`,
+/// then `fields`' members), for what is printed whatever `-q` says: the summary, the final
+/// error. `fields` is an object (anything else is ignored).
+pub fn json_event(level: &str, message: &str, fields: serde_json::Value) -> String {
+    let mut obj = serde_json::Map::new();
+    obj.insert(
+        "timestamp".into(),
+        jiff::Timestamp::now().to_string().into(),
+    );
+    obj.insert("level".into(), level.into());
+    obj.insert("message".into(), message.into());
+    if let serde_json::Value::Object(extra) = fields {
+        obj.extend(extra);
+    }
+    serde_json::Value::Object(obj).to_string()
+}
+
 /// The bar on screen, if any: log lines are written around it.
 static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
 

@@ -1451,6 +1451,34 @@ async fn quiet_json_logs_still_end_with_the_summary() {
     assert_eq!(s["pending"], 0);
     assert_eq!(s["failures_by_code"]["ROOM_NOT_FOUND"], 1);
     assert!(s["message"].as_str().unwrap().contains("failed"), "{s}");
+
+    // Run again: the job is complete, said in one JSON line; and an error is one too.
+    let json_lines = |args: &[&str]| {
+        let out = binary_run(&j.manifest, &sb.base_url(), TOKEN, args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let lines: Vec<serde_json::Value> = err
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+            .collect();
+        (out.status.code(), lines)
+    };
+    let (code, lines) = json_lines(&["-q", "--log-format", "json"]);
+    assert_eq!(code, Some(1), "the recorded outcome");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["already_complete"], true);
+    assert_eq!(lines[0]["done"], 30);
+    assert_eq!(lines[0]["failed"], 1);
+    let (code, lines) = json_lines(&["--log-format", "json", "--concurrency", "0"]);
+    assert_eq!(code, Some(2));
+    let last = lines.last().unwrap();
+    assert_eq!(last["level"], "ERROR");
+    assert_eq!(last["exit_code"], 2);
+    assert!(
+        last["message"].as_str().unwrap().contains("concurrency"),
+        "{last}"
+    );
     sb.shutdown().await.unwrap();
 }
 
