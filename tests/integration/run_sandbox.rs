@@ -1605,3 +1605,62 @@ async fn issue5_the_rate_and_a_429_hint_are_honoured_over_http() {
     assert!(rows.iter().all(|r| r.state == OpState::Done));
     sb.shutdown().await.unwrap();
 }
+
+/// A YAML `window` through the binary: past its end, `run` sends nothing and exits 4 saying
+/// so (the ops stay pending, resumable in a later window); with a window open now, it runs.
+#[test]
+fn issue5_a_window_past_its_end_sends_nothing_and_exits_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = |name: &str, start: &str, end: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "version: 1\nwindow:\n  start: {start}\n  end: {end}\nops:\n  - action: freeze\n    rooms: [a, b, c]\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let run = |manifest: &Path| {
+        let mut c = crate::util::bin();
+        c.arg("run")
+            .arg(manifest)
+            .args(["--sandbox", "--progress", "never"]);
+        for v in [
+            "IMKIT_BASE_URL",
+            "IMKIT_CLIENT_KEY",
+            "IMKIT_TOKEN",
+            "IMKIT_API_KEY",
+            "RUST_LOG",
+        ] {
+            c.env_remove(v);
+        }
+        c.output().unwrap()
+    };
+    let past = yaml("past.yaml", "2020-01-01T22:00:00Z", "2020-01-02T02:00:00Z");
+    let out = run(&past);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("has already passed: nothing is sent"), "{err}");
+    let rows = journal_rows(&dir.path().join("past.yaml.journal"));
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter()
+            .all(|r| r.state == OpState::Pending && r.attempts == 0)
+    );
+
+    let now = jiff::Timestamp::now();
+    let open = yaml(
+        "open.yaml",
+        &(now - jiff::SignedDuration::from_secs(60)).to_string(),
+        &(now + jiff::SignedDuration::from_secs(3600)).to_string(),
+    );
+    let out = run(&open);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
