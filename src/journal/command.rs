@@ -605,7 +605,9 @@ pub fn write_revert_manifest(
 ) -> anyhow::Result<(u64, Vec<String>)> {
     let mut rows = Vec::new();
     journal.for_each_op(None, |row| -> Result<(), JournalError> {
-        if row.state == OpState::Done || (!row.op.action.needs_client() && row.attempts > 0) {
+        // Done ops, and every op that was sent (it may have been applied; its attempt
+        // times also date the room's snapshot).
+        if row.state == OpState::Done || row.attempts > 0 {
             rows.push(row);
         }
         Ok(())

@@ -1295,3 +1295,49 @@ async fn read_only_commands_leave_no_files_and_change_no_byte() {
     }
     assert_eq!(bytes(&path), content);
 }
+
+/// Never guessed (SPEC §5): a mute that gave up after dropped connections may have been
+/// applied, so revert lists it apart rather than ignore it; a mute refused with a 404 on its
+/// only attempt changed nothing and is not mentioned; a done mute is unmuted.
+#[tokio::test]
+async fn revert_lists_apart_ops_that_may_have_been_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(
+        dir.path(),
+        SUM_A,
+        vec![
+            Op::mute("u-1", "lobby"),
+            Op::mute("u-2", "lobby"),
+            Op::mute("u-3", "lobby"),
+        ],
+    );
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    w.record(done(0)).unwrap();
+    w.record(OpRecord {
+        seq: 1,
+        state: Some(OpState::Failed),
+        attempts: 6,
+        http_status: None,
+        error_code: Some("CONNECTION".into()),
+        message: Some("gave up after 6 attempts: connection closed before an answer".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    w.record(failed(2, 404, "CLIENT_NOT_FOUND")).unwrap();
+    w.finish(Exit::OpsFailed).await.unwrap();
+    let (manifest, stderr) = revert_of(&path, dir.path());
+    let ops: Vec<&str> = manifest.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(ops, [HEADER, "unmute,lobby,u-1,,,,,,,,,,,"], "{manifest}");
+    let comments: Vec<&str> = manifest.lines().filter(|l| l.starts_with('#')).collect();
+    let apart: Vec<&&str> = comments.iter().filter(|l| l.contains("seq ")).collect();
+    assert_eq!(apart.len(), 1, "{manifest}");
+    assert!(apart[0].contains("seq 1 "), "{}", apart[0]);
+    assert!(apart[0].contains("may have been applied"), "{}", apart[0]);
+    assert!(apart[0].contains("(last: CONNECTION)"), "{}", apart[0]);
+    assert!(!manifest.contains("u-3"), "{manifest}");
+    assert!(stderr.contains("1 ops listed apart"), "{stderr}");
+}
