@@ -19,7 +19,7 @@ use crate::Exit;
 use crate::cli::{ReportArgs, ReportFormat, RevertArgs, StatusArgs};
 
 /// The columns of `report --format csv`, in order.
-pub const REPORT_COLUMNS: [&str; 16] = [
+pub const REPORT_COLUMNS: [&str; 17] = [
     "seq",
     "file",
     "line",
@@ -36,6 +36,7 @@ pub const REPORT_COLUMNS: [&str; 16] = [
     "latency_ms",
     "first_attempt_at",
     "last_attempt_at",
+    "prior",
 ];
 
 fn open(path: &Path) -> anyhow::Result<Journal> {
@@ -468,10 +469,29 @@ struct ReportRow<'a> {
     latency_ms: Option<u64>,
     first_attempt_at: Option<String>,
     last_attempt_at: Option<String>,
+    /// The room as read before this op, its first change (`--snapshot`): the fields an
+    /// update can set. On the room's first changing op only.
+    prior: Option<serde_json::Value>,
+}
+
+/// Hands each room's snapshot to the room's first changing op, in manifest order.
+struct Priors(std::collections::HashMap<String, super::Snapshot>);
+
+impl Priors {
+    fn load(journal: &Journal) -> anyhow::Result<Priors> {
+        Ok(Priors(journal.snapshots()?))
+    }
+
+    fn take(&mut self, r: &OpRow) -> Option<serde_json::Value> {
+        if r.op.action.needs_client() {
+            return None;
+        }
+        self.0.remove(&*r.op.room).and_then(|s| s.prior)
+    }
 }
 
 impl<'a> ReportRow<'a> {
-    fn new(r: &'a OpRow) -> Self {
+    fn new(r: &'a OpRow, prior: Option<serde_json::Value>) -> Self {
         ReportRow {
             seq: r.seq,
             file: &r.file,
@@ -489,6 +509,7 @@ impl<'a> ReportRow<'a> {
             latency_ms: r.latency_ms,
             first_attempt_at: r.first_attempt_at.map(fmt_ms),
             last_attempt_at: r.last_attempt_at.map(fmt_ms),
+            prior,
         }
     }
 
@@ -511,6 +532,7 @@ impl<'a> ReportRow<'a> {
             opt(self.latency_ms.map(|v| v.to_string())),
             opt(self.first_attempt_at.clone()),
             opt(self.last_attempt_at.clone()),
+            opt(self.prior.as_ref().map(|p| p.to_string())),
         ]
     }
 }
@@ -521,8 +543,9 @@ pub fn write_report_csv(journal: &Journal, out: &mut dyn Write) -> anyhow::Resul
         .terminator(csv::Terminator::Any(b'\n'))
         .from_writer(out);
     w.write_record(REPORT_COLUMNS)?;
+    let mut priors = Priors::load(journal)?;
     journal.for_each_op(None, |row| -> anyhow::Result<()> {
-        w.write_record(ReportRow::new(&row).cells())?;
+        w.write_record(ReportRow::new(&row, priors.take(&row)).cells())?;
         Ok(())
     })?;
     w.flush()?;
@@ -533,10 +556,11 @@ pub fn write_report_csv(journal: &Journal, out: &mut dyn Write) -> anyhow::Resul
 pub fn write_report_json(journal: &Journal, out: &mut dyn Write) -> anyhow::Result<()> {
     out.write_all(b"[")?;
     let mut first = true;
+    let mut priors = Priors::load(journal)?;
     journal.for_each_op(None, |row| -> anyhow::Result<()> {
         out.write_all(if first { b"\n  " } else { b",\n  " })?;
         first = false;
-        serde_json::to_writer(&mut *out, &ReportRow::new(&row))?;
+        serde_json::to_writer(&mut *out, &ReportRow::new(&row, priors.take(&row)))?;
         Ok(())
     })?;
     out.write_all(if first { b"]\n" } else { b"\n]\n" })?;

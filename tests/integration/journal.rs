@@ -1099,6 +1099,41 @@ async fn revert_of_a_maintenance_freeze_keeps_rooms_frozen_before_the_job_frozen
     assert!(stderr.contains("2 revert ops written"), "{stderr}");
     assert!(stderr.contains("2 ops listed apart"), "{stderr}");
     assert!(stderr.contains("r-nosnap"), "{stderr}");
+
+    // The report shows each room's prior state on its op (JSON, and CSV's last column).
+    let out = util::bin()
+        .args(["report", "--format", "json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let prior = |room: &str| rows.iter().find(|r| r["room"] == room).unwrap()["prior"].clone();
+    assert_eq!(
+        prior("r-active"),
+        json!({"_id": "r-active", "name": "A", "status": 1})
+    );
+    assert_eq!(
+        prior("r-violation"),
+        json!({"_id": "r-violation", "status": 0})
+    );
+    assert_eq!(
+        prior("r-envelope"),
+        json!({"_id": "r-envelope", "status": 1})
+    );
+    assert_eq!(prior("r-nosnap"), serde_json::Value::Null);
+    let out = util::bin().arg("report").arg(&path).output().unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let mut r = csv::Reader::from_reader(csv.as_bytes());
+    assert_eq!(r.headers().unwrap().iter().next_back(), Some("prior"));
+    let violation = r
+        .records()
+        .map(Result::unwrap)
+        .find(|rec| &rec[4] == "r-violation")
+        .unwrap();
+    let cell: serde_json::Value =
+        serde_json::from_str(violation.iter().next_back().unwrap()).unwrap();
+    assert_eq!(cell, json!({"_id": "r-violation", "status": 0}));
 }
 
 #[tokio::test]
