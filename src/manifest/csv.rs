@@ -187,6 +187,7 @@ pub(crate) fn load_csv(
         settings: Settings::default(),
         ops,
         sources: vec![path.to_path_buf()],
+        warnings: Default::default(),
     })
 }
 

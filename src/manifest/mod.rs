@@ -336,7 +336,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Manifest, ManifestErrors>
         hash_part(&mut hasher, b"--action", a.as_str().as_bytes());
     }
     let checksum = hex::encode(hasher.finalize());
-    let mut warnings = Warnings::default();
+    let mut warnings = parsed.warnings;
     let ops = expand::finish(parsed.ops, &parsed.sources, &mut warnings);
     if ops.is_empty() {
         warnings.push(format!(
@@ -364,6 +364,9 @@ pub(crate) struct Parsed {
     pub settings: Settings,
     pub ops: Vec<PlannedOp>,
     pub sources: Vec<PathBuf>,
+    /// Warnings the reader found itself (e.g. an id listed twice in one YAML op, which only
+    /// the reader can place by column); [`expand`] adds its own after these.
+    pub warnings: Warnings,
 }
 
 /// Feeds one named part into the checksum, length-prefixed so parts cannot run together.

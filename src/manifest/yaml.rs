@@ -4,7 +4,9 @@
 //! so an alias bomb is refused instead of expanded. Errors carry file:line:column from the
 //! parser's spans. Values are held to the CSV's spellings: `botMode` (and
 //! `settings.snapshot`) only `true`/`false`, `opening` and `status` only `0`/`1`, unquoted;
-//! `yes`, `True`, `0x1` or `"1"` are errors.
+//! `yes`, `True`, `0x1` or `"1"` are errors. An id listed twice among one op's inline ids is
+//! kept once here, with a warning naming both line:columns (the ops carry only the op's line,
+//! so [`super::expand`] could not tell them apart).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,9 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use sha2::Sha256;
 
-use super::{Location, ManifestErrors, Parsed, PlannedOp, Settings, Window, hash_part, read_file};
+use super::{
+    Location, ManifestErrors, Parsed, PlannedOp, Settings, Warnings, Window, hash_part, read_file,
+};
 use crate::op::{Action, Op, RoomFields, check_fields, validate_id};
 use crate::units::{Rate, parse_duration};
 
@@ -378,6 +382,41 @@ struct Includes {
     sources: Vec<PathBuf>,
     /// Per (file, column): its index in `sources` and its `(id, line)` entries.
     lists: HashMap<(PathBuf, &'static str), IdList>,
+    /// Ids listed twice inline in one op (the repeats are dropped).
+    repeats: Vec<Repeat>,
+}
+
+/// An id listed a second time among one op's inline ids (`room`, `rooms`, `client`,
+/// `clients`). Only the reader knows each id's line and column: the ops built from it all
+/// carry the op's line.
+struct Repeat {
+    what: &'static str,
+    id: Box<str>,
+    at: (u32, Option<u32>),
+    first: (u32, Option<u32>),
+    op_line: u32,
+}
+
+impl Repeat {
+    fn message(&self, sources: &[PathBuf]) -> String {
+        let place = |(l, c): (u32, Option<u32>)| {
+            let pos = c
+                .map(|c| format!("{l}:{c}"))
+                .unwrap_or_else(|| l.to_string());
+            match sources {
+                [_] | [] => format!("line {pos}"),
+                [m, ..] => format!("{}:{pos}", m.display()),
+            }
+        };
+        format!(
+            "{} repeats {}: {} {:?} is listed twice in the op at {} (runs once)",
+            place(self.at),
+            place(self.first),
+            self.what,
+            self.id,
+            place((self.op_line, None))
+        )
+    }
 }
 
 fn interpret(
@@ -417,6 +456,7 @@ fn interpret(
         base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         sources: vec![path.to_path_buf()],
         lists: HashMap::new(),
+        repeats: Vec::new(),
     };
     let mut ops = Vec::new();
     match doc.ops {
@@ -435,12 +475,17 @@ fn interpret(
     if !errs.is_empty() {
         return None;
     }
+    let mut warnings = Warnings::default();
+    for r in &inc.repeats {
+        warnings.push_with(|| r.message(&inc.sources));
+    }
     Some(Parsed {
         name: doc.name,
         window,
         settings,
         ops,
         sources: inc.sources,
+        warnings,
     })
 }
 
@@ -671,10 +716,12 @@ fn loc_of(s: &serde_saphyr::Location) -> u32 {
     line_col(s).0
 }
 
-/// Inline ids (`room`, `rooms`) and ids from a file, each checked.
+/// Inline ids (`room`, `rooms`) and ids from a file, each checked. An inline id listed
+/// twice in the op is kept once, and the repeat noted in `inc.repeats` with both places.
 #[allow(clippy::too_many_arguments)]
 fn collect_ids(
     path: &Path,
+    op_line: u32,
     what: &'static str,
     one: Option<Spanned<String>>,
     many: Option<Vec<Spanned<String>>>,
@@ -685,12 +732,26 @@ fn collect_ids(
 ) -> (Ids, bool) {
     let mut out = Ids::new();
     let given = one.is_some() || many.is_some() || file.is_some();
+    let mut seen: HashMap<Box<str>, (u32, Option<u32>)> = HashMap::new();
     for s in one.into_iter().chain(many.into_iter().flatten()) {
         let (l, c) = line_col(&s.referenced);
-        match validate_id(&s.value) {
-            Ok(()) => out.push((s.value.into(), Location { file: 0, line: l })),
-            Err(e) => errs.at(path, l, c, format!("{what}: {e}")),
+        if let Err(e) = validate_id(&s.value) {
+            errs.at(path, l, c, format!("{what}: {e}"));
+            continue;
         }
+        let id: Box<str> = s.value.into();
+        if let Some(first) = seen.get(&id) {
+            inc.repeats.push(Repeat {
+                what,
+                id,
+                at: (l, c),
+                first: *first,
+                op_line,
+            });
+            continue;
+        }
+        seen.insert(id.clone(), (l, c));
+        out.push((id, Location { file: 0, line: l }));
     }
     if let Some(f) = file {
         let (l, c) = line_col(&f.referenced);
@@ -763,6 +824,7 @@ fn expand_op(
     }
     let (rooms, rooms_given) = collect_ids(
         path,
+        op_line,
         "room",
         d.room,
         d.rooms,
@@ -773,6 +835,7 @@ fn expand_op(
     );
     let (clients, clients_given) = collect_ids(
         path,
+        op_line,
         "client",
         d.client,
         d.clients,
@@ -1166,6 +1229,53 @@ ops:
         );
         let e = update("{ owner: \"\" }").unwrap_err();
         assert!(e.contains("D/m.yaml:5:19: set: owner: id is empty"), "{e}");
+    }
+
+    /// An id listed twice among one op's inline ids is kept once, and the warning names
+    /// both places by line and column, not the op's line twice.
+    #[test]
+    fn inline_repeats_name_each_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = load_text(
+            dir.path(),
+            "version: 1\nops:\n  - action: freeze\n    room: b\n    rooms: [a, b, a]\n  \
+             - action: mute\n    clients:\n      - u\n      - u\n    rooms: [a, c]\n",
+        )
+        .unwrap();
+        let ops: Vec<String> = p.ops.iter().map(|o| o.op.to_string()).collect();
+        assert_eq!(
+            ops,
+            vec![
+                "freeze room \"b\"",
+                "freeze room \"a\"",
+                "mute client \"u\" in room \"a\"",
+                "mute client \"u\" in room \"c\"",
+            ]
+        );
+        assert_eq!(
+            p.warnings.finish(),
+            vec![
+                "line 5:16 repeats line 4:11: room \"b\" is listed twice in the op at line 3 \
+                 (runs once)",
+                "line 5:19 repeats line 5:13: room \"a\" is listed twice in the op at line 3 \
+                 (runs once)",
+                "line 9:9 repeats line 8:9: client \"u\" is listed twice in the op at line 6 \
+                 (runs once)",
+            ]
+        );
+        // With included files, places name the manifest.
+        std::fs::write(dir.path().join("r.csv"), "room\nz\n").unwrap();
+        let p = load_text(
+            dir.path(),
+            "version: 1\nops:\n  - action: freeze\n    rooms: [a, a]\n    rooms_file: r.csv\n",
+        )
+        .unwrap();
+        let w = p.warnings.finish().join("\n");
+        assert_eq!(
+            w.replace(&dir.path().display().to_string(), "D"),
+            "D/m.yaml:4:16 repeats D/m.yaml:4:13: room \"a\" is listed twice in the op at \
+             D/m.yaml:3 (runs once)"
+        );
     }
 
     fn bomb(levels: usize) -> String {

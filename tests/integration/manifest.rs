@@ -126,6 +126,35 @@ fn duplicates_and_conflicts_warn() {
     );
 }
 
+/// `rooms: [a, a]` used to warn "line 3 repeats line 3" (every inline op carries its op's
+/// line): the warning names each id's own line and column, and the op's line.
+#[test]
+fn inline_yaml_duplicates_name_their_own_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let y = dir.path().join("job.yaml");
+    std::fs::write(
+        &y,
+        "version: 1\nops:\n  - action: freeze\n    rooms: [a, a]\n  - action: freeze\n    \
+         rooms_file: r.csv\n  - action: freeze\n    rooms_file: r.csv\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("r.csv"), "room\nb\n").unwrap();
+    let m = load_at(&y, None).unwrap();
+    let rooms: Vec<&str> = m.ops.iter().map(|p| &*p.op.room).collect();
+    assert_eq!(rooms, vec!["a", "b"]);
+    let d = dir.path().display().to_string();
+    let w: Vec<String> = m.warnings.iter().map(|w| w.replace(&d, "D")).collect();
+    assert_eq!(
+        w,
+        vec![
+            "D/job.yaml:4:16 repeats D/job.yaml:4:13: room \"a\" is listed twice in the op at \
+             D/job.yaml:3 (runs once)",
+            "D/r.csv:2 gives the same op twice: freeze room \"b\" (runs once)",
+        ]
+    );
+    assert!(w.iter().all(|w| !w.contains("line 3 repeats line 3")));
+}
+
 /// The checksum covers the manifest, its included files and `--action`.
 #[test]
 fn checksum_covers_includes_and_action() {
