@@ -256,6 +256,42 @@ fn validate_cli_invalid_exits_2_with_every_error() {
     assert_eq!(v["errors"][0]["line"], 2);
 }
 
+/// 5,000 duplicate rows: `validate` says "warnings (5000)", lists the first 100 and one
+/// "... and 4900 more warnings" line; `--json` carries the same total.
+#[test]
+fn validate_cli_counts_every_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("dups.csv");
+    let mut text = String::from("action,room\n");
+    for _ in 0..5_001 {
+        text.push_str("freeze,lobby-1\n");
+    }
+    std::fs::write(&p, text).unwrap();
+    let m = load_at(&p, None).unwrap();
+    assert_eq!(m.ops.len(), 1);
+    assert_eq!(m.warning_count(), 5_000);
+    util::bin()
+        .arg("validate")
+        .arg(&p)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "warnings (5000):\n  line 3 repeats line 2",
+        ))
+        .stdout(predicate::str::contains("\n  ... and 4900 more warnings\n"));
+    let out = util::bin()
+        .args(["validate", "--json"])
+        .arg(&p)
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["warning_count"], 5000);
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 101);
+}
+
 #[test]
 fn validate_cli_action_flag() {
     let dir = tempfile::tempdir().unwrap();
