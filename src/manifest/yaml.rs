@@ -1319,7 +1319,7 @@ ops:
         .unwrap()
         .to_string();
         assert!(
-            e.contains("r.csv:3: room: id contains a control character"),
+            e.contains("r.csv:3:1: room: id contains a control character"),
             "{e}"
         );
         let e = load_text(

@@ -236,8 +236,10 @@ fn validate_cli_invalid_exits_2_with_every_error() {
         .arg(&p)
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("m.csv:2: unknown action \"frz\""))
-        .stderr(predicate::str::contains("m.csv:3: room: id is empty"))
+        .stderr(predicate::str::contains(
+            "m.csv:2:1: unknown action \"frz\"",
+        ))
+        .stderr(predicate::str::contains("m.csv:3:8: room: id is empty"))
         .stderr(predicate::str::contains("2 errors found"))
         .stdout(predicate::str::is_empty());
     // No journal is ever written by validate.
@@ -254,6 +256,8 @@ fn validate_cli_invalid_exits_2_with_every_error() {
     assert_eq!(v["valid"], false);
     assert_eq!(v["error_count"], 2);
     assert_eq!(v["errors"][0]["line"], 2);
+    assert_eq!(v["errors"][0]["column"], 1);
+    assert_eq!(v["errors"][1]["column"], 8);
 }
 
 /// 5,000 duplicate rows: `validate` says "warnings (5000)", lists the first 100 and one
