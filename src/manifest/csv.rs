@@ -1,8 +1,9 @@
 //! CSV manifests (SPEC §2), read as a stream so a million-row file costs little more than
 //! its ops: the header names the columns, each row becomes one op, and every problem is an
 //! error naming the line and, when it is about one cell, that cell's column (1-based
-//! characters on its line, as in YAML errors, found from the raw bytes of the record). Also
-//! the reader of `rooms_file`/`clients_file` lists.
+//! characters on its line, as in YAML errors, found from the raw bytes of the record). A
+//! quote that is never closed is an error at the quote (the csv crate would silently read
+//! the rest of the file as one cell). Also the reader of `rooms_file`/`clients_file` lists.
 
 use std::collections::VecDeque;
 use std::io::Read;
@@ -224,6 +225,93 @@ fn cell_column(raw: &[u8], field: usize) -> Option<u32> {
     u32::try_from(chars + 1).ok()
 }
 
+/// Where a record opens a quoted cell it never closes, as (lines after the record's first
+/// line, 1-based column). The csv crate reads such a cell to the end of the file without
+/// complaint, so a stray quote would otherwise turn the rest of the file into one cell.
+fn unclosed_quote(raw: &[u8]) -> Option<(u32, u32)> {
+    if !raw.contains(&b'"') {
+        return None;
+    }
+    let mut pos = 0;
+    loop {
+        match raw.get(pos) {
+            Some(b'#') => {
+                pos = raw[pos..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(raw.len(), |i| pos + i + 1)
+            }
+            Some(b'\n' | b'\r') => pos += 1,
+            _ => break,
+        }
+    }
+    let record_start = pos;
+    loop {
+        if raw.get(pos) == Some(&b'"') {
+            let open = pos;
+            pos += 1;
+            loop {
+                match raw.get(pos) {
+                    None => {
+                        let before = &raw[record_start..open];
+                        let lines = before.iter().filter(|b| **b == b'\n').count();
+                        let line_start = before
+                            .iter()
+                            .rposition(|b| *b == b'\n')
+                            .map_or(0, |i| i + 1);
+                        let chars = before[line_start..]
+                            .iter()
+                            .filter(|b| (**b & 0xC0) != 0x80)
+                            .count();
+                        return Some((u32::try_from(lines).ok()?, u32::try_from(chars + 1).ok()?));
+                    }
+                    Some(b'"') if raw.get(pos + 1) == Some(&b'"') => pos += 2,
+                    Some(b'"') => {
+                        pos += 1;
+                        break;
+                    }
+                    Some(_) => pos += 1,
+                }
+            }
+        }
+        while pos < raw.len() && !matches!(raw[pos], b',' | b'\n' | b'\r') {
+            pos += 1;
+        }
+        if raw.get(pos) != Some(&b',') {
+            return None;
+        }
+        pos += 1;
+    }
+}
+
+/// Reports a quoted cell of the record read from byte `start` that is never closed; true
+/// if there was one (the record is then not worth checking further).
+fn report_unclosed<R: Read>(
+    rdr: &::csv::Reader<LineTracker<'_, R>>,
+    start: u64,
+    file: &Path,
+    line: u32,
+    errs: &mut ManifestErrors,
+) -> bool {
+    let Some(raw) = rdr.get_ref().raw(start, rdr.position().byte()) else {
+        return false;
+    };
+    let Some((down, col)) = unclosed_quote(raw) else {
+        return false;
+    };
+    // [`line_of`] took the file's last newline for the record's terminator, but it lies
+    // inside the unclosed cell and was subtracted once more as one of its own.
+    let line = line + u32::from(raw.ends_with(b"\n"));
+    errs.at(
+        file,
+        line.saturating_add(down),
+        Some(col),
+        "this quote opens a cell that is never closed, so the rest of the file was read as \
+         that one cell: close the quote (a quote inside a quoted cell is written \"\")",
+    );
+    true
+}
+
 /// The line of a parse error: where the reader stopped.
 fn error_line<R: Read>(rdr: &mut ::csv::Reader<LineTracker<'_, R>>, _e: &::csv::Error) -> u32 {
     let end = rdr.position().byte().saturating_sub(1);
@@ -364,6 +452,9 @@ fn read_rows<R: Read>(
             }
         }
         let line = line_of(rdr, &rec);
+        if report_unclosed(rdr, start, path, line, errs) {
+            continue;
+        }
         if rec.iter().all(|f| f.trim_ascii().is_empty()) {
             continue; // a blank row (e.g. `,,,` from a spreadsheet) carries no intent
         }
@@ -784,6 +875,9 @@ pub(crate) fn read_id_list(
             }
         }
         let line = line_of(rdr, &rec);
+        if report_unclosed(rdr, start, shown, line, errs) {
+            continue;
+        }
         if rec.iter().all(|f| f.trim_ascii().is_empty()) {
             continue;
         }
@@ -986,6 +1080,35 @@ mod tests {
         assert_eq!(
             errs.to_string(),
             "r.csv:3:3: room: id contains a control character ('\\t')"
+        );
+    }
+
+    /// A stray quote used to swallow the rest of the file into one cell (reported, if at
+    /// all, as an id with a control character); on the last line it was silently dropped.
+    #[test]
+    fn unclosed_quotes_are_errors_at_the_quote() {
+        let e = err(
+            "action,room\nfreeze,lobby-1\nfreeze,\"lobby-2\nfreeze,lobby-3\n",
+            None,
+        );
+        assert_eq!(
+            e,
+            "m.csv:3:8: this quote opens a cell that is never closed, so the rest of the file \
+             was read as that one cell: close the quote (a quote inside a quoted cell is \
+             written \"\")"
+        );
+        let e = err("room\nok\n\"last", Some(Action::Freeze));
+        assert!(e.starts_with("m.csv:3:1: this quote opens a cell"), "{e}");
+        // After a closed multi-line cell, the line and column are the quote's own.
+        let e = err("action,room,name\nupdate,r,\"a\nb\",\"x\n", None);
+        assert!(e.starts_with("m.csv:3:4: this quote opens"), "{e}");
+        assert_eq!(unclosed_quote(b"a,\"b\"\"c\",d\n"), None);
+        assert_eq!(unclosed_quote(b"# \"\na,\"b"), Some((0, 3)));
+        let mut errs = ManifestErrors::default();
+        read_id_list(b"room\n\"a\nb\n", Path::new("r.csv"), "room", &mut errs);
+        assert!(
+            errs.to_string().starts_with("r.csv:2:1: this quote opens"),
+            "{errs}"
         );
     }
 

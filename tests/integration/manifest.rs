@@ -20,7 +20,9 @@ fn load_at(path: &Path, action: Option<Action>) -> Result<Manifest, ManifestErro
 }
 
 /// Every manifest in `tests/manifests/bad/` must fail with every line of its `.expected`
-/// file in the error text (a line `action=ACTION` passes `--action` instead).
+/// file in the error text (a line `action=ACTION` passes `--action` instead), and every
+/// error must name a line (> 0) unless the `.expected` file has a line `whole-file`: the
+/// case is about the file as a whole (a flag that does not apply to it, say).
 #[test]
 fn bad_manifest_corpus() {
     let dir = manifests().join("bad");
@@ -43,10 +45,12 @@ fn bad_manifest_corpus() {
         let expected = std::fs::read_to_string(&exp_path)
             .unwrap_or_else(|_| panic!("{} has no .expected file", path.display()));
         let mut action = None;
+        let mut whole_file = false;
         let mut wanted = Vec::new();
         for line in expected.lines().filter(|l| !l.trim().is_empty()) {
             match line.strip_prefix("action=") {
                 Some(a) => action = Some(Action::parse(a.trim()).expect("valid action")),
+                None if line.trim() == "whole-file" => whole_file = true,
                 None => wanted.push(line),
             }
         }
@@ -63,6 +67,13 @@ fn bad_manifest_corpus() {
                 // Every error names a file and, unless the whole file is at fault, a line.
                 for err in &e.errors {
                     assert!(!err.file.as_os_str().is_empty());
+                    if !whole_file && err.line == 0 {
+                        failures.push(format!(
+                            "{}: error names no line (add `whole-file` to its .expected if \
+                             that is right): {err}",
+                            path.display()
+                        ));
+                    }
                 }
             }
         }
