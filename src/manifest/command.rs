@@ -95,7 +95,7 @@ pub fn render_validate(m: &Manifest) -> String {
     if m.warnings.is_empty() {
         let _ = writeln!(s, "warnings: none");
     } else {
-        let _ = writeln!(s, "warnings ({}):", m.warnings.len());
+        let _ = writeln!(s, "warnings ({}):", m.warning_count());
         for w in &m.warnings {
             let _ = writeln!(s, "  {w}");
         }
@@ -121,6 +121,7 @@ pub fn validate_json(m: &Manifest) -> serde_json::Value {
         "rooms": m.distinct_rooms(),
         "clients": m.distinct_clients(),
         "warnings": m.warnings,
+        "warning_count": m.warning_count(),
     })
 }
 
@@ -391,6 +392,33 @@ mod tests {
         assert_eq!(j["rooms"], 2);
         assert_eq!(j["clients"], 2);
         assert_eq!(j["warnings"].as_array().unwrap().len(), 1);
+        assert_eq!(j["warning_count"], 1);
+    }
+
+    /// Past the cap, the header counts every warning, not the stored entries plus the
+    /// "... and N more" line (5,000 duplicates used to show as "warnings (101)").
+    #[test]
+    fn validate_counts_every_warning() {
+        let mut w = crate::manifest::Warnings::default();
+        for i in 0..5_000 {
+            w.push(format!(
+                "line {} repeats line 2: freeze room \"a\" (runs once)",
+                i + 3
+            ));
+        }
+        let m = Manifest {
+            warnings: w.finish(),
+            ..manifest(vec![Op::freeze("a")])
+        };
+        let s = render_validate(&m);
+        assert!(
+            s.contains("warnings (5000):\n  line 3 repeats line 2"),
+            "{s}"
+        );
+        assert!(s.ends_with("  ... and 4900 more warnings\n"), "{s}");
+        let j = validate_json(&m);
+        assert_eq!(j["warning_count"], 5000);
+        assert_eq!(j["warnings"].as_array().unwrap().len(), 101);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! CSV manifests (SPEC §2), read as a stream so a million-row file costs little more than
 //! its ops: the header names the columns, each row becomes one op, and every problem is an
-//! error naming the line and column. Also the reader of `rooms_file`/`clients_file` lists.
+//! error naming the line and, when it is about one cell, that cell's column (1-based
+//! characters on its line, as in YAML errors, found from the raw bytes of the record). A
+//! quote that is never closed is an error at the quote (the csv crate would silently read
+//! the rest of the file as one cell). Also the reader of `rooms_file`/`clients_file` lists.
 
 use std::collections::VecDeque;
 use std::io::Read;
@@ -55,7 +58,8 @@ fn column(name: &str) -> Option<Col> {
 /// Hashes and counts every byte read through it, and remembers where the newlines are
 /// until [`LineTracker::line_at`] has passed them: the csv crate's own line numbers skip
 /// comment lines, so lines are counted here from byte offsets. Only the newlines of the
-/// read-ahead buffer are held, never the whole file's.
+/// read-ahead buffer are held, never the whole file's. It also keeps the raw bytes of the
+/// records not yet done with (see [`LineTracker::raw`]), so a bad cell's column can be found.
 struct LineTracker<'h, R> {
     inner: R,
     hasher: Option<&'h mut Sha256>,
@@ -63,7 +67,14 @@ struct LineTracker<'h, R> {
     newlines: VecDeque<u64>,
     /// Newlines already passed.
     passed: u64,
+    /// Raw bytes from offset `kept_from` up to `bytes`.
+    kept: Vec<u8>,
+    kept_from: u64,
 }
+
+/// Bytes of finished records kept before [`LineTracker::done_before`] drops them: dropping
+/// in large steps keeps the cost of moving the rest down negligible.
+const KEEP_SLACK: u64 = 1 << 20;
 
 impl<'h, R: Read> LineTracker<'h, R> {
     fn new(inner: R, hasher: Option<&'h mut Sha256>) -> Self {
@@ -73,6 +84,27 @@ impl<'h, R: Read> LineTracker<'h, R> {
             bytes: 0,
             newlines: VecDeque::new(),
             passed: 0,
+            kept: Vec::new(),
+            kept_from: 0,
+        }
+    }
+
+    /// The raw bytes from offset `from` to `to`, if still kept.
+    fn raw(&self, from: u64, to: u64) -> Option<&[u8]> {
+        let a = usize::try_from(from.checked_sub(self.kept_from)?).ok()?;
+        let b = usize::try_from(to.checked_sub(self.kept_from)?).ok()?;
+        self.kept.get(a..b)
+    }
+
+    /// Bytes before offset `byte` are no longer needed.
+    fn done_before(&mut self, byte: u64) {
+        let done = byte.saturating_sub(self.kept_from);
+        if done > KEEP_SLACK {
+            let n = usize::try_from(done)
+                .unwrap_or(usize::MAX)
+                .min(self.kept.len());
+            self.kept.drain(..n);
+            self.kept_from += n as u64;
         }
     }
 
@@ -97,6 +129,7 @@ impl<R: Read> Read for LineTracker<'_, R> {
                 self.newlines.push_back(self.bytes + i as u64);
             }
         }
+        self.kept.extend_from_slice(&buf[..n]);
         self.bytes += n as u64;
         if self.bytes > super::MAX_FILE_BYTES {
             return Err(std::io::Error::other(format!(
@@ -129,14 +162,164 @@ fn line_of<R: Read>(rdr: &mut ::csv::Reader<LineTracker<'_, R>>, rec: &ByteRecor
         .max(1)
 }
 
+/// The 1-based character column where field `field` (0-based) of a record starts, from the
+/// record's raw bytes as the reader consumed them (comment and blank lines before it
+/// included, a BOM at the start of the file skipped by the caller). Leading spaces of an
+/// unquoted cell are skipped, since cells are trimmed. `None` when the field starts on a
+/// later line than the record (after a quoted newline) or is not there.
+fn cell_column(raw: &[u8], field: usize) -> Option<u32> {
+    let mut pos = 0;
+    // Skip what the reader skips before a record: comment lines and line ends.
+    loop {
+        match raw.get(pos) {
+            Some(b'#') => {
+                pos = raw[pos..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(raw.len(), |i| pos + i + 1)
+            }
+            Some(b'\n' | b'\r') => pos += 1,
+            _ => break,
+        }
+    }
+    let line_start = pos;
+    let mut multiline = false;
+    for _ in 0..field {
+        if raw.get(pos) == Some(&b'"') {
+            pos += 1;
+            while pos < raw.len() {
+                match raw[pos] {
+                    b'"' if raw.get(pos + 1) == Some(&b'"') => pos += 2,
+                    b'"' => {
+                        pos += 1;
+                        break;
+                    }
+                    b'\n' => {
+                        multiline = true;
+                        pos += 1;
+                    }
+                    _ => pos += 1,
+                }
+            }
+        }
+        while pos < raw.len() && !matches!(raw[pos], b',' | b'\n' | b'\r') {
+            pos += 1;
+        }
+        if raw.get(pos) != Some(&b',') {
+            return None;
+        }
+        pos += 1;
+    }
+    if multiline {
+        return None;
+    }
+    if raw.get(pos) != Some(&b'"') {
+        while matches!(raw.get(pos), Some(b' ' | b'\t')) {
+            pos += 1;
+        }
+    }
+    let chars = raw[line_start..pos.min(raw.len())]
+        .iter()
+        .filter(|b| (**b & 0xC0) != 0x80)
+        .count();
+    u32::try_from(chars + 1).ok()
+}
+
+/// Where a record opens a quoted cell it never closes, as (lines after the record's first
+/// line, 1-based column). The csv crate reads such a cell to the end of the file without
+/// complaint, so a stray quote would otherwise turn the rest of the file into one cell.
+fn unclosed_quote(raw: &[u8]) -> Option<(u32, u32)> {
+    if !raw.contains(&b'"') {
+        return None;
+    }
+    let mut pos = 0;
+    loop {
+        match raw.get(pos) {
+            Some(b'#') => {
+                pos = raw[pos..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(raw.len(), |i| pos + i + 1)
+            }
+            Some(b'\n' | b'\r') => pos += 1,
+            _ => break,
+        }
+    }
+    let record_start = pos;
+    loop {
+        if raw.get(pos) == Some(&b'"') {
+            let open = pos;
+            pos += 1;
+            loop {
+                match raw.get(pos) {
+                    None => {
+                        let before = &raw[record_start..open];
+                        let lines = before.iter().filter(|b| **b == b'\n').count();
+                        let line_start = before
+                            .iter()
+                            .rposition(|b| *b == b'\n')
+                            .map_or(0, |i| i + 1);
+                        let chars = before[line_start..]
+                            .iter()
+                            .filter(|b| (**b & 0xC0) != 0x80)
+                            .count();
+                        return Some((u32::try_from(lines).ok()?, u32::try_from(chars + 1).ok()?));
+                    }
+                    Some(b'"') if raw.get(pos + 1) == Some(&b'"') => pos += 2,
+                    Some(b'"') => {
+                        pos += 1;
+                        break;
+                    }
+                    Some(_) => pos += 1,
+                }
+            }
+        }
+        while pos < raw.len() && !matches!(raw[pos], b',' | b'\n' | b'\r') {
+            pos += 1;
+        }
+        if raw.get(pos) != Some(&b',') {
+            return None;
+        }
+        pos += 1;
+    }
+}
+
+/// Reports a quoted cell of the record read from byte `start` that is never closed; true
+/// if there was one (the record is then not worth checking further).
+fn report_unclosed<R: Read>(
+    rdr: &::csv::Reader<LineTracker<'_, R>>,
+    start: u64,
+    file: &Path,
+    line: u32,
+    errs: &mut ManifestErrors,
+) -> bool {
+    let Some(raw) = rdr.get_ref().raw(start, rdr.position().byte()) else {
+        return false;
+    };
+    let Some((down, col)) = unclosed_quote(raw) else {
+        return false;
+    };
+    // [`line_of`] took the file's last newline for the record's terminator, but it lies
+    // inside the unclosed cell and was subtracted once more as one of its own.
+    let line = line + u32::from(raw.ends_with(b"\n"));
+    errs.at(
+        file,
+        line.saturating_add(down),
+        Some(col),
+        "this quote opens a cell that is never closed, so the rest of the file was read as \
+         that one cell: close the quote (a quote inside a quoted cell is written \"\")",
+    );
+    true
+}
+
 /// The line of a parse error: where the reader stopped.
 fn error_line<R: Read>(rdr: &mut ::csv::Reader<LineTracker<'_, R>>, _e: &::csv::Error) -> u32 {
     let end = rdr.position().byte().saturating_sub(1);
     rdr.get_mut().line_at(end)
 }
 
-/// The cells of a record as UTF-8, or an error naming the first bad one.
-fn cells<'r>(rec: &'r ByteRecord, names: &[&str]) -> Result<Vec<&'r str>, String> {
+/// The cells of a record as UTF-8, or the first bad one's index and an error naming it.
+fn cells<'r>(rec: &'r ByteRecord, names: &[&str]) -> Result<Vec<&'r str>, (usize, String)> {
     rec.iter()
         .enumerate()
         .map(|(i, b)| {
@@ -145,14 +328,30 @@ fn cells<'r>(rec: &'r ByteRecord, names: &[&str]) -> Result<Vec<&'r str>, String
                     .get(i)
                     .map(|n| format!("column `{n}`"))
                     .unwrap_or_else(|| format!("field {}", i + 1));
-                format!(
+                let m = format!(
                     "{col} is not valid UTF-8 (bad byte at offset {} of the cell): save the \
                      file as UTF-8",
                     e.valid_up_to()
-                )
+                );
+                (i, m)
             })
         })
         .collect()
+}
+
+/// The column of field `field` of the record the reader read from byte `start` to where it
+/// is now (see [`cell_column`]).
+fn column_of<R: Read>(
+    rdr: &::csv::Reader<LineTracker<'_, R>>,
+    start: u64,
+    field: usize,
+) -> Option<u32> {
+    let raw = rdr.get_ref().raw(start, rdr.position().byte())?;
+    let raw = match start {
+        0 => raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw),
+        _ => raw,
+    };
+    cell_column(raw, field)
 }
 
 /// Reads a CSV manifest from `path`, feeding its bytes to `hasher`.
@@ -187,6 +386,7 @@ pub(crate) fn load_csv(
         settings: Settings::default(),
         ops,
         sources: vec![path.to_path_buf()],
+        warnings: Default::default(),
     })
 }
 
@@ -229,13 +429,17 @@ fn read_rows<R: Read>(
         }
     }
     let header_line = line_of(rdr, &rec);
-    let Some(cols) = header(path, header_line, &rec, opts, errs) else {
+    let Some(cols) = header(path, header_line, &rec, opts, errs, &|i| {
+        column_of(rdr, 0, i)
+    }) else {
         return Vec::new();
     };
     let names: Vec<&str> = cols.iter().map(col_name).collect();
     let ncols = cols.len();
     let mut ops = Vec::new();
     loop {
+        let start = rdr.position().byte();
+        rdr.get_mut().done_before(start);
         match rdr.read_byte_record(&mut rec) {
             Ok(true) => {}
             Ok(false) => break,
@@ -248,14 +452,19 @@ fn read_rows<R: Read>(
             }
         }
         let line = line_of(rdr, &rec);
+        if report_unclosed(rdr, start, path, line, errs) {
+            continue;
+        }
         if rec.iter().all(|f| f.trim_ascii().is_empty()) {
             continue; // a blank row (e.g. `,,,` from a spreadsheet) carries no intent
         }
+        let col = |i: usize| column_of(rdr, start, i);
         if rec.len() != ncols {
+            // Point at the first field too many (an unquoted comma, usually).
             errs.at(
                 path,
                 line,
-                None,
+                (rec.len() > ncols).then(|| col(ncols)).flatten(),
                 format!(
                     "this row has {} fields but the header (line {header_line}) has {ncols}: \
                      quote cells that contain a comma",
@@ -266,8 +475,8 @@ fn read_rows<R: Read>(
         }
         let cells = match cells(&rec, &names) {
             Ok(c) => c,
-            Err(m) => {
-                errs.at(path, line, None, m);
+            Err((i, m)) => {
+                errs.at(path, line, col(i), m);
                 continue;
             }
         };
@@ -277,8 +486,8 @@ fn read_rows<R: Read>(
                 source: Location { file: 0, line },
             }),
             Err(msgs) => {
-                for m in msgs {
-                    errs.at(path, line, None, m);
+                for (i, m) in msgs {
+                    errs.at(path, line, i.and_then(col), m);
                 }
             }
         }
@@ -312,12 +521,13 @@ fn header(
     rec: &ByteRecord,
     opts: &super::LoadOptions,
     errs: &mut ManifestErrors,
+    col: &dyn Fn(usize) -> Option<u32>,
 ) -> Option<Vec<Col>> {
     let before = errs.total;
     let names = match cells(rec, &[]) {
         Ok(n) => n,
-        Err(m) => {
-            errs.at(path, line, None, format!("header: {m}"));
+        Err((i, m)) => {
+            errs.at(path, line, col(i), format!("header: {m}"));
             return None;
         }
     };
@@ -344,7 +554,7 @@ fn header(
                     errs.at(
                         path,
                         line,
-                        None,
+                        col(i),
                         format!("header: column `{n}` appears twice (position {})", i + 1),
                     );
                 }
@@ -354,7 +564,7 @@ fn header(
                 errs.at(
                     path,
                     line,
-                    None,
+                    col(i),
                     format!(
                         "header: column {} has no name: remove the empty column (a trailing \
                          comma?)",
@@ -367,7 +577,7 @@ fn header(
                 errs.at(
                     path,
                     line,
-                    None,
+                    col(i),
                     format!(
                         "header: unknown column `{n}`{}; valid columns: {}",
                         did_you_mean(n, &COLUMNS),
@@ -431,73 +641,91 @@ fn header(
     Some(cols)
 }
 
+/// A problem with a row, and the index of the cell it is about (if one).
+type Problem = (Option<usize>, String);
+
 /// One data row to an op, or every problem with it.
-fn row(cols: &[Col], cells: &[&str], fixed: Option<Action>) -> Result<Op, Vec<String>> {
-    let mut problems = Vec::new();
+fn row(cols: &[Col], cells: &[&str], fixed: Option<Action>) -> Result<Op, Vec<Problem>> {
+    let mut problems: Vec<Problem> = Vec::new();
     let mut action = fixed;
-    let mut room: Option<&str> = None;
+    let mut room: Option<(usize, &str)> = None;
     let mut client: Option<&str> = None;
+    let mut client_at = None;
     let mut fields = RoomFields::default();
     let mut given: Vec<&'static str> = Vec::new();
-    for (c, v) in cols.iter().zip(cells) {
+    let mut first_given = None;
+    for (i, (c, v)) in cols.iter().zip(cells).enumerate() {
         match c {
             Col::Action => {
                 if v.is_empty() {
-                    problems.push("the `action` cell is empty".to_string());
+                    problems.push((Some(i), "the `action` cell is empty".to_string()));
                 } else {
                     match Action::parse(v) {
                         Some(a) => action = Some(a),
-                        None => problems.push(super::unknown_action(v)),
+                        None => problems.push((Some(i), super::unknown_action(v))),
                     }
                 }
             }
-            Col::Room => room = Some(v),
-            Col::Client if !v.is_empty() => client = Some(v),
-            Col::Client => {}
+            Col::Room => room = Some((i, v)),
+            Col::Client => {
+                client_at = Some(i);
+                client = Some(*v).filter(|v| !v.is_empty());
+            }
             Col::Field(_) if v.is_empty() => {}
-            Col::Field(i) => {
-                let name = RoomFields::NAMES[*i];
+            Col::Field(k) => {
+                let name = RoomFields::NAMES[*k];
                 given.push(name);
+                first_given.get_or_insert(i);
                 if let Err(m) = set_field(&mut fields, name, v) {
-                    problems.push(m);
+                    problems.push((Some(i), m));
                 }
             }
         }
     }
-    let room = room.unwrap_or_default();
+    let (room_at, room) = room.map_or((None, ""), |(i, r)| (Some(i), r));
     if let Err(e) = validate_id(room) {
-        problems.push(format!("room: {e}"));
+        problems.push((room_at, format!("room: {e}")));
     }
     let Some(action) = action else {
         return Err(problems);
     };
     match (action.needs_client(), client) {
-        (true, None) => problems.push(format!(
-            "{action} needs a client: the `client` cell is empty"
+        (true, None) => problems.push((
+            client_at,
+            format!("{action} needs a client: the `client` cell is empty"),
         )),
         (true, Some(c)) => {
             if let Err(e) = validate_id(c) {
-                problems.push(format!("client: {e}"));
+                problems.push((client_at, format!("client: {e}")));
             }
         }
-        (false, Some(c)) => problems.push(format!(
-            "{action} acts on a room and takes no client (client {c:?} given): leave the \
-             `client` cell empty, or use mute/unmute"
+        (false, Some(c)) => problems.push((
+            client_at,
+            format!(
+                "{action} acts on a room and takes no client (client {c:?} given): leave the \
+                 `client` cell empty, or use mute/unmute"
+            ),
         )),
         (false, None) => {}
     }
     if action == Action::Update {
         if given.is_empty() {
-            problems.push(format!(
-                "update with no field to set: fill at least one of {}",
-                RoomFields::NAMES.join(", ")
+            problems.push((
+                None,
+                format!(
+                    "update with no field to set: fill at least one of {}",
+                    RoomFields::NAMES.join(", ")
+                ),
             ));
         }
     } else if !given.is_empty() {
-        problems.push(format!(
-            "{action} takes no update fields, but {} given: use action `update` to change \
-             fields, or clear those cells",
-            quote_list(&given)
+        problems.push((
+            first_given,
+            format!(
+                "{action} takes no update fields, but {} given: use action `update` to \
+                 change fields, or clear those cells",
+                quote_list(&given)
+            ),
         ));
     }
     if !problems.is_empty() {
@@ -510,7 +738,7 @@ fn row(cols: &[Col], cells: &[&str], fixed: Option<Action>) -> Result<Op, Vec<St
         client: client.filter(|_| action.needs_client()).map(Into::into),
         fields,
     };
-    op.check().map_err(|m| vec![m])?;
+    op.check().map_err(|m| vec![(None, m)])?;
     Ok(op)
 }
 
@@ -604,8 +832,13 @@ pub(crate) fn read_id_list(
     let header_line = line_of(rdr, &rec);
     let names = match cells(&rec, &[]) {
         Ok(n) => n,
-        Err(m) => {
-            errs.at(shown, header_line, None, format!("header: {m}"));
+        Err((i, m)) => {
+            errs.at(
+                shown,
+                header_line,
+                column_of(rdr, 0, i),
+                format!("header: {m}"),
+            );
             return out;
         }
     };
@@ -631,6 +864,8 @@ pub(crate) fn read_id_list(
     let col_names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let col_refs: Vec<&str> = col_names.iter().map(String::as_str).collect();
     loop {
+        let start = rdr.position().byte();
+        rdr.get_mut().done_before(start);
         match rdr.read_byte_record(&mut rec) {
             Ok(true) => {}
             Ok(false) => break,
@@ -640,14 +875,18 @@ pub(crate) fn read_id_list(
             }
         }
         let line = line_of(rdr, &rec);
+        if report_unclosed(rdr, start, shown, line, errs) {
+            continue;
+        }
         if rec.iter().all(|f| f.trim_ascii().is_empty()) {
             continue;
         }
+        let col = |i: usize| column_of(rdr, start, i);
         if rec.len() != ncols {
             errs.at(
                 shown,
                 line,
-                None,
+                (rec.len() > ncols).then(|| col(ncols)).flatten(),
                 format!(
                     "this row has {} fields but the header (line {header_line}) has {ncols}",
                     rec.len()
@@ -658,9 +897,9 @@ pub(crate) fn read_id_list(
         match cells(&rec, &col_refs) {
             Ok(c) => match validate_id(c[idx]) {
                 Ok(()) => out.push((c[idx].into(), line)),
-                Err(e) => errs.at(shown, line, None, format!("{column}: {e}")),
+                Err(e) => errs.at(shown, line, col(idx), format!("{column}: {e}")),
             },
-            Err(m) => errs.at(shown, line, None, m),
+            Err((i, m)) => errs.at(shown, line, col(i), m),
         }
     }
     out
@@ -732,52 +971,156 @@ mod tests {
     #[test]
     fn header_rules() {
         let e = err("action,rooom\nfreeze,r\n", None);
-        assert!(e.contains("m.csv:1: header: unknown column `rooom` (did you mean `room`?)"));
+        assert!(e.contains("m.csv:1:8: header: unknown column `rooom` (did you mean `room`?)"));
         let e = err("action,room,room\nfreeze,r,r\n", None);
         assert!(
-            e.contains("m.csv:1: header: column `room` appears twice"),
+            e.contains("m.csv:1:13: header: column `room` appears twice"),
             "{e}"
         );
         let e = err("freeze,lobby-1\n", None);
         assert!(e.contains("m.csv:1: the first line is not a header"), "{e}");
         assert!(err("", None).contains("m.csv:1: the file is empty"));
         assert!(err("action,client\nmute,c\n", None).contains("no `room` column"));
-        assert!(err("room,\nr,\n", Some(Action::Freeze)).contains("column 2 has no name"));
+        assert!(
+            err("room,\nr,\n", Some(Action::Freeze))
+                .contains("m.csv:1:6: header: column 2 has no name")
+        );
     }
 
     #[test]
     fn row_rules() {
         let e = err("action,room\nfreze,r\n", None);
-        assert!(e.contains("m.csv:2: unknown action \"freze\" (did you mean `freeze`?)"));
+        assert!(e.contains("m.csv:2:1: unknown action \"freze\" (did you mean `freeze`?)"));
         let e = err("action,room,client\nmute,r,\n", None);
-        assert!(e.contains("m.csv:2: mute needs a client"), "{e}");
+        assert!(e.contains("m.csv:2:8: mute needs a client"), "{e}");
         let e = err("action,room,client\nfreeze,r,u1\n", None);
-        assert!(e.contains("m.csv:2: freeze acts on a room and takes no client"));
+        assert!(e.contains("m.csv:2:10: freeze acts on a room and takes no client"));
         let e = err("action,room,name\nfreeze,r,Hello\n", None);
-        assert!(e.contains("m.csv:2: freeze takes no update fields, but `name` is given"));
+        assert!(e.contains("m.csv:2:10: freeze takes no update fields, but `name` is given"));
         let e = err("action,room,name\nupdate,r,\n", None);
         assert!(e.contains("m.csv:2: update with no field to set"));
         let e = err("action,room,opening\nupdate,r,2\n", None);
-        assert!(e.contains("m.csv:2: opening must be 0 or 1, not \"2\""));
+        assert!(e.contains("m.csv:2:10: opening must be 0 or 1, not \"2\""));
         let e = err("action,room,botMode\nupdate,r,yes\n", None);
-        assert!(e.contains("m.csv:2: botMode must be true or false"));
+        assert!(e.contains("m.csv:2:10: botMode must be true or false"));
         let e = err("action,room\nfreeze,\"a\tb\"\n", None);
         assert!(
-            e.contains("m.csv:2: room: id contains a control character"),
+            e.contains("m.csv:2:8: room: id contains a control character"),
             "{e}"
         );
         let long = "x".repeat(257);
         let e = err(&format!("action,room\nfreeze,{long}\n"), None);
-        assert!(e.contains("m.csv:2: room: id is 257 bytes long"));
+        assert!(e.contains("m.csv:2:8: room: id is 257 bytes long"));
         let e = err("action,room\nfreeze,r,extra\n", None);
-        assert!(e.contains("m.csv:2: this row has 3 fields but the header (line 1) has 2"));
+        assert!(e.contains("m.csv:2:10: this row has 3 fields but the header (line 1) has 2"));
         let e = parse(b"room\nok\nbad\xff\n", Some(Action::Freeze))
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("m.csv:3: column `room` is not valid UTF-8"),
+            e.contains("m.csv:3:1: column `room` is not valid UTF-8"),
             "{e}"
         );
+    }
+
+    /// Cell errors name the cell's 1-based character column on its line, as YAML errors
+    /// do: past quoted cells with commas and doubled quotes, multi-byte characters, a BOM,
+    /// comment and blank lines, CRLF and leading spaces (cells are trimmed).
+    #[test]
+    fn cell_errors_name_the_column() {
+        let col = |text: &str, action| {
+            let e = parse(text.as_bytes(), action).unwrap_err();
+            e.errors
+                .iter()
+                .map(|e| (e.line, e.column))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            col("action,name,room\nupdate,\"a, \"\"b\"\"\",\n", None),
+            vec![(2, Some(19))]
+        );
+        assert_eq!(
+            col("action,name,room\r\n# c\r\n\r\nupdate,héllo,  \r\n", None),
+            vec![(4, Some(16))]
+        );
+        assert_eq!(
+            col("\u{feff}room,colour\nr,x\n", Some(Action::Freeze)),
+            vec![(1, Some(6))]
+        );
+        assert_eq!(
+            col("room,botMode\nr,\"on\"\n", Some(Action::Update)),
+            vec![(2, Some(3))]
+        );
+        // After a cell with a newline inside quotes, the column would be on another line.
+        assert_eq!(
+            col(
+                "action,room,name,opening\nupdate,r,\"two\nlines\",9\n",
+                None
+            ),
+            vec![(2, None)]
+        );
+        // Every problem of a row has its own column.
+        let e = parse(b"action,room,client,opening\nfreeze,,u1,7\n", None).unwrap_err();
+        let got: Vec<_> = e
+            .errors
+            .iter()
+            .map(|e| (e.column, e.message.as_str()))
+            .collect();
+        assert_eq!(got[0], (Some(12), "opening must be 0 or 1, not \"7\""));
+        assert_eq!(got[1], (Some(8), "room: id is empty"));
+        assert!(got[2].1.contains("takes no client") && got[2].0 == Some(9));
+        assert!(got[3].1.contains("takes no update fields") && got[3].0 == Some(12));
+        // Ids from a rooms_file too.
+        let mut errs = ManifestErrors::default();
+        read_id_list(
+            b"name,room\nA,ok\nB,\"a\tb\"\n",
+            Path::new("r.csv"),
+            "room",
+            &mut errs,
+        );
+        assert_eq!(
+            errs.to_string(),
+            "r.csv:3:3: room: id contains a control character ('\\t')"
+        );
+    }
+
+    /// A stray quote used to swallow the rest of the file into one cell (reported, if at
+    /// all, as an id with a control character); on the last line it was silently dropped.
+    #[test]
+    fn unclosed_quotes_are_errors_at_the_quote() {
+        let e = err(
+            "action,room\nfreeze,lobby-1\nfreeze,\"lobby-2\nfreeze,lobby-3\n",
+            None,
+        );
+        assert_eq!(
+            e,
+            "m.csv:3:8: this quote opens a cell that is never closed, so the rest of the file \
+             was read as that one cell: close the quote (a quote inside a quoted cell is \
+             written \"\")"
+        );
+        let e = err("room\nok\n\"last", Some(Action::Freeze));
+        assert!(e.starts_with("m.csv:3:1: this quote opens a cell"), "{e}");
+        // After a closed multi-line cell, the line and column are the quote's own.
+        let e = err("action,room,name\nupdate,r,\"a\nb\",\"x\n", None);
+        assert!(e.starts_with("m.csv:3:4: this quote opens"), "{e}");
+        assert_eq!(unclosed_quote(b"a,\"b\"\"c\",d\n"), None);
+        assert_eq!(unclosed_quote(b"# \"\na,\"b"), Some((0, 3)));
+        let mut errs = ManifestErrors::default();
+        read_id_list(b"room\n\"a\nb\n", Path::new("r.csv"), "room", &mut errs);
+        assert!(
+            errs.to_string().starts_with("r.csv:2:1: this quote opens"),
+            "{errs}"
+        );
+    }
+
+    #[test]
+    fn cell_column_edges() {
+        assert_eq!(cell_column(b"a,b,c\n", 0), Some(1));
+        assert_eq!(cell_column(b"a,b,c\n", 2), Some(5));
+        assert_eq!(cell_column(b"a,b,c\n", 3), None);
+        assert_eq!(cell_column(b"\n# x,y\n\r\nab,  cd\n", 1), Some(6));
+        assert_eq!(cell_column(b"\"x\"\"\",y", 1), Some(7));
+        assert_eq!(cell_column(b"\"unterminated,y", 1), None);
+        assert_eq!(cell_column(b"", 0), Some(1));
     }
 
     #[test]

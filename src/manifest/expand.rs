@@ -73,13 +73,24 @@ pub(crate) fn finish(
     dups.retain(|(d, _)| !keep[*d as usize]);
     dups.sort_unstable();
     for (d, f) in &dups {
+        let (dup, first) = (&ops[*d as usize], &ops[*f as usize]);
         warnings.push_with(|| {
-            format!(
-                "{} repeats {}: {} (runs once)",
-                place(ops[*d as usize].source),
-                place(ops[*f as usize].source),
-                ops[*d as usize].op
-            )
+            if dup.source == first.source {
+                // One place gave the op twice, e.g. a rooms_file named by two ops: "line 4
+                // repeats line 4" would say nothing.
+                format!(
+                    "{} gives the same op twice: {} (runs once)",
+                    place(dup.source),
+                    dup.op
+                )
+            } else {
+                format!(
+                    "{} repeats {}: {} (runs once)",
+                    place(dup.source),
+                    place(first.source),
+                    dup.op
+                )
+            }
         });
     }
 
@@ -429,6 +440,31 @@ mod tests {
         ]);
         let lines: Vec<u32> = ops.iter().map(|p| p.source.line).collect();
         assert_eq!(lines, vec![2, 3, 4, 5, 6]);
+    }
+
+    /// Two ops naming the same rooms_file give the same op from the same line: the warning
+    /// says so instead of "r.csv:2 repeats r.csv:2".
+    #[test]
+    fn a_repeat_from_the_same_place_says_so() {
+        let at = Location { file: 1, line: 2 };
+        let ops = vec![
+            PlannedOp {
+                op: Op::freeze("a"),
+                source: at,
+            },
+            PlannedOp {
+                op: Op::freeze("a"),
+                source: at,
+            },
+        ];
+        let mut w = Warnings::default();
+        let sources = [PathBuf::from("m.yaml"), PathBuf::from("r.csv")];
+        let out = finish(ops, &sources, &mut w);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            w.finish(),
+            vec!["r.csv:2 gives the same op twice: freeze room \"a\" (runs once)"]
+        );
     }
 
     #[test]

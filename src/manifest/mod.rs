@@ -108,7 +108,8 @@ pub struct Manifest {
     /// `sources[0]` is the manifest; then each `rooms_file`/`clients_file` it names.
     pub sources: Vec<PathBuf>,
     /// Duplicates and conflicts, each naming lines; capped at [`MAX_WARNINGS`] entries plus a
-    /// final "... and N more warnings" entry.
+    /// final "... and N more warnings" entry. [`Manifest::warning_count`] is how many there
+    /// are in all.
     pub warnings: Vec<String>,
 }
 
@@ -153,6 +154,17 @@ impl Manifest {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "?".into());
         format!("{file}:{}", loc.line)
+    }
+
+    /// How many warnings the manifest has in all: the stored ones plus those that only the
+    /// final "... and N more warnings" entry counts (that entry is not a warning itself).
+    pub fn warning_count(&self) -> usize {
+        match self.warnings.split_last() {
+            Some((last, kept)) if kept.len() == MAX_WARNINGS => more_warnings(last)
+                .map(|n| kept.len().saturating_add(n))
+                .unwrap_or(self.warnings.len()),
+            _ => self.warnings.len(),
+        }
     }
 
     /// Ops per action, in [`Action::ALL`] order.
@@ -304,10 +316,26 @@ impl Warnings {
     pub fn finish(mut self) -> Vec<String> {
         if self.total > self.list.len() {
             let more = self.total - self.list.len();
-            self.list.push(format!("... and {more} more warnings"));
+            self.list.push(format!(
+                "{MORE_WARNINGS_PREFIX}{more}{MORE_WARNINGS_SUFFIX}"
+            ));
         }
         self.list
     }
+}
+
+/// The final entry [`Warnings::finish`] adds past the cap: prefix, count, suffix.
+const MORE_WARNINGS_PREFIX: &str = "... and ";
+const MORE_WARNINGS_SUFFIX: &str = " more warnings";
+
+/// N of a "... and N more warnings" entry. No real warning has this shape: each starts with
+/// a place ("line 4", "file:line") or the manifest's path followed by ": ".
+fn more_warnings(entry: &str) -> Option<usize> {
+    entry
+        .strip_prefix(MORE_WARNINGS_PREFIX)?
+        .strip_suffix(MORE_WARNINGS_SUFFIX)?
+        .parse()
+        .ok()
 }
 
 /// Largest manifest or included file read, in bytes (a guard against a wrong path such as a
@@ -336,7 +364,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Manifest, ManifestErrors>
         hash_part(&mut hasher, b"--action", a.as_str().as_bytes());
     }
     let checksum = hex::encode(hasher.finalize());
-    let mut warnings = Warnings::default();
+    let mut warnings = parsed.warnings;
     let ops = expand::finish(parsed.ops, &parsed.sources, &mut warnings);
     if ops.is_empty() {
         warnings.push(format!(
@@ -364,6 +392,9 @@ pub(crate) struct Parsed {
     pub settings: Settings,
     pub ops: Vec<PlannedOp>,
     pub sources: Vec<PathBuf>,
+    /// Warnings the reader found itself (e.g. an id listed twice in one YAML op, which only
+    /// the reader can place by column); [`expand`] adds its own after these.
+    pub warnings: Warnings,
 }
 
 /// Feeds one named part into the checksum, length-prefixed so parts cannot run together.
@@ -498,6 +529,35 @@ mod tests {
         let v = w.finish();
         assert_eq!(v.len(), MAX_WARNINGS + 1);
         assert_eq!(v.last().unwrap(), "... and 50 more warnings");
+        let m = Manifest {
+            warnings: v,
+            ..Manifest::from_ops("m.csv", vec![])
+        };
+        assert_eq!(m.warning_count(), 150);
+    }
+
+    #[test]
+    fn warning_count_below_and_at_the_cap() {
+        let count = |n: usize| {
+            let mut w = Warnings::default();
+            for i in 0..n {
+                w.push(format!("line {i} repeats line 1"));
+            }
+            Manifest {
+                warnings: w.finish(),
+                ..Manifest::from_ops("m.csv", vec![])
+            }
+            .warning_count()
+        };
+        for n in [0, 1, 99, 100, 101, 5_000] {
+            assert_eq!(count(n), n);
+        }
+        // Only the entry after MAX_WARNINGS kept ones is the summary.
+        let m = Manifest {
+            warnings: vec!["... and 7 more warnings".into()],
+            ..Manifest::from_ops("m.csv", vec![])
+        };
+        assert_eq!(m.warning_count(), 1);
     }
 
     #[test]

@@ -2,7 +2,11 @@
 //! naming its rooms and clients inline or through `rooms_file`/`clients_file` (CSV lists
 //! resolved relative to the YAML file). Unknown keys are errors; parsing runs under a budget
 //! so an alias bomb is refused instead of expanded. Errors carry file:line:column from the
-//! parser's spans.
+//! parser's spans. Values are held to the CSV's spellings: `botMode` (and
+//! `settings.snapshot`) only `true`/`false`, `opening` and `status` only `0`/`1`, unquoted;
+//! `yes`, `True`, `0x1` or `"1"` are errors. An id listed twice among one op's inline ids is
+//! kept once here, with a warning naming both line:columns (the ops carry only the op's line,
+//! so [`super::expand`] could not tell them apart).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +15,9 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use sha2::Sha256;
 
-use super::{Location, ManifestErrors, Parsed, PlannedOp, Settings, Window, hash_part, read_file};
+use super::{
+    Location, ManifestErrors, Parsed, PlannedOp, Settings, Warnings, Window, hash_part, read_file,
+};
 use crate::op::{Action, Op, RoomFields, check_fields, validate_id};
 use crate::units::{Rate, parse_duration};
 
@@ -40,7 +46,7 @@ struct WindowDoc {
 struct SettingsDoc {
     rate: Option<Spanned<String>>,
     concurrency: Option<Spanned<i64>>,
-    snapshot: Option<bool>,
+    snapshot: Option<Spanned<Scalar>>,
     max_attempts: Option<Spanned<i64>>,
     timeout: Option<Spanned<String>>,
 }
@@ -55,13 +61,121 @@ struct OpDoc {
     clients: Option<Vec<Spanned<String>>>,
     rooms_file: Option<Spanned<String>>,
     clients_file: Option<Spanned<String>>,
-    set: Option<Spanned<RoomFields>>,
+    set: Option<Spanned<SetDoc>>,
+}
+
+/// The `set` of an update: [`RoomFields`] with every value kept as YAML wrote it, so that
+/// `botMode`, `opening` and `status` are held to the CSV's spellings and each bad value is
+/// reported at its own line and column.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SetDoc {
+    name: Option<String>,
+    cover: Option<String>,
+    description: Option<String>,
+    room_tags: Option<Spanned<ListDoc>>,
+    webhook: Option<String>,
+    bot_mode: Option<Spanned<Scalar>>,
+    ext_params: Option<String>,
+    opening: Option<Spanned<Scalar>>,
+    owner: Option<Spanned<String>>,
+    managers: Option<Spanned<ListDoc>>,
+    status: Option<Spanned<Scalar>>,
+}
+
+/// A scalar as the YAML parser typed it. Only a plain `true`/`false` is a boolean and only
+/// a plain number is a number; anything quoted is a string.
+#[derive(Debug)]
+enum Scalar {
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(String),
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a single value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v.into()))
+            }
+            fn visit_i128<E>(self, v: i128) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A YAML list of strings, or the single value written where a list belongs (reported
+/// with its location rather than as a parse error).
+enum ListDoc {
+    List(Vec<Spanned<String>>),
+    Scalar(Scalar),
+}
+
+impl<'de> Deserialize<'de> for ListDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ListDoc;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list, such as [a, b]")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<ListDoc, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = a.next_element::<Spanned<String>>()? {
+                    v.push(x);
+                }
+                Ok(ListDoc::List(v))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<ListDoc, E> {
+                Ok(ListDoc::Scalar(Scalar::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<ListDoc, E> {
+                Ok(ListDoc::Scalar(Scalar::Int(v.into())))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<ListDoc, E> {
+                Ok(ListDoc::Scalar(Scalar::Int(v.into())))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<ListDoc, E> {
+                Ok(ListDoc::Scalar(Scalar::Float(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<ListDoc, E> {
+                Ok(ListDoc::Scalar(Scalar::Str(v.to_string())))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The parser options: default budgets, plus tight alias limits (manifests rarely need
 /// aliases, and a "billion laughs" document must fail fast).
 fn options() -> serde_saphyr::Options {
     serde_saphyr::options! {
+        // `yes`, `on` and `y` are strings, never booleans (the YAML 1.1 forms are not
+        // accepted; [`strict_value`] then holds `true`/`false` to their lower-case spelling).
+        strict_booleans: true,
         budget: serde_saphyr::budget! {
             max_aliases: 1_000,
             max_anchors: 1_000,
@@ -226,7 +340,7 @@ pub(crate) fn load_yaml(path: &Path, hasher: &mut Sha256) -> Result<Parsed, Mani
         }
     };
     let mut hashed = Hashed { hasher };
-    interpret(path, doc, &mut hashed, &mut errs).ok_or(errs)
+    interpret(path, text, doc, &mut hashed, &mut errs).ok_or(errs)
 }
 
 fn yaml_message(e: &serde_saphyr::Error) -> String {
@@ -268,10 +382,46 @@ struct Includes {
     sources: Vec<PathBuf>,
     /// Per (file, column): its index in `sources` and its `(id, line)` entries.
     lists: HashMap<(PathBuf, &'static str), IdList>,
+    /// Ids listed twice inline in one op (the repeats are dropped).
+    repeats: Vec<Repeat>,
+}
+
+/// An id listed a second time among one op's inline ids (`room`, `rooms`, `client`,
+/// `clients`). Only the reader knows each id's line and column: the ops built from it all
+/// carry the op's line.
+struct Repeat {
+    what: &'static str,
+    id: Box<str>,
+    at: (u32, Option<u32>),
+    first: (u32, Option<u32>),
+    op_line: u32,
+}
+
+impl Repeat {
+    fn message(&self, sources: &[PathBuf]) -> String {
+        let place = |(l, c): (u32, Option<u32>)| {
+            let pos = c
+                .map(|c| format!("{l}:{c}"))
+                .unwrap_or_else(|| l.to_string());
+            match sources {
+                [_] | [] => format!("line {pos}"),
+                [m, ..] => format!("{}:{pos}", m.display()),
+            }
+        };
+        format!(
+            "{} repeats {}: {} {:?} is listed twice in the op at {} (runs once)",
+            place(self.at),
+            place(self.first),
+            self.what,
+            self.id,
+            place((self.op_line, None))
+        )
+    }
 }
 
 fn interpret(
     path: &Path,
+    text: &str,
     doc: Doc,
     hashed: &mut Hashed<'_>,
     errs: &mut ManifestErrors,
@@ -300,12 +450,13 @@ fn interpret(
     let window = doc.window.and_then(|w| window(path, w, errs));
     let settings = doc
         .settings
-        .map(|s| settings(path, s, errs))
+        .map(|s| settings(path, text, s, errs))
         .unwrap_or_default();
     let mut inc = Includes {
         base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         sources: vec![path.to_path_buf()],
         lists: HashMap::new(),
+        repeats: Vec::new(),
     };
     let mut ops = Vec::new();
     match doc.ops {
@@ -317,12 +468,16 @@ fn interpret(
         ),
         Some(list) => {
             for item in list.value {
-                expand_op(path, item, &mut inc, hashed, errs, &mut ops);
+                expand_op(path, text, item, &mut inc, hashed, errs, &mut ops);
             }
         }
     }
     if !errs.is_empty() {
         return None;
+    }
+    let mut warnings = Warnings::default();
+    for r in &inc.repeats {
+        warnings.push_with(|| r.message(&inc.sources));
     }
     Some(Parsed {
         name: doc.name,
@@ -330,6 +485,7 @@ fn interpret(
         settings,
         ops,
         sources: inc.sources,
+        warnings,
     })
 }
 
@@ -371,15 +527,18 @@ fn window(path: &Path, w: Spanned<WindowDoc>, errs: &mut ManifestErrors) -> Opti
     Some(Window { start, end })
 }
 
-fn settings(path: &Path, s: SettingsDoc, errs: &mut ManifestErrors) -> Settings {
-    let mut out = Settings {
-        snapshot: s.snapshot,
-        ..Settings::default()
-    };
+fn settings(path: &Path, text: &str, s: SettingsDoc, errs: &mut ManifestErrors) -> Settings {
+    let mut out = Settings::default();
     let mut err = |sp: &serde_saphyr::Location, m: String| {
         let (l, c) = line_col(sp);
         errs.at(path, l, c, m);
     };
+    if let Some(v) = s.snapshot {
+        match strict_value(text, "settings.snapshot", &v, &["true", "false"]) {
+            Ok(i) => out.snapshot = Some(i == 0),
+            Err(m) => err(&v.referenced, m),
+        }
+    }
     if let Some(r) = s.rate {
         match r.value.parse::<Rate>() {
             Ok(v) => out.rate = Some(v),
@@ -422,14 +581,147 @@ fn settings(path: &Path, s: SettingsDoc, errs: &mut ManifestErrors) -> Settings 
     out
 }
 
+/// The source text of a node, quotes included, when the parser knows its byte span.
+fn raw<'t>(text: &'t str, l: &serde_saphyr::Location) -> Option<&'t str> {
+    let sp = l.span();
+    let start = usize::try_from(sp.byte_offset()?).ok()?;
+    let len = usize::try_from(sp.byte_len()?).ok()?;
+    text.get(start..start.checked_add(len)?)
+}
+
+/// Holds a YAML value to one of the spellings the CSV form accepts (`true`/`false`,
+/// `0`/`1`): a plain scalar written exactly so. `True`, `0x1`, `+1` or a quoted `"1"` are
+/// refused, as they are in a CSV cell. Returns the index of the spelling in `allowed`.
+fn strict_value(
+    text: &str,
+    key: &str,
+    v: &Spanned<Scalar>,
+    allowed: &[&str],
+) -> Result<usize, String> {
+    let what = allowed.join(" or ");
+    let written = raw(text, &v.defined)
+        .map(str::to_string)
+        .unwrap_or_else(|| match &v.value {
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Int(n) => n.to_string(),
+            Scalar::Float(x) => x.to_string(),
+            Scalar::Str(s) => s.clone(),
+        });
+    if matches!(v.value, Scalar::Bool(_) | Scalar::Int(_))
+        && let Some(i) = allowed.iter().position(|a| *a == written)
+    {
+        return Ok(i);
+    }
+    Err(match &v.value {
+        Scalar::Str(s) if allowed.contains(&s.trim()) => {
+            format!("{key} must be {what} without quotes, not the string {s:?}")
+        }
+        Scalar::Str(s) => format!("{key} must be {what}, not {s:?}"),
+        _ => format!("{key} must be {what}, not {written:?}"),
+    })
+}
+
+/// The items of a list field, or why the value is not a list.
+fn list_items(
+    key: &str,
+    example: &str,
+    v: Spanned<ListDoc>,
+) -> Result<Vec<Spanned<String>>, String> {
+    match v.value {
+        ListDoc::List(items) => Ok(items),
+        ListDoc::Scalar(s) => {
+            let given = match s {
+                Scalar::Str(s) => format!("the string {s:?}"),
+                Scalar::Bool(b) => b.to_string(),
+                Scalar::Int(n) => n.to_string(),
+                Scalar::Float(x) => x.to_string(),
+            };
+            Err(format!(
+                "{key} must be a list, such as {example} ([] for none), not {given}"
+            ))
+        }
+    }
+}
+
+/// The fields of an update's `set`, each value checked where it is written.
+fn room_fields(
+    path: &Path,
+    text: &str,
+    s: SetDoc,
+    errs: &mut ManifestErrors,
+) -> Option<RoomFields> {
+    let before = errs.total;
+    let mut err = |l: &serde_saphyr::Location, m: String| {
+        let (l, c) = line_col(l);
+        errs.at(path, l, c, format!("set: {m}"));
+    };
+    let mut f = RoomFields {
+        name: s.name,
+        cover: s.cover,
+        description: s.description,
+        webhook: s.webhook,
+        ext_params: s.ext_params,
+        ..RoomFields::default()
+    };
+    if let Some(v) = &s.bot_mode {
+        match strict_value(text, "botMode", v, &["true", "false"]) {
+            Ok(i) => f.bot_mode = Some(i == 0),
+            Err(m) => err(&v.referenced, m),
+        }
+    }
+    for (key, v, slot) in [
+        ("opening", &s.opening, &mut f.opening),
+        ("status", &s.status, &mut f.status),
+    ] {
+        if let Some(v) = v {
+            match strict_value(text, key, v, &["0", "1"]) {
+                Ok(i) => *slot = u8::try_from(i).ok(),
+                Err(m) => err(&v.referenced, m),
+            }
+        }
+    }
+    if let Some(v) = s.room_tags {
+        let at = v.referenced;
+        match list_items("roomTags", "[vip, night]", v) {
+            Ok(items) => f.room_tags = Some(items.into_iter().map(|t| t.value).collect()),
+            Err(m) => err(&at, m),
+        }
+    }
+    if let Some(v) = s.owner {
+        match validate_id(&v.value) {
+            Ok(()) => f.owner = Some(v.value),
+            Err(e) => err(&v.referenced, format!("owner: {e}")),
+        }
+    }
+    if let Some(v) = s.managers {
+        let at = v.referenced;
+        match list_items("managers", "[u-1001, u-1002]", v) {
+            Ok(items) => {
+                let mut list = Vec::with_capacity(items.len());
+                for m in items {
+                    match validate_id(&m.value) {
+                        Ok(()) => list.push(m.value),
+                        Err(e) => err(&m.referenced, format!("managers: {e}")),
+                    }
+                }
+                f.managers = Some(list);
+            }
+            Err(m) => err(&at, m),
+        }
+    }
+    (errs.total == before).then_some(f)
+}
+
 fn loc_of(s: &serde_saphyr::Location) -> u32 {
     line_col(s).0
 }
 
-/// Inline ids (`room`, `rooms`) and ids from a file, each checked.
+/// Inline ids (`room`, `rooms`) and ids from a file, each checked. An inline id listed
+/// twice in the op is kept once, and the repeat noted in `inc.repeats` with both places.
 #[allow(clippy::too_many_arguments)]
 fn collect_ids(
     path: &Path,
+    op_line: u32,
     what: &'static str,
     one: Option<Spanned<String>>,
     many: Option<Vec<Spanned<String>>>,
@@ -440,12 +732,26 @@ fn collect_ids(
 ) -> (Ids, bool) {
     let mut out = Ids::new();
     let given = one.is_some() || many.is_some() || file.is_some();
+    let mut seen: HashMap<Box<str>, (u32, Option<u32>)> = HashMap::new();
     for s in one.into_iter().chain(many.into_iter().flatten()) {
         let (l, c) = line_col(&s.referenced);
-        match validate_id(&s.value) {
-            Ok(()) => out.push((s.value.into(), Location { file: 0, line: l })),
-            Err(e) => errs.at(path, l, c, format!("{what}: {e}")),
+        if let Err(e) = validate_id(&s.value) {
+            errs.at(path, l, c, format!("{what}: {e}"));
+            continue;
         }
+        let id: Box<str> = s.value.into();
+        if let Some(first) = seen.get(&id) {
+            inc.repeats.push(Repeat {
+                what,
+                id,
+                at: (l, c),
+                first: *first,
+                op_line,
+            });
+            continue;
+        }
+        seen.insert(id.clone(), (l, c));
+        out.push((id, Location { file: 0, line: l }));
     }
     if let Some(f) = file {
         let (l, c) = line_col(&f.referenced);
@@ -502,6 +808,7 @@ fn collect_ids(
 
 fn expand_op(
     path: &Path,
+    text: &str,
     item: Spanned<OpDoc>,
     inc: &mut Includes,
     hashed: &mut Hashed<'_>,
@@ -517,6 +824,7 @@ fn expand_op(
     }
     let (rooms, rooms_given) = collect_ids(
         path,
+        op_line,
         "room",
         d.room,
         d.rooms,
@@ -527,6 +835,7 @@ fn expand_op(
     );
     let (clients, clients_given) = collect_ids(
         path,
+        op_line,
         "client",
         d.client,
         d.clients,
@@ -579,14 +888,17 @@ fn expand_op(
             );
             None
         }
-        (Action::Update, Some(s)) => match check_fields(&s.value) {
-            Ok(()) => Some(Box::new(s.value)),
-            Err(m) => {
-                let (l, c) = line_col(&s.referenced);
-                errs.at(path, l, c, format!("set: {m}"));
-                None
-            }
-        },
+        (Action::Update, Some(s)) => {
+            let at = s.referenced;
+            room_fields(path, text, s.value, errs).and_then(|f| match check_fields(&f) {
+                Ok(()) => Some(Box::new(f)),
+                Err(m) => {
+                    let (l, c) = line_col(&at);
+                    errs.at(path, l, c, format!("set: {m}"));
+                    None
+                }
+            })
+        }
         (a, Some(s)) => {
             let (l, c) = line_col(&s.referenced);
             errs.at(
@@ -804,6 +1116,168 @@ ops:
         assert!(e.contains("D/m.yaml:5:12: settings.timeout"), "{e}");
     }
 
+    fn update(set: &str) -> Result<RoomFields, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("version: 1\nops:\n  - action: update\n    room: a\n    set: {set}\n");
+        load_text(dir.path(), &text)
+            .map(|p| *p.ops[0].op.fields.clone().unwrap())
+            .map_err(|e| {
+                e.to_string()
+                    .replace(&dir.path().display().to_string(), "D")
+            })
+    }
+
+    /// `botMode`, `opening` and `status` take exactly what a CSV cell takes: `true`/`false`
+    /// and `0`/`1`, unquoted. YAML 1.1 booleans, other spellings, other radixes and quoted
+    /// strings are refused at the value's own line and column.
+    #[test]
+    fn booleans_and_numbers_are_as_strict_as_csv() {
+        let f = update("{ botMode: true, opening: 0, status: 1 }").unwrap();
+        assert_eq!(
+            (f.bot_mode, f.opening, f.status),
+            (Some(true), Some(0), Some(1))
+        );
+        let f = update("{ botMode: false, opening: 1, status: 0 }").unwrap();
+        assert_eq!(
+            (f.bot_mode, f.opening, f.status),
+            (Some(false), Some(1), Some(0))
+        );
+        // Through an alias, the value written at the anchor counts.
+        let f = update("{ botMode: &b true, name: x }").unwrap();
+        assert_eq!(f.bot_mode, Some(true));
+        for (v, why) in [
+            ("yes", "not \"yes\""),
+            ("on", "not \"on\""),
+            ("y", "not \"y\""),
+            ("no", "not \"no\""),
+            ("True", "not \"True\""),
+            ("FALSE", "not \"FALSE\""),
+            ("1", "not \"1\""),
+            ("\"true\"", "without quotes, not the string \"true\""),
+            ("'false'", "without quotes, not the string \"false\""),
+        ] {
+            let e = update(&format!("{{ botMode: {v} }}")).unwrap_err();
+            assert!(
+                e.contains("D/m.yaml:5:21: set: botMode must be true or false"),
+                "{v}: {e}"
+            );
+            assert!(e.contains(why), "{v}: {e}");
+        }
+        for key in ["opening", "status"] {
+            let col = 14 + key.len();
+            for (v, why) in [
+                ("2", "not \"2\""),
+                ("0x1", "not \"0x1\""),
+                ("0o1", "not \"0o1\""),
+                ("+1", "not \"+1\""),
+                ("01", "not \"01\""),
+                ("1.0", "not \"1.0\""),
+                ("-0", "not \"-0\""),
+                ("true", "not \"true\""),
+                ("\"1\"", "without quotes, not the string \"1\""),
+                ("'0'", "without quotes, not the string \"0\""),
+            ] {
+                let e = update(&format!("{{ {key}: {v} }}")).unwrap_err();
+                assert!(
+                    e.contains(&format!("D/m.yaml:5:{col}: set: {key} must be 0 or 1")),
+                    "{key}: {v}: {e}"
+                );
+                assert!(e.contains(why), "{key}: {v}: {e}");
+            }
+        }
+        // Every bad value is reported, not only the first.
+        let e = update("\n      botMode: yes\n      opening: \"1\"\n      status: 2").unwrap_err();
+        assert!(e.contains("D/m.yaml:6:16: set: botMode"), "{e}");
+        assert!(e.contains("D/m.yaml:7:16: set: opening"), "{e}");
+        assert!(e.contains("D/m.yaml:8:15: set: status"), "{e}");
+        // settings.snapshot too.
+        let e = err("version: 1\nsettings:\n  snapshot: yes\nops: []\n");
+        assert!(
+            e.contains("D/m.yaml:3:13: settings.snapshot must be true or false, not \"yes\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn set_takes_every_field_and_lists_must_be_lists() {
+        let f = update(
+            "{ name: n, cover: c, description: d, roomTags: [t1, t2], webhook: w, botMode: \
+             true, extParams: e, opening: 1, owner: o, managers: [m1], status: 0 }",
+        )
+        .unwrap();
+        assert_eq!(f.given(), RoomFields::NAMES.to_vec());
+        assert_eq!(f.room_tags, Some(vec!["t1".to_string(), "t2".to_string()]));
+        let f = update("{ roomTags: [] }").unwrap();
+        assert_eq!(f.room_tags, Some(vec![]));
+        let e = update("{ roomTags: vip;night }").unwrap_err();
+        assert!(
+            e.contains(
+                "D/m.yaml:5:22: set: roomTags must be a list, such as [vip, night] ([] for \
+                 none), not the string \"vip;night\""
+            ),
+            "{e}"
+        );
+        let e = update("{ managers: u-1 }").unwrap_err();
+        assert!(
+            e.contains("D/m.yaml:5:22: set: managers must be a list"),
+            "{e}"
+        );
+        let e = update("{ managers: [ok, \"\"] }").unwrap_err();
+        assert!(
+            e.contains("D/m.yaml:5:27: set: managers: id is empty"),
+            "{e}"
+        );
+        let e = update("{ owner: \"\" }").unwrap_err();
+        assert!(e.contains("D/m.yaml:5:19: set: owner: id is empty"), "{e}");
+    }
+
+    /// An id listed twice among one op's inline ids is kept once, and the warning names
+    /// both places by line and column, not the op's line twice.
+    #[test]
+    fn inline_repeats_name_each_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = load_text(
+            dir.path(),
+            "version: 1\nops:\n  - action: freeze\n    room: b\n    rooms: [a, b, a]\n  \
+             - action: mute\n    clients:\n      - u\n      - u\n    rooms: [a, c]\n",
+        )
+        .unwrap();
+        let ops: Vec<String> = p.ops.iter().map(|o| o.op.to_string()).collect();
+        assert_eq!(
+            ops,
+            vec![
+                "freeze room \"b\"",
+                "freeze room \"a\"",
+                "mute client \"u\" in room \"a\"",
+                "mute client \"u\" in room \"c\"",
+            ]
+        );
+        assert_eq!(
+            p.warnings.finish(),
+            vec![
+                "line 5:16 repeats line 4:11: room \"b\" is listed twice in the op at line 3 \
+                 (runs once)",
+                "line 5:19 repeats line 5:13: room \"a\" is listed twice in the op at line 3 \
+                 (runs once)",
+                "line 9:9 repeats line 8:9: client \"u\" is listed twice in the op at line 6 \
+                 (runs once)",
+            ]
+        );
+        // With included files, places name the manifest.
+        std::fs::write(dir.path().join("r.csv"), "room\nz\n").unwrap();
+        let p = load_text(
+            dir.path(),
+            "version: 1\nops:\n  - action: freeze\n    rooms: [a, a]\n    rooms_file: r.csv\n",
+        )
+        .unwrap();
+        let w = p.warnings.finish().join("\n");
+        assert_eq!(
+            w.replace(&dir.path().display().to_string(), "D"),
+            "D/m.yaml:4:16 repeats D/m.yaml:4:13: room \"a\" is listed twice in the op at \
+             D/m.yaml:3 (runs once)"
+        );
+    }
+
     fn bomb(levels: usize) -> String {
         let mut y = String::from("version: 1\nops:\n  - action: freeze\n    rooms: &a0 [");
         y.push_str(&["lol"; 10].join(", "));
@@ -845,7 +1319,7 @@ ops:
         .unwrap()
         .to_string();
         assert!(
-            e.contains("r.csv:3: room: id contains a control character"),
+            e.contains("r.csv:3:1: room: id contains a control character"),
             "{e}"
         );
         let e = load_text(

@@ -20,7 +20,9 @@ fn load_at(path: &Path, action: Option<Action>) -> Result<Manifest, ManifestErro
 }
 
 /// Every manifest in `tests/manifests/bad/` must fail with every line of its `.expected`
-/// file in the error text (a line `action=ACTION` passes `--action` instead).
+/// file in the error text (a line `action=ACTION` passes `--action` instead), and every
+/// error must name a line (> 0) unless the `.expected` file has a line `whole-file`: the
+/// case is about the file as a whole (a flag that does not apply to it, say).
 #[test]
 fn bad_manifest_corpus() {
     let dir = manifests().join("bad");
@@ -43,10 +45,12 @@ fn bad_manifest_corpus() {
         let expected = std::fs::read_to_string(&exp_path)
             .unwrap_or_else(|_| panic!("{} has no .expected file", path.display()));
         let mut action = None;
+        let mut whole_file = false;
         let mut wanted = Vec::new();
         for line in expected.lines().filter(|l| !l.trim().is_empty()) {
             match line.strip_prefix("action=") {
                 Some(a) => action = Some(Action::parse(a.trim()).expect("valid action")),
+                None if line.trim() == "whole-file" => whole_file = true,
                 None => wanted.push(line),
             }
         }
@@ -63,6 +67,13 @@ fn bad_manifest_corpus() {
                 // Every error names a file and, unless the whole file is at fault, a line.
                 for err in &e.errors {
                     assert!(!err.file.as_os_str().is_empty());
+                    if !whole_file && err.line == 0 {
+                        failures.push(format!(
+                            "{}: error names no line (add `whole-file` to its .expected if \
+                             that is right): {err}",
+                            path.display()
+                        ));
+                    }
                 }
             }
         }
@@ -124,6 +135,35 @@ fn duplicates_and_conflicts_warn() {
         w.contains("room \"help\": several updates set `name`"),
         "{w}"
     );
+}
+
+/// `rooms: [a, a]` used to warn "line 3 repeats line 3" (every inline op carries its op's
+/// line): the warning names each id's own line and column, and the op's line.
+#[test]
+fn inline_yaml_duplicates_name_their_own_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let y = dir.path().join("job.yaml");
+    std::fs::write(
+        &y,
+        "version: 1\nops:\n  - action: freeze\n    rooms: [a, a]\n  - action: freeze\n    \
+         rooms_file: r.csv\n  - action: freeze\n    rooms_file: r.csv\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("r.csv"), "room\nb\n").unwrap();
+    let m = load_at(&y, None).unwrap();
+    let rooms: Vec<&str> = m.ops.iter().map(|p| &*p.op.room).collect();
+    assert_eq!(rooms, vec!["a", "b"]);
+    let d = dir.path().display().to_string();
+    let w: Vec<String> = m.warnings.iter().map(|w| w.replace(&d, "D")).collect();
+    assert_eq!(
+        w,
+        vec![
+            "D/job.yaml:4:16 repeats D/job.yaml:4:13: room \"a\" is listed twice in the op at \
+             D/job.yaml:3 (runs once)",
+            "D/r.csv:2 gives the same op twice: freeze room \"b\" (runs once)",
+        ]
+    );
+    assert!(w.iter().all(|w| !w.contains("line 3 repeats line 3")));
 }
 
 /// The checksum covers the manifest, its included files and `--action`.
@@ -207,8 +247,10 @@ fn validate_cli_invalid_exits_2_with_every_error() {
         .arg(&p)
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("m.csv:2: unknown action \"frz\""))
-        .stderr(predicate::str::contains("m.csv:3: room: id is empty"))
+        .stderr(predicate::str::contains(
+            "m.csv:2:1: unknown action \"frz\"",
+        ))
+        .stderr(predicate::str::contains("m.csv:3:8: room: id is empty"))
         .stderr(predicate::str::contains("2 errors found"))
         .stdout(predicate::str::is_empty());
     // No journal is ever written by validate.
@@ -225,6 +267,44 @@ fn validate_cli_invalid_exits_2_with_every_error() {
     assert_eq!(v["valid"], false);
     assert_eq!(v["error_count"], 2);
     assert_eq!(v["errors"][0]["line"], 2);
+    assert_eq!(v["errors"][0]["column"], 1);
+    assert_eq!(v["errors"][1]["column"], 8);
+}
+
+/// 5,000 duplicate rows: `validate` says "warnings (5000)", lists the first 100 and one
+/// "... and 4900 more warnings" line; `--json` carries the same total.
+#[test]
+fn validate_cli_counts_every_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("dups.csv");
+    let mut text = String::from("action,room\n");
+    for _ in 0..5_001 {
+        text.push_str("freeze,lobby-1\n");
+    }
+    std::fs::write(&p, text).unwrap();
+    let m = load_at(&p, None).unwrap();
+    assert_eq!(m.ops.len(), 1);
+    assert_eq!(m.warning_count(), 5_000);
+    util::bin()
+        .arg("validate")
+        .arg(&p)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "warnings (5000):\n  line 3 repeats line 2",
+        ))
+        .stdout(predicate::str::contains("\n  ... and 4900 more warnings\n"));
+    let out = util::bin()
+        .args(["validate", "--json"])
+        .arg(&p)
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["warning_count"], 5000);
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 101);
 }
 
 #[test]
