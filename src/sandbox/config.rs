@@ -33,22 +33,39 @@ impl std::fmt::Debug for SandboxCredentials {
 
 impl SandboxCredentials {
     /// Exactly `IMKIT_CLIENT_KEY`, `IMKIT_TOKEN` and `IMKIT_API_KEY` when set (and not empty),
-    /// otherwise made-up random values. The flag is true when at least one value was made up.
+    /// otherwise made-up random values. The flag is true when at least one value was made up;
+    /// [`SandboxCredentials::from_env_or_made_up`] says which.
     pub fn from_env_or_generate() -> (SandboxCredentials, bool) {
-        let mut generated = false;
-        let mut get = |var: &str, bytes: usize| match std::env::var(var) {
-            Ok(v) if !v.is_empty() => v,
-            _ => {
-                generated = true;
-                random_hex(bytes)
-            }
+        let (creds, made_up) = SandboxCredentials::from_env_or_made_up();
+        (creds, made_up.any())
+    }
+
+    /// Like [`SandboxCredentials::from_env_or_generate`], telling for each value whether it
+    /// was made up (only those may ever be printed: the others are the user's secrets).
+    pub fn from_env_or_made_up() -> (SandboxCredentials, MadeUp) {
+        SandboxCredentials::from_vars(|var| std::env::var(var).ok())
+    }
+
+    /// The same over any source of variables (tests).
+    pub fn from_vars(get_var: impl Fn(&str) -> Option<String>) -> (SandboxCredentials, MadeUp) {
+        let get = |var: &str, bytes: usize| match get_var(var) {
+            Some(v) if !v.is_empty() => (v, false),
+            _ => (random_hex(bytes), true),
         };
+        let (client_key, ck) = get("IMKIT_CLIENT_KEY", 24);
+        let (token, tok) = get("IMKIT_TOKEN", 16);
+        let (api_key, ak) = get("IMKIT_API_KEY", 24);
         let creds = SandboxCredentials {
-            client_key: get("IMKIT_CLIENT_KEY", 24),
-            token: get("IMKIT_TOKEN", 16),
-            api_key: get("IMKIT_API_KEY", 24),
+            client_key,
+            token,
+            api_key,
         };
-        (creds, generated)
+        let made_up = MadeUp {
+            client_key: ck,
+            token: tok,
+            api_key: ak,
+        };
+        (creds, made_up)
     }
 
     /// Made-up random values.
@@ -58,6 +75,36 @@ impl SandboxCredentials {
             token: random_hex(16),
             api_key: random_hex(24),
         }
+    }
+}
+
+/// Which of the three credentials were made up (true) rather than taken from the environment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MadeUp {
+    pub client_key: bool,
+    pub token: bool,
+    pub api_key: bool,
+}
+
+impl MadeUp {
+    pub fn any(&self) -> bool {
+        self.client_key || self.token || self.api_key
+    }
+
+    /// The `export` lines of the made-up values only, in a fixed order. A value taken from
+    /// the environment is never part of them.
+    pub fn export_lines(&self, c: &SandboxCredentials) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.client_key {
+            out.push(format!("export IMKIT_CLIENT_KEY={}", c.client_key));
+        }
+        if self.token {
+            out.push(format!("export IMKIT_TOKEN={}", c.token));
+        }
+        if self.api_key {
+            out.push(format!("export IMKIT_API_KEY={}", c.api_key));
+        }
+        out
     }
 }
 
@@ -268,5 +315,36 @@ impl SandboxConfig {
             return Err("an extra user's token equals the admin token".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_made_up_values_are_flagged_and_exported() {
+        let (c, m) = SandboxCredentials::from_vars(|v| {
+            (v == "IMKIT_TOKEN").then(|| "MY-REAL-PROD-TOKEN".to_owned())
+        });
+        assert_eq!(c.token, "MY-REAL-PROD-TOKEN");
+        assert_eq!(
+            m,
+            MadeUp {
+                client_key: true,
+                token: false,
+                api_key: true
+            }
+        );
+        let lines = m.export_lines(&c);
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("export IMKIT_CLIENT_KEY="));
+        assert!(lines[1].starts_with("export IMKIT_API_KEY="));
+        assert!(lines.iter().all(|l| !l.contains("MY-REAL-PROD-TOKEN")));
+        // An empty value counts as unset.
+        let (_, m) = SandboxCredentials::from_vars(|_| Some(String::new()));
+        assert!(m.client_key && m.token && m.api_key);
+        let (_, m) = SandboxCredentials::from_vars(|_| Some("x".into()));
+        assert!(!m.any() && m.export_lines(&SandboxCredentials::generate()).is_empty());
     }
 }

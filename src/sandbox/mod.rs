@@ -28,7 +28,7 @@ use axum::Router;
 use axum::routing::{get, post};
 
 pub use config::{
-    ADMIN_ID, DEFAULT_OWNER, FaultRates, RoomSeed, SandboxConfig, SandboxCredentials,
+    ADMIN_ID, DEFAULT_OWNER, FaultRates, MadeUp, RoomSeed, SandboxConfig, SandboxCredentials,
 };
 pub use control::{LogEntry, Stats};
 pub use faults::Fault;
@@ -233,7 +233,7 @@ impl SandboxArgs {
 
 /// `imkit-batch sandbox`: serves until Ctrl-C.
 pub async fn command(args: SandboxArgs) -> anyhow::Result<Exit> {
-    let (credentials, generated) = SandboxCredentials::from_env_or_generate();
+    let (credentials, made_up) = SandboxCredentials::from_env_or_made_up();
     let config = args.to_config(credentials)?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -246,13 +246,14 @@ pub async fn command(args: SandboxArgs) -> anyhow::Result<Exit> {
         config.clients.len(),
         config.fault_seed
     );
-    if generated {
+    if made_up.any() {
+        // Only the values made up here: one taken from the environment is the user's secret.
         let c = &config.credentials;
         println!("  made-up credentials (set them to choose your own):");
         println!("    export IMKIT_BASE_URL=http://{addr}");
-        println!("    export IMKIT_CLIENT_KEY={}", c.client_key);
-        println!("    export IMKIT_TOKEN={}", c.token);
-        println!("    export IMKIT_API_KEY={}", c.api_key);
+        for line in made_up.export_lines(c) {
+            println!("    {line}");
+        }
     }
     println!("Press Ctrl-C to stop.");
     run(listener, config, stop_signal()).await?;

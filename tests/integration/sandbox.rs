@@ -1327,3 +1327,99 @@ fn sandbox_command_prints_url_and_credentials_and_stops_on_sigterm() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "graceful stop on SIGTERM");
 }
+
+/// Starts `imkit-batch sandbox ARGS` with only `env` of the three credentials set; returns the
+/// child and its stdout lines up to "Press Ctrl-C".
+fn sandbox_cmd(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, Vec<String>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("imkit-batch"));
+    cmd.arg("sandbox")
+        .args(args)
+        .env_remove("IMKIT_CLIENT_KEY")
+        .env_remove("IMKIT_TOKEN")
+        .env_remove("IMKIT_API_KEY")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = Vec::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    loop {
+        let mut l = String::new();
+        assert!(
+            out.read_line(&mut l).unwrap() > 0,
+            "stdout closed: {lines:?}"
+        );
+        let done = l.starts_with("Press Ctrl-C");
+        lines.push(l.trim().to_owned());
+        if done {
+            break;
+        }
+    }
+    (child, lines)
+}
+
+fn line_value(lines: &[String], prefix: &str) -> Option<String> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+}
+
+/// A blocking request to a sandbox child process: (status, body).
+fn blocking_send(method: &str, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = http().request(m, url);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        let r = rb.send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.text().await.unwrap())
+    })
+}
+
+/// Only some credentials in the environment: the real one is accepted and never printed;
+/// only the made-up ones are.
+#[test]
+fn sandbox_command_prints_only_the_made_up_credentials() {
+    const REAL: &str = "MY-REAL-PROD-TOKEN";
+    let (mut child, lines) = sandbox_cmd(
+        &["--listen", "127.0.0.1:0", "--room", "r1:o1"],
+        &[("IMKIT_TOKEN", REAL)],
+    );
+    let all = lines.join("\n");
+    assert!(!all.contains(REAL), "{all}");
+    assert_eq!(line_value(&lines, "export IMKIT_TOKEN="), None, "{all}");
+    let base = line_value(&lines, "IMKIT sandbox listening on ").unwrap();
+    let key = line_value(&lines, "export IMKIT_CLIENT_KEY=").unwrap();
+    let api_key = line_value(&lines, "export IMKIT_API_KEY=").unwrap();
+    let h = [("IM-CLIENT-KEY", key.as_str()), ("IM-Authorization", REAL)];
+    assert_eq!(blocking_send("GET", &format!("{base}/rooms/r1"), &h).0, 200);
+    let h = [("IM-API-KEY", api_key.as_str())];
+    let (s, _) = blocking_send("POST", &format!("{base}/admin/clients/o1/mute/r1"), &h);
+    assert_eq!(s, 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Two of three set: only the third is printed.
+    let (mut child, lines) = sandbox_cmd(
+        &["--listen", "127.0.0.1:0"],
+        &[("IMKIT_CLIENT_KEY", "env-ck"), ("IMKIT_API_KEY", "env-ak")],
+    );
+    let exports: Vec<&String> = lines.iter().filter(|l| l.starts_with("export ")).collect();
+    assert_eq!(exports.len(), 2, "{lines:?}");
+    assert!(exports[0].starts_with("export IMKIT_BASE_URL="));
+    assert!(exports[1].starts_with("export IMKIT_TOKEN="));
+    assert!(!lines.join("\n").contains("env-ck") && !lines.join("\n").contains("env-ak"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
