@@ -54,6 +54,20 @@ pub enum ClientError {
     Build(String),
 }
 
+/// Whether `host`, as `Url::host_str` gives it (IPv6 in brackets, IPv4 normalised), is a
+/// loopback address: 127.0.0.0/8, `::1` or `localhost`.
+pub fn is_loopback_host(host: &str) -> bool {
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    }
+    if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+        return ip.is_loopback();
+    }
+    host.trim_end_matches('.').eq_ignore_ascii_case("localhost")
+}
+
 /// The IMKIT API client. Cheap to share behind an `Arc`.
 pub struct ApiClient {
     http: reqwest::Client,
@@ -81,8 +95,17 @@ impl ApiClient {
                 reason: "expected an http(s) URL with a host".into(),
             });
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if base_url.host_str().is_some_and(is_loopback_host) {
+            // A loopback API (the sandbox, a tunnel) is reached directly: through an
+            // HTTP_PROXY from the environment, plain-http credentials would leave the machine
+            // in clear text, and the in-process sandbox would be unreachable.
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .use_rustls_tls()
+            // The runner's retries are the only layer (SPEC §4): none in the client.
+            .retry(reqwest::retry::never())
             .timeout(options.timeout)
             .connect_timeout(options.connect_timeout)
             .pool_max_idle_per_host(options.pool_size.max(1))

@@ -204,7 +204,7 @@ pub fn check_base_url(raw: &str) -> Result<Url, String> {
     }
     match url.scheme() {
         "https" => Ok(url),
-        "http" if is_loopback(&host) => Ok(url),
+        "http" if crate::api::client::is_loopback_host(&host) => Ok(url),
         "http" => Err(format!(
             "base URL {url} uses plain http: https:// is required unless the host is a loopback address (127.0.0.1, ::1, localhost)"
         )),
@@ -212,19 +212,6 @@ pub fn check_base_url(raw: &str) -> Result<Url, String> {
             "base URL {url} has scheme {s:?}: expected https://"
         )),
     }
-}
-
-/// `host` as `Url::host_str` gives it: IPv6 in brackets, IPv4 already normalised.
-fn is_loopback(host: &str) -> bool {
-    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return v6
-            .parse::<std::net::Ipv6Addr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    }
-    if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
-        return ip.is_loopback();
-    }
-    host.trim_end_matches('.').eq_ignore_ascii_case("localhost")
 }
 
 /// The credentials the manifest's ops need, in a stable order.

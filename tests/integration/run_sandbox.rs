@@ -658,6 +658,9 @@ fn binary_run(manifest: &Path, base: &str, token: &str, args: &[&str]) -> std::p
         .env("IMKIT_API_KEY", API_KEY)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
+    for v in crate::util::PROXY_VARS {
+        c.env_remove(v);
+    }
     c
 }
 
@@ -1482,6 +1485,60 @@ async fn quiet_json_logs_still_end_with_the_summary() {
     sb.shutdown().await.unwrap();
 }
 
+/// A proxy set in the environment (common on corporate machines) is never used for a
+/// loopback API: plain-http credentials would leave the machine through it, and `--sandbox`
+/// would be unreachable. A listener stands in for the proxy and must see no connection.
+#[test]
+fn a_proxy_in_the_environment_is_never_used_for_a_loopback_api() {
+    use crate::util::{PROXY_VARS, Sandbox, exec, imkit, run_cmd, sandbox_config, write};
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let with_proxy = |mut c: std::process::Command| {
+        for v in PROXY_VARS.iter().filter(|v| !v.eq_ignore_ascii_case("no_proxy")) {
+            c.env(v, &proxy_url);
+        }
+        c
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "m.csv", "action,room,client\nfreeze,r1,\nmute,r2,c1\n");
+
+    let ops: Vec<Op> = imkit_batch::manifest::load(&m, &Default::default())
+        .unwrap()
+        .ops
+        .into_iter()
+        .map(|p| p.op)
+        .collect();
+    let mut cfg = sandbox_config();
+    cfg.seed_from_ops(&ops);
+    let sb = Sandbox::start(cfg);
+    // A short timeout and one attempt: through the stand-in proxy the run fails fast.
+    let quick = ["--timeout", "3s", "--max-attempts", "1"];
+    let r = exec(with_proxy(run_cmd(&sb.url(), &m, &quick)));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for op in &ops {
+        assert_eq!(sb.applied_op(op), 1, "{op}");
+    }
+
+    let m2 = write(dir.path(), "m2.csv", "action,room\nfreeze,r1\nunfreeze,r1\n");
+    let r = exec(with_proxy(imkit(&[
+        "run",
+        m2.to_str().unwrap(),
+        "--sandbox",
+        "--progress",
+        "never",
+        "--timeout",
+        "3s",
+        "--max-attempts",
+        "1",
+    ])));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        matches!(proxy.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a request went through the proxy"
+    );
+}
+
 /// Issue 2: every example job runs to exit 0 with `run --sandbox` (the README's first
 /// command), whatever today's date, and running it again sends nothing and exits 0.
 #[test]
@@ -1525,7 +1582,10 @@ fn issue2_every_example_job_runs_on_the_sandbox_and_a_rerun_sends_nothing() {
             "IMKIT_TOKEN",
             "IMKIT_API_KEY",
             "RUST_LOG",
-        ] {
+        ]
+        .into_iter()
+        .chain(crate::util::PROXY_VARS)
+        {
             c.env_remove(v);
         }
         c.output().unwrap()
@@ -1633,7 +1693,10 @@ fn issue5_a_window_past_its_end_sends_nothing_and_exits_4() {
             "IMKIT_TOKEN",
             "IMKIT_API_KEY",
             "RUST_LOG",
-        ] {
+        ]
+        .into_iter()
+        .chain(crate::util::PROXY_VARS)
+        {
             c.env_remove(v);
         }
         c.output().unwrap()

@@ -95,8 +95,21 @@ pub fn poll_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Proxy variables a developer's or CI's environment may hold: the tests' traffic stays on
+/// loopback and must never be sent through one.
+pub const PROXY_VARS: [&str; 8] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
+
 /// The binary as a plain `std::process::Command` (so a child can be killed), with the test
-/// credentials in its environment and nothing else of IMKIT's.
+/// credentials in its environment and nothing else of IMKIT's (nor any proxy).
 pub fn imkit(args: &[&str]) -> Command {
     let mut c = Command::new(assert_cmd::cargo::cargo_bin("imkit-batch"));
     for v in [
@@ -105,7 +118,10 @@ pub fn imkit(args: &[&str]) -> Command {
         "IMKIT_TOKEN",
         "IMKIT_API_KEY",
         "RUST_LOG",
-    ] {
+    ]
+    .into_iter()
+    .chain(PROXY_VARS)
+    {
         c.env_remove(v);
     }
     c.env("IMKIT_CLIENT_KEY", CLIENT_KEY)
