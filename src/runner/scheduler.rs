@@ -116,6 +116,27 @@ pub enum StopReason {
     Journal(String),
 }
 
+impl StopReason {
+    /// How much a reason must be acted on: a later reason replaces an earlier one only when
+    /// it ranks higher, so a 401 (or a journal that cannot be written) met while a deadline
+    /// or a signal drains the ops in flight still ends the run with its exit 3 and the
+    /// message naming the rejected credential, instead of a resumable exit 4.
+    fn rank(&self) -> u8 {
+        match self {
+            StopReason::Completed => 0,
+            StopReason::Deadline(_) | StopReason::Signal { .. } => 1,
+            StopReason::FailureBound(_) => 2,
+            StopReason::CredentialsRejected { .. } => 3,
+            StopReason::Journal(_) => 4,
+        }
+    }
+
+    /// Whether `new` should replace `current` as the run's reason to stop.
+    fn overrides(new: &StopReason, current: Option<&StopReason>) -> bool {
+        current.is_none_or(|c| new.rank() > c.rank())
+    }
+}
+
 /// The result of a run.
 #[derive(Clone, Debug)]
 pub struct RunReport {
@@ -250,9 +271,10 @@ pub async fn run<E: Executor, R: Recorder>(
         let unrecorded = match rec.not_durable() {
             Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
             Err(e) => {
-                if stop.is_none() {
+                let reason = StopReason::Journal(e.to_string());
+                if StopReason::overrides(&reason, stop.as_ref()) {
                     halt.cancel();
-                    stop = Some(StopReason::Journal(e.to_string()));
+                    stop = Some(reason);
                 }
                 0
             }
@@ -367,7 +389,7 @@ pub async fn run<E: Executor, R: Recorder>(
                             &mut rng, stop.is_some(),
                         );
                         if let Some(reason) = outcome
-                            && stop.is_none()
+                            && StopReason::overrides(&reason, stop.as_ref())
                         {
                             halt.cancel();
                             stop = Some(reason);
@@ -534,8 +556,12 @@ fn handle_result<R: Recorder>(
             retry_after,
             ..
         } => {
+            let delay = opts.backoff.delay(n, *retry_after, rng);
             if *status == Some(429) {
                 stats.rate_limited += 1;
+                // Every 429 pauses the credential, the one on an op's last attempt too: the
+                // server's hint holds for every request on it, not for this op alone.
+                pacers[c].on_rate_limited(retry_after.unwrap_or(delay), sent_at);
             }
             if n >= opts.max_attempts {
                 tracing::warn!(
@@ -553,7 +579,6 @@ fn handle_result<R: Recorder>(
                 release(ready);
             } else {
                 stats.retries += 1;
-                let delay = opts.backoff.delay(n, *retry_after, rng);
                 tracing::debug!(
                     seq = jop.seq,
                     attempt = n,
@@ -561,9 +586,6 @@ fn handle_result<R: Recorder>(
                     jop.op,
                     o.message().unwrap_or("transient failure")
                 );
-                if *status == Some(429) {
-                    pacers[c].on_rate_limited(retry_after.unwrap_or(delay), sent_at);
-                }
                 if !stopping {
                     delayed.push(Reverse((Instant::now() + delay, i)));
                 }

@@ -987,3 +987,84 @@ async fn ops_sent_and_not_yet_durable_stay_under_twice_the_concurrency() {
         "bound held, and reached with a disk this slow"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_429_on_an_ops_last_attempt_still_pauses_the_credential() {
+    // With one attempt per op, the 429 ends its op as failed; its hint must still hold every
+    // other request on that credential back (the server said so for all of them).
+    let t0 = Instant::now();
+    let first = Arc::new(AtomicUsize::new(0));
+    let f2 = first.clone();
+    let fake = Fake::new(move |_, _| {
+        if f2.fetch_add(1, Ordering::SeqCst) == 0 {
+            (
+                transient(429, Some(Duration::from_secs(5))),
+                Duration::from_millis(10),
+            )
+        } else {
+            (done(), Duration::from_millis(10))
+        }
+    });
+    let ops: Vec<Op> = (0..40).map(|i| Op::freeze(format!("r{i}"))).collect();
+    let opts = RunnerOptions {
+        concurrency: 4,
+        max_attempts: 1,
+        rate: "20/s".parse().unwrap(),
+        ..fast()
+    };
+    let (report, rec) = go(ops, &fake, opts, Controls::default()).await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(report.stats.rate_limited, 1);
+    assert_eq!(report.stats.failed, 1);
+    assert_eq!(report.stats.done, 39);
+    assert_eq!(finals(&rec)[&0].state, Some(OpState::Failed));
+    let gate_end = t0 + Duration::from_secs(5) + Duration::from_millis(10);
+    let starts_in_pause = fake
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Ev::Start(_, t) if *t > t0 + Duration::from_millis(10) && *t < gate_end))
+        .count();
+    assert_eq!(starts_in_pause, 0, "requests sent inside the server's hint");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_while_a_deadline_drains_still_ends_the_run_as_rejected() {
+    // The deadline passes while four slow requests are on the wire; one of them comes back
+    // 401. The run must end as credentials rejected (exit 3, the credential named), not as a
+    // resumable deadline stop that would hide the bad token until the next run.
+    let fake = Fake::new(|op, _| {
+        if &*op.room == "r2" {
+            (
+                Outcome::CredentialsRejected {
+                    credential: Credential::ClientToken,
+                    status: 401,
+                    code: Some("INVALID_TOKEN".into()),
+                    message: Some("Invalid or expired token".into()),
+                },
+                Duration::from_secs(2),
+            )
+        } else {
+            (done(), Duration::from_secs(2))
+        }
+    });
+    let ops: Vec<Op> = (0..20).map(|i| Op::freeze(format!("r{i}"))).collect();
+    let opts = RunnerOptions {
+        concurrency: 4,
+        deadline: Some((
+            Instant::now() + Duration::from_millis(500),
+            "--max-duration 500ms".into(),
+        )),
+        ..fast()
+    };
+    let (report, rec) = go(ops, &fake, opts, Controls::default()).await;
+    match &report.stop {
+        StopReason::CredentialsRejected { credential, .. } => {
+            assert_eq!(*credential, Credential::ClientToken)
+        }
+        s => panic!("a 401 during the drain was hidden behind {s:?}"),
+    }
+    assert_eq!(fake.sends.load(Ordering::SeqCst), 4);
+    // The three other requests on the wire are recorded with their truthful outcome.
+    assert_eq!(report.stats.done, 3);
+    assert_eq!(finals(&rec).len(), 3);
+}
