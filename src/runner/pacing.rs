@@ -81,6 +81,11 @@ impl Pacer {
     /// timer's millisecond lateness (with burst 1 every late wake-up is lost for good and the
     /// achieved rate drifts below `--rate`), small enough that a server-side window never
     /// sees more than `rate * window + BURST`.
+    ///
+    /// The burst is credit for lateness, not a head start: a new pacer starts with it spent,
+    /// so the first requests go one interval apart. A server whose window opens with the
+    /// run's first request (a fixed window per credential) then sees exactly `rate` in it,
+    /// not `rate + BURST - 1` and a 429 whose hint could be the rest of the minute.
     pub fn new(rate: Rate) -> Pacer {
         let interval = rate.interval().max(Duration::from_nanos(1));
         let burst = std::num::NonZeroU32::new(rate.count.clamp(1, BURST))
@@ -88,8 +93,13 @@ impl Pacer {
         let quota = Quota::with_period(interval)
             .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN))
             .allow_burst(burst);
+        let limiter = RateLimiter::direct_with_clock(quota, TokioClock);
+        if let Some(head_start) = std::num::NonZeroU32::new(burst.get() - 1) {
+            // Within capacity by construction; a refusal would only leave the head start.
+            let _ = limiter.check_n(head_start);
+        }
         Pacer {
-            limiter: RateLimiter::direct_with_clock(quota, TokioClock),
+            limiter,
             interval,
             state: Mutex::new(PaceState {
                 paused_until: None,
@@ -188,15 +198,20 @@ mod tests {
     async fn spacing_follows_the_rate() {
         let p = Pacer::new("10/s".parse().unwrap());
         let t0 = Instant::now();
-        for _ in 0..(10 + BURST) {
+        let mut starts = Vec::new();
+        for _ in 0..11 {
             p.acquire().await;
+            starts.push(t0.elapsed());
         }
-        // The burst goes at once, then one every 100 ms.
-        let e = t0.elapsed();
-        assert!(
-            e >= Duration::from_millis(1000) && e < Duration::from_millis(1010),
-            "{e:?}"
-        );
+        // No head start: the first goes at once, then one every 100 ms, so any one-second
+        // window from the first request holds 10, the rate.
+        for (k, t) in starts.iter().enumerate() {
+            let due = Duration::from_millis(100 * k as u64);
+            assert!(
+                *t >= due && *t <= due + Duration::from_millis(2),
+                "request {k} at {t:?}, due at {due:?}"
+            );
+        }
         // A late caller catches up within the burst instead of losing the time.
         tokio::time::sleep(Duration::from_millis(250)).await;
         let t1 = Instant::now();
