@@ -1669,7 +1669,7 @@ async fn issue5_the_rate_and_a_429_hint_are_honoured_over_http() {
 /// A YAML `window` through the binary: past its end, `run` sends nothing and exits 4 saying
 /// so (the ops stay pending, resumable in a later window); with a window open now, it runs.
 #[test]
-fn issue5_a_window_past_its_end_sends_nothing_and_exits_4() {
+fn issue5_windows_and_until_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = |name: &str, start: &str, end: &str| {
         let p = dir.path().join(name);
@@ -1725,5 +1725,60 @@ fn issue5_a_window_past_its_end_sends_nothing_and_exits_4() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A window opening in 1.5 s: run says until when it waits, and sends nothing before.
+    let now = jiff::Timestamp::now();
+    let start = now + jiff::SignedDuration::from_millis(1500);
+    let start = start.round(jiff::Unit::Millisecond).unwrap();
+    let later = yaml(
+        "later.yaml",
+        &start.to_string(),
+        &(now + jiff::SignedDuration::from_secs(3600)).to_string(),
+    );
+    let out = run(&later);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!("waiting until the window's start, {start}")),
+        "{err}"
+    );
+    let rows = journal_rows(&dir.path().join("later.yaml.journal"));
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        assert_eq!(r.state, OpState::Done);
+        let first = r.first_attempt_at.expect("sent");
+        assert!(
+            first >= start.as_millisecond(),
+            "sent at {first} ms, before the window's start {}",
+            start.as_millisecond()
+        );
+    }
+
+    // --until in the past, no window: nothing is sent, exit 4, every op pending.
+    let csv = dir.path().join("rooms.csv");
+    std::fs::write(&csv, "room\na\nb\n").unwrap();
+    let mut c = crate::util::bin();
+    c.arg("run").arg(&csv).args([
+        "--action",
+        "freeze",
+        "--sandbox",
+        "--progress",
+        "never",
+        "--until",
+        "2020-01-01T00:00:00Z",
+    ]);
+    for v in crate::util::PROXY_VARS {
+        c.env_remove(v);
+    }
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("--until 2020-01-01T00:00:00Z"), "{err}");
+    let rows = journal_rows(&dir.path().join("rooms.csv.journal"));
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.state == OpState::Pending && r.attempts == 0)
     );
 }
