@@ -1495,13 +1495,20 @@ fn a_proxy_in_the_environment_is_never_used_for_a_loopback_api() {
     proxy.set_nonblocking(true).unwrap();
     let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
     let with_proxy = |mut c: std::process::Command| {
-        for v in PROXY_VARS.iter().filter(|v| !v.eq_ignore_ascii_case("no_proxy")) {
+        for v in PROXY_VARS
+            .iter()
+            .filter(|v| !v.eq_ignore_ascii_case("no_proxy"))
+        {
             c.env(v, &proxy_url);
         }
         c
     };
     let dir = tempfile::tempdir().unwrap();
-    let m = write(dir.path(), "m.csv", "action,room,client\nfreeze,r1,\nmute,r2,c1\n");
+    let m = write(
+        dir.path(),
+        "m.csv",
+        "action,room,client\nfreeze,r1,\nmute,r2,c1\n",
+    );
 
     let ops: Vec<Op> = imkit_batch::manifest::load(&m, &Default::default())
         .unwrap()
@@ -1520,7 +1527,11 @@ fn a_proxy_in_the_environment_is_never_used_for_a_loopback_api() {
         assert_eq!(sb.applied_op(op), 1, "{op}");
     }
 
-    let m2 = write(dir.path(), "m2.csv", "action,room\nfreeze,r1\nunfreeze,r1\n");
+    let m2 = write(
+        dir.path(),
+        "m2.csv",
+        "action,room\nfreeze,r1\nunfreeze,r1\n",
+    );
     let r = exec(with_proxy(imkit(&[
         "run",
         m2.to_str().unwrap(),
@@ -1663,6 +1674,23 @@ async fn issue5_the_rate_and_a_429_hint_are_honoured_over_http() {
     );
     let rows = journal_rows(&j.journal);
     assert!(rows.iter().all(|r| r.state == OpState::Done));
+    // Every request here is on one credential: after each 429 answered at T, none but those
+    // already in flight (answered within moments, no latency is set) reaches the sandbox
+    // before the hint has passed. 250 ms allows for a loaded machine's delay in reading T's
+    // answer; the window's end stays clear of T + 1 s.
+    let log = sb.log(1000);
+    for limited in log.iter().filter(|e| e.status == Some(429)) {
+        let t = limited.at_ms;
+        let inside: Vec<&str> = log
+            .iter()
+            .filter(|e| e.at_ms >= t + 250 && e.at_ms <= t + 950)
+            .map(|e| e.request.as_str())
+            .collect();
+        assert!(
+            inside.is_empty(),
+            "sent inside the 1 s hint of the 429 at {t} ms: {inside:?}"
+        );
+    }
     sb.shutdown().await.unwrap();
 }
 
