@@ -323,15 +323,29 @@ pub enum IdError {
     Control(char),
     #[error("id {0:?} cannot be sent: URLs treat it as a relative path segment, not an id")]
     DotSegment(&'static str),
+    #[error(
+        "id {0:?} begins or ends with a space: remove the spaces around it (a CSV cell is \
+         trimmed, so the same id must not differ between CSV and YAML)"
+    )]
+    EdgeSpace(String),
 }
 
 /// An id is a non-empty string without control characters, at most 256 bytes (SPEC §1).
 /// Any other character is allowed: the API client percent-encodes it as one path segment.
 /// The ids `.` and `..` are refused: URL parsers resolve them (even written `%2E%2E`) as
-/// dot-segments, so no request could name them as one segment.
+/// dot-segments, so no request could name them as one segment. An id may not begin or end
+/// with white space: a CSV cell is trimmed, so `" lobby-1 "` in YAML would otherwise name a
+/// different room than the same cell in a CSV (spaces inside an id are fine).
 pub fn validate_id(id: &str) -> Result<(), IdError> {
     if id.is_empty() {
         return Err(IdError::Empty);
+    }
+    if id.trim() != id {
+        if id.trim().is_empty() {
+            return Err(IdError::Empty);
+        }
+        let shown: String = id.chars().take(64).collect();
+        return Err(IdError::EdgeSpace(shown));
     }
     if id == "." || id == ".." {
         return Err(IdError::DotSegment(if id == "." { "." } else { ".." }));
@@ -361,6 +375,13 @@ mod tests {
         assert_eq!(validate_id("."), Err(IdError::DotSegment(".")));
         assert_eq!(validate_id("..."), Ok(()));
         assert_eq!(validate_id("房間 1"), Ok(()));
+        assert_eq!(validate_id("   "), Err(IdError::Empty));
+        for edged in [" lobby-1", "lobby-1 ", " lobby-1 ", "\u{3000}lobby-1"] {
+            assert!(
+                matches!(validate_id(edged), Err(IdError::EdgeSpace(_))),
+                "{edged:?}"
+            );
+        }
     }
 
     #[test]

@@ -80,6 +80,61 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
+/// Bounds of the run settings. The command-line flags and the YAML `settings` are both
+/// held to these, through the `check_*` functions below, so that `validate` refuses exactly
+/// what `run` would refuse.
+pub const MAX_CONCURRENCY: u32 = 1024;
+/// Most attempts per op (`--max-attempts`, `settings.max_attempts`).
+pub const MAX_MAX_ATTEMPTS: u32 = 100;
+/// Longest request timeout (`--timeout`, `settings.timeout`).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Above this a rate is surely a typo (the documented limit is 1000/min).
+pub const MAX_RATE_PER_SEC: f64 = 100_000.0;
+
+fn whole_in(what: &str, n: i128, max: u32) -> Result<u32, String> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("{what} must be a whole number between 1 and {max}, not {n}"))
+}
+
+/// Checks a concurrency (requests in flight at most); `what` names the setting in the
+/// message (`--concurrency`, `settings.concurrency`).
+pub fn check_concurrency(what: &str, n: i128) -> Result<u32, String> {
+    whole_in(what, n, MAX_CONCURRENCY)
+}
+
+/// Checks a number of attempts per op.
+pub fn check_max_attempts(what: &str, n: i128) -> Result<u32, String> {
+    whole_in(what, n, MAX_MAX_ATTEMPTS)
+}
+
+/// Checks a request timeout: more than zero, at most [`MAX_TIMEOUT`].
+pub fn check_timeout(what: &str, t: Duration) -> Result<Duration, String> {
+    if t.is_zero() || t > MAX_TIMEOUT {
+        return Err(format!(
+            "{what} must be between 1ms and {}, not {}",
+            humantime::format_duration(MAX_TIMEOUT),
+            humantime::format_duration(t)
+        ));
+    }
+    Ok(t)
+}
+
+/// Checks a rate: at least one request, at most [`MAX_RATE_PER_SEC`] per second.
+pub fn check_rate(what: &str, r: Rate) -> Result<Rate, String> {
+    if r.count == 0 || r.per.is_zero() {
+        Err(format!("{what} {r} must allow at least one request"))
+    } else if r.per_second() > MAX_RATE_PER_SEC {
+        Err(format!(
+            "{what} {r} is above {MAX_RATE_PER_SEC} requests per second; the documented API \
+             limit is 1000/min (e.g. 800/min)"
+        ))
+    } else {
+        Ok(r)
+    }
+}
+
 /// Parses a duration such as `30s`, `250ms`, `1h 30m` (humantime syntax).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
@@ -104,6 +159,29 @@ mod tests {
         assert!("ten/s".parse::<Rate>().is_err());
         assert!("10/fortnight".parse::<Rate>().is_err());
         assert!("10".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn setting_bounds() {
+        assert_eq!(check_concurrency("c", 1), Ok(1));
+        assert_eq!(check_concurrency("c", 1024), Ok(1024));
+        assert_eq!(
+            check_concurrency("c", 1025).unwrap_err(),
+            "c must be a whole number between 1 and 1024, not 1025"
+        );
+        assert!(check_concurrency("c", 0).is_err());
+        assert!(check_concurrency("c", -3).is_err());
+        assert_eq!(check_max_attempts("m", 100), Ok(100));
+        assert!(check_max_attempts("m", 101).is_err());
+        assert!(check_timeout("t", MAX_TIMEOUT).is_ok());
+        assert_eq!(
+            check_timeout("t", Duration::from_secs(5 * 3600)).unwrap_err(),
+            "t must be between 1ms and 1h, not 5h"
+        );
+        assert!(check_timeout("t", Duration::ZERO).is_err());
+        assert!(check_rate("r", "100000/s".parse().unwrap()).is_ok());
+        let e = check_rate("r", "1000000/s".parse().unwrap()).unwrap_err();
+        assert!(e.starts_with("r 1000000/s is above 100000"), "{e}");
     }
 
     #[test]

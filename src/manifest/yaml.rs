@@ -19,7 +19,9 @@ use super::{
     Location, ManifestErrors, Parsed, PlannedOp, Settings, Warnings, Window, hash_part, read_file,
 };
 use crate::op::{Action, Op, RoomFields, check_fields, validate_id};
-use crate::units::{Rate, parse_duration};
+use crate::units::{
+    Rate, check_concurrency, check_max_attempts, check_rate, check_timeout, parse_duration,
+};
 
 /// The largest YAML manifest read; bigger lists belong in a `rooms_file`.
 pub const MAX_YAML_BYTES: usize = 64 << 20;
@@ -27,7 +29,7 @@ pub const MAX_YAML_BYTES: usize = 64 << 20;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Doc {
-    version: Option<Spanned<i64>>,
+    version: Option<Spanned<Scalar>>,
     name: Option<String>,
     window: Option<Spanned<WindowDoc>>,
     settings: Option<SettingsDoc>,
@@ -45,9 +47,9 @@ struct WindowDoc {
 #[serde(deny_unknown_fields)]
 struct SettingsDoc {
     rate: Option<Spanned<String>>,
-    concurrency: Option<Spanned<i64>>,
+    concurrency: Option<Spanned<Scalar>>,
     snapshot: Option<Spanned<Scalar>>,
-    max_attempts: Option<Spanned<i64>>,
+    max_attempts: Option<Spanned<Scalar>>,
     timeout: Option<Spanned<String>>,
 }
 
@@ -354,7 +356,38 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
             "expected a list here, such as [lobby-1, lobby-2]",
         );
     let lower = m.to_lowercase();
-    if lower.contains("budget") || lower.contains("alias") && lower.contains("limit") {
+    // The parser's own wording (Rust types, API names) means nothing to an operator: say
+    // what the manifest has there and what it needs instead.
+    if lower.contains("is only valid inside a block") {
+        "a `- ` list item cannot start inside [ ]: write a list either as [a, b] on one line, \
+         or as `- item` lines, one per line and indented under its key"
+            .into()
+    } else if lower.contains("multiple yaml documents") {
+        "this file holds a second YAML document (a `---` line): a manifest is one document; \
+         remove the `---` line, or put the second job in a file of its own"
+            .into()
+    } else if lower.contains("expected mapping start") {
+        "expected `key: value` lines here: the manifest is a mapping that starts with \
+         `version: 1`, and each entry of `ops` is one op written `- action: freeze` with its \
+         keys (room, rooms, client, clients, rooms_file, clients_file, set) indented below it"
+            .into()
+    } else if lower.contains("expected string scalar") {
+        "expected a single value here (text or an id), not a list or mapping: write e.g. \
+         `room: lobby-1`; for several ids use `rooms: [lobby-1, lobby-2]`, whose items are \
+         single values too"
+            .into()
+    } else if lower.contains("cannot deserialize null") || lower.contains("invalid type: null") {
+        "this entry is empty (null, `~` or nothing after the `-` or `:`): write the value, \
+         such as an id, or remove the entry"
+            .into()
+    } else if lower.contains("invalid i64")
+        || lower.contains("invalid u64")
+        || lower.contains("invalid i128")
+    {
+        "expected a whole number here, such as 1 or 8".into()
+    } else if lower.contains("invalid bool") {
+        "expected true or false here".into()
+    } else if lower.contains("budget") || lower.contains("alias") && lower.contains("limit") {
         format!(
             "refused: {m} (the manifest expands beyond the parse budget; YAML aliases are \
              limited to keep a hostile file from exhausting memory)"
@@ -384,6 +417,9 @@ struct Includes {
     lists: HashMap<(PathBuf, &'static str), IdList>,
     /// Ids listed twice inline in one op (the repeats are dropped).
     repeats: Vec<Repeat>,
+    /// Ops that expand to no ops at all (an empty list, a rooms_file with only a header):
+    /// the op's line and what it lacks.
+    empty: Vec<(u32, String)>,
 }
 
 /// An id listed a second time among one op's inline ids (`room`, `rooms`, `client`,
@@ -433,19 +469,27 @@ fn interpret(
             None,
             "`version: 1` is required at the top of a YAML manifest",
         ),
-        Some(v) if v.value != 1 => {
-            let (l, c) = line_col(&v.referenced);
-            errs.at(
-                path,
-                l,
-                c,
-                format!(
-                    "version {} is not supported: this imkit-batch reads `version: 1`",
-                    v.value
-                ),
-            );
-        }
-        Some(_) => {}
+        Some(v) => match whole_number(text, v) {
+            Ok(1) => {}
+            Ok(n) => {
+                let (l, c) = line_col(&v.referenced);
+                errs.at(
+                    path,
+                    l,
+                    c,
+                    format!("version {n} is not supported: this imkit-batch reads `version: 1`"),
+                );
+            }
+            Err(given) => {
+                let (l, c) = line_col(&v.referenced);
+                errs.at(
+                    path,
+                    l,
+                    c,
+                    format!("version must be the whole number 1 (`version: 1`), not {given}"),
+                );
+            }
+        },
     }
     let window = doc.window.and_then(|w| window(path, w, errs));
     let settings = doc
@@ -457,6 +501,7 @@ fn interpret(
         sources: vec![path.to_path_buf()],
         lists: HashMap::new(),
         repeats: Vec::new(),
+        empty: Vec::new(),
     };
     let mut ops = Vec::new();
     match doc.ops {
@@ -478,6 +523,15 @@ fn interpret(
     let mut warnings = Warnings::default();
     for r in &inc.repeats {
         warnings.push_with(|| r.message(&inc.sources));
+    }
+    for (line, why) in &inc.empty {
+        warnings.push_with(|| {
+            let place = match inc.sources.len() {
+                1 => format!("line {line}"),
+                _ => format!("{}:{line}", path.display()),
+            };
+            format!("{place}: this op expands to no ops ({why}): nothing is sent for it")
+        });
     }
     Some(Parsed {
         name: doc.name,
@@ -539,46 +593,71 @@ fn settings(path: &Path, text: &str, s: SettingsDoc, errs: &mut ManifestErrors) 
             Err(m) => err(&v.referenced, m),
         }
     }
+    // The bounds are those `run` holds its flags to (one source: crate::units).
+    type Check = fn(&str, i128) -> Result<u32, String>;
+    for (key, v, slot, check) in [
+        (
+            "settings.concurrency",
+            &s.concurrency,
+            &mut out.concurrency,
+            check_concurrency as Check,
+        ),
+        (
+            "settings.max_attempts",
+            &s.max_attempts,
+            &mut out.max_attempts,
+            check_max_attempts as Check,
+        ),
+    ] {
+        let Some(v) = v else { continue };
+        let checked = whole_number(text, v)
+            .and_then(|n| check(key, n))
+            .map_err(|e| {
+                if e.starts_with(key) {
+                    e
+                } else {
+                    // Not a whole number at all: say what is expected, with the bound.
+                    let bound = check(key, 0).unwrap_err();
+                    format!("{}, not {e}", bound.split(", not").next().unwrap_or(&bound))
+                }
+            });
+        match checked {
+            Ok(n) => *slot = Some(n),
+            Err(m) => err(&v.referenced, m),
+        }
+    }
     if let Some(r) = s.rate {
         match r.value.parse::<Rate>() {
-            Ok(v) => out.rate = Some(v),
+            Ok(v) => match check_rate("settings.rate", v) {
+                Ok(v) => out.rate = Some(v),
+                Err(m) => err(&r.referenced, m),
+            },
             Err(m) => err(&r.referenced, format!("settings.rate: {m}")),
-        }
-    }
-    let at_least_one = |v: &Spanned<i64>, key: &str| -> Result<u32, String> {
-        u32::try_from(v.value)
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| {
-                format!(
-                    "settings.{key} must be a whole number of at least 1, not {}",
-                    v.value
-                )
-            })
-    };
-    if let Some(c) = s.concurrency {
-        match at_least_one(&c, "concurrency") {
-            Ok(v) => out.concurrency = Some(v),
-            Err(m) => err(&c.referenced, m),
-        }
-    }
-    if let Some(c) = s.max_attempts {
-        match at_least_one(&c, "max_attempts") {
-            Ok(v) => out.max_attempts = Some(v),
-            Err(m) => err(&c.referenced, m),
         }
     }
     if let Some(t) = s.timeout {
         match parse_duration(&t.value) {
-            Ok(d) if !d.is_zero() => out.timeout = Some(d),
-            Ok(_) => err(
-                &t.referenced,
-                "settings.timeout must be more than 0s".into(),
-            ),
+            Ok(d) => match check_timeout("settings.timeout", d) {
+                Ok(d) => out.timeout = Some(d),
+                Err(m) => err(&t.referenced, m),
+            },
             Err(m) => err(&t.referenced, format!("settings.timeout: {m}")),
         }
     }
     out
+}
+
+/// A plain whole number as YAML wrote it, or how the value was written instead (for the
+/// message: `1.0`, `the string "8"`, `true`).
+fn whole_number(text: &str, v: &Spanned<Scalar>) -> Result<i128, String> {
+    match &v.value {
+        Scalar::Int(n) => Ok(*n),
+        Scalar::Str(s) => Err(format!("the string {s:?}")),
+        Scalar::Bool(b) => Err(b.to_string()),
+        Scalar::Float(x) => Err(raw(text, &v.defined)
+            .map(str::to_string)
+            .unwrap_or_else(|| x.to_string())),
+    }
 }
 
 /// The source text of a node, quotes included, when the parser knows its byte span.
@@ -822,6 +901,8 @@ fn expand_op(
         let (l, c) = line_col(&d.action.referenced);
         errs.at(path, l, c, super::unknown_action(&d.action.value));
     }
+    let from_file = |f: &Option<Spanned<String>>| f.as_ref().map(|f| f.value.clone());
+    let (rooms_file, clients_file) = (from_file(&d.rooms_file), from_file(&d.clients_file));
     let (rooms, rooms_given) = collect_ids(
         path,
         op_line,
@@ -918,6 +999,26 @@ fn expand_op(
         file: 0,
         line: op_line,
     };
+    if rooms.is_empty() || (action.needs_client() && clients.is_empty()) {
+        let list = |ids: &Ids, what: &str, file: &Option<String>| {
+            ids.is_empty().then(|| match file {
+                Some(f) => format!("it names no {what}: {f} has no rows below its header"),
+                None => format!("it names no {what}: its {what}s list is empty"),
+            })
+        };
+        let why: Vec<String> = [
+            list(&rooms, "room", &rooms_file),
+            action
+                .needs_client()
+                .then(|| list(&clients, "client", &clients_file))
+                .flatten(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        inc.empty.push((op_line, why.join("; ")));
+        return;
+    }
     let pick = |room: Location, client: Option<Location>| {
         if room.file != 0 {
             room
