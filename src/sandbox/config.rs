@@ -178,6 +178,42 @@ pub struct RoomSeed {
     pub members: Vec<String>,
     /// 1 active, 0 frozen.
     pub status: u8,
+    /// Shown name; the room id when `None`.
+    pub name: Option<String>,
+    pub cover: String,
+    pub description: String,
+    /// The room's last message; when `None`, a made-up welcome message from the owner.
+    pub last_message: Option<MessageSeed>,
+}
+
+/// A room's last message, as the room object's `lastMessage` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageSeed {
+    pub id: String,
+    pub message: String,
+    pub message_type: String,
+    /// Client id of the sender (shown with its profile).
+    pub sender: String,
+    pub time_ms: u64,
+}
+
+/// How a client is shown in `members`, a message's `sender` and the client object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profile {
+    pub nickname: String,
+    pub avatar_url: String,
+    pub last_login_ms: u64,
+}
+
+impl Profile {
+    /// Nickname = the id, the pages' placeholder avatar, never logged in.
+    pub fn default_for(id: &str) -> Profile {
+        Profile {
+            nickname: id.to_owned(),
+            avatar_url: "http://example.com/avatarUrl".to_owned(),
+            last_login_ms: 0,
+        }
+    }
 }
 
 /// Everything a sandbox starts with.
@@ -190,6 +226,8 @@ pub struct SandboxConfig {
     pub clients: BTreeMap<String, Vec<String>>,
     /// Extra non-admin users: token -> client id (created as a client).
     pub users: BTreeMap<String, String>,
+    /// Profiles of clients (others get [`Profile::default_for`]).
+    pub profiles: BTreeMap<String, Profile>,
     /// Added to every API answer.
     pub latency: Duration,
     /// A uniform extra delay in `0..=latency_jitter`, drawn from the fault seed.
@@ -208,6 +246,14 @@ pub struct SandboxConfig {
     /// Room endpoints also accept `IM-API-KEY` (as an admin), like the deployments NOTES.md
     /// calls possible but unverified. Off by default: the documented way is key + token.
     pub api_key_on_rooms: bool,
+    /// Room objects in PUT and GET answers also carry roomTags, webhook, botMode, extParams,
+    /// opening, owner and managers. Off by default: the vendor pages' room object has only
+    /// _id, name, cover, description, status, lastMessage and members; whether the live
+    /// service shows more is unverified.
+    pub room_extra_fields: bool,
+    /// 401s in the flat documented shape `{"error":CODE,"message":..}` (api-key.md, Error
+    /// Handling) instead of the RC envelope of the endpoint pages.
+    pub flat_401: bool,
     /// Entries kept in the request log ring.
     pub log_capacity: usize,
     /// How long shutdown lets in-flight answers finish before cutting their connections.
@@ -222,6 +268,7 @@ impl SandboxConfig {
             rooms: BTreeMap::new(),
             clients: BTreeMap::new(),
             users: BTreeMap::new(),
+            profiles: BTreeMap::new(),
             latency: Duration::ZERO,
             latency_jitter: Duration::ZERO,
             faults: FaultRates::default(),
@@ -231,6 +278,8 @@ impl SandboxConfig {
             rate_limit: None,
             get_room_omits_status: false,
             api_key_on_rooms: false,
+            room_extra_fields: false,
+            flat_401: false,
             log_capacity: 10_000,
             shutdown_grace: Duration::from_secs(2),
         };
@@ -264,8 +313,34 @@ impl SandboxConfig {
                 managers: managers.iter().map(|m| m.to_string()).collect(),
                 members: Vec::new(),
                 status: 1,
+                name: None,
+                cover: String::new(),
+                description: String::new(),
+                last_message: None,
             },
         );
+        self
+    }
+
+    /// Adds `member` (created as a client) to the members of an existing room; false when
+    /// there is no such room.
+    pub fn add_member(&mut self, room: &str, member: impl Into<String>) -> bool {
+        let member = member.into();
+        let Some(r) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        if r.owner != member && !r.managers.contains(&member) && !r.members.contains(&member) {
+            r.members.push(member.clone());
+        }
+        self.add_client(member);
+        true
+    }
+
+    /// Sets how `client` (created if needed) is shown.
+    pub fn set_profile(&mut self, client: impl Into<String>, profile: Profile) -> &mut Self {
+        let client = client.into();
+        self.add_client(client.clone());
+        self.profiles.insert(client, profile);
         self
     }
 

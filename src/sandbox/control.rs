@@ -2,7 +2,8 @@
 //! IMKIT path starts with it): state of a room or client, counters, applied counts, a
 //! bounded request log, reset. It needs no credentials and never shows any.
 //!
-//! - `GET /_sandbox/rooms/{id}`: the room object (always with `status`), 404 if none
+//! - `GET /_sandbox/rooms/{id}`: the sandbox's whole view of the room (always with `status`,
+//!   owner, managers and every other field an update can set), 404 if none
 //! - `GET /_sandbox/clients/{id}`: the client object, 404 if none
 //! - `GET /_sandbox/stats`: [`Stats`]
 //! - `GET /_sandbox/applied?method=PUT&path=/rooms/x`: `{"request":..,"applied":N}`
@@ -64,7 +65,7 @@ fn not_found(what: &str, id: &str) -> Response {
 }
 
 pub(crate) async fn room(State(sb): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    match sb.room_json(&id) {
+    match sb.room_json(&id, true) {
         Some(r) => Json(r).into_response(),
         None => not_found("room", &id),
     }

@@ -476,7 +476,7 @@ fn get_room(sb: &Shared, route: &Route, h: &HeaderMap) -> Response {
     if caller(sb, h).is_none() {
         return invalid_token();
     }
-    let Some(mut room) = sb.room_json(&route.room) else {
+    let Some(mut room) = sb.room_json(&route.room, sb.config.room_extra_fields) else {
         return room_not_found(route.endpoint);
     };
     if sb.config.get_room_omits_status
@@ -524,11 +524,12 @@ fn put_room(sb: &Shared, route: &Route, h: &HeaderMap, body: &[u8]) -> (Response
         (true, _) => "Room unfrozen successfully",
         _ => "OK",
     };
-    let Some(room) = world.rooms.get_mut(&route.room) else {
+    let state::World { rooms, clients } = &mut *world;
+    let Some(room) = rooms.get_mut(&route.room) else {
         return (room_not_found(route.endpoint), false);
     };
     room.apply(patch);
-    let result = room.to_json(&route.room);
+    let result = room.to_json(&route.room, clients, sb.config.room_extra_fields);
     drop(world);
     (ok(rm, result), true)
 }

@@ -28,7 +28,8 @@ use axum::Router;
 use axum::routing::{get, post};
 
 pub use config::{
-    ADMIN_ID, DEFAULT_OWNER, FaultRates, MadeUp, RoomSeed, SandboxConfig, SandboxCredentials,
+    ADMIN_ID, DEFAULT_OWNER, FaultRates, MadeUp, MessageSeed, Profile, RoomSeed, SandboxConfig,
+    SandboxCredentials,
 };
 pub use control::{LogEntry, Stats};
 pub use faults::Fault;
@@ -62,7 +63,11 @@ Faults are drawn from --fault-seed per (method, path, n-th time seen): the same 
 the same faults whatever the concurrency. Fault rates are probabilities (0..1), summing to
 at most 1.
 
-Control API (no credentials): GET /_sandbox/rooms/{id}, GET /_sandbox/clients/{id},
+Room objects carry what the vendor pages list (_id, name, cover, description, status,
+lastMessage, members); --room-extra-fields, --get-room-omits-status, --api-key-on-rooms and
+--flat-401 emulate unverified variants.
+
+Control API (no credentials; listen on loopback): GET /_sandbox/rooms/{id}, GET /_sandbox/clients/{id},
 GET /_sandbox/stats, GET /_sandbox/applied?method=PUT&path=/rooms/x,
 GET /_sandbox/log?limit=N, POST /_sandbox/reset.
 
@@ -88,6 +93,11 @@ pub struct SandboxArgs {
     /// Owner and managers are created as clients.
     #[arg(long = "room", value_name = "ROOM:OWNER[:MGR;MGR]", value_parser = parse_room)]
     pub rooms: Vec<(String, String, Vec<String>)>,
+
+    /// Make client ID (created if needed) a member of ROOM, a room of --seed or --room;
+    /// repeatable.
+    #[arg(long = "member", value_name = "ROOM=ID", value_parser = parse_member)]
+    pub members: Vec<(String, String)>,
 
     /// Extra client; repeatable.
     #[arg(long = "client", value_name = "ID")]
@@ -152,6 +162,17 @@ pub struct SandboxArgs {
     #[arg(long)]
     pub api_key_on_rooms: bool,
 
+    /// Unverified variant: room objects in PUT and GET answers also carry roomTags, webhook,
+    /// botMode, extParams, opening, owner and managers. By default they carry only what the
+    /// vendor pages list (_id, name, cover, description, status, lastMessage, members).
+    #[arg(long)]
+    pub room_extra_fields: bool,
+
+    /// Answer 401s in the flat documented shape {"error":"INVALID_API_KEY","message":...}
+    /// (api-key.md) instead of the endpoint pages' RC envelope.
+    #[arg(long = "flat-401")]
+    pub flat_401: bool,
+
     /// Requests kept in the control API's log ring.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub log_capacity: usize,
@@ -174,6 +195,13 @@ fn parse_room(s: &str) -> Result<(String, String, Vec<String>), String> {
         })
         .unwrap_or_default();
     Ok((room.to_owned(), owner.to_owned(), managers))
+}
+
+fn parse_member(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((r, c)) if !r.is_empty() && !c.is_empty() => Ok((r.to_owned(), c.to_owned())),
+        _ => Err(format!("expected ROOM=ID, got {s:?}")),
+    }
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -203,6 +231,18 @@ impl SandboxArgs {
             let m: Vec<&str> = managers.iter().map(String::as_str).collect();
             c.add_room(room.clone(), owner.clone(), &m);
         }
+        for (room, member) in &self.members {
+            if !c.add_member(room, member.clone()) {
+                return Err(ExitError::new(
+                    Exit::Invalid,
+                    format!(
+                        "sandbox: --member {room}={member}: there is no room {room:?} \
+                         (add it with --room or --seed first)"
+                    ),
+                )
+                .into());
+            }
+        }
         for id in &self.clients {
             c.add_client(id.clone());
         }
@@ -224,6 +264,8 @@ impl SandboxArgs {
         c.rate_limit = self.rate_limit;
         c.get_room_omits_status = self.get_room_omits_status;
         c.api_key_on_rooms = self.api_key_on_rooms;
+        c.room_extra_fields = self.room_extra_fields;
+        c.flat_401 = self.flat_401;
         c.log_capacity = self.log_capacity;
         c.check()
             .map_err(|e| ExitError::new(Exit::Invalid, format!("sandbox: {e}")))?;
@@ -240,6 +282,9 @@ pub async fn command(args: SandboxArgs) -> anyhow::Result<Exit> {
         .with_context(|| format!("cannot listen on {} (is it in use?)", args.listen))?;
     let addr = listener.local_addr().context("cannot read the address")?;
     println!("IMKIT sandbox listening on http://{addr}");
+    if let Some(w) = exposure_warning(addr) {
+        eprintln!("{w}");
+    }
     println!(
         "  {} rooms, {} clients, fault seed {}; control API at http://{addr}/_sandbox/stats",
         config.rooms.len(),
@@ -258,6 +303,19 @@ pub async fn command(args: SandboxArgs) -> anyhow::Result<Exit> {
     println!("Press Ctrl-C to stop.");
     run(listener, config, stop_signal()).await?;
     Ok(Exit::Success)
+}
+
+/// The warning for an address other machines can reach: the control API has no credentials
+/// (anyone who reaches it can read state and reset it) and the sandbox speaks plain HTTP.
+fn exposure_warning(addr: std::net::SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "warning: the sandbox listens on {addr}, not a loopback address: anyone who can \
+             reach it can use its control API (/_sandbox/, no credentials: read state, reset) \
+             and read credentials sent over plain HTTP. Use --listen 127.0.0.1:PORT unless \
+             that is what you want."
+        )
+    })
 }
 
 /// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
@@ -295,6 +353,19 @@ mod tests {
         assert_eq!(parse_user("tok=c1").unwrap(), ("tok".into(), "c1".into()));
         assert!(parse_user("tok").is_err());
         assert!(parse_user("=c").is_err());
+        assert_eq!(parse_member("r=c").unwrap(), ("r".into(), "c".into()));
+        assert!(parse_member("r").is_err() && parse_member("=c").is_err());
+    }
+
+    #[test]
+    fn a_non_loopback_listen_address_is_warned_about() {
+        assert!(exposure_warning("127.0.0.1:1".parse().unwrap()).is_none());
+        assert!(exposure_warning("[::1]:1".parse().unwrap()).is_none());
+        let w = exposure_warning("0.0.0.0:8787".parse().unwrap()).unwrap();
+        assert!(
+            w.contains("control API") && w.contains("0.0.0.0:8787"),
+            "{w}"
+        );
     }
 
     #[test]
@@ -321,6 +392,10 @@ mod tests {
             "1000/min",
             "--fault-seed",
             "9",
+            "--member",
+            "r1=c7",
+            "--room-extra-fields",
+            "--flat-401",
         ])
         .unwrap();
         let c = w.a.to_config(SandboxCredentials::generate()).unwrap();
@@ -332,5 +407,15 @@ mod tests {
         assert_eq!(c.faults.too_many_requests, 0.1);
         assert_eq!(c.rate_limit, Some(Rate::per_minute(1000)));
         assert_eq!(c.fault_seed, 9);
+        assert_eq!(c.rooms["r1"].members, vec!["c7"]);
+        assert!(c.clients.contains_key("c7"));
+        assert!(c.room_extra_fields && c.flat_401);
+        let w = W::try_parse_from(["x", "--member", "nope=c7"]).unwrap();
+        let e = w.a.to_config(SandboxCredentials::generate()).unwrap_err();
+        assert!(e.to_string().contains("no room \"nope\""), "{e}");
+        // The documented room object unless asked otherwise.
+        let w = W::try_parse_from(["x"]).unwrap();
+        let c = w.a.to_config(SandboxCredentials::generate()).unwrap();
+        assert!(!c.room_extra_fields && !c.flat_401);
     }
 }

@@ -207,8 +207,10 @@ impl Shared {
         t.log.iter().skip(skip).cloned().collect()
     }
 
-    pub fn room_json(&self, id: &str) -> Option<serde_json::Value> {
-        lock(&self.world).rooms.get(id).map(|r| r.to_json(id))
+    /// The room object; with `extra`, also the fields the vendor pages' object leaves out.
+    pub fn room_json(&self, id: &str, extra: bool) -> Option<serde_json::Value> {
+        let w = lock(&self.world);
+        w.rooms.get(id).map(|r| r.to_json(id, &w.clients, extra))
     }
 
     pub fn client_json(&self, id: &str) -> Option<serde_json::Value> {
@@ -344,9 +346,11 @@ impl SandboxHandle {
         &self.shared.config
     }
 
-    /// The room object (with `status`, whatever `get_room_omits_status` says).
+    /// The sandbox's whole view of a room: the room object with `status` (whatever
+    /// `get_room_omits_status` says) and every field an update can set (whatever
+    /// `room_extra_fields` says), so tests can check owner, managers and the rest.
     pub fn room(&self, id: &str) -> Option<serde_json::Value> {
-        self.shared.room_json(id)
+        self.shared.room_json(id, true)
     }
 
     /// The client object, as the mute endpoint answers it.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::config::SandboxConfig;
+use super::config::{MessageSeed, Profile, SandboxConfig};
 
 /// App id shown in client objects.
 const APP_ID: &str = "SandboxApp";
@@ -26,6 +26,7 @@ pub struct Room {
     pub managers: Vec<String>,
     /// Member ids in join order (owner and managers included).
     pub members: Vec<String>,
+    pub last_message: MessageSeed,
 }
 
 #[derive(Clone, Debug)]
@@ -33,6 +34,7 @@ pub struct Client {
     /// Muted room ids in the order they were muted; never twice the same id.
     pub mute: Vec<String>,
     pub updated_at: jiff::Timestamp,
+    pub profile: Profile,
 }
 
 /// All rooms and clients.
@@ -133,33 +135,44 @@ fn strings(k: &str, v: &Value) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// 0 or 1 as a JSON number: `1` and `1.0` are the same number in JSON (RFC 8259 §6), so
+/// both are accepted, as a JavaScript service reads them.
 fn zero_one(k: &str, v: &Value) -> Result<u8, String> {
-    match v.as_u64() {
-        Some(0) => Ok(0),
-        Some(1) => Ok(1),
+    match v.as_f64() {
+        Some(0.0) => Ok(0),
+        Some(1.0) => Ok(1),
         _ if v.is_number() => Err(format!("{k} must be 0 or 1")),
         _ => Err(format!("{k} must be a number (0 or 1)")),
     }
 }
 
 impl Room {
-    fn new(id: &str, owner: &str, managers: &[String], members: &[String], status: u8) -> Room {
+    fn new(id: &str, seed: &super::config::RoomSeed) -> Room {
+        let name = seed.name.clone().unwrap_or_else(|| id.to_owned());
+        let last_message = seed.last_message.clone().unwrap_or_else(|| MessageSeed {
+            id: format!("{:024x}", fnv(id.as_bytes())),
+            message: format!("Welcome to {name}"),
+            message_type: "text".to_owned(),
+            sender: seed.owner.clone(),
+            time_ms: 1_485_251_491_375,
+        });
         let mut r = Room {
-            name: id.to_owned(),
-            cover: String::new(),
-            description: String::new(),
-            status,
+            name,
+            cover: seed.cover.clone(),
+            description: seed.description.clone(),
+            status: seed.status,
             room_tags: Vec::new(),
             webhook: String::new(),
             bot_mode: false,
             ext_params: String::new(),
             opening: 1,
-            owner: owner.to_owned(),
-            managers: managers.to_vec(),
+            owner: seed.owner.clone(),
+            managers: seed.managers.clone(),
             members: Vec::new(),
+            last_message,
         };
-        r.add_member(owner);
-        for m in managers.iter().chain(members) {
+        r.add_member(&seed.owner);
+        for m in seed.managers.iter().chain(&seed.members) {
             r.add_member(m);
         }
         r
@@ -204,42 +217,68 @@ impl Room {
         }
     }
 
-    /// The room object as the vendor pages show it, plus the fields an update can set (so a
-    /// reader can restore them).
-    pub fn to_json(&self, id: &str) -> Value {
-        let members: Vec<Value> = self.members.iter().map(|m| member_json(m)).collect();
-        json!({
-            "_id": id,
-            "name": self.name,
-            "cover": self.cover,
-            "description": self.description,
-            "status": self.status,
-            "roomTags": self.room_tags,
-            "webhook": self.webhook,
-            "botMode": self.bot_mode,
-            "extParams": self.ext_params,
-            "opening": self.opening,
-            "owner": self.owner,
-            "managers": self.managers,
-            "lastMessage": {
-                "_id": format!("{:024x}", fnv(id.as_bytes())),
-                "message": format!("Welcome to {}", self.name),
-                "messageType": "text",
-                "sender": member_json(&self.owner),
-                "messageTimeMS": 1_485_251_491_375u64,
-            },
-            "members": members,
-        })
+    /// The room object as the vendor pages show it: `_id`, `name`, `cover`, `description`,
+    /// `status`, `lastMessage`, `members`. With `extra`, also the fields an update can set
+    /// (`roomTags`, `webhook`, `botMode`, `extParams`, `opening`, `owner`, `managers`), which
+    /// the pages do not list (the `room_extra_fields` variant).
+    pub fn to_json(&self, id: &str, clients: &HashMap<String, Client>, extra: bool) -> Value {
+        let members: Vec<Value> = self
+            .members
+            .iter()
+            .map(|m| member_json(m, profile(clients, m), true))
+            .collect();
+        let lm = &self.last_message;
+        let mut o = Map::new();
+        o.insert("_id".into(), json!(id));
+        o.insert("name".into(), json!(self.name));
+        o.insert("cover".into(), json!(self.cover));
+        o.insert("description".into(), json!(self.description));
+        o.insert("status".into(), json!(self.status));
+        if extra {
+            o.insert("roomTags".into(), json!(self.room_tags));
+            o.insert("webhook".into(), json!(self.webhook));
+            o.insert("botMode".into(), json!(self.bot_mode));
+            o.insert("extParams".into(), json!(self.ext_params));
+            o.insert("opening".into(), json!(self.opening));
+            o.insert("owner".into(), json!(self.owner));
+            o.insert("managers".into(), json!(self.managers));
+        }
+        o.insert(
+            "lastMessage".into(),
+            json!({
+                "_id": lm.id,
+                "message": lm.message,
+                "messageType": lm.message_type,
+                // As both pages show a message's sender: lastLoginTimeMS 0.
+                "sender": member_json(&lm.sender, profile(clients, &lm.sender), false),
+                "messageTimeMS": lm.time_ms,
+            }),
+        );
+        o.insert("members".into(), Value::Array(members));
+        Value::Object(o)
     }
 }
 
-/// A member as shown in a room's `members` and a message's `sender`.
-fn member_json(id: &str) -> Value {
+fn profile<'a>(clients: &'a HashMap<String, Client>, id: &str) -> Option<&'a Profile> {
+    clients.get(id).map(|c| &c.profile)
+}
+
+/// A member as shown in a room's `members` (with its last login) and a message's `sender`
+/// (`lastLoginTimeMS` 0, as the pages show it).
+fn member_json(id: &str, p: Option<&Profile>, with_login: bool) -> Value {
+    let d;
+    let p = match p {
+        Some(p) => p,
+        None => {
+            d = Profile::default_for(id);
+            &d
+        }
+    };
     json!({
         "_id": id,
-        "nickname": id,
-        "avatarUrl": "http://example.com/avatarUrl",
-        "lastLoginTimeMS": 0,
+        "nickname": p.nickname,
+        "avatarUrl": p.avatar_url,
+        "lastLoginTimeMS": if with_login { p.last_login_ms } else { 0 },
     })
 }
 
@@ -251,10 +290,11 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 impl Client {
-    fn new(mute: Vec<String>) -> Client {
+    fn new(id: &str, mute: Vec<String>, profile: Option<&Profile>) -> Client {
         Client {
             mute,
             updated_at: jiff::Timestamp::now(),
+            profile: profile.cloned().unwrap_or_else(|| Profile::default_for(id)),
         }
     }
 
@@ -267,8 +307,8 @@ impl Client {
         m.insert("__v".into(), json!(0));
         m.insert("appID".into(), json!(APP_ID));
         m.insert("description".into(), json!(""));
-        m.insert("avatarUrl".into(), json!("http://example.com/avatarUrl"));
-        m.insert("nickname".into(), json!(id));
+        m.insert("avatarUrl".into(), json!(self.profile.avatar_url));
+        m.insert("nickname".into(), json!(self.profile.nickname));
         m.insert("email".into(), json!(""));
         m.insert(
             "address".into(),
@@ -277,7 +317,7 @@ impl Client {
         m.insert("userAgent".into(), json!("imkit-batch-sandbox"));
         m.insert("updatedAt".into(), json!(format!("{:.3}", self.updated_at)));
         m.insert("id".into(), json!(id));
-        m.insert("lastLoginTimeMS".into(), json!(0));
+        m.insert("lastLoginTimeMS".into(), json!(self.profile.last_login_ms));
         Value::Object(m)
     }
 
@@ -316,13 +356,13 @@ impl World {
                         set.push(r.clone());
                     }
                 }
-                (id.clone(), Client::new(set))
+                (id.clone(), Client::new(id, set, c.profiles.get(id)))
             })
             .collect();
         let mut ensure = |id: &str| {
             clients
                 .entry(id.to_owned())
-                .or_insert_with(|| Client::new(Vec::new()));
+                .or_insert_with(|| Client::new(id, Vec::new(), c.profiles.get(id)));
         };
         let mut rooms = HashMap::with_capacity(c.rooms.len());
         for (id, s) in &c.rooms {
@@ -330,10 +370,7 @@ impl World {
             for m in s.managers.iter().chain(&s.members) {
                 ensure(m);
             }
-            rooms.insert(
-                id.clone(),
-                Room::new(id, &s.owner, &s.managers, &s.members, s.status),
-            );
+            rooms.insert(id.clone(), Room::new(id, s));
         }
         for client in c.users.values() {
             ensure(client);
@@ -358,6 +395,12 @@ mod tests {
         );
         assert!(parse_patch(br#"{"status":"0"}"#).is_err());
         assert!(parse_patch(br#"{"status":2}"#).is_err());
+        // 1.0 and 1 are the same JSON number.
+        assert_eq!(parse_patch(br#"{"status":1.0}"#).unwrap().status, Some(1));
+        assert_eq!(parse_patch(br#"{"status":0.0}"#).unwrap().status, Some(0));
+        assert_eq!(parse_patch(br#"{"opening":1e0}"#).unwrap().opening, Some(1));
+        assert!(parse_patch(br#"{"status":0.5}"#).is_err());
+        assert!(parse_patch(br#"{"status":-1}"#).is_err());
         assert!(parse_patch(br#"{"opening":1.5}"#).is_err());
         assert!(parse_patch(br#"{"name":null}"#).is_err());
         assert!(parse_patch(br#"{"botMode":"true"}"#).is_err());
@@ -371,7 +414,7 @@ mod tests {
 
     #[test]
     fn mute_is_a_set() {
-        let mut c = Client::new(Vec::new());
+        let mut c = Client::new("c", Vec::new(), None);
         assert!(c.mute("r"));
         assert!(!c.mute("r"));
         assert_eq!(c.mute, vec!["r"]);

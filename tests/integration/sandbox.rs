@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use imkit_batch::api::request::Request as ApiRequest;
 use imkit_batch::op::{Op, RoomFields};
 use imkit_batch::sandbox::{
-    self, DEFAULT_OWNER, Fault, FaultRates, SandboxConfig, SandboxCredentials, SandboxHandle,
+    self, DEFAULT_OWNER, Fault, FaultRates, MessageSeed, Profile, SandboxConfig,
+    SandboxCredentials, SandboxHandle,
 };
 use serde_json::{Value, json};
 
@@ -125,13 +126,42 @@ fn keys(v: &Value) -> BTreeSet<String> {
     v.as_object().unwrap().keys().cloned().collect()
 }
 
-/// The room object of the freeze and update pages, checked field by field for type.
+/// The keys of the room object the freeze and update pages list (Chatroom / Room Object
+/// Structure), and of its `lastMessage` in their example responses.
+const ROOM_KEYS: [&str; 7] = [
+    "_id",
+    "name",
+    "cover",
+    "description",
+    "status",
+    "lastMessage",
+    "members",
+];
+const LAST_MESSAGE_KEYS: [&str; 5] = ["_id", "message", "messageType", "sender", "messageTimeMS"];
+/// What `room_extra_fields` adds (unverified variant).
+const EXTRA_ROOM_KEYS: [&str; 7] = [
+    "roomTags",
+    "webhook",
+    "botMode",
+    "extParams",
+    "opening",
+    "owner",
+    "managers",
+];
+
+fn key_set(ks: &[&str]) -> BTreeSet<String> {
+    ks.iter().map(|k| k.to_string()).collect()
+}
+
+/// The room object of the freeze and update pages: exactly their keys, each of its type.
 fn assert_room_object(r: &Value) {
+    assert_eq!(keys(r), key_set(&ROOM_KEYS), "{r}");
     for k in ["_id", "name", "cover", "description"] {
         assert!(r[k].is_string(), "{k} in {r}");
     }
     assert!(r["status"].is_u64(), "status in {r}");
     let lm = &r["lastMessage"];
+    assert_eq!(keys(lm), key_set(&LAST_MESSAGE_KEYS), "{lm}");
     for k in ["_id", "message", "messageType"] {
         assert!(lm[k].is_string(), "lastMessage.{k} in {r}");
     }
@@ -176,6 +206,20 @@ async fn doc_freeze_and_unfreeze_examples() {
     assert_eq!(v["RM"], "Room unfrozen successfully");
     assert_eq!(v["result"]["status"], 1);
     assert_eq!(sb.room_status(DOC_ROOM), Some(1));
+
+    // 0.0 and 1.0 are the JSON numbers 0 and 1: the same freeze and unfreeze.
+    let a = put(&sb, ADMIN, DOC_ROOM, r#"{"status":0.0}"#).await;
+    assert_eq!(
+        (a.status, a.json()["RM"].clone()),
+        (200, json!("Room frozen successfully"))
+    );
+    assert_eq!(sb.room_status(DOC_ROOM), Some(0));
+    let a = put(&sb, ADMIN, DOC_ROOM, r#"{"status":1.0}"#).await;
+    assert_eq!(
+        (a.status, a.json()["RM"].clone()),
+        (200, json!("Room unfrozen successfully"))
+    );
+    assert_eq!(sb.room_status(DOC_ROOM), Some(1));
 }
 
 #[tokio::test]
@@ -204,6 +248,157 @@ async fn doc_freeze_errors_match_the_page() {
     assert_eq!(sb.stats().applied_total, 0);
 }
 
+/// The example room of the pages: owner `1485248560558` shown as `nick`, its last message.
+fn doc_example_config(nick: &str, message: &str, name: &str, description: &str) -> SandboxConfig {
+    let mut c = config();
+    c.add_room(DOC_ROOM, "1485248560558", &[]);
+    c.set_profile(
+        "1485248560558",
+        Profile {
+            nickname: nick.into(),
+            avatar_url: "http://example.com/avatarUrl".into(),
+            last_login_ms: 1485764751552,
+        },
+    );
+    let r = c.rooms.get_mut(DOC_ROOM).unwrap();
+    r.name = Some(name.into());
+    r.cover = "http://loremflickr.com/240/240/style?Kelly".into();
+    r.description = description.into();
+    r.last_message = Some(MessageSeed {
+        id: "588723a346006e17f4d82fe3".into(),
+        message: message.into(),
+        message_type: "text".into(),
+        sender: "1485248560558".into(),
+        time_ms: 1485251491375,
+    });
+    c
+}
+
+/// The freeze page's example response, literally, from a room seeded with its data.
+#[tokio::test]
+async fn doc_freeze_example_response_literally() {
+    let c = doc_example_config(
+        "Test User",
+        "Last message before freeze",
+        "Test Room",
+        "This room has been frozen",
+    );
+    let sb = start(c).await;
+    let a = put(&sb, ADMIN, DOC_ROOM, "{\n  \"status\": 0\n}").await;
+    expect(
+        &a,
+        200,
+        json!({
+          "RC": 0,
+          "RM": "Room frozen successfully",
+          "result": {
+            "_id": "58871b877390be11d5f1ab30",
+            "name": "Test Room",
+            "cover": "http://loremflickr.com/240/240/style?Kelly",
+            "description": "This room has been frozen",
+            "status": 0,
+            "lastMessage": {
+              "_id": "588723a346006e17f4d82fe3",
+              "message": "Last message before freeze",
+              "messageType": "text",
+              "sender": {
+                "_id": "1485248560558",
+                "nickname": "Test User",
+                "avatarUrl": "http://example.com/avatarUrl",
+                "lastLoginTimeMS": 0
+              },
+              "messageTimeMS": 1485251491375u64
+            },
+            "members": [
+              {
+                "_id": "1485248560558",
+                "nickname": "Test User",
+                "avatarUrl": "http://example.com/avatarUrl",
+                "lastLoginTimeMS": 1485764751552u64
+              }
+            ]
+          }
+        }),
+    );
+}
+
+/// The update page's example request and response, literally.
+#[tokio::test]
+async fn doc_update_example_response_literally() {
+    let c = doc_example_config("Test CCDD", "hhhooo", "Old name", "Old description");
+    let sb = start(c).await;
+    let body = "{\n\"description\": \"Description La La\",\n\"name\": \"Martena\",\n\"cover\": \"http://loremflickr.com/240/240/style?Kelly\"\n}";
+    let a = put(&sb, ADMIN, DOC_ROOM, body).await;
+    let documented = json!({
+      "RC": 0,
+      "RM": "OK",
+      "result": {
+        "_id": "58871b877390be11d5f1ab30",
+        "name": "Martena",
+        "cover": "http://loremflickr.com/240/240/style?Kelly",
+        "description": "Description La La",
+        "status": 1,
+        "lastMessage": {
+          "_id": "588723a346006e17f4d82fe3",
+          "message": "hhhooo",
+          "messageType": "text",
+          "sender": {
+            "_id": "1485248560558",
+            "nickname": "Test CCDD",
+            "avatarUrl": "http://example.com/avatarUrl",
+            "lastLoginTimeMS": 0
+          },
+          "messageTimeMS": 1485251491375u64
+        },
+        "members": [
+          {
+            "_id": "1485248560558",
+            "nickname": "Test CCDD",
+            "avatarUrl": "http://example.com/avatarUrl",
+            "lastLoginTimeMS": 1485764751552u64
+          }
+        ]
+      }
+    });
+    expect(&a, 200, documented.clone());
+    // GET answers the same object.
+    let g = send(&sb, "GET", &format!("/rooms/{DOC_ROOM}"), ADMIN, None)
+        .await
+        .unwrap();
+    expect(&g, 200, documented);
+}
+
+/// `room_extra_fields`: the unverified variant adds the updatable fields to PUT and GET.
+#[tokio::test]
+async fn room_extra_fields_variant_adds_the_updatable_fields() {
+    let sb = start(config()).await;
+    let a = put(&sb, ADMIN, DOC_ROOM, r#"{"roomTags":["t"],"opening":0}"#).await;
+    assert_room_object(&a.json()["result"]);
+    let mut c = config();
+    c.room_extra_fields = true;
+    let sb = start(c).await;
+    let a = put(&sb, ADMIN, DOC_ROOM, r#"{"roomTags":["t"],"opening":0}"#).await;
+    let r = &a.json()["result"];
+    let mut want = key_set(&ROOM_KEYS);
+    want.extend(key_set(&EXTRA_ROOM_KEYS));
+    assert_eq!(keys(r), want, "{r}");
+    assert_eq!(r["roomTags"], json!(["t"]));
+    assert_eq!(r["opening"], 0);
+    assert_eq!(r["owner"], "owner-1");
+    assert_eq!(r["managers"], json!(["mgr-1"]));
+    assert_eq!(
+        (r["botMode"].clone(), r["webhook"].clone()),
+        (json!(false), json!(""))
+    );
+    assert_eq!(r["extParams"], "");
+    let g = send(&sb, "GET", &format!("/rooms/{DOC_ROOM}"), ADMIN, None)
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(keys(&g["result"]), want);
+    assert_eq!(&g["result"], r);
+}
+
 // ---- update-a-room.txt ----
 
 #[tokio::test]
@@ -223,9 +418,10 @@ async fn doc_update_example() {
     assert_eq!(r["description"], "Description La La");
     assert_eq!(r["status"], 1);
     // Partial: what was not given is unchanged.
-    assert_eq!(r["opening"], 1);
-    assert_eq!(r["owner"], "owner-1");
-    assert_eq!(sb.room(DOC_ROOM).unwrap()["name"], "Martena");
+    let full = sb.room(DOC_ROOM).unwrap();
+    assert_eq!(full["name"], "Martena");
+    assert_eq!(full["opening"], 1);
+    assert_eq!(full["owner"], "owner-1");
 }
 
 #[tokio::test]
@@ -306,8 +502,10 @@ async fn permissions_owner_manager_other_admin() {
     .await;
     assert_eq!(a.status, 200);
     let r = a.json()["result"].clone();
-    assert_eq!(r["owner"], "aaa");
-    assert_eq!(r["managers"], json!(["someone-else"]));
+    assert_room_object(&r);
+    let full = sb.room(DOC_ROOM).unwrap();
+    assert_eq!(full["owner"], "aaa");
+    assert_eq!(full["managers"], json!(["someone-else"]));
     let members: Vec<&str> = r["members"]
         .as_array()
         .unwrap()
@@ -379,7 +577,9 @@ async fn every_field_is_type_checked() {
     });
     let a = put(&sb, ADMIN, DOC_ROOM, &body.to_string()).await;
     assert_eq!(a.status, 200, "{}", a.text);
-    let r = &a.json()["result"];
+    assert_room_object(&a.json()["result"]);
+    // The answer shows the documented object; the sandbox's whole view shows every field.
+    let r = sb.room(DOC_ROOM).unwrap();
     for (k, v) in body.as_object().unwrap() {
         if k != "unknownField" {
             assert_eq!(&r[k], v, "{k}");
