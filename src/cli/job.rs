@@ -18,13 +18,11 @@ use crate::units::Rate;
 use crate::{Exit, ExitError};
 
 pub const DEFAULT_CONCURRENCY: u32 = 8;
-pub const MAX_CONCURRENCY: u32 = 1024;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 6;
-pub const MAX_MAX_ATTEMPTS: u32 = 100;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Above this a rate is surely a typo (the documented limit is 1000/min).
-pub const MAX_RATE_PER_SEC: f64 = 100_000.0;
+/// The bounds live in [`crate::units`], where the YAML `settings` check uses them too.
+pub use crate::units::{MAX_CONCURRENCY, MAX_MAX_ATTEMPTS, MAX_RATE_PER_SEC, MAX_TIMEOUT};
+use crate::units::{check_concurrency, check_max_attempts};
 
 pub fn default_rate() -> Rate {
     Rate::per_minute(800)
@@ -100,21 +98,17 @@ pub fn check_flags(args: &RunArgs) -> Result<CheckedFlags, Vec<String>> {
         }
     };
     if let Some(c) = args.concurrency
-        && !(1..=MAX_CONCURRENCY).contains(&c)
+        && let Err(e) = check_concurrency("--concurrency", c.into())
     {
-        errors.push(format!(
-            "--concurrency must be between 1 and {MAX_CONCURRENCY}, not {c}"
-        ));
+        errors.push(e);
     }
     if let Some(r) = args.rate {
-        check_rate(r, &mut errors);
+        check_rate(r, "--rate", &mut errors);
     }
     if let Some(n) = args.max_attempts
-        && !(1..=MAX_MAX_ATTEMPTS).contains(&n)
+        && let Err(e) = check_max_attempts("--max-attempts", n.into())
     {
-        errors.push(format!(
-            "--max-attempts must be between 1 and {MAX_MAX_ATTEMPTS}, not {n}"
-        ));
+        errors.push(e);
     }
     if let Some(t) = args.timeout {
         check_timeout(t, "--timeout", &mut errors);
@@ -158,23 +152,15 @@ pub fn check_flags(args: &RunArgs) -> Result<CheckedFlags, Vec<String>> {
     }
 }
 
-fn check_rate(r: Rate, errors: &mut Vec<String>) {
-    if r.count == 0 || r.per.is_zero() {
-        errors.push(format!("rate {r} must allow at least one request"));
-    } else if r.per_second() > MAX_RATE_PER_SEC {
-        errors.push(format!(
-            "rate {r} is above {MAX_RATE_PER_SEC} requests per second; the documented API limit is 1000/min"
-        ));
+fn check_rate(r: Rate, what: &str, errors: &mut Vec<String>) {
+    if let Err(e) = crate::units::check_rate(what, r) {
+        errors.push(e);
     }
 }
 
 fn check_timeout(t: Duration, what: &str, errors: &mut Vec<String>) {
-    if t.is_zero() || t > MAX_TIMEOUT {
-        errors.push(format!(
-            "{what} must be between 1ms and {}, not {}",
-            humantime::format_duration(MAX_TIMEOUT),
-            humantime::format_duration(t)
-        ));
+    if let Err(e) = crate::units::check_timeout(what, t) {
+        errors.push(e);
     }
 }
 
@@ -263,21 +249,19 @@ impl JobConfig {
             .concurrency
             .or(s.concurrency)
             .unwrap_or(DEFAULT_CONCURRENCY);
-        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
-            errors.push(format!(
-                "concurrency must be between 1 and {MAX_CONCURRENCY}, not {concurrency} (manifest settings)"
-            ));
+        // The manifest loader already held `settings` to these bounds; a Manifest built in
+        // code is checked here.
+        if let Err(e) = check_concurrency("concurrency", concurrency.into()) {
+            errors.push(e);
         }
         let rate = args.rate.or(s.rate).unwrap_or_else(default_rate);
-        check_rate(rate, &mut errors);
+        check_rate(rate, "rate", &mut errors);
         let max_attempts = args
             .max_attempts
             .or(s.max_attempts)
             .unwrap_or(DEFAULT_MAX_ATTEMPTS);
-        if !(1..=MAX_MAX_ATTEMPTS).contains(&max_attempts) {
-            errors.push(format!(
-                "max_attempts must be between 1 and {MAX_MAX_ATTEMPTS}, not {max_attempts} (manifest settings)"
-            ));
+        if let Err(e) = check_max_attempts("max_attempts", max_attempts.into()) {
+            errors.push(e);
         }
         let timeout = args.timeout.or(s.timeout).unwrap_or(DEFAULT_TIMEOUT);
         check_timeout(timeout, "timeout", &mut errors);
@@ -310,7 +294,7 @@ impl JobConfig {
             max_duration: args.max_duration,
             max_failures: args.max_failures,
             max_failure_ratio: args.max_failure_ratio,
-            snapshot: args.snapshot || s.snapshot.unwrap_or(false),
+            snapshot: args.snapshot.resolve(s.snapshot),
             fresh: args.fresh,
             retry_failed: args.retry_failed,
             progress: args.progress,
@@ -496,6 +480,36 @@ mod tests {
         let s = c.settings_json().to_string();
         assert!(!s.contains("secret-"), "{s}");
         assert!(!format!("{c:?}").contains("secret-"));
+    }
+
+    /// `settings.snapshot: true` can be turned off from the command line (flags win), and
+    /// `--snapshot` turns it on over `snapshot: false`.
+    #[test]
+    fn snapshot_flags_win_over_the_manifest() {
+        let creds = || creds(&["IMKIT_CLIENT_KEY", "IMKIT_TOKEN"]);
+        let with = |setting: Option<bool>, argv: &[&str]| {
+            let mut full = vec!["--base-url", "https://x.io"];
+            full.extend_from_slice(argv);
+            let (a, g) = parse(&full);
+            let settings = Settings {
+                snapshot: setting,
+                ..Settings::default()
+            };
+            let m = manifest(vec![Op::freeze("r")], settings);
+            JobConfig::from_parts(&a, &g, check_flags(&a).unwrap(), m, creds())
+                .unwrap()
+                .snapshot
+        };
+        assert!(with(Some(true), &[]));
+        assert!(!with(Some(true), &["--no-snapshot"]));
+        assert!(with(Some(false), &["--snapshot"]));
+        assert!(!with(None, &[]));
+        assert!(with(None, &["--snapshot"]));
+        assert!(!with(None, &["--no-snapshot"]));
+        let both =
+            Cli::try_parse_from(["imkit-batch", "run", "x.csv", "--snapshot", "--no-snapshot"]);
+        let e = both.unwrap_err().to_string();
+        assert!(e.contains("cannot be used with"), "{e}");
     }
 
     #[test]

@@ -110,6 +110,10 @@ pub struct PlanArgs {
     /// How many requests to list.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub show: usize,
+
+    /// As for `run`: list the room reads (GET /rooms/{id}) a run with --snapshot makes.
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
 }
 
 /// Flags of `run`, as typed. [`job::JobConfig::from_args`] turns them into a checked job.
@@ -163,9 +167,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "R")]
     pub max_failure_ratio: Option<f64>,
 
-    /// Read each room before its first change, so `revert` can restore it.
-    #[arg(long)]
-    pub snapshot: bool,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
 
     /// Start a new job even if the journal exists (the old one is renamed, never deleted).
     #[arg(long, conflicts_with = "retry_failed")]
@@ -183,6 +186,30 @@ pub struct RunArgs {
     /// Live progress bar: auto (on a terminal only), always, never.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+}
+
+/// `--snapshot` / `--no-snapshot`, shared by `run` and `plan`.
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct SnapshotArgs {
+    /// Read each room (GET /rooms/{id}) before its first change, so `revert` can restore it.
+    #[arg(long)]
+    pub snapshot: bool,
+
+    /// Do not read rooms first, even if the manifest's settings say `snapshot: true`.
+    #[arg(long, conflicts_with = "snapshot")]
+    pub no_snapshot: bool,
+}
+
+impl SnapshotArgs {
+    /// Whether rooms are read before their first change: a flag wins over the manifest's
+    /// `settings.snapshot` (SPEC §2: command-line flags win); off by default.
+    pub fn resolve(self, setting: Option<bool>) -> bool {
+        if self.no_snapshot {
+            false
+        } else {
+            self.snapshot || setting.unwrap_or(false)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -351,6 +351,233 @@ fn plan_cli_lists_requests_and_sends_nothing() {
         .stderr(predicate::str::contains("bad.yaml:1:10: version 3"));
 }
 
+/// YAML settings `run` would refuse are refused by `validate`, at their line:column, and
+/// `run` reports the same places (it used to exit 2 with "invalid configuration" lines
+/// naming no file).
+#[test]
+fn out_of_range_settings_fail_validate_and_run_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = util::write(
+        dir.path(),
+        "job.yaml",
+        "version: 1\nsettings:\n  rate: 1000000/s\n  concurrency: 5000\n  max_attempts: 500\n  \
+         timeout: 5h\nops:\n  - action: freeze\n    room: a\n",
+    );
+    let places = [
+        "job.yaml:3:9: settings.rate 1000000/s is above 100000 requests per second",
+        "job.yaml:4:16: settings.concurrency must be a whole number between 1 and 1024, not 5000",
+        "job.yaml:5:17: settings.max_attempts must be a whole number between 1 and 100, not 500",
+        "job.yaml:6:12: settings.timeout must be between 1ms and 1h, not 5h",
+    ];
+    let v = util::exec(util::imkit(&["validate", p.to_str().unwrap()]));
+    assert_eq!(v.code, 2, "{v:?}");
+    let r = util::exec(util::imkit(&[
+        "run",
+        p.to_str().unwrap(),
+        "--sandbox",
+        "--progress",
+        "never",
+    ]));
+    assert_eq!(r.code, 2, "{r:?}");
+    for want in places {
+        assert!(v.stderr.contains(want), "validate: {want}\n{}", v.stderr);
+        assert!(r.stderr.contains(want), "run: {want}\n{}", r.stderr);
+    }
+    assert!(!r.stderr.contains("invalid configuration"), "{}", r.stderr);
+    assert!(!util::journal_of(&p).exists());
+    // The bounds themselves are accepted by both.
+    let ok = util::write(
+        dir.path(),
+        "edge.yaml",
+        "version: 1\nsettings:\n  rate: 100000/s\n  concurrency: 1024\n  max_attempts: 100\n  \
+         timeout: 1h\nops:\n  - action: freeze\n    room: a\n",
+    );
+    let v = util::exec(util::imkit(&["validate", ok.to_str().unwrap()]));
+    assert_eq!(v.code, 0, "{v:?}");
+}
+
+/// An op with `rooms: []`, `clients: []` or a rooms_file with only its header expands to
+/// nothing: each is a warning naming its line, not silence.
+#[test]
+fn empty_expansions_warn_per_op() {
+    let dir = tempfile::tempdir().unwrap();
+    util::write(dir.path(), "none.csv", "room\n");
+    let p = util::write(
+        dir.path(),
+        "job.yaml",
+        "version: 1\nops:\n  - action: freeze\n    rooms: []\n  - action: mute\n    rooms: \
+         [a]\n    clients: []\n  - action: unfreeze\n    rooms_file: none.csv\n  - action: \
+         freeze\n    room: b\n",
+    );
+    let m = load_at(&p, None).unwrap();
+    assert_eq!(m.ops.len(), 1);
+    let d = dir.path().display().to_string();
+    let w: Vec<String> = m.warnings.iter().map(|w| w.replace(&d, "D")).collect();
+    assert_eq!(
+        w,
+        vec![
+            "D/job.yaml:3: this op expands to no ops (it names no room: its rooms list is \
+             empty): nothing is sent for it",
+            "D/job.yaml:5: this op expands to no ops (it names no client: its clients list is \
+             empty): nothing is sent for it",
+            "D/job.yaml:8: this op expands to no ops (it names no room: none.csv has no rows \
+             below its header): nothing is sent for it",
+        ]
+    );
+    // Without included files, places are plain line numbers.
+    let p = util::write(
+        dir.path(),
+        "inline.yaml",
+        "version: 1\nops:\n  - action: freeze\n    rooms: []\n",
+    );
+    let m = load_at(&p, None).unwrap();
+    assert_eq!(
+        m.warnings[0],
+        "line 3: this op expands to no ops (it names no room: its rooms list is empty): \
+         nothing is sent for it"
+    );
+    assert!(m.warnings[1].ends_with("the manifest has no ops: nothing to do"));
+}
+
+fn plan_of(p: &Path, extra: &[&str]) -> util::Ran {
+    let mut args = vec!["plan", p.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    util::exec(util::imkit(&args))
+}
+
+/// `plan` compares the YAML window with the current time, as `run` does: a window long
+/// past sends nothing (exit 4 for run), one far in the future makes run wait.
+#[test]
+fn plan_cli_compares_the_window_with_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = |name: &str, start: &str, end: &str| {
+        util::write(
+            dir.path(),
+            name,
+            &format!(
+                "version: 1\nwindow:\n  start: {start}\n  end: {end}\nops:\n  - action: \
+                 freeze\n    rooms: [a, b]\n"
+            ),
+        )
+    };
+    let past = job("past.yaml", "2020-01-01T22:00:00Z", "2020-01-02T02:00:00Z");
+    let r = plan_of(&past, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("it closed at 2020-01-02T02:00:00Z: `run` would send nothing and exit 4"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("to send: 0 requests"), "{}", r.stdout);
+    assert!(!r.stdout.contains("PUT /rooms"), "{}", r.stdout);
+    // And run does what plan said.
+    let run = util::exec(util::imkit(&[
+        "run",
+        past.to_str().unwrap(),
+        "--sandbox",
+        "--progress",
+        "never",
+    ]));
+    assert_eq!(run.code, 4, "{run:?}");
+
+    let future = job(
+        "future.yaml",
+        "2099-01-01T22:00:00Z",
+        "2099-01-02T02:00:00Z",
+    );
+    let r = plan_of(&future, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("`run` would wait until 2099-01-01T22:00:00Z before sending anything"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("to send: 2 requests"), "{}", r.stdout);
+
+    let open = job("open.yaml", "2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z");
+    let r = plan_of(&open, &[]);
+    assert!(r.stdout.contains("; open now (closes in "), "{}", r.stdout);
+}
+
+/// With snapshot on (the manifest's settings or --snapshot), plan lists the GET reads run
+/// makes, one per room before its first change; --no-snapshot turns a setting off.
+#[test]
+fn plan_cli_lists_snapshot_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_setting = util::write(
+        dir.path(),
+        "snap.yaml",
+        "version: 1\nsettings:\n  snapshot: true\nops:\n  - action: freeze\n    rooms: [a, \
+         b]\n  - action: unfreeze\n    room: a\n  - action: mute\n    client: u\n    room: \
+         a\n",
+    );
+    let r = plan_of(&with_setting, &[]);
+    assert!(r.stdout.contains("to send: 6 requests"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("  snapshot  2 (GET /rooms/{id}"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("  GET /rooms/a  (snapshot, before "),
+        "{}",
+        r.stdout
+    );
+    let r = plan_of(&with_setting, &["--no-snapshot"]);
+    assert!(r.stdout.contains("to send: 4 requests"), "{}", r.stdout);
+    assert!(!r.stdout.contains("GET /rooms"), "{}", r.stdout);
+    assert!(r.stdout.contains("snapshot: off"), "{}", r.stdout);
+    let plain = util::write(dir.path(), "plain.csv", "action,room\nfreeze,a\nfreeze,b\n");
+    let r = plan_of(&plain, &[]);
+    assert!(!r.stdout.contains("GET /rooms"), "{}", r.stdout);
+    let r = plan_of(&plain, &["--snapshot"]);
+    assert!(r.stdout.contains("to send: 4 requests"), "{}", r.stdout);
+    let r = plan_of(&plain, &["--snapshot", "--no-snapshot"]);
+    assert_eq!(r.code, 2, "{r:?}");
+}
+
+/// After a run completes, plan says the job is complete and what a re-run exits with.
+#[test]
+fn plan_cli_of_a_finished_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = util::write(dir.path(), "job.csv", "action,room\nfreeze,a\nfreeze,b\n");
+    let run = util::exec(util::imkit(&[
+        "run",
+        p.to_str().unwrap(),
+        "--sandbox",
+        "--progress",
+        "never",
+        "--rate",
+        "20000/s",
+    ]));
+    assert_eq!(run.code, 0, "{run:?}");
+    let r = plan_of(&p, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("the job is complete (2 done, 0 failed, 0 skipped)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("`run` would send nothing and exit 0 (every op done)"),
+        "{}",
+        r.stdout
+    );
+    // And a re-run does exit 0.
+    let again = util::exec(util::imkit(&[
+        "run",
+        p.to_str().unwrap(),
+        "--sandbox",
+        "--progress",
+        "never",
+    ]));
+    assert_eq!(again.code, 0, "{again:?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Property tests.
 
