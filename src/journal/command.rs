@@ -599,6 +599,17 @@ pub fn write_failed_manifest(
 }
 
 pub fn report(args: &ReportArgs) -> anyhow::Result<Exit> {
+    // `--format` defaults to csv, so json here was asked for: refuse it rather than quietly
+    // writing the CSV manifest anyway.
+    if args.failed && matches!(args.format, ReportFormat::Json) {
+        return Err(crate::ExitError::new(
+            Exit::Invalid,
+            "--failed writes the failed ops as a CSV manifest (the input `run` takes), so it \
+             cannot be combined with --format json: drop --format json, or drop --failed for the \
+             JSON report of every op (filter it on \"state\": \"failed\")",
+        )
+        .into());
+    }
     let journal = open(&args.journal)?;
     if args.failed {
         write_manifest(
@@ -622,21 +633,40 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<Exit> {
 // ---------------------------------------------------------------------------------------
 // revert
 
-/// Writes the revert manifest; returns (ops written, lines describing the ops listed apart).
+/// What `revert` says of the unmutes it writes for pairs the job muted.
+pub fn unmute_assumption_note(n: usize) -> String {
+    format!(
+        "{n} unmute op(s) undo mutes of this job assuming the pair was not muted before it: the API \
+         cannot show a pair's mute state before a mute (the mute answer shows the client's mute \
+         list after the change), so a pair that was already muted before the job is unmuted too; \
+         drop the rows of such pairs before running this manifest"
+    )
+}
+
+/// The revert manifest written by [`write_revert_manifest`]: what it holds besides its rows.
+#[derive(Debug, Default)]
+pub struct RevertWritten {
+    pub written: u64,
+    /// One line per op listed apart (not reverted), with its reasons.
+    pub apart: Vec<String>,
+    /// Unmutes written on the assumption that the pair was not muted before the job.
+    pub unmutes_assumed: usize,
+}
+
+/// Writes the revert manifest.
 pub fn write_revert_manifest(
     journal: &Journal,
     out: &mut dyn Write,
-) -> anyhow::Result<(u64, Vec<String>)> {
+) -> anyhow::Result<RevertWritten> {
     let mut rows = Vec::new();
+    // Every op: done ones are reverted, sent ones may have been applied (their attempt times
+    // also date the room's snapshot), and pending ones tell which rooms still had ops to send
+    // when a run was killed.
     journal.for_each_op(None, |row| -> Result<(), JournalError> {
-        // Done ops, and every op that was sent (it may have been applied; its attempt
-        // times also date the room's snapshot).
-        if row.state == OpState::Done || row.attempts > 0 {
-            rows.push(row);
-        }
+        rows.push(row);
         Ok(())
     })?;
-    let plan = revert_plan(rows, &journal.snapshots()?);
+    let plan = revert_plan(rows, &journal.snapshots()?, &journal.runs()?);
     let mut w = ManifestWriter::new(out)?;
     let mut apart: Vec<String> = plan
         .unknown
@@ -649,11 +679,23 @@ pub fn write_revert_manifest(
         })
         .collect();
     let mut written = 0;
+    let mut unmutes_written = 0;
     for op in &plan.ops {
         match w.op(op)? {
-            Ok(()) => written += 1,
+            Ok(()) => {
+                written += 1;
+                if op.action == crate::op::Action::Unmute {
+                    unmutes_written += 1;
+                }
+            }
             Err(reason) => apart.push(format!("{op}: cannot be written back: {reason}")),
         }
+    }
+    // The unmutes' ids come from the job's own mute ops, so each is written; `min` keeps
+    // the note true should one be listed apart instead.
+    let unmutes_assumed = plan.unmutes_assumed.min(unmutes_written);
+    if unmutes_assumed > 0 {
+        w.comment(&unmute_assumption_note(unmutes_assumed))?;
     }
     if !apart.is_empty() {
         w.comment(&format!(
@@ -665,7 +707,11 @@ pub fn write_revert_manifest(
         }
     }
     w.finish()?;
-    Ok((written, apart))
+    Ok(RevertWritten {
+        written,
+        apart,
+        unmutes_assumed,
+    })
 }
 
 pub fn revert(args: &RevertArgs) -> anyhow::Result<Exit> {
@@ -684,12 +730,20 @@ pub fn revert(args: &RevertArgs) -> anyhow::Result<Exit> {
             counts.pending
         );
     }
+    let mut assumed = 0;
     write_manifest(
         args.output.as_deref(),
         &args.journal,
         "revert ops written",
         "ops listed apart (prior state unknown, not reverted; also as comments at the end of the manifest)",
-        |w| write_revert_manifest(&journal, w),
+        |w| {
+            let r = write_revert_manifest(&journal, w)?;
+            assumed = r.unmutes_assumed;
+            Ok((r.written, r.apart))
+        },
     )?;
+    if assumed > 0 {
+        eprintln!("note: {}", unmute_assumption_note(assumed));
+    }
     Ok(Exit::Success)
 }

@@ -7,10 +7,20 @@
 //! - Updated fields: each field the job set gets its snapshot value back, unless equal.
 //! - Mute pairs (no snapshot exists for them): a pair the job muted is unmuted, a pair it
 //!   unmuted is muted again; an unmute answered `ROOM_NOT_MUTED` changed nothing. With
-//!   several ops on one pair, the state before the first is compared with the last.
+//!   several ops on one pair, the state before the first is compared with the last. The API
+//!   cannot tell whether a pair was muted before a mute (the mute answer shows the client's
+//!   mute list after the change, and a mute of a muted pair succeeds too), so a pair whose
+//!   first op is a mute is taken as not muted before, as SPEC §5 has it ("pairs it muted are
+//!   unmuted"): those unmutes are counted ([`RevertPlan::unmutes_assumed`]) so the manifest
+//!   and the command can say that a pair muted before the job would be unmuted too. The
+//!   unmute side needs no such assumption: `ROOM_NOT_MUTED` proves the prior state.
 //! - Unknown prior state (no snapshot, a read that gave nothing, a snapshot without the
-//!   field, or one taken after the job had already sent a change to the room) and prior
-//!   values a CSV manifest cannot express are listed apart, with the reason, never emitted.
+//!   field, one taken after the job had already sent a change to the room, or one taken after
+//!   a run without `--snapshot` was killed while ops on the room were pending: a change that
+//!   run had in flight, applied but never recorded, may show in it) and prior values a CSV
+//!   manifest cannot express are listed apart, field by field with the reason, never
+//!   emitted; the fields of the same update that can be restored still are. Each op lists a
+//!   reason once.
 //! - Ops sent but not recorded done whose last answer does not rule out that they were
 //!   applied (a dropped connection, a timeout, a 5xx, or any retried op: the journal keeps
 //!   only the last answer) are listed apart too, as is an unmute whose `ROOM_NOT_MUTED`
@@ -20,7 +30,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use super::{OpRow, Snapshot};
+use super::{OpRow, RunInfo, Snapshot};
 use crate::op::{Action, Op, RoomFields, validate_id};
 
 /// An op whose effect cannot be reverted from what the journal knows.
@@ -39,6 +49,9 @@ pub struct Unknown {
 pub struct RevertPlan {
     pub ops: Vec<Op>,
     pub unknown: Vec<Unknown>,
+    /// Unmutes in `ops` written on the assumption that the pair was not muted before the job
+    /// (its first op was a mute, and the API cannot show the state before one).
+    pub unmutes_assumed: usize,
 }
 
 /// A field value in a form that can be compared and written back.
@@ -164,6 +177,30 @@ struct RoomWork {
     done: Vec<OpRow>,
     /// Earliest recorded attempt of any op on the room (any state).
     first_attempt_at: Option<i64>,
+    /// The latest time an op on the room became final (`i64::MAX` while one is pending, or
+    /// final without a recorded time): before it, some op on the room was still to be sent.
+    settled_at: i64,
+}
+
+/// A run that ran without `--snapshot` and was killed (no end recorded): the requests it had
+/// in flight may have been applied without their outcome being recorded.
+struct KilledRun {
+    id: i64,
+    started_at: i64,
+    /// Its last commit (or its start): the journal's state when it died.
+    ended_by: i64,
+}
+
+fn killed_runs_without_snapshot(runs: &[RunInfo]) -> Vec<KilledRun> {
+    runs.iter()
+        .filter(|r| r.exit_code.is_none() && r.ended_at.is_none())
+        .filter(|r| r.settings.get("snapshot").and_then(Value::as_bool) != Some(true))
+        .map(|r| KilledRun {
+            id: r.id,
+            started_at: r.started_at,
+            ended_by: r.last_commit_at.unwrap_or(r.started_at).max(r.started_at),
+        })
+        .collect()
 }
 
 #[derive(Default)]
@@ -173,11 +210,13 @@ struct PairWork {
 }
 
 /// Computes the revert of a job from all its ops (any state; only done ops are reverted) in
-/// manifest order, and its snapshots.
+/// manifest order, its snapshots and its runs (oldest first).
 pub fn revert_plan(
     ops: impl IntoIterator<Item = OpRow>,
     snapshots: &HashMap<String, Snapshot>,
+    runs: &[RunInfo],
 ) -> RevertPlan {
+    let killed = killed_runs_without_snapshot(runs);
     let mut rooms: HashMap<String, RoomWork> = HashMap::new();
     let mut pairs: HashMap<(String, String), PairWork> = HashMap::new();
     let mut uncertain: Vec<(OpRow, String)> = Vec::new();
@@ -203,8 +242,14 @@ pub fn revert_plan(
                 .entry(row.op.room.to_string())
                 .or_insert_with(|| RoomWork {
                     first_seq: u64::MAX,
+                    settled_at: i64::MIN,
                     ..Default::default()
                 });
+            let settled = match (row.state, row.last_attempt_at) {
+                (super::OpState::Pending, _) | (_, None) => i64::MAX,
+                (_, Some(t)) => t,
+            };
+            w.settled_at = w.settled_at.max(settled);
             if row.attempts > 0
                 && let Some(t) = row.first_attempt_at
             {
@@ -220,12 +265,15 @@ pub fn revert_plan(
     let mut out: BTreeMap<u64, Vec<Op>> = BTreeMap::new();
     let mut unknown: BTreeMap<u64, (OpRow, Vec<String>)> = BTreeMap::new();
     let mut note = |row: &OpRow, reason: String| {
-        unknown
+        let reasons = &mut unknown
             .entry(row.seq)
             .or_insert_with(|| (row.clone(), Vec::new()))
-            .1
-            .push(reason);
+            .1;
+        if !reasons.contains(&reason) {
+            reasons.push(reason);
+        }
     };
+    let mut unmutes_assumed = 0;
     for (row, reason) in &uncertain {
         note(row, reason.clone());
     }
@@ -234,6 +282,13 @@ pub fn revert_plan(
             continue;
         }
         let snap = snapshots.get(room);
+        // A run without --snapshot killed while this room still had ops to send, before the
+        // snapshot was taken: what it had in flight may have been applied, unrecorded.
+        let killed_before = |taken_at: i64| {
+            killed
+                .iter()
+                .find(|k| taken_at >= k.started_at && w.settled_at > k.ended_by)
+        };
         let obj: Result<&serde_json::Map<String, Value>, String> = match snap {
             None => Err("prior state unknown: no snapshot of the room (run with --snapshot)".into()),
             Some(Snapshot { prior: None, .. }) => {
@@ -246,6 +301,10 @@ pub fn revert_plan(
                 (_, Some(first)) if *taken_at > first => Err(
                     "prior state unknown: the snapshot was taken after the job had already sent a change to the room".into(),
                 ),
+                _ if killed_before(*taken_at).is_some() => Err(format!(
+                    "prior state unknown: the snapshot was taken after run #{} (without --snapshot) was killed while ops on the room were pending, so a change it had in flight may already show in it",
+                    killed_before(*taken_at).map_or(0, |k| k.id)
+                )),
                 (None, _) => Err("prior state unknown: the snapshot is not a room object".into()),
                 (Some(o), _) => Ok(o),
             },
@@ -300,10 +359,15 @@ pub fn revert_plan(
             let prior = obj.clone().and_then(|o| prior_val(o, name));
             let outcome = prior.and_then(|p| {
                 if &p == last {
-                    Ok(false)
-                } else {
-                    set_field(&mut restore, name, p).map(|_| true)
+                    return Ok(());
                 }
+                // A CSV manifest cannot write every value: check each field on its own, so
+                // one that cannot be written back does not hold back the others.
+                let mut one = RoomFields::default();
+                set_field(&mut one, name, p.clone())?;
+                super::csvout::row(&Op::update(room.as_str(), one))
+                    .map_err(|reason| format!("prior `{name}` cannot be written back: {reason}"))?;
+                set_field(&mut restore, name, p)
             });
             if let Err(reason) = outcome {
                 for r in rows {
@@ -311,23 +375,7 @@ pub fn revert_plan(
                 }
             }
         }
-        // A CSV manifest cannot write every value; check before emitting.
-        let update = if restore.is_empty() {
-            None
-        } else {
-            let op = Op::update(room.as_str(), restore);
-            match super::csvout::row(&op) {
-                Ok(_) => Some(op),
-                Err(reason) => {
-                    for (_, _, rows) in &last_set {
-                        for r in rows {
-                            note(r, format!("prior value cannot be written back: {reason}"));
-                        }
-                    }
-                    None
-                }
-            }
-        };
+        let update = (!restore.is_empty()).then(|| Op::update(room.as_str(), restore));
         // Unfreeze before restoring fields; freeze after.
         let mut ops = Vec::new();
         match status_op {
@@ -373,12 +421,16 @@ pub fn revert_plan(
             let op = if prior_muted {
                 Op::mute(client.as_str(), room.as_str())
             } else {
+                if first.op.action == Action::Mute {
+                    unmutes_assumed += 1;
+                }
                 Op::unmute(client.as_str(), room.as_str())
             };
             out.entry(w.first_seq).or_default().push(op);
         }
     }
     RevertPlan {
+        unmutes_assumed,
         ops: out.into_values().flatten().collect(),
         unknown: unknown
             .into_values()
@@ -470,6 +522,7 @@ mod tests {
                 row(1, Op::unfreeze("r"), OpState::Done),
             ],
             &snaps(&[("r", Some(json!({"status": 1})), 10)]),
+            &[],
         );
         assert_eq!(plan, RevertPlan::default());
     }
@@ -484,6 +537,7 @@ mod tests {
                 row(2, Op::unfreeze("r"), OpState::Done),
             ],
             &snaps(&[("r", Some(json!({"status": 0})), 10)]),
+            &[],
         );
         assert_eq!(plan.ops, vec![Op::freeze("r")]);
         assert!(plan.unknown.is_empty());
@@ -498,6 +552,7 @@ mod tests {
         let plan = revert_plan(
             [row(0, Op::update("r", f), OpState::Done)],
             &snaps(&[("r", Some(json!({"status": 1})), 10)]),
+            &[],
         );
         assert_eq!(plan.ops, vec![Op::unfreeze("r")]);
     }
@@ -518,6 +573,7 @@ mod tests {
                 refused(3, Op::freeze("d"), 200, 7, "SOMETHING"),
             ],
             &HashMap::new(),
+            &[],
         );
         assert_eq!(plan, RevertPlan::default());
     }
@@ -573,6 +629,7 @@ mod tests {
                 ),
             ],
             &HashMap::new(),
+            &[],
         );
         assert!(plan.ops.is_empty(), "{:?}", plan.ops);
         let listed: Vec<(u64, &str)> = plan
@@ -614,6 +671,7 @@ mod tests {
                 ("late", Some(json!({"status": 1})), 5_000),
                 ("weird", Some(json!([1, 2])), 10),
             ]),
+            &[],
         );
         assert!(plan.ops.is_empty());
         let reasons: Vec<(u64, &str)> = plan
@@ -645,6 +703,7 @@ mod tests {
         let plan = revert_plan(
             [row(0, Op::update("r", f), OpState::Done)],
             &snaps(&[("r", Some(json!({"description": "", "roomTags": []})), 10)]),
+            &[],
         );
         assert!(plan.ops.is_empty(), "{:?}", plan.ops);
         assert_eq!(plan.unknown.len(), 1);
@@ -672,6 +731,7 @@ mod tests {
                 ),
                 10,
             )]),
+            &[],
         );
         assert_eq!(
             plan.ops,
@@ -701,6 +761,7 @@ mod tests {
                 row(4, Op::mute("c4", "r"), OpState::Done),
             ],
             &HashMap::new(),
+            &[],
         );
         assert_eq!(
             plan.ops,
@@ -708,5 +769,196 @@ mod tests {
             "c3 was not muted; c4 ends as it began (muted)"
         );
         assert!(plan.unknown.is_empty());
+        // c1's unmute rests on SPEC §5's assumption (not muted before the mute); c2's mute
+        // does not (its unmute landed, so it was muted).
+        assert_eq!(plan.unmutes_assumed, 1);
+    }
+
+    /// The audit's example: prior values a CSV manifest cannot keep are listed apart field
+    /// by field (each reason once, naming its field), and the other fields of the same
+    /// update are still restored.
+    #[test]
+    fn unwritable_prior_values_are_listed_apart_field_by_field() {
+        let f = RoomFields {
+            name: Some("New name".into()),
+            description: Some("new".into()),
+            room_tags: Some(vec!["new".into()]),
+            opening: Some(0),
+            ..Default::default()
+        };
+        let again = RoomFields {
+            name: Some("Newer name".into()),
+            ..Default::default()
+        };
+        let plan = revert_plan(
+            [
+                row(0, Op::update("r", f), OpState::Done),
+                row(1, Op::update("r", again), OpState::Done),
+            ],
+            &snaps(&[(
+                "r",
+                Some(json!({
+                    "name": "  Old name  ",
+                    "description": "   ",
+                    "roomTags": [" vip "],
+                    "opening": 1
+                })),
+                10,
+            )]),
+            &[],
+        );
+        assert_eq!(
+            plan.ops,
+            vec![Op::update(
+                "r",
+                RoomFields {
+                    opening: Some(1),
+                    ..Default::default()
+                }
+            )]
+        );
+        assert_eq!(plan.unknown.len(), 2, "{:#?}", plan.unknown);
+        let reasons = |seq| -> Vec<&str> {
+            let u = plan.unknown.iter().find(|u| u.seq == seq).unwrap();
+            u.reason.split("; prior").collect()
+        };
+        let first = reasons(0);
+        assert_eq!(first.len(), 3, "{first:?}");
+        for field in ["`name`", "`description`", "`roomTags`"] {
+            let n = first.iter().filter(|r| r.contains(field)).count();
+            assert!(n >= 1, "{field} not named: {first:?}");
+        }
+        assert!(first.iter().all(|r| r.contains("cannot be written back")));
+        // The second update set only the name: its reason is the name's, once.
+        let second = reasons(1);
+        assert_eq!(second.len(), 1, "{second:?}");
+        assert!(second[0].contains("`name`") && second[0].contains("\"  Old name  \""));
+    }
+
+    /// Several fields with the same unknown prior state give one reason, not one per field.
+    #[test]
+    fn a_reason_is_given_once_per_op() {
+        let f = RoomFields {
+            name: Some("n".into()),
+            description: Some("d".into()),
+            status: Some(0),
+            ..Default::default()
+        };
+        let plan = revert_plan(
+            [row(0, Op::update("r", f), OpState::Done)],
+            &HashMap::new(),
+            &[],
+        );
+        assert_eq!(plan.unknown.len(), 1);
+        assert_eq!(
+            plan.unknown[0].reason,
+            "prior state unknown: no snapshot of the room (run with --snapshot)"
+        );
+    }
+
+    fn run_info(
+        id: i64,
+        snapshot: bool,
+        started: i64,
+        last_commit: i64,
+        exit: Option<u8>,
+    ) -> RunInfo {
+        RunInfo {
+            id,
+            pid: 100 + id as u32,
+            tool_version: "0".into(),
+            settings: json!({"concurrency": 8, "snapshot": snapshot}),
+            retry_failed: false,
+            started_at: started,
+            last_commit_at: Some(last_commit),
+            ended_at: exit.map(|_| last_commit),
+            exit_code: exit,
+            exit: exit.map(|_| "stopped".into()),
+            ops_finalized: 0,
+            outcomes: 0,
+        }
+    }
+
+    /// `--snapshot` added on resume: run 1 (no snapshot) was killed while the freeze of `x`
+    /// was in flight (applied, never recorded); run 2 read `x` already frozen. That
+    /// snapshot is not trusted; one taken before run 1, or after a run that ended normally,
+    /// or of a room whose ops were all final when run 1 died, is.
+    #[test]
+    fn snapshots_after_a_killed_run_without_snapshot_are_not_trusted() {
+        let at = |seq: u64, t: i64, state| OpRow {
+            first_attempt_at: Some(t),
+            last_attempt_at: Some(t),
+            ..row(seq, Op::freeze(["x", "w", "y", "v"][seq as usize]), state)
+        };
+        let ops = || {
+            [
+                // x: sent by run 1 (unrecorded), re-sent and done by run 2 at 3000.
+                at(0, 3_000, OpState::Done),
+                // w: done by run 0 (with --snapshot) at 500.
+                at(1, 500, OpState::Done),
+                // y: done by run 1 at 1_500, before it died; read again by run 2.
+                at(2, 1_500, OpState::Done),
+                // v: done by run 2 at 3_100.
+                at(3, 3_100, OpState::Done),
+            ]
+        };
+        let snapshots = snaps(&[
+            ("x", Some(json!({"status": 0})), 2_900),
+            ("w", Some(json!({"status": 1})), 400),
+            ("y", Some(json!({"status": 1})), 2_950),
+            ("v", Some(json!({"status": 1})), 3_050),
+        ]);
+        let killed = [
+            run_info(1, true, 0, 900, Some(4)),
+            run_info(2, false, 1_000, 1_600, None),
+            run_info(3, true, 2_800, 3_200, Some(0)),
+        ];
+        let plan = revert_plan(ops(), &snapshots, &killed);
+        // w: read before run 2; y: final before run 2 died (its later read is a re-read of
+        // what the job set, but the first-attempt rule already dates it).
+        assert_eq!(plan.ops, vec![Op::unfreeze("w")], "{:#?}", plan.unknown);
+        let reason = |seq| {
+            plan.unknown
+                .iter()
+                .find(|u| u.seq == seq)
+                .map(|u| u.reason.clone())
+                .unwrap_or_default()
+        };
+        for seq in [0, 3] {
+            assert!(
+                reason(seq).contains("after run #2 (without --snapshot) was killed"),
+                "{seq}: {:#?}",
+                plan.unknown
+            );
+        }
+        assert!(reason(2).contains("after the job had already sent a change"));
+        // The same runs, but run 2 ended normally (its in-flight requests were answered and
+        // recorded), or ran with --snapshot: x's and v's snapshots are trusted.
+        for runs in [
+            [
+                run_info(1, true, 0, 900, Some(4)),
+                run_info(2, false, 1_000, 1_600, Some(4)),
+                run_info(3, true, 2_800, 3_200, Some(0)),
+            ],
+            [
+                run_info(1, true, 0, 900, Some(4)),
+                run_info(2, true, 1_000, 1_600, None),
+                run_info(3, true, 2_800, 3_200, Some(0)),
+            ],
+        ] {
+            let plan = revert_plan(ops(), &snapshots, &runs);
+            assert_eq!(
+                plan.ops,
+                vec![Op::unfreeze("w"), Op::unfreeze("v")],
+                "{:#?}",
+                plan.unknown
+            );
+            assert_eq!(plan.unknown.len(), 1, "{:#?}", plan.unknown);
+            assert!(
+                plan.unknown[0]
+                    .reason
+                    .contains("after the job had already sent")
+            );
+        }
     }
 }

@@ -186,6 +186,45 @@ fn move_aside(path: &Path) -> Result<Option<PathBuf>, JournalError> {
     Ok(Some(target))
 }
 
+/// For `--fresh`: folds the WAL of a healthy journal into its main file (a TRUNCATE
+/// checkpoint), so the copy kept aside is one self-contained file rather than a file that
+/// is only whole with its `-wal` beside it. The caller holds the run lock, so no run writes
+/// meanwhile. A journal that fails the checks is never written to: it is moved as it is,
+/// with its companions. Best effort: if the checkpoint cannot complete (a reader in the
+/// way), the WAL is moved along with the file, which keeps it whole too.
+fn fold_wal_for_keeping(path: &Path) {
+    let wal = suffixed(path, "-wal");
+    if !wal.symlink_metadata().is_ok_and(|m| m.len() > 0) {
+        return;
+    }
+    if open_checked(path, true).is_err() {
+        return;
+    }
+    let Ok(conn) = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) else {
+        return;
+    };
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(10));
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(0) => {}
+        Ok(_) => tracing::warn!(
+            journal = %path.display(),
+            "--fresh: the old journal's WAL could not be checkpointed (a reader holds it); it is kept beside the renamed file"
+        ),
+        Err(e) => tracing::warn!(
+            journal = %path.display(),
+            error = %e,
+            "--fresh: the old journal's WAL could not be checkpointed; it is kept beside the renamed file"
+        ),
+    }
+    // The last connection to close also removes the (now empty) `-wal` and the `-shm`.
+    let _ = conn.close();
+}
+
 pub(super) fn open_for_run(
     path: &Path,
     manifest: &Manifest,
@@ -195,6 +234,9 @@ pub(super) fn open_for_run(
     let lock = take_lock(path)?;
     let settings = serde_json::to_string(&meta.settings)
         .map_err(|e| JournalError::Other(format!("cannot encode the settings: {e}")))?;
+    if opts.fresh {
+        fold_wal_for_keeping(path);
+    }
     if opts.fresh
         && let Some(old) = move_aside(path)?
     {
@@ -226,8 +268,11 @@ pub(super) fn open_for_run(
             return Ok(j.with_lock(lock));
         }
     }
-    // An existing journal: check it without writing, then open it for writing.
-    {
+    // An existing journal: check it without writing, then open it for writing. SQLite's
+    // read-only look creates an empty `-wal` and `-shm` when there were none; a refused run
+    // removes them again (as `status` does), so it leaves the directory as it found it.
+    let no_wal_before = !suffixed(path, "-wal").exists();
+    let checked = (|| -> Result<(), JournalError> {
         let ro = open_checked(path, true)?;
         let (checksum, total): (String, i64) = ro
             .query_row(
@@ -251,6 +296,19 @@ pub(super) fn open_for_run(
                 manifest_ops: manifest.ops.len() as u64,
             });
         }
+        Ok(())
+    })();
+    if let Err(e) = checked {
+        // Only a journal that passed the checks is touched (a damaged one never is).
+        if no_wal_before
+            && matches!(
+                e,
+                JournalError::ChecksumMismatch { .. } | JournalError::PlanMismatch { .. }
+            )
+        {
+            drop(TidyWal(path.to_path_buf()));
+        }
+        return Err(e);
     }
     let mut conn = Connection::open_with_flags(
         path,

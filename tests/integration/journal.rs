@@ -352,6 +352,8 @@ async fn a_changed_manifest_is_refused_with_the_way_out() {
     let as_exit = imkit_batch::ExitError::from(err);
     assert_eq!(as_exit.exit.code(), 2);
     assert_eq!(bytes(&path), before, "the journal was not touched");
+    // Nor the directory: the read-only look's `-wal` and `-shm` are gone again.
+    assert_eq!(files_in(dir.path()), ["job.journal", "job.journal.lock"]);
     // Same checksum but a plan of another size is refused too.
     let other_plan = manifest(dir.path(), SUM_A, freezes(4));
     assert!(matches!(
@@ -362,6 +364,207 @@ async fn a_changed_manifest_is_refused_with_the_way_out() {
             ..
         })
     ));
+    assert_eq!(bytes(&path), before);
+    assert_eq!(files_in(dir.path()), ["job.journal", "job.journal.lock"]);
+}
+
+/// The journal files as a kill -9 of the run would leave them now (main file and WAL),
+/// copied into `dir`.
+fn crash_copy(path: &Path, dir: &Path) -> PathBuf {
+    let copy = dir.join("job.journal");
+    std::fs::copy(path, &copy).unwrap();
+    let suffixed = |p: &Path, s: &str| {
+        let mut o = p.as_os_str().to_owned();
+        o.push(s);
+        PathBuf::from(o)
+    };
+    std::fs::copy(suffixed(path, "-wal"), suffixed(&copy, "-wal")).unwrap();
+    copy
+}
+
+/// `--fresh` on the journal of a killed run: the outcomes since the last checkpoint live in
+/// its WAL, and they are folded into the main file before it is renamed, so the kept copy
+/// is whole on its own (nothing beside it to lose when it is moved again).
+#[tokio::test]
+async fn fresh_after_a_kill_folds_the_wal_into_the_kept_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(dir.path(), SUM_A, freezes(50));
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    for seq in 0..30 {
+        w.record(done(seq)).unwrap();
+    }
+    w.flush().await.unwrap();
+    let crash = tempfile::tempdir().unwrap();
+    let copy = crash_copy(&path, crash.path());
+    w.finish(Exit::Stopped).await.unwrap();
+    let mut wal = copy.as_os_str().to_owned();
+    wal.push("-wal");
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0, "no WAL to fold");
+
+    let fresh = OpenOptions {
+        fresh: true,
+        retry_failed: false,
+    };
+    let j = open(&copy, &manifest(crash.path(), SUM_B, freezes(5)), fresh).unwrap();
+    assert_eq!(j.counts().unwrap().pending, 5);
+    drop(j);
+    let names = files_in(crash.path());
+    let kept: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("job.journal.") && !n.ends_with(".lock"))
+        .collect();
+    assert_eq!(
+        kept.len(),
+        1,
+        "the kept journal has no companion: {names:?}"
+    );
+    // The renamed main file alone, elsewhere, holds every committed outcome.
+    let alone = tempfile::tempdir().unwrap();
+    let moved = alone.path().join("kept.journal");
+    std::fs::copy(crash.path().join(kept[0]), &moved).unwrap();
+    let old = Journal::open_read_only(&moved).unwrap();
+    assert_eq!(
+        old.counts().unwrap(),
+        Counts {
+            done: 30,
+            pending: 20,
+            ..Default::default()
+        }
+    );
+    assert_eq!(old.meta().unwrap().checksum, SUM_A);
+}
+
+/// Waits until the millisecond clock has moved past now (journal times are milliseconds).
+fn next_ms() {
+    let t0 = jiff::Timestamp::now().as_millisecond();
+    while jiff::Timestamp::now().as_millisecond() <= t0 {
+        std::thread::yield_now();
+    }
+}
+
+/// Opens for a run, waiting out the lock of a writer that is still shutting down.
+fn open_when_free(path: &Path, m: &Manifest, meta: &JobMeta) -> Journal {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Journal::open_for_run(path, m, meta, OpenOptions::default()) {
+            Ok(j) => return j,
+            Err(JournalError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::yield_now()
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// `--snapshot` added on resume after a kill: run 2 (without --snapshot) died with the
+/// freeze of `x` in flight (applied by the server, never recorded); run 3 (with
+/// --snapshot) then read `x` already frozen and recorded that as its prior state. The
+/// journal's runs table shows run 2 was killed without snapshots, so `revert` does not
+/// trust that snapshot and lists `x` apart; the room read by run 1, before run 2, is
+/// restored.
+#[tokio::test]
+async fn a_snapshot_taken_after_a_killed_run_without_snapshot_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(
+        dir.path(),
+        SUM_A,
+        vec![Op::freeze("w"), Op::freeze("y"), Op::freeze("x")],
+    );
+    let with = |snapshot: bool| JobMeta {
+        settings: json!({"concurrency": 8, "snapshot": snapshot}),
+        ..meta(&m)
+    };
+    // Run 1, --snapshot: w read (active), frozen; stopped at a deadline.
+    let w1 = open_when_free(&path, &m, &with(true))
+        .start_writer()
+        .unwrap();
+    w1.record_snapshot("w", Some(json!({"_id": "w", "status": 1})))
+        .await
+        .unwrap();
+    w1.record(done(0)).unwrap();
+    w1.finish(Exit::Stopped).await.unwrap();
+    next_ms();
+    // Run 2, no --snapshot: y frozen and recorded; x's freeze in flight when it is killed
+    // (the writer handle dropped without `finish`: no end recorded).
+    let w2 = open_when_free(&path, &m, &with(false))
+        .start_writer()
+        .unwrap();
+    w2.record(done(1)).unwrap();
+    w2.flush().await.unwrap();
+    drop(w2);
+    next_ms();
+    // Run 3, --snapshot: x read (frozen, by run 2's lost freeze), frozen again.
+    let w3 = open_when_free(&path, &m, &with(true))
+        .start_writer()
+        .unwrap();
+    w3.record_snapshot("x", Some(json!({"_id": "x", "status": 0})))
+        .await
+        .unwrap();
+    w3.record(done(2)).unwrap();
+    w3.finish(Exit::Success).await.unwrap();
+
+    let j = Journal::open_read_only(&path).unwrap();
+    let runs = j.runs().unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.exit_code).collect::<Vec<_>>(),
+        [Some(4), None, Some(0)]
+    );
+    drop(j);
+    let (text, stderr) = revert_of(&path, dir.path());
+    let rows: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert_eq!(rows, ["unfreeze,w,,,,,,,,,,,,"], "{text}");
+    let apart = |room: &str| {
+        text.lines()
+            .find(|l| l.starts_with("# seq ") && l.contains(&format!("room \"{room}\"")))
+            .unwrap_or_else(|| panic!("{room} not listed apart: {text}"))
+            .to_string()
+    };
+    assert!(
+        apart("x").contains("after run #2 (without --snapshot) was killed"),
+        "{text}"
+    );
+    assert!(apart("y").contains("no snapshot"), "{text}");
+    assert!(stderr.contains("2 ops listed apart"), "{stderr}");
+}
+
+/// `report --failed` writes a CSV manifest: asking for it as JSON is a usage error (exit 2)
+/// that says what to do, not a CSV printed in its place.
+#[tokio::test]
+async fn report_failed_as_json_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = finished_job(dir.path()).await;
+    let dest = dir.path().join("failed.json");
+    let out = util::bin()
+        .args(["report", "--failed", "--format", "json", "-o"])
+        .arg(&dest)
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--failed") && err.contains("--format json") && err.contains("CSV manifest"),
+        "{err}"
+    );
+    assert!(!dest.exists(), "nothing is written");
+    // --format csv with --failed is what --failed writes anyway: accepted.
+    let out = util::bin()
+        .args(["report", "--failed", "--format", "csv"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(HEADER));
 }
 
 #[tokio::test]
@@ -1222,10 +1425,23 @@ async fn revert_restores_updated_fields_and_mute_pairs() {
         .copied()
         .filter(|l| l.starts_with('#'))
         .collect();
-    assert_eq!(comments.len(), 2, "{text}");
-    assert!(comments[0].starts_with("# 1 ops listed apart"), "{text}");
+    assert_eq!(comments.len(), 3, "{text}");
+    // The unmute of u-1 rests on an assumption the API cannot check: said in the manifest
+    // and on stderr.
     assert!(
-        comments[1].contains("seq 1") && comments[1].contains("webhook"),
+        comments[0].starts_with(
+            "# 1 unmute op(s) undo mutes of this job assuming the pair was not muted before it"
+        ) && comments[0].contains("cannot show a pair's mute state before a mute"),
+        "{text}"
+    );
+    assert!(
+        stderr.contains("note: 1 unmute op(s)")
+            && stderr.contains("muted before the job is unmuted too"),
+        "{stderr}"
+    );
+    assert!(comments[1].starts_with("# 1 ops listed apart"), "{text}");
+    assert!(
+        comments[2].contains("seq 1") && comments[2].contains("webhook"),
         "{text}"
     );
     assert!(stderr.contains("1 ops listed apart"), "{stderr}");
