@@ -632,17 +632,33 @@ proptest! {
     #[test]
     fn csv_and_yaml_forms_expand_to_the_same_ops(job in job_strategy()) {
         let dir = tempfile::tempdir().unwrap();
-        let (csv, yaml) = render_job(&job);
+        let (csv, yaml, files) = render_job(&job);
+        for (name, text) in &files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
         let c = dir.path().join("job.csv");
         let y = dir.path().join("job.yaml");
-        std::fs::write(&c, csv).unwrap();
+        std::fs::write(&c, &csv).unwrap();
         std::fs::write(&y, &yaml).unwrap();
-        let from_csv = load_at(&c, None).map_err(|e| e.to_string());
+        let from_csv = load_at(&c, None).map_err(|e| format!("{e}\n{csv}"));
         let from_yaml = load_at(&y, None).map_err(|e| format!("{e}\n{yaml}"));
         let ops = |m: Manifest| m.ops.into_iter().map(|p| p.op).collect::<Vec<Op>>();
         let (a, b) = (ops(from_csv.unwrap()), ops(from_yaml.unwrap()));
-        prop_assert_eq!(a, b);
+        prop_assert_eq!(a, b, "YAML:\n{}", yaml);
     }
+}
+
+/// How a YAML op names its rooms (or clients): every key the format has for them.
+#[derive(Debug, Clone, Copy)]
+enum ListStyle {
+    /// `rooms: [a, b]`
+    List,
+    /// `room: a` (and `rooms: [b, ...]` for the rest)
+    One,
+    /// `rooms_file: f.csv`
+    File,
+    /// `rooms: [a]` and `rooms_file: f.csv` for the rest
+    ListAndFile,
 }
 
 /// One YAML op of a generated job.
@@ -651,40 +667,74 @@ struct JobOp {
     action: Action,
     rooms: Vec<String>,
     clients: Vec<String>,
+    room_style: ListStyle,
+    client_style: ListStyle,
     fields: RoomFields,
 }
 
 fn id_strategy() -> impl Strategy<Value = String> {
-    // Small alphabet so duplicates and conflicts happen; odd characters included.
+    // Small alphabet so duplicates and conflicts happen; odd characters included. Ids with
+    // edge spaces are errors in both formats (see `edge_space_ids_are_errors_in_both`).
     prop_oneof![
         "(lobby|room|u)-[0-3]",
-        "[a-z0-9./?%# 房-]{1,6}".prop_filter("valid ids without edge spaces", |s| s.trim() == s
-            && imkit_batch::op::validate_id(s).is_ok()),
+        "[a-z0-9./?%#;, 房-]{1,6}"
+            .prop_filter("valid ids", |s| { imkit_batch::op::validate_id(s).is_ok() }),
     ]
 }
 
+/// An id for a `;`-separated list cell (managers): no `;`.
+fn list_id_strategy() -> impl Strategy<Value = String> {
+    id_strategy().prop_filter("no ';' in a list item", |s| !s.contains(';'))
+}
+
 fn text_strategy() -> impl Strategy<Value = String> {
-    "[A-Za-z0-9 ,:\"'#&*·-]{1,12}".prop_filter("no edge spaces", |s| s.trim() == s)
+    // YAML keeps a text value's edge spaces while a CSV cell is trimmed (README, Manifests):
+    // the forms agree only on values without them.
+    "[A-Za-z0-9 ,;:\"'#&*·-]{1,12}".prop_filter("no edge spaces", |s| s.trim() == s)
+}
+
+fn style_strategy() -> impl Strategy<Value = ListStyle> {
+    prop_oneof![
+        Just(ListStyle::List),
+        Just(ListStyle::One),
+        Just(ListStyle::File),
+        Just(ListStyle::ListAndFile),
+    ]
 }
 
 fn fields_strategy() -> impl Strategy<Value = RoomFields> {
+    let text = || proptest::option::of(text_strategy());
+    let zero_one = || proptest::option::of(0u8..2);
     (
-        proptest::option::of(text_strategy()),
-        proptest::option::of(text_strategy()),
+        (text(), text(), text(), text(), text()),
         proptest::option::of(proptest::collection::vec("[a-z]{1,5}", 1..3)),
-        proptest::option::of(0u8..2),
         proptest::option::of(any::<bool>()),
+        (zero_one(), zero_one()),
+        proptest::option::of(id_strategy()),
+        proptest::option::of(proptest::collection::vec(list_id_strategy(), 1..3)),
     )
         .prop_filter_map(
             "update needs a field",
-            |(name, description, tags, opening, bot)| {
+            |(
+                (name, cover, description, webhook, ext_params),
+                tags,
+                bot,
+                (opening, status),
+                owner,
+                managers,
+            )| {
                 let f = RoomFields {
                     name,
+                    cover,
                     description,
                     room_tags: tags,
-                    opening,
+                    webhook,
                     bot_mode: bot,
-                    ..RoomFields::default()
+                    ext_params,
+                    opening,
+                    owner,
+                    managers,
+                    status,
                 };
                 (!f.is_empty()).then_some(f)
             },
@@ -696,9 +746,10 @@ fn job_strategy() -> impl Strategy<Value = Vec<JobOp>> {
         0usize..5,
         proptest::collection::vec(id_strategy(), 1..4),
         proptest::collection::vec(id_strategy(), 1..3),
+        (style_strategy(), style_strategy()),
         fields_strategy(),
     )
-        .prop_map(|(a, rooms, clients, fields)| {
+        .prop_map(|(a, rooms, clients, (room_style, client_style), fields)| {
             let action = Action::ALL[a];
             JobOp {
                 action,
@@ -708,6 +759,8 @@ fn job_strategy() -> impl Strategy<Value = Vec<JobOp>> {
                 } else {
                     vec![]
                 },
+                room_style,
+                client_style,
                 fields: if action == Action::Update {
                     fields
                 } else {
@@ -718,37 +771,80 @@ fn job_strategy() -> impl Strategy<Value = Vec<JobOp>> {
     proptest::collection::vec(op, 1..8)
 }
 
-/// The same job as a CSV (one row per expanded op, clients outer) and as YAML.
-fn render_job(job: &[JobOp]) -> (String, String) {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "action",
-        "room",
-        "client",
-        "name",
-        "description",
-        "roomTags",
-        "opening",
-        "botMode",
-    ])
-    .unwrap();
+/// The YAML keys naming `ids` in `style`, and the included file it needs (name, text).
+fn yaml_ids(
+    singular: &str,
+    ids: &[String],
+    style: ListStyle,
+    file: String,
+    out: &mut String,
+    files: &mut Vec<(String, String)>,
+) {
     let q = |s: &str| serde_json::to_string(s).unwrap();
+    let list = |v: &[String]| v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
+    let mut id_file = |v: &[String], out: &mut String| {
+        let mut w = csv::WriterBuilder::new()
+            .quote_style(csv::QuoteStyle::Always)
+            .from_writer(Vec::new());
+        w.write_record([singular]).unwrap();
+        for id in v {
+            w.write_record([id]).unwrap();
+        }
+        files.push((
+            file.clone(),
+            String::from_utf8(w.into_inner().unwrap()).unwrap(),
+        ));
+        out.push_str(&format!("    {singular}s_file: {}\n", q(&file)));
+    };
+    match style {
+        ListStyle::List => out.push_str(&format!("    {singular}s: [{}]\n", list(ids))),
+        ListStyle::One => {
+            out.push_str(&format!("    {singular}: {}\n", q(&ids[0])));
+            if ids.len() > 1 {
+                out.push_str(&format!("    {singular}s: [{}]\n", list(&ids[1..])));
+            }
+        }
+        ListStyle::File => id_file(ids, out),
+        ListStyle::ListAndFile => {
+            out.push_str(&format!("    {singular}s: [{}]\n", list(&ids[..1])));
+            id_file(&ids[1..], out);
+        }
+    }
+}
+
+/// The same job as a CSV (one row per expanded op, clients outer, every column) and as
+/// YAML (rooms and clients named by every key the format has), plus the YAML's included
+/// files.
+fn render_job(job: &[JobOp]) -> (String, String, Vec<(String, String)>) {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["action", "room", "client"];
+    header.extend(RoomFields::NAMES);
+    w.write_record(&header).unwrap();
+    let q = |s: &str| serde_json::to_string(s).unwrap();
+    let list = |v: &[String]| v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
     let mut y = String::from("version: 1\nops:\n");
-    for op in job {
+    let mut files = Vec::new();
+    for (n, op) in job.iter().enumerate() {
         let f = &op.fields;
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let join = |v: &Option<Vec<String>>| v.as_ref().map(|t| t.join(";")).unwrap_or_default();
+        let num = |v: Option<u8>| v.map(|o| o.to_string()).unwrap_or_default();
         let cells = |room: &str, client: &str| {
             vec![
                 op.action.as_str().to_string(),
                 room.to_string(),
                 client.to_string(),
-                f.name.clone().unwrap_or_default(),
-                f.description.clone().unwrap_or_default(),
-                f.room_tags
-                    .as_ref()
-                    .map(|t| t.join(";"))
-                    .unwrap_or_default(),
-                f.opening.map(|o| o.to_string()).unwrap_or_default(),
+                text(&f.name),
+                text(&f.cover),
+                text(&f.description),
+                join(&f.room_tags),
+                text(&f.webhook),
                 f.bot_mode.map(|b| b.to_string()).unwrap_or_default(),
+                text(&f.ext_params),
+                num(f.opening),
+                text(&f.owner),
+                join(&f.managers),
+                num(f.status),
             ]
         };
         if op.action.needs_client() {
@@ -763,30 +859,83 @@ fn render_job(job: &[JobOp]) -> (String, String) {
             }
         }
         y.push_str(&format!("  - action: {}\n", op.action));
-        let list = |v: &[String]| v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
-        y.push_str(&format!("    rooms: [{}]\n", list(&op.rooms)));
+        let (rooms_file, clients_file) = (format!("rooms-{n}.csv"), format!("clients-{n}.csv"));
+        yaml_ids(
+            "room",
+            &op.rooms,
+            op.room_style,
+            rooms_file,
+            &mut y,
+            &mut files,
+        );
         if !op.clients.is_empty() {
-            y.push_str(&format!("    clients: [{}]\n", list(&op.clients)));
+            yaml_ids(
+                "client",
+                &op.clients,
+                op.client_style,
+                clients_file,
+                &mut y,
+                &mut files,
+            );
         }
         if op.action == Action::Update {
             y.push_str("    set:\n");
-            if let Some(v) = &f.name {
-                y.push_str(&format!("      name: {}\n", q(v)));
+            for (key, v) in [
+                ("name", &f.name),
+                ("cover", &f.cover),
+                ("description", &f.description),
+                ("webhook", &f.webhook),
+                ("extParams", &f.ext_params),
+                ("owner", &f.owner),
+            ] {
+                if let Some(v) = v {
+                    y.push_str(&format!("      {key}: {}\n", q(v)));
+                }
             }
-            if let Some(v) = &f.description {
-                y.push_str(&format!("      description: {}\n", q(v)));
-            }
-            if let Some(v) = &f.room_tags {
-                y.push_str(&format!("      roomTags: [{}]\n", list(v)));
-            }
-            if let Some(v) = f.opening {
-                y.push_str(&format!("      opening: {v}\n"));
+            for (key, v) in [("roomTags", &f.room_tags), ("managers", &f.managers)] {
+                if let Some(v) = v {
+                    y.push_str(&format!("      {key}: [{}]\n", list(v)));
+                }
             }
             if let Some(v) = f.bot_mode {
                 y.push_str(&format!("      botMode: {v}\n"));
             }
+            for (key, v) in [("opening", f.opening), ("status", f.status)] {
+                if let Some(v) = v {
+                    y.push_str(&format!("      {key}: {v}\n"));
+                }
+            }
         }
     }
     let csv = String::from_utf8(w.into_inner().unwrap()).unwrap();
-    (csv, y)
+    (csv, y, files)
+}
+
+/// An id with edge spaces is an error in a YAML list and in a quoted CSV cell alike would
+/// be trimmed: YAML refuses it (naming its place) rather than sending `%20lobby-1%20`.
+#[test]
+fn edge_space_ids_are_errors_in_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let y = util::write(
+        dir.path(),
+        "job.yaml",
+        "version: 1\nops:\n  - action: mute\n    client: \"u-1 \"\n    rooms: [\" lobby-1\"]\n",
+    );
+    let e = load_at(&y, None).unwrap_err().to_string();
+    assert!(
+        e.contains("job.yaml:4:13: client: id \"u-1 \" begins or ends with a space"),
+        "{e}"
+    );
+    assert!(
+        e.contains("job.yaml:5:13: room: id \" lobby-1\" begins or ends with a space"),
+        "{e}"
+    );
+    // The CSV cell is trimmed (quoted or not), so the same job names `lobby-1`.
+    let c = util::write(
+        dir.path(),
+        "job.csv",
+        "action,room,client\nmute,\" lobby-1\", u-1 \n",
+    );
+    let m = load_at(&c, None).unwrap();
+    assert_eq!(m.ops[0].op, Op::mute("u-1", "lobby-1"));
 }
