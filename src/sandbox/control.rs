@@ -6,8 +6,14 @@
 //!   owner, managers and every other field an update can set), 404 if none
 //! - `GET /_sandbox/clients/{id}`: the client object, 404 if none
 //! - `GET /_sandbox/stats`: [`Stats`]
-//! - `GET /_sandbox/applied?method=PUT&path=/rooms/x`: `{"request":..,"applied":N}`
-//! - `GET /_sandbox/log?limit=N`: the last N [`LogEntry`]s (default 100), oldest first
+//! - `GET /_sandbox/applied?method=PUT&path=/rooms/x`: `{"request":..,"applied":N}`, all
+//!   kinds of PUT together
+//! - `GET /_sandbox/applied?kind=freeze&path=/rooms/x`:
+//!   `{"kind":"freeze","target":"/rooms/x","received":N,"applied":M}` (kinds: freeze,
+//!   unfreeze, update, get, mute, unmute; a PUT of exactly `{"status":0}` is a freeze, of
+//!   exactly `{"status":1}` an unfreeze, any other PUT an update)
+//! - `GET /_sandbox/log?limit=N`: the last N [`LogEntry`]s (default 100), oldest first, each
+//!   with its kind; unknown routes are logged (kind `unknown`) and counted in `responses`
 //! - `POST /_sandbox/reset`: back to the seeded state; counters and fault replay restart
 
 use std::collections::BTreeMap;
@@ -22,6 +28,60 @@ use serde_json::json;
 
 use super::server::Shared;
 
+/// What a request does, as the counts and the log tell requests apart: a PUT body of exactly
+/// `{"status":0}` is a freeze, exactly `{"status":1}` an unfreeze, any other PUT an update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    Freeze,
+    Unfreeze,
+    Update,
+    Get,
+    Mute,
+    Unmute,
+    /// No such route (answered 404 `NOT_FOUND`).
+    Unknown,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 7] = [
+        OpKind::Freeze,
+        OpKind::Unfreeze,
+        OpKind::Update,
+        OpKind::Get,
+        OpKind::Mute,
+        OpKind::Unmute,
+        OpKind::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Freeze => "freeze",
+            OpKind::Unfreeze => "unfreeze",
+            OpKind::Update => "update",
+            OpKind::Get => "get",
+            OpKind::Mute => "mute",
+            OpKind::Unmute => "unmute",
+            OpKind::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OpKind> {
+        OpKind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// Requests of one kind to one target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpCounts {
+    /// Arrived (whatever became of them: faults, 429s, 4xx included).
+    pub received: u64,
+    /// Applied (answered 2xx, or applied and then dropped or held back).
+    pub applied: u64,
+}
+
 /// Counters since start or the last reset.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
@@ -31,8 +91,11 @@ pub struct Stats {
     pub responses: BTreeMap<String, u64>,
     /// Changes applied, all requests together.
     pub applied_total: u64,
-    /// Changes applied per canonical request (`"PUT /rooms/lobby-1"`).
+    /// Changes applied per canonical request (`"PUT /rooms/lobby-1"`), all kinds together.
     pub applied: BTreeMap<String, u64>,
+    /// Received and applied per kind and target (`"freeze /rooms/lobby-1"`).
+    #[serde(default)]
+    pub ops: BTreeMap<String, OpCounts>,
     /// Faults injected per kind (`"500"`, `"drop_after"`, `"429_flat_body"`, ...).
     pub faults: BTreeMap<String, u64>,
     /// Requests refused by the server-side rate limit.
@@ -48,12 +111,17 @@ pub struct LogEntry {
     pub seq: u64,
     /// Milliseconds since the sandbox started.
     pub at_ms: u64,
-    /// `METHOD /path`, ids canonically encoded.
+    /// `METHOD /path`, ids canonically encoded (an unknown route's path as sent).
     pub request: String,
+    /// freeze, unfreeze, update, get, mute, unmute or unknown.
+    pub kind: OpKind,
     /// `None` when the connection was dropped.
     pub status: Option<u16>,
     pub fault: Option<String>,
     pub applied: bool,
+    /// Latency plus jitter served before the answer, in microseconds.
+    #[serde(default)]
+    pub delay_us: u64,
 }
 
 fn not_found(what: &str, id: &str) -> Response {
@@ -84,17 +152,44 @@ pub(crate) async fn stats(State(sb): State<Arc<Shared>>) -> Json<Stats> {
 
 #[derive(Deserialize)]
 pub(crate) struct AppliedQuery {
-    method: String,
+    method: Option<String>,
+    kind: Option<String>,
     path: String,
 }
 
+/// `?method=PUT&path=..`: applied per method and path, all kinds together;
+/// `?kind=freeze&path=..`: received and applied of that kind.
 pub(crate) async fn applied(
     State(sb): State<Arc<Shared>>,
     Query(q): Query<AppliedQuery>,
-) -> Json<serde_json::Value> {
-    let method = q.method.to_ascii_uppercase();
-    let n = sb.applied(&method, &q.path);
-    Json(json!({"request": format!("{method} {}", q.path), "applied": n}))
+) -> Response {
+    match (&q.kind, &q.method) {
+        (Some(k), _) => match OpKind::parse(k) {
+            Some(kind) => {
+                let c = sb.op_counts(kind, &q.path);
+                Json(json!({
+                    "kind": kind,
+                    "target": q.path,
+                    "received": c.received,
+                    "applied": c.applied,
+                }))
+                .into_response()
+            }
+            None => bad_query(&format!(
+                "unknown kind {k:?}: one of freeze, unfreeze, update, get, mute, unmute"
+            )),
+        },
+        (None, Some(m)) => {
+            let method = m.to_ascii_uppercase();
+            let n = sb.applied(&method, &q.path);
+            Json(json!({"request": format!("{method} {}", q.path), "applied": n})).into_response()
+        }
+        (None, None) => bad_query("give kind=KIND or method=METHOD, and path=PATH"),
+    }
+}
+
+fn bad_query(msg: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
 }
 
 #[derive(Deserialize)]

@@ -20,7 +20,13 @@
 //! - Muting an already muted room answers 200 with one entry (mute is a set).
 //! - A path segment that is not valid UTF-8 once decoded is read lossily (U+FFFD), so it
 //!   names no existing id and answers 404.
-//! - Unknown routes and methods: 404 `NOT_FOUND` "Cannot METHOD /path", as Express words it.
+//! - Unknown routes and methods: 404 `NOT_FOUND` "Cannot METHOD /path", as Express words it
+//!   (logged with kind `unknown` and counted in the responses).
+//! - 401s carry the endpoint pages' RC envelope; `flat_401` answers the flat shape that
+//!   api-key.md documents (`{"error":"INVALID_API_KEY","message":"The provided API key is
+//!   invalid or expired"}`; for a token, `INVALID_TOKEN` with the room pages' message).
+//! - The rate limit (`rate_limit`) is a fixed window per credential that authenticated the
+//!   request ([`super::limit`]); a request no credential authenticates spends no budget.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,12 +35,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock, DefaultClock};
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
-use super::control::LogEntry;
+use std::time::Duration;
+
+use super::control::{LogEntry, OpKind};
 use super::faults::{self, Fault};
+use super::limit::Bucket;
 use super::server::{ConnDropper, Shared, lock};
 use super::state::{self, RoomPatch};
 use crate::api::request::segment;
@@ -158,7 +166,25 @@ fn bad_request(message: &str) -> Response {
     )
 }
 
-fn invalid_token() -> Response {
+/// The flat error shape of api-key.md (Error Handling): `{"error":CODE,"message":..}`.
+fn flat_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": code, "message": message})),
+    )
+        .into_response()
+}
+
+fn invalid_token(sb: &Shared) -> Response {
+    if sb.config.flat_401 {
+        // Only the API key's flat 401 is documented; the token's follows it with the room
+        // pages' message.
+        return flat_error(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_TOKEN",
+            "Invalid or expired token",
+        );
+    }
     error(
         StatusCode::UNAUTHORIZED,
         "Unauthorized",
@@ -167,7 +193,14 @@ fn invalid_token() -> Response {
     )
 }
 
-fn invalid_api_key() -> Response {
+fn invalid_api_key(sb: &Shared) -> Response {
+    if sb.config.flat_401 {
+        return flat_error(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_API_KEY",
+            "The provided API key is invalid or expired",
+        );
+    }
     error(
         StatusCode::UNAUTHORIZED,
         "Unauthorized",
@@ -282,17 +315,25 @@ fn caller(sb: &Shared, h: &HeaderMap) -> Option<Caller> {
     sb.config.users.get(token).cloned().map(Caller::User)
 }
 
-/// The key the rate limit counts under: the credential presented (never logged).
-fn limit_key(endpoint: Endpoint, h: &HeaderMap) -> String {
+/// The rate-limit bucket of a request: the credential that actually authenticates it (the
+/// API key on mute endpoints, and on room endpoints when `api_key_on_rooms` lets it in; else
+/// the client token). `None` for a request no credential authenticates: it is answered 401
+/// and counts against no one's budget (the documented limit is per API key).
+fn bucket(sb: &Shared, endpoint: Endpoint, h: &HeaderMap) -> Option<Bucket> {
+    let creds = &sb.config.credentials;
+    let api_key_ok = header_str(h, "IM-API-KEY") == Some(creds.api_key.as_str());
     if endpoint.uses_api_key() {
-        format!("k:{}", header_str(h, "IM-API-KEY").unwrap_or(""))
-    } else {
-        format!(
-            "t:{}\n{}",
-            header_str(h, "IM-CLIENT-KEY").unwrap_or(""),
-            header_str(h, "IM-Authorization").unwrap_or("")
-        )
+        return api_key_ok.then_some(Bucket::ApiKey);
     }
+    if sb.config.api_key_on_rooms && api_key_ok {
+        return Some(Bucket::ApiKey);
+    }
+    if header_str(h, "IM-CLIENT-KEY")? != creds.client_key {
+        return None;
+    }
+    let token = header_str(h, "IM-Authorization")?;
+    (token == creds.token || sb.config.users.contains_key(token))
+        .then(|| Bucket::Token(token.to_owned()))
 }
 
 /// What became of one request, for the log.
@@ -302,12 +343,58 @@ struct Outcome {
     applied: bool,
 }
 
+/// What the log and the counts need to know about one request.
+pub(crate) struct Ctx {
+    /// `METHOD /path`, ids canonically encoded (fault replay, per-request counts).
+    key: String,
+    kind: OpKind,
+    /// The canonical path, `/rooms/x` or `/admin/clients/u/mute/x`.
+    target: String,
+    /// Latency plus jitter served to this request.
+    delay: Duration,
+}
+
+/// The kind of a PUT body: exactly `{"status":0}` is a freeze, exactly `{"status":1}` an
+/// unfreeze (the freeze page's two example bodies; 0.0 and 1.0 are the same JSON numbers),
+/// any other body an update.
+pub fn put_kind(body: &[u8]) -> OpKind {
+    let v: Option<Value> = serde_json::from_slice(body).ok();
+    let status = v
+        .as_ref()
+        .and_then(Value::as_object)
+        .filter(|m| m.len() == 1)
+        .and_then(|m| m.get("status"))
+        .and_then(Value::as_f64);
+    match status {
+        Some(0.0) => OpKind::Freeze,
+        Some(1.0) => OpKind::Unfreeze,
+        _ => OpKind::Update,
+    }
+}
+
+/// The kind of a request to a known route.
+fn op_kind(endpoint: Endpoint, body: &[u8]) -> OpKind {
+    match endpoint {
+        Endpoint::GetRoom => OpKind::Get,
+        Endpoint::PutRoom => put_kind(body),
+        Endpoint::Mute => OpKind::Mute,
+        Endpoint::Unmute => OpKind::Unmute,
+    }
+}
+
 /// Every API request lands here (the control API has its own routes).
 pub(crate) async fn api(State(sb): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let Some(route) = Route::parse(parts.method.as_str(), parts.uri.path()) else {
         sb.counters.unknown_routes.fetch_add(1, Ordering::Relaxed);
-        return route_not_found(&parts.method, parts.uri.path());
+        let resp = route_not_found(&parts.method, parts.uri.path());
+        let ctx = Ctx {
+            key: format!("{} {}", parts.method, parts.uri.path()),
+            kind: OpKind::Unknown,
+            target: parts.uri.path().to_owned(),
+            delay: Duration::ZERO,
+        };
+        return finish(&sb, &ctx, resp, None, false);
     };
     sb.counters.requests[route.endpoint as usize].fetch_add(1, Ordering::Relaxed);
     let key = route.key();
@@ -317,6 +404,32 @@ pub(crate) async fn api(State(sb): State<Arc<Shared>>, req: Request) -> Response
         c.seen += 1;
         c.seen - 1
     };
+    let target = key
+        .split_once(' ')
+        .map(|(_, p)| p.to_owned())
+        .unwrap_or_default();
+    // The body first: it tells the kind of a PUT (freeze, unfreeze or update).
+    let body = if route.endpoint == Endpoint::PutRoom {
+        match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
+            Ok(b) => Ok(b),
+            Err(_) => Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large",
+                "PAYLOAD_TOO_LARGE",
+                "Request body is too large or was cut short",
+            )),
+        }
+    } else {
+        Ok(Bytes::new())
+    };
+    let kind = match &body {
+        Ok(b) => op_kind(route.endpoint, b),
+        Err(_) => OpKind::Update,
+    };
+    {
+        let mut t = lock(&sb.track);
+        t.ops.entry((kind, target.clone())).or_default().received += 1;
+    }
     let cfg = &sb.config;
     let draw = faults::draw(
         cfg.fault_seed,
@@ -326,62 +439,55 @@ pub(crate) async fn api(State(sb): State<Arc<Shared>>, req: Request) -> Response
         &cfg.faults,
         cfg.latency_jitter,
     );
-    let delay = cfg.latency + draw.jitter;
-    if !delay.is_zero() {
+    let ctx = Ctx {
+        key,
+        kind,
+        target,
+        delay: cfg.latency + draw.jitter,
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(resp) => return finish(&sb, &ctx, resp, None, false),
+    };
+    if !ctx.delay.is_zero() {
         sb.counters.delayed.fetch_add(1, Ordering::Relaxed);
-        sb.delay(delay).await;
+        sb.delay(ctx.delay).await;
     }
     if let Some(f) = draw.fault {
         sb.counters.faults[f.index()].fetch_add(1, Ordering::Relaxed);
         if f == Fault::DropBefore {
-            return drop_connection(&sb, &parts, &key, f, false).await;
+            return drop_connection(&sb, &parts, &ctx, f, false).await;
         }
         if let Some(resp) = fault_response(f, cfg.fault_retry_after_secs) {
-            return finish(&sb, &key, resp, Some(f), false);
+            return finish(&sb, &ctx, resp, Some(f), false);
         }
     }
     if let Some(limiter) = sb.limiter()
-        && let Err(not_until) = limiter.check_key(&limit_key(route.endpoint, &parts.headers))
+        && let Some(bucket) = bucket(&sb, route.endpoint, &parts.headers)
+        && let Err(wait) = limiter.check(bucket, tokio::time::Instant::now())
     {
         sb.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        return finish(&sb, &key, too_many_flat(secs.max(1)), None, false);
+        return finish(&sb, &ctx, too_many_flat(secs.max(1)), None, false);
     }
-    let body = if route.endpoint == Endpoint::PutRoom {
-        match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
-            Ok(b) => b,
-            Err(_) => {
-                let r = error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "Payload Too Large",
-                    "PAYLOAD_TOO_LARGE",
-                    "Request body is too large or was cut short",
-                );
-                return finish(&sb, &key, r, None, false);
-            }
-        }
-    } else {
-        Bytes::new()
-    };
     let (resp, applied) = handle(&sb, &route, &parts.headers, &body);
     match draw.fault {
-        Some(f @ Fault::DropAfter) => drop_connection(&sb, &parts, &key, f, applied).await,
+        Some(f @ Fault::DropAfter) => drop_connection(&sb, &parts, &ctx, f, applied).await,
         Some(f @ Fault::Slow) => {
             // Recorded before the wait: the client may well give up and close first.
-            let resp = finish(&sb, &key, resp, Some(f), applied);
+            let resp = finish(&sb, &ctx, resp, Some(f), applied);
             tokio::time::sleep(cfg.slow_duration).await;
             resp
         }
-        _ => finish(&sb, &key, resp, None, applied),
+        _ => finish(&sb, &ctx, resp, None, applied),
     }
 }
 
 /// Records the answer and returns it.
-fn finish(sb: &Shared, key: &str, resp: Response, fault: Option<Fault>, applied: bool) -> Response {
+fn finish(sb: &Shared, ctx: &Ctx, resp: Response, fault: Option<Fault>, applied: bool) -> Response {
     record(
         sb,
-        key,
+        ctx,
         Outcome {
             status: Some(resp.status().as_u16()),
             fault,
@@ -391,7 +497,7 @@ fn finish(sb: &Shared, key: &str, resp: Response, fault: Option<Fault>, applied:
     resp
 }
 
-fn record(sb: &Shared, key: &str, o: Outcome) {
+fn record(sb: &Shared, ctx: &Ctx, o: Outcome) {
     let at_ms = sb.started.elapsed().as_millis() as u64;
     let mut t = lock(&sb.track);
     t.seq += 1;
@@ -402,7 +508,10 @@ fn record(sb: &Shared, key: &str, o: Outcome) {
     }
     if o.applied {
         t.applied_total += 1;
-        if let Some(c) = t.paths.get_mut(key) {
+        if let Some(c) = t.paths.get_mut(&ctx.key) {
+            c.applied += 1;
+        }
+        if let Some(c) = t.ops.get_mut(&(ctx.kind, ctx.target.clone())) {
             c.applied += 1;
         }
     }
@@ -414,10 +523,12 @@ fn record(sb: &Shared, key: &str, o: Outcome) {
         t.log.push_back(LogEntry {
             seq,
             at_ms,
-            request: key.to_owned(),
+            request: ctx.key.clone(),
+            kind: ctx.kind,
             status: o.status,
             fault: o.fault.map(|f| f.as_str().to_owned()),
             applied: o.applied,
+            delay_us: ctx.delay.as_micros() as u64,
         });
     }
 }
@@ -426,13 +537,13 @@ fn record(sb: &Shared, key: &str, o: Outcome) {
 async fn drop_connection(
     sb: &Shared,
     parts: &axum::http::request::Parts,
-    key: &str,
+    ctx: &Ctx,
     fault: Fault,
     applied: bool,
 ) -> Response {
     record(
         sb,
-        key,
+        ctx,
         Outcome {
             status: None,
             fault: Some(fault),
@@ -474,7 +585,7 @@ fn handle(sb: &Shared, route: &Route, h: &HeaderMap, body: &[u8]) -> (Response, 
 fn get_room(sb: &Shared, route: &Route, h: &HeaderMap) -> Response {
     // Any valid client token may read a room (the sandbox has no membership rule for reads).
     if caller(sb, h).is_none() {
-        return invalid_token();
+        return invalid_token(sb);
     }
     let Some(mut room) = sb.room_json(&route.room, sb.config.room_extra_fields) else {
         return room_not_found(route.endpoint);
@@ -489,7 +600,7 @@ fn get_room(sb: &Shared, route: &Route, h: &HeaderMap) -> Response {
 
 fn put_room(sb: &Shared, route: &Route, h: &HeaderMap, body: &[u8]) -> (Response, bool) {
     let Some(who) = caller(sb, h) else {
-        return (invalid_token(), false);
+        return (invalid_token(sb), false);
     };
     let mut world = lock(&sb.world);
     if !world.rooms.contains_key(&route.room) {
@@ -561,7 +672,7 @@ fn forbidden(who: &Caller, patch: &RoomPatch, freeze_page: bool) -> Response {
 
 fn mute(sb: &Shared, route: &Route, h: &HeaderMap) -> (Response, bool) {
     if header_str(h, "IM-API-KEY") != Some(sb.config.credentials.api_key.as_str()) {
-        return (invalid_api_key(), false);
+        return (invalid_api_key(sb), false);
     }
     let client_id = route.client.as_deref().unwrap_or_default();
     let mut world = lock(&sb.world);

@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod faults;
 pub mod handlers;
+mod limit;
 pub mod server;
 pub mod state;
 mod timer;
@@ -31,7 +32,7 @@ pub use config::{
     ADMIN_ID, DEFAULT_OWNER, FaultRates, MadeUp, MessageSeed, Profile, RoomSeed, SandboxConfig,
     SandboxCredentials,
 };
-pub use control::{LogEntry, Stats};
+pub use control::{LogEntry, OpCounts, OpKind, Stats};
 pub use faults::Fault;
 pub use server::{SandboxHandle, run, spawn};
 
@@ -69,6 +70,7 @@ lastMessage, members); --room-extra-fields, --get-room-omits-status, --api-key-o
 
 Control API (no credentials; listen on loopback): GET /_sandbox/rooms/{id}, GET /_sandbox/clients/{id},
 GET /_sandbox/stats, GET /_sandbox/applied?method=PUT&path=/rooms/x,
+GET /_sandbox/applied?kind=freeze&path=/rooms/x (received and applied of one kind),
 GET /_sandbox/log?limit=N, POST /_sandbox/reset.
 
 Example: imkit-batch sandbox --seed jobs/examples/maintenance-freeze.yaml --latency 20ms";

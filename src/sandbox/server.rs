@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,14 +19,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{SandboxConfig, SandboxCredentials};
-use super::control::{LogEntry, Stats};
+use super::control::{LogEntry, OpCounts, OpKind, Stats};
 use super::faults::Fault;
 use super::handlers::Endpoint;
 use super::state::World;
 use crate::op::Op;
 
-/// Keyed (per credential) limiter of `--rate-limit`.
-pub(crate) type Limiter = governor::DefaultKeyedRateLimiter<String>;
+/// Per-credential limiter of `--rate-limit`.
+pub(crate) type Limiter = super::limit::FixedWindow;
 
 /// Inserted into every request's extensions: cancelling it closes the connection at once,
 /// without a response.
@@ -70,6 +69,8 @@ pub(crate) struct PathCounts {
 #[derive(Default)]
 pub(crate) struct Tracking {
     pub paths: HashMap<String, PathCounts>,
+    /// Received and applied per (kind, canonical path).
+    pub ops: HashMap<(OpKind, String), OpCounts>,
     pub statuses: BTreeMap<u16, u64>,
     pub dropped: u64,
     pub applied_total: u64,
@@ -153,6 +154,16 @@ impl Shared {
         lock(&self.track).paths.get(&key).map_or(0, |c| c.applied)
     }
 
+    /// Received and applied requests of this kind to `path` (either encoding of the ids).
+    pub fn op_counts(&self, kind: OpKind, path: &str) -> OpCounts {
+        let path = canonical_path(path);
+        lock(&self.track)
+            .ops
+            .get(&(kind, path))
+            .copied()
+            .unwrap_or_default()
+    }
+
     pub fn stats(&self) -> Stats {
         let c = &self.counters;
         let requests = Endpoint::ALL
@@ -195,6 +206,11 @@ impl Shared {
                 .map(|(k, p)| (k.clone(), p.applied))
                 .collect(),
             faults,
+            ops: t
+                .ops
+                .iter()
+                .map(|((k, p), c)| (format!("{} {p}", k.as_str()), *c))
+                .collect(),
             rate_limited: c.rate_limited.load(Ordering::Relaxed),
             delayed: c.delayed.load(Ordering::Relaxed),
         }
@@ -219,10 +235,17 @@ impl Shared {
 }
 
 fn new_limiter(config: &SandboxConfig) -> Option<Arc<Limiter>> {
-    let rate = config.rate_limit?;
-    let burst = NonZeroU32::new(rate.count)?;
-    let quota = governor::Quota::with_period(rate.interval())?.allow_burst(burst);
-    Some(Arc::new(governor::RateLimiter::keyed(quota)))
+    Some(Arc::new(Limiter::new(config.rate_limit?)))
+}
+
+/// `path` with its ids canonically encoded, when it is one of the API's paths (any method's
+/// route will do: only the path is kept).
+fn canonical_path(path: &str) -> String {
+    ["PUT", "POST"]
+        .iter()
+        .find_map(|m| super::handlers::Route::parse(m, path))
+        .and_then(|r| r.key().split_once(' ').map(|(_, p)| p.to_owned()))
+        .unwrap_or_else(|| path.to_owned())
 }
 
 /// Serves the sandbox on `listener` until `shutdown` completes (mini-redis style).
@@ -377,10 +400,22 @@ impl SandboxHandle {
         self.shared.applied(method, path)
     }
 
-    /// How many times the request carrying `op` was applied.
+    /// How many times the request carrying `op` was applied: counted by its kind (freeze,
+    /// unfreeze, update, mute, unmute), so a freeze and an update of one room count apart.
     pub fn applied_op(&self, op: &Op) -> u64 {
-        let r = crate::api::request::Request::for_op(op);
-        self.shared.applied(r.method.as_str(), &r.path)
+        let (kind, path) = op_kind_path(op);
+        self.shared.op_counts(kind, &path).applied
+    }
+
+    /// How many requests of `op`'s kind to its path arrived, and how many were applied.
+    pub fn op_counts_of(&self, op: &Op) -> OpCounts {
+        let (kind, path) = op_kind_path(op);
+        self.shared.op_counts(kind, &path)
+    }
+
+    /// Received and applied requests of `kind` to `path` (any encoding of the ids).
+    pub fn op_counts(&self, kind: OpKind, path: &str) -> OpCounts {
+        self.shared.op_counts(kind, path)
     }
 
     /// Requests per endpoint, answers per status, applied changes, faults by kind.
@@ -428,6 +463,21 @@ impl SandboxHandle {
             None => Ok(()),
         }
     }
+}
+
+/// The kind and path of the request carrying `op`, as the sandbox classifies it.
+fn op_kind_path(op: &Op) -> (OpKind, String) {
+    let r = crate::api::request::Request::for_op(op);
+    let kind = match r.method.as_str() {
+        "PUT" => {
+            let body = r.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
+            super::handlers::put_kind(body.as_bytes())
+        }
+        "POST" => OpKind::Mute,
+        "DELETE" => OpKind::Unmute,
+        _ => OpKind::Get,
+    };
+    (kind, r.path)
 }
 
 impl Drop for SandboxHandle {

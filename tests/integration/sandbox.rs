@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use imkit_batch::api::request::Request as ApiRequest;
 use imkit_batch::op::{Op, RoomFields};
 use imkit_batch::sandbox::{
-    self, DEFAULT_OWNER, Fault, FaultRates, MessageSeed, Profile, SandboxConfig,
+    self, DEFAULT_OWNER, Fault, FaultRates, MessageSeed, OpKind, Profile, SandboxConfig,
     SandboxCredentials, SandboxHandle,
 };
 use serde_json::{Value, json};
@@ -1192,8 +1192,9 @@ async fn rate_limit_per_credential_answers_the_documented_429() {
         ["error", "message", "retryAfter"].map(String::from).into()
     );
     assert_eq!(v["error"], "RATE_LIMIT_EXCEEDED");
+    // The seconds until the minute's window resets (it opened with the first request).
     let secs = v["retryAfter"].as_u64().unwrap();
-    assert!((1..=12).contains(&secs), "{secs}");
+    assert!((50..=60).contains(&secs), "{secs}");
     // The client token has its own budget.
     let a = send_with(&client, &sb, "GET", "/rooms/demo", ADMIN, None)
         .await
@@ -1248,7 +1249,33 @@ async fn control_api_shows_state_counts_log_and_resets() {
     assert_eq!(log[0]["status"], 403);
     assert_eq!(log[1]["request"], "POST /admin/clients/aaa/mute/demo");
     assert_eq!(log[1]["applied"], true);
+    assert_eq!(
+        (log[0]["kind"].clone(), log[1]["kind"].clone()),
+        (json!("unfreeze"), json!("mute"))
+    );
     assert!(!serde_json::to_string(log).unwrap().contains(TOKEN));
+    // Per kind: two freezes applied, the unfreeze refused, nothing else on that room.
+    assert_eq!(
+        stats["ops"]["freeze /rooms/lobby-1"],
+        json!({"received": 2, "applied": 2})
+    );
+    assert_eq!(
+        stats["ops"]["unfreeze /rooms/lobby-1"],
+        json!({"received": 1, "applied": 0})
+    );
+    assert!(stats["ops"].get("update /rooms/lobby-1").is_none());
+    let (_, a) = get("/_sandbox/applied?kind=freeze&path=/rooms/lobby-1").await;
+    assert_eq!(
+        a,
+        json!({"kind":"freeze","target":"/rooms/lobby-1","received":2,"applied":2})
+    );
+    let (_, a) = get("/_sandbox/applied?kind=UNFREEZE&path=/rooms/lobby-%31").await;
+    assert_eq!(
+        (a["received"].clone(), a["applied"].clone()),
+        (json!(1), json!(0))
+    );
+    let (s, _) = get("/_sandbox/applied?kind=explode&path=/rooms/lobby-1").await;
+    assert_eq!(s, 400);
 
     let r = http()
         .post(format!("{}/_sandbox/reset", sb.base_url()))
@@ -1622,4 +1649,244 @@ fn sandbox_command_prints_only_the_made_up_credentials() {
     assert!(!lines.join("\n").contains("env-ck") && !lines.join("\n").contains("env-ak"));
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// `flat_401`: 401s in the flat shape NOTES.md documents from api-key.md, on every endpoint;
+/// nothing else changes shape.
+#[tokio::test]
+async fn flat_401_answers_the_documented_flat_shape() {
+    let mut c = config();
+    c.flat_401 = true;
+    let sb = start(c).await;
+    for method in ["POST", "DELETE"] {
+        for h in [vec![], vec![("IM-API-KEY", "wrong")]] {
+            let a = send(&sb, method, "/admin/clients/aaa/mute/demo", &h, None)
+                .await
+                .unwrap();
+            expect(
+                &a,
+                401,
+                json!({"error":"INVALID_API_KEY","message":"The provided API key is invalid or expired"}),
+            );
+        }
+    }
+    let bad = [("IM-CLIENT-KEY", CLIENT_KEY), ("IM-Authorization", "nope")];
+    for method in ["PUT", "GET"] {
+        let body = (method == "PUT").then_some(r#"{"status":0}"#);
+        let a = send(&sb, method, &format!("/rooms/{DOC_ROOM}"), &bad, body)
+            .await
+            .unwrap();
+        expect(
+            &a,
+            401,
+            json!({"error":"INVALID_TOKEN","message":"Invalid or expired token"}),
+        );
+    }
+    // Other errors keep the envelope.
+    let a = put(&sb, ADMIN, "ghost", r#"{"status":0}"#).await;
+    assert_eq!(a.json()["RC"], 404);
+    assert_eq!(sb.stats().applied_total, 0);
+}
+
+/// A freeze, an unfreeze and updates of one room count apart, received and applied, so a test
+/// can assert "this freeze applied exactly once"; unknown routes are logged and counted.
+#[tokio::test]
+async fn counts_are_kept_per_kind_and_target() {
+    let sb = start(config()).await;
+    for body in [
+        r#"{"status":0}"#,
+        r#"{"status":1}"#,
+        r#"{"name":"x"}"#,
+        r#"{"status":0,"name":"y"}"#,
+        r#"{"status":1.0}"#,
+        "not json",
+    ] {
+        put(&sb, ADMIN, "lobby-1", body).await;
+    }
+    send(&sb, "GET", "/rooms/lobby-1", ADMIN, None)
+        .await
+        .unwrap();
+    send(&sb, "POST", "/admin/clients/aaa/mute/lobby-1", APIKEY, None)
+        .await
+        .unwrap();
+    send(
+        &sb,
+        "DELETE",
+        "/admin/clients/aaa/mute/lobby-1",
+        APIKEY,
+        None,
+    )
+    .await
+    .unwrap();
+    send(
+        &sb,
+        "DELETE",
+        "/admin/clients/aaa/mute/lobby-1",
+        APIKEY,
+        None,
+    )
+    .await
+    .unwrap();
+    let c = |k: OpKind, p: &str| {
+        let c = sb.op_counts(k, p);
+        (c.received, c.applied)
+    };
+    assert_eq!(c(OpKind::Freeze, "/rooms/lobby-1"), (1, 1));
+    assert_eq!(c(OpKind::Unfreeze, "/rooms/lobby-1"), (2, 2));
+    // The two bodies that are not a bare status, and the malformed one (400).
+    assert_eq!(c(OpKind::Update, "/rooms/lobby-1"), (3, 2));
+    assert_eq!(c(OpKind::Get, "/rooms/lobby-1"), (1, 0));
+    assert_eq!(c(OpKind::Mute, "/admin/clients/aaa/mute/lobby-1"), (1, 1));
+    // The second unmute answers ROOM_NOT_MUTED: received, not applied.
+    assert_eq!(c(OpKind::Unmute, "/admin/clients/aaa/mute/lobby-1"), (2, 1));
+    assert_eq!(sb.applied_op(&Op::freeze("lobby-1")), 1);
+    assert_eq!(sb.applied_op(&Op::unfreeze("lobby-1")), 2);
+    assert_eq!(sb.op_counts_of(&Op::unmute("aaa", "lobby-1")).received, 2);
+    // The per-method count still sums every PUT kind.
+    assert_eq!(sb.applied("PUT", "/rooms/lobby-1"), 5);
+    let kinds: Vec<OpKind> = sb.log(100).iter().map(|e| e.kind).collect();
+    use OpKind::*;
+    assert_eq!(
+        kinds,
+        [
+            Freeze, Unfreeze, Update, Update, Unfreeze, Update, Get, Mute, Unmute, Unmute
+        ]
+    );
+
+    // An unknown route: answered 404, logged with its kind, counted in the responses.
+    let a = send(&sb, "PATCH", "/rooms/lobby-1", ADMIN, Some("{}"))
+        .await
+        .unwrap();
+    expect(
+        &a,
+        404,
+        json!({"RC":404,"RM":"Not Found","error":{"code":"NOT_FOUND","message":"Cannot PATCH /rooms/lobby-1"}}),
+    );
+    let last = sb.log(1).pop().unwrap();
+    assert_eq!(
+        (last.kind, last.request.as_str(), last.status, last.applied),
+        (OpKind::Unknown, "PATCH /rooms/lobby-1", Some(404), false)
+    );
+    let st = sb.stats();
+    assert_eq!(st.requests["unknown_route"], 1);
+    assert_eq!(st.responses["404"], 1);
+}
+
+/// Faults count as received and, when they apply nothing, not as applied.
+#[tokio::test]
+async fn kind_counts_under_faults() {
+    let mut c = fault_config(5, 1, Duration::from_secs(60));
+    c.faults = FaultRates {
+        drop_before: 0.5,
+        drop_after: 0.5,
+        ..Default::default()
+    };
+    let sb = start(c).await;
+    let n = 40;
+    for _ in 0..n {
+        let r = send(&sb, "PUT", "/rooms/room-0", ADMIN, Some(r#"{"status":0}"#)).await;
+        assert!(r.is_err(), "every request is dropped");
+    }
+    let counts = sb.op_counts(OpKind::Freeze, "/rooms/room-0");
+    assert_eq!(counts.received, n);
+    assert_eq!(counts.applied, sb.faults(Fault::DropAfter));
+    assert_eq!(
+        sb.faults(Fault::DropBefore) + sb.faults(Fault::DropAfter),
+        n
+    );
+    assert!(counts.applied > 0 && counts.applied < n, "{counts:?}");
+}
+
+/// The limit counts per credential that authenticated the request: with `api_key_on_rooms`,
+/// room requests by API key spend the API key's budget, not a token's; requests no credential
+/// authenticates spend no one's (they are answered 401, never 429).
+#[tokio::test]
+async fn rate_limit_buckets_follow_the_authenticating_credential() {
+    let mut c = config();
+    c.rate_limit = Some("5/min".parse().unwrap());
+    c.api_key_on_rooms = true;
+    let sb = start(c).await;
+    let client = http();
+    let status =
+        |method: &'static str, path: &'static str, h: &'static [(&'static str, &'static str)]| {
+            let client = client.clone();
+            let sb = &sb;
+            async move {
+                send_with(
+                    &client,
+                    sb,
+                    method,
+                    path,
+                    h,
+                    (method == "PUT").then_some(r#"{"name":"n"}"#),
+                )
+                .await
+                .unwrap()
+                .status
+            }
+        };
+    // Unauthenticated requests, as many as the budget and more: all 401.
+    const NO_TOKEN: &[(&str, &str)] = &[("IM-CLIENT-KEY", CLIENT_KEY), ("IM-Authorization", "bad")];
+    const NO_KEY: &[(&str, &str)] = &[("IM-API-KEY", "bad")];
+    for _ in 0..8 {
+        assert_eq!(status("PUT", "/rooms/lobby-1", NO_TOKEN).await, 401);
+        assert_eq!(
+            status("POST", "/admin/clients/aaa/mute/demo", NO_KEY).await,
+            401
+        );
+    }
+    // The API key: 3 mutes and 2 room updates spend its 5.
+    for _ in 0..3 {
+        assert_eq!(
+            status("POST", "/admin/clients/aaa/mute/demo", APIKEY).await,
+            200
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(status("PUT", "/rooms/lobby-1", APIKEY).await, 200);
+    }
+    assert_eq!(status("PUT", "/rooms/lobby-1", APIKEY).await, 429);
+    assert_eq!(
+        status("DELETE", "/admin/clients/aaa/mute/demo", APIKEY).await,
+        429
+    );
+    // The admin token and a user's token each have a budget of their own.
+    const OWNER: &[(&str, &str)] = &[
+        ("IM-CLIENT-KEY", CLIENT_KEY),
+        ("IM-Authorization", "tok-owner"),
+    ];
+    for _ in 0..5 {
+        assert_eq!(status("PUT", "/rooms/lobby-1", ADMIN).await, 200);
+        assert_eq!(status("GET", "/rooms/lobby-1", OWNER).await, 200);
+    }
+    assert_eq!(status("GET", "/rooms/lobby-1", ADMIN).await, 429);
+    assert_eq!(status("GET", "/rooms/lobby-1", OWNER).await, 429);
+    // Still 401 for the unauthenticated, not 429.
+    assert_eq!(status("PUT", "/rooms/lobby-1", NO_TOKEN).await, 401);
+    assert_eq!(sb.stats().rate_limited, 4);
+}
+
+/// At most N of a burst pass in one window (a token bucket with burst N let 2N through).
+#[tokio::test]
+async fn rate_limit_lets_at_most_n_through_in_a_window() {
+    let mut c = config();
+    c.rate_limit = Some("60/min".parse().unwrap());
+    let sb = start(c).await;
+    let client = http();
+    let mut ok = 0;
+    for _ in 0..150 {
+        let a = send_with(&client, &sb, "GET", "/rooms/demo", ADMIN, None)
+            .await
+            .unwrap();
+        match a.status {
+            200 => ok += 1,
+            429 => {
+                let secs = a.json()["retryAfter"].as_u64().unwrap();
+                assert!((1..=60).contains(&secs), "{secs}");
+            }
+            s => panic!("{s}"),
+        }
+    }
+    assert_eq!(ok, 60);
+    assert_eq!(sb.stats().rate_limited, 90);
 }
