@@ -96,19 +96,21 @@ pub(crate) fn finish(
 
     // Conflicts: the kept ops, still grouped by target in manifest order.
     idx.retain(|&i| keep[i as usize]);
-    let mut found: Vec<(u32, String)> = Vec::new();
+    // Each conflict is found as indices; only those under the warnings cap are formatted.
+    let mut found: Vec<Conflict> = Vec::new();
     let mut start = 0;
     while start < idx.len() {
         let end = group_end(&ops, &idx, start);
         if end - start > 1 {
-            conflicts(&ops, &idx[start..end], &place, &mut found);
+            conflicts(&ops, &idx[start..end], &mut found);
         }
         start = end;
     }
-    found.sort_by_key(|(i, _)| *i);
-    for (_, w) in found {
-        warnings.push(w);
+    found.sort_by_key(|c| c.first);
+    for c in &found {
+        warnings.push_with(|| c.message(&ops, &place));
     }
+    drop(found);
 
     drop(idx);
     let mut out = ops;
@@ -236,41 +238,81 @@ fn describe(sources: &[PathBuf], l: Location) -> String {
     }
 }
 
-fn list_lines(ops: &[PlannedOp], group: &[u32], place: &dyn Fn(Location) -> String) -> String {
-    let mut parts: Vec<String> = group
-        .iter()
-        .take(MAX_LINES_LISTED)
-        .map(|&i| {
-            let p = &ops[i as usize];
-            format!("{} ({})", p.op.action, place(p.source))
-        })
-        .collect();
-    if group.len() > MAX_LINES_LISTED {
-        parts.push(format!("and {} more", group.len() - MAX_LINES_LISTED));
-    }
-    parts.join(", ")
+/// The ops a conflict warning lists: the first [`MAX_LINES_LISTED`], and how many more.
+fn listed(group: &[u32]) -> (Vec<u32>, usize) {
+    let shown = group.iter().take(MAX_LINES_LISTED).copied().collect();
+    (shown, group.len().saturating_sub(MAX_LINES_LISTED))
 }
 
-fn conflicts(
-    ops: &[PlannedOp],
-    group: &[u32],
-    place: &dyn Fn(Location) -> String,
-    found: &mut Vec<(u32, String)>,
-) {
-    let first = ops[group[0] as usize].op.clone();
+/// What conflicts on one target.
+enum ConflictKind {
+    /// A (client, room) pair both muted and unmuted.
+    MuteUnmute,
+    /// A room both frozen and unfrozen (freeze, unfreeze, or an update setting `status`).
+    Status,
+    /// Several updates of a room set the field at this index of [`RoomFields::NAMES`].
+    Field(usize),
+}
+
+/// A conflict found, kept as op indices until its warning is known to be shown.
+struct Conflict {
+    /// The first op involved (warnings are ordered by it).
+    first: u32,
+    kind: ConflictKind,
+    /// The ops listed, and how many more there are.
+    lines: Vec<u32>,
+    more: usize,
+}
+
+impl Conflict {
+    fn message(&self, ops: &[PlannedOp], place: &dyn Fn(Location) -> String) -> String {
+        let mut parts: Vec<String> = self
+            .lines
+            .iter()
+            .map(|&i| {
+                let p = &ops[i as usize];
+                format!("{} ({})", p.op.action, place(p.source))
+            })
+            .collect();
+        if self.more > 0 {
+            parts.push(format!("and {} more", self.more));
+        }
+        let list = parts.join(", ");
+        let first = &ops[self.first as usize].op;
+        match self.kind {
+            ConflictKind::MuteUnmute => format!(
+                "client {:?} in room {:?} is both muted and unmuted: {list}; they run in \
+                 manifest order, the last one wins",
+                first.client.as_deref().unwrap_or_default(),
+                first.room,
+            ),
+            ConflictKind::Status => format!(
+                "room {:?} is both frozen and unfrozen: {list}; they run in manifest order, the \
+                 last one wins",
+                first.room,
+            ),
+            ConflictKind::Field(k) => format!(
+                "room {:?}: several updates set `{}`: {list}; they run in manifest order, the \
+                 last one wins",
+                first.room,
+                RoomFields::NAMES[k],
+            ),
+        }
+    }
+}
+
+fn conflicts(ops: &[PlannedOp], group: &[u32], found: &mut Vec<Conflict>) {
+    let first = &ops[group[0] as usize].op;
     if first.action.needs_client() {
         let has = |a: Action| group.iter().any(|&i| ops[i as usize].op.action == a);
         if has(Action::Mute) && has(Action::Unmute) {
-            found.push((
-                group[0],
-                format!(
-                    "client {:?} in room {:?} is both muted and unmuted: {}; they run in \
-                     manifest order, the last one wins",
-                    first.client.as_deref().unwrap_or_default(),
-                    first.room,
-                    list_lines(ops, group, place)
-                ),
-            ));
+            let (lines, more) = listed(group);
+            found.push(Conflict {
+                first: group[0],
+                kind: ConflictKind::MuteUnmute,
+                lines,
+                more,
+            });
         }
         return;
     }
@@ -292,15 +334,13 @@ fn conflicts(
     values.sort_unstable();
     values.dedup();
     if values.len() > 1 {
-        found.push((
-            writers[0],
-            format!(
-                "room {:?} is both frozen and unfrozen: {}; they run in manifest order, the \
-                 last one wins",
-                first.room,
-                list_lines(ops, &writers, place)
-            ),
-        ));
+        let (lines, more) = listed(&writers);
+        found.push(Conflict {
+            first: writers[0],
+            kind: ConflictKind::Status,
+            lines,
+            more,
+        });
     }
     // Several updates setting the same field (status is covered above).
     let updates: Vec<(u32, &RoomFields)> = group
@@ -310,22 +350,20 @@ fn conflicts(
     if updates.len() < 2 {
         return;
     }
-    for (k, name) in RoomFields::NAMES.iter().enumerate().take(PLAIN_FIELDS) {
+    for k in 0..PLAIN_FIELDS {
         let setters: Vec<u32> = updates
             .iter()
             .filter(|(_, f)| field_given(f, k))
             .map(|(i, _)| *i)
             .collect();
         if setters.len() > 1 {
-            found.push((
-                setters[0],
-                format!(
-                    "room {:?}: several updates set `{name}`: {}; they run in manifest \
-                     order, the last one wins",
-                    first.room,
-                    list_lines(ops, &setters, place)
-                ),
-            ));
+            let (lines, more) = listed(&setters);
+            found.push(Conflict {
+                first: setters[0],
+                kind: ConflictKind::Field(k),
+                lines,
+                more,
+            });
         }
     }
 }
@@ -464,6 +502,48 @@ mod tests {
         assert_eq!(
             w.finish(),
             vec!["r.csv:2 gives the same op twice: freeze room \"a\" (runs once)"]
+        );
+    }
+
+    /// Past the warnings cap, conflicts are counted but not formatted; the kept ones are
+    /// the first in manifest order, each listing its first lines and how many more.
+    #[test]
+    fn conflict_warnings_are_capped_and_counted() {
+        let mut ops = Vec::new();
+        for r in 0..150 {
+            ops.push(Op::freeze(format!("r{r}")));
+            ops.push(Op::unfreeze(format!("r{r}")));
+        }
+        for _ in 0..8 {
+            ops.push(Op::mute("c", "x"));
+            ops.push(Op::unmute("c", "x"));
+        }
+        let (out, w) = run(ops);
+        assert_eq!(out.len(), 316);
+        assert_eq!(w.len(), crate::manifest::MAX_WARNINGS + 1);
+        assert!(
+            w[0].starts_with(
+                "room \"r0\" is both frozen and unfrozen: freeze (line 2), unfreeze (line 3)"
+            ),
+            "{}",
+            w[0]
+        );
+        assert!(w[99].starts_with("room \"r99\""), "{}", w[99]);
+        assert_eq!(w[100], "... and 51 more warnings");
+        // A long conflict lists six places and counts the rest.
+        let mut ops = Vec::new();
+        for _ in 0..5 {
+            ops.push(Op::mute("c", "x"));
+            ops.push(Op::unmute("c", "x"));
+        }
+        let (_, w) = run(ops);
+        assert_eq!(
+            w,
+            vec![
+                "client \"c\" in room \"x\" is both muted and unmuted: mute (line 2), unmute \
+                 (line 3), mute (line 4), unmute (line 5), mute (line 6), unmute (line 7), and 4 \
+                 more; they run in manifest order, the last one wins"
+            ]
         );
     }
 
