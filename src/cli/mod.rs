@@ -35,19 +35,43 @@ pub struct Cli {
     pub global: GlobalArgs,
 }
 
+/// The help heading of the flags every command accepts.
+const GLOBAL: &str = "Global options";
+
+/// What `validate --help` adds: the formats in brief, and where they are described.
+const VALIDATE_HELP: &str = "\
+Manifests (README.md, section \"Manifests\"; jobs/examples/ has one of each kind):
+  CSV   a header row, then one op per row. Columns, in any order: action, room, client,
+        and the update fields name, cover, description, roomTags, webhook, botMode,
+        extParams, opening, owner, managers, status. An empty cell is \"not given\";
+        roomTags and managers are ;-separated, botMode true|false, opening and status 0|1.
+        Without an action column, --action ACTION applies to every row.
+  YAML  version: 1, optional name, window {start, end} and settings {rate, concurrency,
+        snapshot, max_attempts, timeout}, and ops: each with an action, room/rooms,
+        client/clients, rooms_file/clients_file (CSV files relative to the manifest) and,
+        for update, set: {field: value}.
+
+Exit codes: 0 valid, 2 invalid (every error is listed with file:line:column).";
+
 /// Flags every command accepts.
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
     /// More log output (-v: debug, -vv: trace). RUST_LOG, when set, wins.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = GLOBAL)]
     pub verbose: u8,
 
     /// Less output: warnings and errors only.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        help_heading = GLOBAL
+    )]
     pub quiet: bool,
 
     /// Log format on stderr: human text, or one JSON object per line.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, help_heading = GLOBAL)]
     pub log_format: LogFormat,
 }
 
@@ -61,6 +85,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Parse and check a manifest; print counts per action, distinct rooms and clients, and
     /// warnings. Sends nothing.
+    #[command(after_help = VALIDATE_HELP)]
     Validate(ValidateArgs),
     /// Show what `run` would send now, taking an existing journal into account. Sends nothing.
     Plan(PlanArgs),
@@ -347,5 +372,37 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn help(args: &[&str]) -> String {
+        let mut argv = vec!["imkit-batch"];
+        argv.extend_from_slice(args);
+        argv.push("--help");
+        Cli::try_parse_from(argv).unwrap_err().to_string()
+    }
+
+    /// -v, -q and --log-format are under their own heading, on every command's help.
+    #[test]
+    fn global_options_have_a_heading() {
+        for cmd in [&[][..], &["validate"], &["run"], &["plan"]] {
+            let h = help(cmd);
+            let at = h
+                .find("Global options:")
+                .unwrap_or_else(|| panic!("{cmd:?}: {h}"));
+            let global = &h[at..];
+            for flag in ["--verbose", "--quiet", "--log-format"] {
+                assert!(global.contains(flag), "{cmd:?}: {flag} in {h}");
+            }
+        }
+    }
+
+    #[test]
+    fn validate_help_points_to_the_format() {
+        let h = help(&["validate"]);
+        assert!(h.contains("README.md, section \"Manifests\""), "{h}");
+        for col in crate::manifest::csv::COLUMNS {
+            assert!(h.contains(col), "{col}: {h}");
+        }
+        assert!(h.contains("rooms_file"), "{h}");
     }
 }
