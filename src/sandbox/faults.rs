@@ -162,6 +162,33 @@ mod tests {
     }
 
     #[test]
+    fn jitter_is_uniform_within_its_bound_and_seeded() {
+        let r = FaultRates::default();
+        let j = Duration::from_millis(20);
+        let a: Vec<Duration> = (0..2000)
+            .map(|n| draw(3, "GET", "/rooms/a", n, &r, j).jitter)
+            .collect();
+        assert!(a.iter().all(|d| *d <= j));
+        // Uniform over 0..=20ms: each quarter of the range gets about a quarter of the draws.
+        for q in 0..4u32 {
+            let lo = j * q / 4;
+            let hi = j * (q + 1) / 4;
+            let n = a.iter().filter(|d| **d >= lo && **d < hi).count();
+            assert!((400..=600).contains(&n), "quarter {q}: {n} of 2000");
+        }
+        let distinct: std::collections::BTreeSet<_> = a.iter().collect();
+        assert!(distinct.len() > 1900, "{}", distinct.len());
+        let again: Vec<Duration> = (0..2000)
+            .map(|n| draw(3, "GET", "/rooms/a", n, &r, j).jitter)
+            .collect();
+        assert_eq!(a, again);
+        let other: Vec<Duration> = (0..2000)
+            .map(|n| draw(4, "GET", "/rooms/a", n, &r, j).jitter)
+            .collect();
+        assert_ne!(a, other);
+    }
+
+    #[test]
     fn no_rates_no_faults() {
         let r = FaultRates::default();
         assert!((0..1000).all(|n| draw(1, "GET", "/x", n, &r, Duration::ZERO).fault.is_none()));
