@@ -75,14 +75,34 @@ fn mixed_job(dir: &Path, n: usize) -> (std::path::PathBuf, SandboxConfig, Vec<Op
     (path, c, ops)
 }
 
+/// What one kill left behind, measured from the sandbox and the journal right after it.
+struct Kill {
+    /// Ops the journal recorded done at the kill, and the sandbox's last log entry then.
+    done: HashSet<String>,
+    last_seq: u64,
+    /// Requests of the killed run the sandbox received and had not answered (they were on
+    /// the wire when the process died).
+    unanswered: u64,
+    /// Requests of the killed run the sandbox answered whose op the journal had not
+    /// recorded done (the outcome was not durable yet, or the answer never read).
+    uncommitted: HashSet<String>,
+}
+
 /// Kill -9 at seeded moments, re-run after each, then finish: every op applied, nothing the
 /// journal recorded done is sent again, re-sends bounded by the ops in flight at the kills,
 /// and a last `run` sends nothing.
+///
+/// Half the kills land right after the N-th request of the run arrives (so requests are on
+/// the wire), half at a seeded time offset after the run's first request (anywhere in the
+/// send/answer/commit cycle). What was in flight at each kill is measured from the sandbox's
+/// side (received but unanswered, answered but not recorded done), not from the re-sends it
+/// is checked against: each answered request is matched, key by key, with the kills at which
+/// its op was answered and not recorded.
 #[test]
 fn kill_9_at_random_moments_then_resume_sends_each_op_once() {
     const OPS: usize = 1500;
     const CONCURRENCY: u64 = 8;
-    const KILLS: usize = 4;
+    const KILLS: usize = 6;
     let dir = tempfile::tempdir().unwrap();
     let (manifest, mut config, ops) = mixed_job(dir.path(), OPS);
     config.latency = Duration::from_millis(3);
@@ -90,64 +110,112 @@ fn kill_9_at_random_moments_then_resume_sends_each_op_once() {
     let journal = journal_of(&manifest);
     let run = || run_cmd(&sb.url(), &manifest, &["--concurrency", "8"]);
     let mut rng = StdRng::seed_from_u64(0xdead_beef);
-    // Per kill: the done ops at the kill, and the last request in the sandbox's log then.
-    let mut kills: Vec<(HashSet<String>, u64)> = Vec::new();
-    // Per kill: requests of that run that are not recorded done (sent, answered or not).
-    let mut in_flight: Vec<u64> = Vec::new();
-    let mut done_before = 0;
+    let mut kills: Vec<Kill> = Vec::new();
+    let mut done_before: HashSet<String> = HashSet::new();
     for k in 0..KILLS {
         let base = sb.requests_total();
-        let wait_for = rng.random_range(40..260u64);
+        let seq_before = sb.last_seq();
         let mut child = util::spawn(run());
-        util::poll_until(Duration::from_secs(30), "requests before the kill", || {
+        let alive = |child: &mut std::process::Child| {
             if let Ok(Some(st)) = child.try_wait() {
                 panic!("run {k} ended ({st}) before its kill");
             }
-            sb.requests_total() >= base + wait_for
-        });
+        };
+        if k % 2 == 0 {
+            let wait_for = rng.random_range(40..200u64);
+            util::poll_until(Duration::from_secs(30), "requests before the kill", || {
+                alive(&mut child);
+                sb.requests_total() >= base + wait_for
+            });
+        } else {
+            util::poll_until(Duration::from_secs(30), "the run's first request", || {
+                alive(&mut child);
+                sb.requests_total() > base
+            });
+            // Not a wait for a condition: this picks the moment of the kill.
+            std::thread::sleep(Duration::from_micros(rng.random_range(0..40_000)));
+            alive(&mut child);
+        }
         child.kill().unwrap();
         let st = child.wait().unwrap();
         assert!(!st.success(), "killed run exited {st}");
-        // Every request the killed run got to the sandbox is counted by now (on arrival);
-        // the sandbox logs one when it answers it, and drops it unanswered and unapplied
-        // when it notices the closed connection first.
-        let requests = sb.requests_total() - base;
-        let last = sb.last_seq();
+        // The process is gone: every request it made has reached the sandbox (counted on
+        // arrival). The sandbox logs a request when it answers it; one still waiting for
+        // its answer when the connection closed is dropped unanswered and unapplied.
         let done = keys_in(&journal, OpState::Done);
         assert!(
             keys_in(&journal, OpState::Failed).is_empty(),
             "no op can fail here"
         );
+        let received = sb.requests_total() - base;
+        let answered: Vec<_> = sb
+            .log(usize::MAX)
+            .into_iter()
+            .filter(|e| e.seq > seq_before)
+            .collect();
+        let last_seq = answered.last().map_or(seq_before, |e| e.seq);
+        let answered_keys: HashSet<String> = answered.iter().map(|e| e.request.clone()).collect();
+        assert_eq!(
+            answered_keys.len(),
+            answered.len(),
+            "run {k}: an op answered twice in one run (nothing is retried here)"
+        );
         // Nothing the journal recorded done at an earlier kill was sent after it.
-        for (i, (done_then, seq_then)) in kills.iter().enumerate() {
-            assert!(done_then.is_subset(&done), "done ops lost after kill {k}");
-            let again: Vec<_> = sent_after(&sb, *seq_then)
+        for (i, prev) in kills.iter().enumerate() {
+            assert!(prev.done.is_subset(&done), "done ops lost after kill {k}");
+            let again: Vec<_> = sent_after(&sb, prev.last_seq)
                 .into_keys()
-                .filter(|key| done_then.contains(key))
+                .filter(|key| prev.done.contains(key))
                 .collect();
             assert!(
                 again.is_empty(),
                 "recorded done before kill {i}, sent again after it: {again:?}"
             );
         }
-        let newly_done = (done.len() - done_before) as u64;
-        assert!(newly_done <= requests);
-        eprintln!(
-            "kill {k}: after {requests} requests of this run, {newly_done} recorded done, {} in flight",
-            requests - newly_done
-        );
-        // No faults here, so every request not recorded done was in flight at the kill:
-        // on the wire (at most CONCURRENCY), or answered with its outcome not yet durable;
-        // the runner keeps the two together under twice the concurrency.
+        // The journal records done only what the server answered in this run.
+        let newly: HashSet<String> = done.difference(&done_before).cloned().collect();
+        let unrecorded: Vec<_> = newly.difference(&answered_keys).collect();
         assert!(
-            requests - newly_done <= 2 * CONCURRENCY,
-            "kill {k}: {} sent and not recorded, concurrency {CONCURRENCY}",
-            requests - newly_done
+            unrecorded.is_empty(),
+            "run {k}: recorded done without an answer: {unrecorded:?}"
         );
-        in_flight.push(requests - newly_done);
-        done_before = done.len();
-        kills.push((done, last));
+        let unanswered = received
+            .checked_sub(answered.len() as u64)
+            .expect("more answers than requests");
+        let uncommitted: HashSet<String> = answered_keys.difference(&newly).cloned().collect();
+        eprintln!(
+            "kill {k}: {received} requests, {} answered, {} recorded done; in flight: {unanswered} unanswered + {} answered, not recorded",
+            answered.len(),
+            newly.len(),
+            uncommitted.len()
+        );
+        // At most CONCURRENCY requests on the wire; those plus the answered ones whose outcome
+        // is not durable stay under twice the concurrency (the runner's documented bound).
+        assert!(
+            unanswered <= CONCURRENCY,
+            "kill {k}: {unanswered} requests on the wire, concurrency {CONCURRENCY}"
+        );
+        assert!(
+            unanswered + uncommitted.len() as u64 <= 2 * CONCURRENCY,
+            "kill {k}: {unanswered} unanswered + {} uncommitted, concurrency {CONCURRENCY}",
+            uncommitted.len()
+        );
+        done_before = done.clone();
+        kills.push(Kill {
+            done,
+            last_seq,
+            unanswered,
+            uncommitted,
+        });
     }
+    let in_flight: Vec<u64> = kills
+        .iter()
+        .map(|k| k.unanswered + k.uncommitted.len() as u64)
+        .collect();
+    assert!(
+        in_flight.iter().any(|&n| n > 0),
+        "no kill landed with an op in flight: {in_flight:?}"
+    );
 
     // A journal left by kill -9 reads fine, and says the job is incomplete.
     let st = exec(util::imkit(&[
@@ -158,7 +226,7 @@ fn kill_9_at_random_moments_then_resume_sends_each_op_once() {
     assert_eq!(st.code, 0, "{st:?}");
     let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
     assert_eq!(v["state"], "incomplete", "{v}");
-    assert_eq!(v["counts"]["done"], done_before);
+    assert_eq!(v["counts"]["done"], done_before.len());
     assert_eq!(v["runs"].as_array().unwrap().len(), KILLS);
     assert!(
         v["runs"]
@@ -172,11 +240,11 @@ fn kill_9_at_random_moments_then_resume_sends_each_op_once() {
     let base = sb.requests_total();
     let fin = exec(run());
     assert_eq!(fin.code, 0, "{fin:?}");
-    assert_eq!(sb.requests_total() - base, (OPS - done_before) as u64);
-    for (i, (done_then, seq_then)) in kills.iter().enumerate() {
-        let again: Vec<_> = sent_after(&sb, *seq_then)
+    assert_eq!(sb.requests_total() - base, (OPS - done_before.len()) as u64);
+    for (i, prev) in kills.iter().enumerate() {
+        let again: Vec<_> = sent_after(&sb, prev.last_seq)
             .into_keys()
-            .filter(|key| done_then.contains(key))
+            .filter(|key| prev.done.contains(key))
             .collect();
         assert!(
             again.is_empty(),
@@ -184,7 +252,7 @@ fn kill_9_at_random_moments_then_resume_sends_each_op_once() {
         );
     }
 
-    // Every op applied; the extra sends are exactly the requests in flight at the kills.
+    // Every op applied; the extra sends are the requests in flight at the kills.
     let resends = sb.requests_total() - OPS as u64;
     let in_flight_total: u64 = in_flight.iter().sum();
     eprintln!(
@@ -197,7 +265,17 @@ fn kill_9_at_random_moments_then_resume_sends_each_op_once() {
     for op in &ops {
         let key = key_of(op);
         let n = sends.get(&key).copied().unwrap_or(0);
-        assert!(n >= 1, "{key} never sent");
+        // Answered once when it was recorded done, and once more for each kill at which it
+        // had been answered without being recorded; never otherwise.
+        let uncommitted_at = kills
+            .iter()
+            .filter(|k| k.uncommitted.contains(&key))
+            .count() as u64;
+        assert_eq!(
+            n,
+            1 + uncommitted_at,
+            "{key}: answered {n} times, answered-not-recorded at {uncommitted_at} kills"
+        );
         // A PUT or POST applies each time it is answered; an unmute only the first time.
         let applied = sb.applied_op(op);
         match op.action {
@@ -285,6 +363,7 @@ fn a_changed_manifest_is_refused_and_fresh_keeps_the_old_journal() {
     text.push_str("r-0\n");
     std::fs::write(&manifest, &text).unwrap();
     let journal_bytes = bytes(&journal);
+    let files_before = files_in(dir.path());
     let refused = run(&[]);
     assert_eq!(refused.code, 2, "{refused:?}");
     assert!(
@@ -294,6 +373,11 @@ fn a_changed_manifest_is_refused_and_fresh_keeps_the_old_journal() {
     );
     assert_eq!(sb.requests_total(), 20, "a refused run sent something");
     assert_eq!(bytes(&journal), journal_bytes, "the journal was written to");
+    assert_eq!(
+        files_in(dir.path()),
+        files_before,
+        "the refused run left files beside the journal"
+    );
 
     // --fresh: the old journal is renamed (kept whole), a new job runs every op of the new
     // manifest (the duplicate row runs once).
@@ -951,7 +1035,107 @@ fn fresh_after_a_kill_keeps_the_old_journal_whole() {
         .filter(|f| !f.ends_with("-wal") && !f.ends_with("-shm"))
         .collect();
     assert_eq!(kept.len(), 1, "{files:?}");
+    // The WAL was folded into the kept file before the rename: nothing beside it.
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.starts_with(kept[0].as_str()) && f != kept[0]),
+        "{files:?}"
+    );
     assert_eq!(keys_in(&dir.path().join(kept[0]), OpState::Done), done);
     let j = Journal::open_read_only(&journal).unwrap();
     assert_eq!(j.counts().unwrap().done, 600);
+}
+
+/// No credential reaches the journal (SPEC §5, §6): after runs against a flaky sandbox
+/// (error answers, dropped connections, 429s, snapshots, mutes), one killed so the WAL holds
+/// uncheckpointed pages, the bytes of the journal, its `-wal` and `-shm` hold none of the
+/// three secrets nor any part of them; nor do `status`, `report` and `revert`.
+#[test]
+fn no_credential_is_ever_written_to_the_journal_or_its_wal() {
+    const OPS: usize = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, mut config, _) = mixed_job(dir.path(), OPS);
+    config.latency = Duration::from_millis(2);
+    config.fault_seed = 7;
+    config.faults.server_error = 0.05;
+    // Each 429 pauses the credential for its 1 s hint: a few are enough.
+    config.faults.too_many_requests = 0.004;
+    config.faults.drop_after = 0.02;
+    let sb = Sandbox::start(config);
+    let journal = journal_of(&manifest);
+    let run = || {
+        run_cmd(
+            &sb.url(),
+            &manifest,
+            &["--concurrency", "8", "--snapshot", "--max-attempts", "2"],
+        )
+    };
+    // What would give a secret away: each whole, and the part all three share.
+    let secrets = [util::CLIENT_KEY, util::TOKEN, util::API_KEY, "5ecret"];
+    let companions = |suffix: &str| {
+        let mut p = journal.as_os_str().to_owned();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    let holds = |data: &[u8], s: &str| data.windows(s.len()).any(|w| w == s.as_bytes());
+    let scan = |what: &str, data: &[u8]| {
+        for s in secrets {
+            assert!(!holds(data, s), "{what} holds {s:?}");
+        }
+    };
+    // The scan finds a secret where there is one.
+    assert!(holds(format!("a{}b", util::TOKEN).as_bytes(), util::TOKEN));
+    let scan_files = || -> u64 {
+        let mut wal_len = 0;
+        for suffix in ["", "-wal", "-shm"] {
+            let p = companions(suffix);
+            if let Ok(data) = std::fs::read(&p) {
+                if suffix == "-wal" {
+                    wal_len = data.len() as u64;
+                }
+                scan(&p.display().to_string(), &data);
+            }
+        }
+        wal_len
+    };
+    let mut child = util::spawn(run());
+    util::poll_until(Duration::from_secs(30), "requests before the kill", || {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("the run ended ({st}) before its kill");
+        }
+        sb.requests_total() >= 300
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let wal_len = scan_files();
+    assert!(wal_len > 0, "the kill left no WAL to scan");
+    // The job run to its end (some ops fail for good after their 2 attempts).
+    let fin = exec(run());
+    assert!(fin.code == 0 || fin.code == 1, "{fin:?}");
+    assert!(sb.faults_total() > 0);
+    scan_files();
+    scan(
+        "the run's output",
+        format!("{}{}", fin.stdout, fin.stderr).as_bytes(),
+    );
+    let j = Journal::open_read_only(&journal).unwrap();
+    assert!(j.counts().unwrap().done > 0);
+    assert!(!j.snapshots().unwrap().is_empty());
+    drop(j);
+    let p = journal.to_str().unwrap();
+    for args in [
+        vec!["status", p, "--json"],
+        vec!["report", p, "--format", "json"],
+        vec!["report", p],
+        vec!["report", p, "--failed"],
+        vec!["revert", p],
+    ] {
+        let r = exec(util::imkit(&args));
+        assert_eq!(r.code, 0, "{args:?}: {r:?}");
+        scan(
+            &format!("{args:?}"),
+            format!("{}{}", r.stdout, r.stderr).as_bytes(),
+        );
+    }
 }
