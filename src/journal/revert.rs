@@ -182,23 +182,35 @@ struct RoomWork {
     settled_at: i64,
 }
 
-/// A run that ran without `--snapshot` and was killed (no end recorded): the requests it had
-/// in flight may have been applied without their outcome being recorded.
+/// A run without `--snapshot` that may have left requests applied but unrecorded: one
+/// killed (no end recorded), or one stopped with exit 4 (a second Ctrl-C/SIGTERM cancels the
+/// requests in flight, and the journal does not say whether that happened). A run that
+/// ended otherwise let its requests in flight finish and recorded them.
 struct KilledRun {
     id: i64,
     started_at: i64,
     /// Its last commit (or its start): the journal's state when it died.
     ended_by: i64,
+    how: &'static str,
 }
 
 fn killed_runs_without_snapshot(runs: &[RunInfo]) -> Vec<KilledRun> {
     runs.iter()
-        .filter(|r| r.exit_code.is_none() && r.ended_at.is_none())
         .filter(|r| r.settings.get("snapshot").and_then(Value::as_bool) != Some(true))
-        .map(|r| KilledRun {
-            id: r.id,
-            started_at: r.started_at,
-            ended_by: r.last_commit_at.unwrap_or(r.started_at).max(r.started_at),
+        .filter_map(|r| {
+            let how = match r.exit_code {
+                None => "was killed",
+                Some(c) if c == crate::Exit::Stopped.code() => {
+                    "was stopped (a second signal cancels the requests in flight unrecorded)"
+                }
+                Some(_) => return None,
+            };
+            Some(KilledRun {
+                id: r.id,
+                started_at: r.started_at,
+                ended_by: r.last_commit_at.unwrap_or(r.started_at).max(r.started_at),
+                how,
+            })
         })
         .collect()
 }
@@ -301,10 +313,14 @@ pub fn revert_plan(
                 (_, Some(first)) if *taken_at > first => Err(
                     "prior state unknown: the snapshot was taken after the job had already sent a change to the room".into(),
                 ),
-                _ if killed_before(*taken_at).is_some() => Err(format!(
-                    "prior state unknown: the snapshot was taken after run #{} (without --snapshot) was killed while ops on the room were pending, so a change it had in flight may already show in it",
-                    killed_before(*taken_at).map_or(0, |k| k.id)
-                )),
+                _ if killed_before(*taken_at).is_some() => {
+                    let k = killed_before(*taken_at);
+                    Err(format!(
+                        "prior state unknown: the snapshot was taken after run #{} (without --snapshot) {} while ops on the room were pending, so a change it had in flight may already show in it",
+                        k.map_or(0, |k| k.id),
+                        k.map_or("", |k| k.how)
+                    ))
+                }
                 (None, _) => Err("prior state unknown: the snapshot is not a room object".into()),
                 (Some(o), _) => Ok(o),
             },
@@ -873,7 +889,7 @@ mod tests {
             last_commit_at: Some(last_commit),
             ended_at: exit.map(|_| last_commit),
             exit_code: exit,
-            exit: exit.map(|_| "stopped".into()),
+            exit: exit.map(|c| format!("exit {c}")),
             ops_finalized: 0,
             outcomes: 0,
         }
@@ -914,6 +930,10 @@ mod tests {
             run_info(3, true, 2_800, 3_200, Some(0)),
         ];
         let plan = revert_plan(ops(), &snapshots, &killed);
+        assert!(plan.unknown.iter().any(|u| {
+            u.reason
+                .contains("run #2 (without --snapshot) was killed while")
+        }));
         // w: read before run 2; y: final before run 2 died (its later read is a re-read of
         // what the job set, but the first-attempt rule already dates it).
         assert_eq!(plan.ops, vec![Op::unfreeze("w")], "{:#?}", plan.unknown);
@@ -932,12 +952,22 @@ mod tests {
             );
         }
         assert!(reason(2).contains("after the job had already sent a change"));
-        // The same runs, but run 2 ended normally (its in-flight requests were answered and
-        // recorded), or ran with --snapshot: x's and v's snapshots are trusted.
+        // Stopped with exit 4 instead: a second signal may have cancelled its requests in
+        // flight without recording them, and the journal cannot tell.
+        let stopped = [
+            run_info(1, true, 0, 900, Some(4)),
+            run_info(2, false, 1_000, 1_600, Some(4)),
+            run_info(3, true, 2_800, 3_200, Some(0)),
+        ];
+        let plan = revert_plan(ops(), &snapshots, &stopped);
+        assert_eq!(plan.ops, vec![Op::unfreeze("w")]);
+        assert!(plan.unknown.iter().any(|u| u.seq == 0 && u.reason.contains("run #2 (without --snapshot) was stopped")));
+        // The same runs, but run 2 ended otherwise (aborted: its requests in flight were
+        // answered and recorded), or ran with --snapshot: x's and v's snapshots are trusted.
         for runs in [
             [
                 run_info(1, true, 0, 900, Some(4)),
-                run_info(2, false, 1_000, 1_600, Some(4)),
+                run_info(2, false, 1_000, 1_600, Some(3)),
                 run_info(3, true, 2_800, 3_200, Some(0)),
             ],
             [
