@@ -639,7 +639,7 @@ pub fn unmute_assumption_note(n: usize) -> String {
         "{n} unmute op(s) undo mutes of this job assuming the pair was not muted before it: the API \
          cannot show a pair's mute state before a mute (the mute answer shows the client's mute \
          list after the change), so a pair that was already muted before the job is unmuted too; \
-         drop the rows of such pairs before running this manifest"
+         drop the rows of pairs muted for other reasons (e.g. moderation) before running it"
     )
 }
 
