@@ -57,13 +57,55 @@ struct SettingsDoc {
 #[serde(deny_unknown_fields)]
 struct OpDoc {
     action: Spanned<String>,
-    room: Option<Spanned<String>>,
-    rooms: Option<Vec<Spanned<String>>>,
-    client: Option<Spanned<String>>,
-    clients: Option<Vec<Spanned<String>>>,
-    rooms_file: Option<Spanned<String>>,
-    clients_file: Option<Spanned<String>>,
+    // A key written with no value (`rooms:`, `rooms_file: ~`) is `Some` with a `None`
+    // value, so that it is reported instead of silently ignored (see [`present`]).
+    #[serde(default, deserialize_with = "present")]
+    room: Option<Spanned<Option<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    rooms: Option<Spanned<Option<Vec<Spanned<String>>>>>,
+    #[serde(default, deserialize_with = "present")]
+    client: Option<Spanned<Option<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    clients: Option<Spanned<Option<Vec<Spanned<String>>>>>,
+    #[serde(default, deserialize_with = "present")]
+    rooms_file: Option<Spanned<Option<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    clients_file: Option<Spanned<Option<String>>>,
     set: Option<Spanned<SetDoc>>,
+}
+
+/// A key that is present, whatever its value (null included): plain `Option` would read
+/// `rooms_file:` with no value as if the key were not there.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// A key's value, or an error at the key when it was written with none.
+fn given<T>(
+    path: &Path,
+    key: &str,
+    example: &str,
+    v: Option<Spanned<Option<T>>>,
+    errs: &mut ManifestErrors,
+) -> Option<T> {
+    let v = v?;
+    match v.value {
+        Some(x) => Some(x),
+        None => {
+            let (l, c) = line_col(&v.referenced);
+            errs.at(
+                path,
+                l,
+                c,
+                format!("`{key}` has no value: write {example}, or remove the key"),
+            );
+            None
+        }
+    }
 }
 
 /// The `set` of an update: [`RoomFields`] with every value kept as YAML wrote it, so that
@@ -901,31 +943,79 @@ fn expand_op(
         let (l, c) = line_col(&d.action.referenced);
         errs.at(path, l, c, super::unknown_action(&d.action.value));
     }
-    let from_file = |f: &Option<Spanned<String>>| f.as_ref().map(|f| f.value.clone());
-    let (rooms_file, clients_file) = (from_file(&d.rooms_file), from_file(&d.clients_file));
-    let (rooms, rooms_given) = collect_ids(
+    // A key written without a value still counts as given: its own error says what is
+    // missing, and "names no room" would only repeat it.
+    let rooms_keyed = d.room.is_some() || d.rooms.is_some() || d.rooms_file.is_some();
+    let clients_keyed = d.client.is_some() || d.clients.is_some() || d.clients_file.is_some();
+    let one = |v: Option<Spanned<Option<String>>>| {
+        v.and_then(|sp| {
+            let (referenced, defined) = (sp.referenced, sp.defined);
+            sp.value.map(|x| Spanned::new(x, referenced, defined))
+        })
+    };
+    let check = |key: &str, example: &str, v: &Option<Spanned<Option<String>>>| {
+        v.as_ref().filter(|sp| sp.value.is_none()).map(|sp| {
+            let (l, c) = line_col(&sp.referenced);
+            (
+                l,
+                c,
+                format!("`{key}` has no value: write {example}, or remove the key"),
+            )
+        })
+    };
+    for (l, c, m) in [
+        check("room", "an id (room: lobby-1)", &d.room),
+        check("client", "an id (client: u-1001)", &d.client),
+        check(
+            "rooms_file",
+            "a CSV file (rooms_file: rooms.csv)",
+            &d.rooms_file,
+        ),
+        check(
+            "clients_file",
+            "a CSV file (clients_file: clients.csv)",
+            &d.clients_file,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        errs.at(path, l, c, m);
+    }
+    let rooms_list = given(
         path,
-        op_line,
-        "room",
-        d.room,
+        "rooms",
+        "a list such as [lobby-1, lobby-2] ([] for none)",
         d.rooms,
-        d.rooms_file,
-        inc,
-        hashed,
         errs,
+    );
+    let clients_list = given(
+        path,
+        "clients",
+        "a list such as [u-1001, u-1002] ([] for none)",
+        d.clients,
+        errs,
+    );
+    let (room, client) = (one(d.room), one(d.client));
+    let (rooms_file, clients_file) = (one(d.rooms_file), one(d.clients_file));
+    let from_file = |f: &Option<Spanned<String>>| f.as_ref().map(|f| f.value.clone());
+    let (rooms_file_name, clients_file_name) = (from_file(&rooms_file), from_file(&clients_file));
+    let (rooms, rooms_given) = collect_ids(
+        path, op_line, "room", room, rooms_list, rooms_file, inc, hashed, errs,
     );
     let (clients, clients_given) = collect_ids(
         path,
         op_line,
         "client",
-        d.client,
-        d.clients,
-        d.clients_file,
+        client,
+        clients_list,
+        clients_file,
         inc,
         hashed,
         errs,
     );
     let Some(action) = action else { return };
+    let (rooms_given, clients_given) = (rooms_given || rooms_keyed, clients_given || clients_keyed);
     if !rooms_given {
         errs.at(
             path,
@@ -1007,10 +1097,10 @@ fn expand_op(
             })
         };
         let why: Vec<String> = [
-            list(&rooms, "room", &rooms_file),
+            list(&rooms, "room", &rooms_file_name),
             action
                 .needs_client()
-                .then(|| list(&clients, "client", &clients_file))
+                .then(|| list(&clients, "client", &clients_file_name))
                 .flatten(),
         ]
         .into_iter()
