@@ -206,11 +206,20 @@ fn window_state(w: Option<Window>, now: jiff::Timestamp) -> WindowState {
     }
 }
 
-/// "3h 12m" from `now` to `t` (rounded to the minute, or seconds under a minute).
+/// "3h 12m" from `now` to `t`: days, hours and minutes (cut to the minute), or seconds
+/// under a minute.
 fn until(now: jiff::Timestamp, t: jiff::Timestamp) -> String {
-    let secs = t.as_second().saturating_sub(now.as_second()).max(0) as u64;
-    let rounded = if secs >= 60 { secs / 60 * 60 } else { secs };
-    humantime::format_duration(std::time::Duration::from_secs(rounded)).to_string()
+    let secs = t.as_second().saturating_sub(now.as_second()).max(0);
+    if secs < 60 {
+        return format!("{secs}s");
+    }
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3_600, secs % 3_600 / 60);
+    [(d, "d"), (h, "h"), (m, "m")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// One request `run` would send: a snapshot read before a room's first change, or an op.
@@ -619,6 +628,18 @@ mod tests {
         );
         assert!(s.contains("ops waiting for a window: 2"), "{s}");
         assert!(!s.contains("PUT /rooms/"), "{s}");
+    }
+
+    #[test]
+    fn time_until_is_short() {
+        let now = ts("2026-11-22T12:00:00Z");
+        let at = |s: &str| until(now, ts(s));
+        assert_eq!(at("2026-11-22T12:00:42Z"), "42s");
+        assert_eq!(at("2026-11-22T12:05:59Z"), "5m");
+        assert_eq!(at("2026-11-22T14:00:00Z"), "2h");
+        assert_eq!(at("2026-11-25T13:30:00Z"), "3d 1h 30m");
+        assert_eq!(at("2099-11-22T12:00:00Z"), "26663d");
+        assert_eq!(at("2026-11-22T11:00:00Z"), "0s");
     }
 
     #[test]
