@@ -148,12 +148,23 @@ fn write_manifest(
     eprintln!("{written} {written_note} to {dest}");
     if !apart.is_empty() {
         eprintln!("{} {apart_note}:", apart.len());
-        for a in &apart {
+        for a in apart.iter().take(APART_SHOWN) {
             eprintln!("  {a}");
+        }
+        if apart.len() > APART_SHOWN {
+            eprintln!(
+                "  ... and {} more, every one of them in the manifest's closing comments",
+                apart.len() - APART_SHOWN
+            );
         }
     }
     Ok(())
 }
+
+/// How many ops left out of a written manifest are named on stderr: a job of 200,000 rooms
+/// run without `--snapshot` leaves every one out of its revert, and the terminal gets the
+/// first few and the count; the manifest's comments keep the whole list.
+const APART_SHOWN: usize = 20;
 
 // ---------------------------------------------------------------------------------------
 // status

@@ -1592,3 +1592,44 @@ async fn revert_lists_apart_ops_that_may_have_been_applied() {
     assert!(!manifest.contains("u-3"), "{manifest}");
     assert!(stderr.contains("1 ops listed apart"), "{stderr}");
 }
+
+/// A big job run without `--snapshot` leaves every op out of its revert: stderr names the
+/// first 20 and counts the rest; the manifest's closing comments keep all of them.
+#[tokio::test]
+async fn revert_names_a_few_ops_left_apart_on_stderr_and_all_in_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let m = manifest(
+        dir.path(),
+        SUM_A,
+        (0..25).map(|i| Op::freeze(format!("r-{i}"))).collect(),
+    );
+    let w = open(&path, &m, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    for seq in 0..25 {
+        w.record(done(seq)).unwrap();
+    }
+    w.finish(Exit::Success).await.unwrap();
+
+    let (text, stderr) = revert_of(&path, dir.path());
+    let listed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("# ") && l.contains("no snapshot"))
+        .collect();
+    assert_eq!(listed.len(), 25, "{text}");
+    assert!(stderr.contains("25 ops listed apart"), "{stderr}");
+    let named = stderr.lines().filter(|l| l.contains("no snapshot")).count();
+    assert_eq!(named, 20, "{stderr}");
+    assert!(
+        stderr.contains("... and 5 more, every one of them in the manifest's closing comments"),
+        "{stderr}"
+    );
+    for i in 0..20 {
+        assert!(
+            stderr.contains(&format!("\"r-{i}\"")),
+            "r-{i} not named: {stderr}"
+        );
+    }
+}
