@@ -114,15 +114,22 @@ fn given<T>(
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SetDoc {
-    name: Option<String>,
-    cover: Option<String>,
-    description: Option<String>,
+    // Text fields written with no value (`name:`, `name: ~`) are errors, not "not given".
+    #[serde(default, deserialize_with = "present")]
+    name: Option<Spanned<Option<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    cover: Option<Spanned<Option<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Spanned<Option<String>>>,
     room_tags: Option<Spanned<ListDoc>>,
-    webhook: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    webhook: Option<Spanned<Option<String>>>,
     bot_mode: Option<Spanned<Scalar>>,
-    ext_params: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    ext_params: Option<Spanned<Option<String>>>,
     opening: Option<Spanned<Scalar>>,
-    owner: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "present")]
+    owner: Option<Spanned<Option<String>>>,
     managers: Option<Spanned<ListDoc>>,
     status: Option<Spanned<Scalar>>,
 }
@@ -776,14 +783,34 @@ fn room_fields(
         let (l, c) = line_col(l);
         errs.at(path, l, c, format!("set: {m}"));
     };
+    let owner_at = s.owner.as_ref().map(|v| v.referenced);
+    let mut given_text = |key: &str, v: Option<Spanned<Option<String>>>| {
+        let v = v?;
+        if v.value.is_none() {
+            let what = if key == "owner" {
+                "an id"
+            } else {
+                "the text (\"\" for empty text)"
+            };
+            err(
+                &v.referenced,
+                format!(
+                    "{key} has no value: write {what}, or remove the key to leave the field as \
+                     it is"
+                ),
+            );
+        }
+        v.value
+    };
     let mut f = RoomFields {
-        name: s.name,
-        cover: s.cover,
-        description: s.description,
-        webhook: s.webhook,
-        ext_params: s.ext_params,
+        name: given_text("name", s.name),
+        cover: given_text("cover", s.cover),
+        description: given_text("description", s.description),
+        webhook: given_text("webhook", s.webhook),
+        ext_params: given_text("extParams", s.ext_params),
         ..RoomFields::default()
     };
+    let owner = given_text("owner", s.owner);
     if let Some(v) = &s.bot_mode {
         match strict_value(text, "botMode", v, &["true", "false"]) {
             Ok(i) => f.bot_mode = Some(i == 0),
@@ -808,10 +835,12 @@ fn room_fields(
             Err(m) => err(&at, m),
         }
     }
-    if let Some(v) = s.owner {
-        match validate_id(&v.value) {
-            Ok(()) => f.owner = Some(v.value),
-            Err(e) => err(&v.referenced, format!("owner: {e}")),
+    if let Some(v) = owner
+        && let Some(at) = owner_at
+    {
+        match validate_id(&v) {
+            Ok(()) => f.owner = Some(v),
+            Err(e) => err(&at, format!("owner: {e}")),
         }
     }
     if let Some(v) = s.managers {
