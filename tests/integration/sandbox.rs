@@ -1474,43 +1474,11 @@ async fn slow_answers_outlast_the_client_timeout_but_apply() {
 /// made them up), accepts exactly the environment's credentials, stops on SIGTERM.
 #[test]
 fn sandbox_command_prints_url_and_credentials_and_stops_on_sigterm() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
-    let run = |env: &[(&str, &str)]| {
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("imkit-batch"));
-        cmd.args(["sandbox", "--listen", "127.0.0.1:0", "--room", "r1:o1"])
-            .env_remove("IMKIT_CLIENT_KEY")
-            .env_remove("IMKIT_TOKEN")
-            .env_remove("IMKIT_API_KEY")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut lines = Vec::new();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        loop {
-            let mut l = String::new();
-            assert!(
-                out.read_line(&mut l).unwrap() > 0,
-                "stdout closed: {lines:?}"
-            );
-            let done = l.starts_with("Press Ctrl-C");
-            lines.push(l.trim().to_owned());
-            if done {
-                break;
-            }
-        }
-        (child, lines)
-    };
-    let field = |lines: &[String], prefix: &str| {
-        lines
-            .iter()
-            .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
-    };
+    let run =
+        |env: &[(&str, &str)]| sandbox_cmd(&["--listen", "127.0.0.1:0", "--room", "r1:o1"], env);
+    let field = line_value;
     let get = |base: &str, key: &str, token: &str| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
