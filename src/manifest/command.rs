@@ -10,6 +10,7 @@ use anyhow::Context as _;
 
 use std::collections::HashSet;
 
+use super::lean::{Summary, summarize};
 use super::{LoadOptions, Manifest, ManifestErrors, Window, load};
 use crate::Exit;
 use crate::api::Request;
@@ -52,7 +53,7 @@ fn counts_block(s: &mut String, counts: &[(Action, usize)]) {
 }
 
 /// The human summary of a valid manifest.
-pub fn render_validate(m: &Manifest) -> String {
+pub fn render_validate(m: &Summary) -> String {
     let mut s = String::new();
     let _ = write!(s, "manifest: {} ({})", m.path.display(), m.format);
     if let Some(n) = &m.name {
@@ -66,10 +67,10 @@ pub fn render_validate(m: &Manifest) -> String {
             .collect();
         let _ = writeln!(s, "includes: {}", inc.join(", "));
     }
-    let _ = writeln!(s, "valid: {} ops", m.ops.len());
-    counts_block(&mut s, &m.counts());
-    let _ = writeln!(s, "distinct rooms: {}", m.distinct_rooms());
-    let _ = writeln!(s, "distinct clients: {}", m.distinct_clients());
+    let _ = writeln!(s, "valid: {} ops", m.ops);
+    counts_block(&mut s, &m.counts);
+    let _ = writeln!(s, "distinct rooms: {}", m.rooms);
+    let _ = writeln!(s, "distinct clients: {}", m.clients);
     if let Some(w) = &m.window {
         let _ = writeln!(s, "window: {} to {}", w.start, w.end);
     }
@@ -106,9 +107,9 @@ pub fn render_validate(m: &Manifest) -> String {
 }
 
 /// The stable `validate --json` object of a valid manifest.
-pub fn validate_json(m: &Manifest) -> serde_json::Value {
+pub fn validate_json(m: &Summary) -> serde_json::Value {
     let actions: serde_json::Map<String, serde_json::Value> = m
-        .counts()
+        .counts
         .iter()
         .map(|(a, n)| (a.as_str().to_string(), serde_json::json!(n)))
         .collect();
@@ -118,10 +119,10 @@ pub fn validate_json(m: &Manifest) -> serde_json::Value {
         "format": m.format.as_str(),
         "name": m.name,
         "checksum": m.checksum,
-        "ops": m.ops.len(),
+        "ops": m.ops,
         "actions": actions,
-        "rooms": m.distinct_rooms(),
-        "clients": m.distinct_clients(),
+        "rooms": m.rooms,
+        "clients": m.clients,
         "warnings": m.warnings,
         "warning_count": m.warning_count(),
     })
@@ -145,7 +146,9 @@ pub fn errors_json(e: &ManifestErrors) -> serde_json::Value {
 }
 
 pub fn validate(args: &ValidateArgs) -> anyhow::Result<Exit> {
-    match load_args(&args.manifest) {
+    // The same checks and output as `load`, without holding every update's field values.
+    let a = &args.manifest;
+    match summarize(&a.manifest, &LoadOptions { action: a.action }) {
         Ok(m) => {
             if args.json {
                 println!("{}", validate_json(&m));
@@ -770,12 +773,12 @@ mod tests {
         ]);
         m.warnings
             .push("line 9 repeats line 2: freeze room \"a\" (runs once)".into());
-        let s = render_validate(&m);
+        let s = render_validate(&Summary::of(&m));
         assert!(s.contains("valid: 3 ops"), "{s}");
         assert!(s.contains("distinct rooms: 2"), "{s}");
         assert!(s.contains("distinct clients: 2"), "{s}");
         assert!(s.contains("warnings (1):\n  line 9 repeats line 2"), "{s}");
-        let j = validate_json(&m);
+        let j = validate_json(&Summary::of(&m));
         assert_eq!(j["valid"], true);
         assert_eq!(j["ops"], 3);
         assert_eq!(j["actions"]["mute"], 2);
@@ -801,13 +804,13 @@ mod tests {
             warnings: w.finish(),
             ..manifest(vec![Op::freeze("a")])
         };
-        let s = render_validate(&m);
+        let s = render_validate(&Summary::of(&m));
         assert!(
             s.contains("warnings (5000):\n  line 3 repeats line 2"),
             "{s}"
         );
         assert!(s.ends_with("  ... and 4900 more warnings\n"), "{s}");
-        let j = validate_json(&m);
+        let j = validate_json(&Summary::of(&m));
         assert_eq!(j["warning_count"], 5000);
         assert_eq!(j["warnings"].as_array().unwrap().len(), 101);
     }

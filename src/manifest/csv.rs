@@ -360,26 +360,8 @@ pub(crate) fn load_csv(
     opts: &super::LoadOptions,
     hasher: &mut Sha256,
 ) -> Result<Parsed, ManifestErrors> {
-    let mut errs = ManifestErrors::default();
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            errs.at(path, 0, None, format!("cannot open the manifest: {e}"));
-            return Err(errs);
-        }
-    };
-    hasher.update(b"manifest\0");
-    let (ops, bytes) = {
-        let tracker = LineTracker::new(
-            std::io::BufReader::with_capacity(1 << 16, file),
-            Some(hasher),
-        );
-        read_manifest(path, opts, tracker, &mut errs)
-    };
-    hasher.update(bytes.to_le_bytes());
-    if !errs.is_empty() {
-        return Err(errs);
-    }
+    let mut ops = Vec::new();
+    load_csv_with(path, opts, hasher, &mut |op| ops.push(op))?;
     Ok(Parsed {
         name: None,
         window: None,
@@ -390,17 +372,49 @@ pub(crate) fn load_csv(
     })
 }
 
-/// Parses manifest CSV from any reader; errors go to `errs` and name `path`.
-/// Returns the ops and the number of bytes read.
+/// Reads a CSV manifest at `path` as [`load_csv`] does, handing each op to `sink` as it is
+/// read instead of collecting them (`validate` keeps a compact form of each).
+pub(crate) fn load_csv_with(
+    path: &Path,
+    opts: &super::LoadOptions,
+    hasher: &mut Sha256,
+    sink: &mut dyn FnMut(PlannedOp),
+) -> Result<(), ManifestErrors> {
+    let mut errs = ManifestErrors::default();
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            errs.at(path, 0, None, format!("cannot open the manifest: {e}"));
+            return Err(errs);
+        }
+    };
+    hasher.update(b"manifest\0");
+    let bytes = {
+        let tracker = LineTracker::new(
+            std::io::BufReader::with_capacity(1 << 16, file),
+            Some(hasher),
+        );
+        read_manifest(path, opts, tracker, &mut errs, sink)
+    };
+    hasher.update(bytes.to_le_bytes());
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(())
+}
+
+/// Parses manifest CSV from any reader; errors go to `errs` and name `path`, ops to `sink`.
+/// Returns the number of bytes read.
 fn read_manifest<R: Read>(
     path: &Path,
     opts: &super::LoadOptions,
     input: LineTracker<'_, R>,
     errs: &mut ManifestErrors,
-) -> (Vec<PlannedOp>, u64) {
+    sink: &mut dyn FnMut(PlannedOp),
+) -> u64 {
     let mut rdr = reader(input);
-    let ops = read_rows(path, opts, &mut rdr, errs);
-    (ops, rdr.get_ref().bytes)
+    read_rows(path, opts, &mut rdr, errs, sink);
+    rdr.get_ref().bytes
 }
 
 fn read_rows<R: Read>(
@@ -408,7 +422,8 @@ fn read_rows<R: Read>(
     opts: &super::LoadOptions,
     rdr: &mut ::csv::Reader<LineTracker<'_, R>>,
     errs: &mut ManifestErrors,
-) -> Vec<PlannedOp> {
+    sink: &mut dyn FnMut(PlannedOp),
+) {
     let mut rec = ByteRecord::new();
     // The header: the first record that is not a comment or blank line.
     match rdr.read_byte_record(&mut rec) {
@@ -421,22 +436,21 @@ fn read_rows<R: Read>(
                 "the file is empty: a header row naming the columns is required, e.g. \
                  `action,room,client`",
             );
-            return Vec::new();
+            return;
         }
         Err(e) => {
             errs.at(path, error_line(rdr, &e), None, read_error(&e));
-            return Vec::new();
+            return;
         }
     }
     let header_line = line_of(rdr, &rec);
     let Some(cols) = header(path, header_line, &rec, opts, errs, &|i| {
         column_of(rdr, 0, i)
     }) else {
-        return Vec::new();
+        return;
     };
     let names: Vec<&str> = cols.iter().map(col_name).collect();
     let ncols = cols.len();
-    let mut ops = Vec::new();
     loop {
         let start = rdr.position().byte();
         rdr.get_mut().done_before(start);
@@ -481,7 +495,7 @@ fn read_rows<R: Read>(
             }
         };
         match row(&cols, &cells, opts.action) {
-            Ok(op) => ops.push(PlannedOp {
+            Ok(op) => sink(PlannedOp {
                 op,
                 source: Location { file: 0, line },
             }),
@@ -492,7 +506,6 @@ fn read_rows<R: Read>(
             }
         }
     }
-    ops
 }
 
 fn read_error(e: &::csv::Error) -> String {
@@ -912,11 +925,13 @@ mod tests {
 
     fn parse(text: &[u8], action: Option<Action>) -> Result<Vec<PlannedOp>, ManifestErrors> {
         let mut errs = ManifestErrors::default();
-        let (ops, _) = read_manifest(
+        let mut ops = Vec::new();
+        read_manifest(
             Path::new("m.csv"),
             &LoadOptions { action },
             LineTracker::new(text, None),
             &mut errs,
+            &mut |op| ops.push(op),
         );
         if errs.is_empty() { Ok(ops) } else { Err(errs) }
     }

@@ -4,16 +4,80 @@
 //! with a warning.
 //!
 //! Built for million-op manifests: it sorts a `Vec<u32>` of indices instead of hashing owned
-//! keys, so the only extra memory is four bytes per op.
+//! keys, so the only extra memory is four bytes per op. It works on any [`ExpandOp`]: the
+//! [`PlannedOp`]s `run` and `plan` load, or the compact [`super::lean::LeanOp`]s `validate`
+//! counts with, so both see the same duplicates and conflicts.
 
 use std::cmp::Ordering;
 use std::path::PathBuf;
 
 use super::{Location, PlannedOp, Warnings};
-use crate::op::{Action, Op, RoomFields};
+use crate::op::{Action, RoomFields};
 
 /// Lines listed in one conflict warning before "...".
 const MAX_LINES_LISTED: usize = 6;
+
+/// What [`finish`] needs to know of an op.
+pub(crate) trait ExpandOp {
+    /// What the ops' values are looked up in (nothing for full ops).
+    type Ctx: ?Sized;
+    fn action(&self) -> Action;
+    fn room(&self) -> &str;
+    fn client(&self) -> Option<&str>;
+    fn source(&self) -> Location;
+    /// True for an update that carries its fields.
+    fn has_fields(&self) -> bool;
+    /// The `status` an update sets.
+    fn update_status(&self) -> Option<u8>;
+    /// True when field `k` of [`RoomFields::NAMES`] is given (updates only).
+    fn field_given(&self, k: usize) -> bool;
+    /// True when field `k` has the same value in both (both given).
+    fn field_eq(&self, other: &Self, k: usize, ctx: &Self::Ctx) -> bool;
+    /// A total order on ops, `Equal` exactly for identical ops.
+    fn op_cmp(&self, other: &Self, ctx: &Self::Ctx) -> Ordering;
+
+    /// As `Op`'s `Display`: `freeze room "a"`, `mute client "u" in room "a"`.
+    fn describe_op(&self) -> String {
+        match self.client() {
+            Some(c) => format!("{} client {:?} in room {:?}", self.action(), c, self.room()),
+            None => format!("{} room {:?}", self.action(), self.room()),
+        }
+    }
+}
+
+impl ExpandOp for PlannedOp {
+    type Ctx = ();
+    fn action(&self) -> Action {
+        self.op.action
+    }
+    fn room(&self) -> &str {
+        &self.op.room
+    }
+    fn client(&self) -> Option<&str> {
+        self.op.client.as_deref()
+    }
+    fn source(&self) -> Location {
+        self.source
+    }
+    fn has_fields(&self) -> bool {
+        self.op.fields.is_some()
+    }
+    fn update_status(&self) -> Option<u8> {
+        self.op.fields.as_ref().and_then(|f| f.status)
+    }
+    fn field_given(&self, k: usize) -> bool {
+        self.op.fields.as_deref().is_some_and(|f| field_given(f, k))
+    }
+    fn field_eq(&self, other: &Self, k: usize, _: &()) -> bool {
+        match (self.op.fields.as_deref(), other.op.fields.as_deref()) {
+            (Some(a), Some(b)) => field_eq(a, b, k),
+            _ => false,
+        }
+    }
+    fn op_cmp(&self, other: &Self, _: &()) -> Ordering {
+        self.op.cmp(&other.op)
+    }
+}
 
 /// Removes duplicates and reports conflicts; `ops` must be in manifest order.
 pub(crate) fn finish(
@@ -21,6 +85,16 @@ pub(crate) fn finish(
     sources: &[PathBuf],
     warnings: &mut Warnings,
 ) -> Vec<PlannedOp> {
+    finish_with(ops, &(), sources, warnings)
+}
+
+/// [`finish`] for any kind of op, its values looked up in `ctx`.
+pub(crate) fn finish_with<T: ExpandOp>(
+    ops: Vec<T>,
+    ctx: &T::Ctx,
+    sources: &[PathBuf],
+    warnings: &mut Warnings,
+) -> Vec<T> {
     let n = ops.len();
     let Ok(_) = u32::try_from(n) else {
         return ops; // more than 4 billion ops cannot be read into memory anyway
@@ -29,11 +103,15 @@ pub(crate) fn finish(
 
     // Candidates: ops identical to an earlier one (indices sorted by op, then position).
     let mut idx: Vec<u32> = (0..n as u32).collect();
-    idx.sort_unstable_by(|&a, &b| ops[a as usize].op.cmp(&ops[b as usize].op).then(a.cmp(&b)));
+    idx.sort_unstable_by(|&a, &b| {
+        ops[a as usize]
+            .op_cmp(&ops[b as usize], ctx)
+            .then(a.cmp(&b))
+    });
     let mut dups: Vec<(u32, u32)> = Vec::new();
     for w in idx.windows(2) {
         let (a, b) = (w[0] as usize, w[1] as usize);
-        if ops[a].op == ops[b].op {
+        if ops[a].op_cmp(&ops[b], ctx) == Ordering::Equal {
             // `a` may itself repeat an earlier op: report against the first of the run.
             let first = dups
                 .last()
@@ -51,9 +129,7 @@ pub(crate) fn finish(
     // Walk each target's ops in manifest order. A repeat is dropped only when the state it
     // sets is already what it sets: freeze, unfreeze, freeze keeps all three (the last
     // freeze matters), freeze, freeze drops the second.
-    idx.sort_unstable_by(|&a, &b| {
-        target_cmp(&ops[a as usize].op, &ops[b as usize].op).then(a.cmp(&b))
-    });
+    idx.sort_unstable_by(|&a, &b| target_cmp(&ops[a as usize], &ops[b as usize]).then(a.cmp(&b)));
     let mut keep = vec![true; n];
     let mut start = 0;
     while start < idx.len() {
@@ -61,10 +137,10 @@ pub(crate) fn finish(
         let mut state = TargetState::default();
         for &j in &idx[start..end] {
             let j = j as usize;
-            if candidate[j] && state.already(&ops, &ops[j].op) {
+            if candidate[j] && state.already(&ops, &ops[j], ctx) {
                 keep[j] = false;
             } else {
-                state.apply(j as u32, &ops[j].op);
+                state.apply(j as u32, &ops[j]);
             }
         }
         start = end;
@@ -75,20 +151,20 @@ pub(crate) fn finish(
     for (d, f) in &dups {
         let (dup, first) = (&ops[*d as usize], &ops[*f as usize]);
         warnings.push_with(|| {
-            if dup.source == first.source {
+            if dup.source() == first.source() {
                 // One place gave the op twice, e.g. a rooms_file named by two ops: "line 4
                 // repeats line 4" would say nothing.
                 format!(
                     "{} gives the same op twice: {} (runs once)",
-                    place(dup.source),
-                    dup.op
+                    place(dup.source()),
+                    dup.describe_op()
                 )
             } else {
                 format!(
                     "{} repeats {}: {} (runs once)",
-                    place(dup.source),
-                    place(first.source),
-                    dup.op
+                    place(dup.source()),
+                    place(first.source()),
+                    dup.describe_op()
                 )
             }
         });
@@ -120,10 +196,10 @@ pub(crate) fn finish(
 }
 
 /// The end of the target group that starts at `idx[start]`.
-fn group_end(ops: &[PlannedOp], idx: &[u32], start: usize) -> usize {
-    let first = &ops[idx[start] as usize].op;
+fn group_end<T: ExpandOp>(ops: &[T], idx: &[u32], start: usize) -> usize {
+    let first = &ops[idx[start] as usize];
     let mut end = start + 1;
-    while end < idx.len() && target_cmp(first, &ops[idx[end] as usize].op) == Ordering::Equal {
+    while end < idx.len() && target_cmp(first, &ops[idx[end] as usize]) == Ordering::Equal {
         end += 1;
     }
     end
@@ -133,7 +209,7 @@ fn group_end(ops: &[PlannedOp], idx: &[u32], start: usize) -> usize {
 const PLAIN_FIELDS: usize = 10;
 
 /// True when field `k` of [`RoomFields::NAMES`] is given.
-fn field_given(f: &RoomFields, k: usize) -> bool {
+pub(crate) fn field_given(f: &RoomFields, k: usize) -> bool {
     match k {
         0 => f.name.is_some(),
         1 => f.cover.is_some(),
@@ -179,38 +255,39 @@ struct TargetState {
 
 impl TargetState {
     /// True when `op` would change nothing the kept ops have not already set.
-    fn already(&self, ops: &[PlannedOp], op: &Op) -> bool {
-        match op.action {
+    fn already<T: ExpandOp>(&self, ops: &[T], op: &T, ctx: &T::Ctx) -> bool {
+        match op.action() {
             Action::Freeze => self.status == Some(0),
             Action::Unfreeze => self.status == Some(1),
-            Action::Mute | Action::Unmute => self.pair == Some(op.action),
+            Action::Mute | Action::Unmute => self.pair == Some(op.action()),
             Action::Update => {
-                let Some(f) = op.fields.as_deref() else {
-                    return false;
-                };
-                if f.status.is_some() && self.status != f.status {
+                if !op.has_fields() {
                     return false;
                 }
-                (0..PLAIN_FIELDS).filter(|&k| field_given(f, k)).all(|k| {
+                let status = op.update_status();
+                if status.is_some() && self.status != status {
+                    return false;
+                }
+                (0..PLAIN_FIELDS).filter(|&k| op.field_given(k)).all(|k| {
                     self.fields[k]
-                        .and_then(|i| ops[i as usize].op.fields.as_deref())
-                        .is_some_and(|prev| field_eq(prev, f, k))
+                        .map(|i| &ops[i as usize])
+                        .is_some_and(|prev| prev.has_fields() && prev.field_eq(op, k, ctx))
                 })
             }
         }
     }
 
-    fn apply(&mut self, j: u32, op: &Op) {
-        match op.action {
+    fn apply<T: ExpandOp>(&mut self, j: u32, op: &T) {
+        match op.action() {
             Action::Freeze => self.status = Some(0),
             Action::Unfreeze => self.status = Some(1),
-            Action::Mute | Action::Unmute => self.pair = Some(op.action),
+            Action::Mute | Action::Unmute => self.pair = Some(op.action()),
             Action::Update => {
-                if let Some(f) = op.fields.as_deref() {
-                    if f.status.is_some() {
-                        self.status = f.status;
+                if op.has_fields() {
+                    if let Some(s) = op.update_status() {
+                        self.status = Some(s);
                     }
-                    for k in (0..PLAIN_FIELDS).filter(|&k| field_given(f, k)) {
+                    for k in (0..PLAIN_FIELDS).filter(|&k| op.field_given(k)) {
                         self.fields[k] = Some(j);
                     }
                 }
@@ -220,10 +297,10 @@ impl TargetState {
 }
 
 /// Compares the targets of two ops: a room for room ops, a (client, room) pair otherwise.
-fn target_cmp(a: &Op, b: &Op) -> Ordering {
-    (a.action.needs_client(), a.client.as_deref())
-        .cmp(&(b.action.needs_client(), b.client.as_deref()))
-        .then_with(|| a.room.cmp(&b.room))
+fn target_cmp<T: ExpandOp>(a: &T, b: &T) -> Ordering {
+    (a.action().needs_client(), a.client())
+        .cmp(&(b.action().needs_client(), b.client()))
+        .then_with(|| a.room().cmp(b.room()))
 }
 
 fn describe(sources: &[PathBuf], l: Location) -> String {
@@ -265,46 +342,46 @@ struct Conflict {
 }
 
 impl Conflict {
-    fn message(&self, ops: &[PlannedOp], place: &dyn Fn(Location) -> String) -> String {
+    fn message<T: ExpandOp>(&self, ops: &[T], place: &dyn Fn(Location) -> String) -> String {
         let mut parts: Vec<String> = self
             .lines
             .iter()
             .map(|&i| {
                 let p = &ops[i as usize];
-                format!("{} ({})", p.op.action, place(p.source))
+                format!("{} ({})", p.action(), place(p.source()))
             })
             .collect();
         if self.more > 0 {
             parts.push(format!("and {} more", self.more));
         }
         let list = parts.join(", ");
-        let first = &ops[self.first as usize].op;
+        let first = &ops[self.first as usize];
         match self.kind {
             ConflictKind::MuteUnmute => format!(
                 "client {:?} in room {:?} is both muted and unmuted: {list}; they run in \
                  manifest order, the last one wins",
-                first.client.as_deref().unwrap_or_default(),
-                first.room,
+                first.client().unwrap_or_default(),
+                first.room(),
             ),
             ConflictKind::Status => format!(
                 "room {:?} is both frozen and unfrozen: {list}; they run in manifest order, the \
                  last one wins",
-                first.room,
+                first.room(),
             ),
             ConflictKind::Field(k) => format!(
                 "room {:?}: several updates set `{}`: {list}; they run in manifest order, the \
                  last one wins",
-                first.room,
+                first.room(),
                 RoomFields::NAMES[k],
             ),
         }
     }
 }
 
-fn conflicts(ops: &[PlannedOp], group: &[u32], found: &mut Vec<Conflict>) {
-    let first = &ops[group[0] as usize].op;
-    if first.action.needs_client() {
-        let has = |a: Action| group.iter().any(|&i| ops[i as usize].op.action == a);
+fn conflicts<T: ExpandOp>(ops: &[T], group: &[u32], found: &mut Vec<Conflict>) {
+    let first = &ops[group[0] as usize];
+    if first.action().needs_client() {
+        let has = |a: Action| group.iter().any(|&i| ops[i as usize].action() == a);
         if has(Action::Mute) && has(Action::Unmute) {
             let (lines, more) = listed(group);
             found.push(Conflict {
@@ -317,19 +394,19 @@ fn conflicts(ops: &[PlannedOp], group: &[u32], found: &mut Vec<Conflict>) {
         return;
     }
     // Status writers: freeze (0), unfreeze (1), and updates that set `status`.
-    let status_of = |o: &Op| match o.action {
+    let status_of = |o: &T| match o.action() {
         Action::Freeze => Some(0),
         Action::Unfreeze => Some(1),
-        _ => o.fields.as_ref().and_then(|f| f.status),
+        _ => o.update_status(),
     };
     let writers: Vec<u32> = group
         .iter()
         .copied()
-        .filter(|&i| status_of(&ops[i as usize].op).is_some())
+        .filter(|&i| status_of(&ops[i as usize]).is_some())
         .collect();
     let mut values: Vec<u8> = writers
         .iter()
-        .filter_map(|&i| status_of(&ops[i as usize].op))
+        .filter_map(|&i| status_of(&ops[i as usize]))
         .collect();
     values.sort_unstable();
     values.dedup();
@@ -343,9 +420,10 @@ fn conflicts(ops: &[PlannedOp], group: &[u32], found: &mut Vec<Conflict>) {
         });
     }
     // Several updates setting the same field (status is covered above).
-    let updates: Vec<(u32, &RoomFields)> = group
+    let updates: Vec<u32> = group
         .iter()
-        .filter_map(|&i| Some((i, ops[i as usize].op.fields.as_deref()?)))
+        .copied()
+        .filter(|&i| ops[i as usize].has_fields())
         .collect();
     if updates.len() < 2 {
         return;
@@ -353,8 +431,8 @@ fn conflicts(ops: &[PlannedOp], group: &[u32], found: &mut Vec<Conflict>) {
     for k in 0..PLAIN_FIELDS {
         let setters: Vec<u32> = updates
             .iter()
-            .filter(|(_, f)| field_given(f, k))
-            .map(|(i, _)| *i)
+            .copied()
+            .filter(|&i| ops[i as usize].field_given(k))
             .collect();
         if setters.len() > 1 {
             let (lines, more) = listed(&setters);
@@ -371,6 +449,7 @@ fn conflicts(ops: &[PlannedOp], group: &[u32], found: &mut Vec<Conflict>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::op::Op;
 
     fn planned(ops: Vec<Op>) -> Vec<PlannedOp> {
         ops.into_iter()

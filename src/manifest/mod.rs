@@ -5,10 +5,13 @@
 //! cap), and an invalid manifest yields no ops at all. The format-specific readers live in
 //! [`csv`] (streamed, for million-row files) and [`yaml`] (budgeted, so an alias bomb is
 //! refused); both hand raw ops to [`expand`], which removes duplicates and flags conflicts.
+//! `validate` goes through [`lean`], which keeps a CSV's ops compact (field values as
+//! hashes) and says exactly what [`load`] would.
 
 pub mod command;
 pub mod csv;
 pub mod expand;
+pub mod lean;
 pub mod yaml;
 
 use std::fmt;
@@ -159,12 +162,7 @@ impl Manifest {
     /// How many warnings the manifest has in all: the stored ones plus those that only the
     /// final "... and N more warnings" entry counts (that entry is not a warning itself).
     pub fn warning_count(&self) -> usize {
-        match self.warnings.split_last() {
-            Some((last, kept)) if kept.len() == MAX_WARNINGS => more_warnings(last)
-                .map(|n| kept.len().saturating_add(n))
-                .unwrap_or(self.warnings.len()),
-            _ => self.warnings.len(),
-        }
+        count_warnings(&self.warnings)
     }
 
     /// Ops per action, in [`Action::ALL`] order.
@@ -191,13 +189,23 @@ impl Manifest {
     }
 }
 
+/// How many warnings `warnings` (as [`Warnings::finish`] left them) stand for.
+fn count_warnings(warnings: &[String]) -> usize {
+    match warnings.split_last() {
+        Some((last, kept)) if kept.len() == MAX_WARNINGS => more_warnings(last)
+            .map(|n| kept.len().saturating_add(n))
+            .unwrap_or(warnings.len()),
+        _ => warnings.len(),
+    }
+}
+
 fn action_index(a: Action) -> usize {
     Action::ALL.iter().position(|x| *x == a).unwrap_or(0)
 }
 
 /// How many distinct values `key` gives over `ops`. Sorts four-byte indices rather than
 /// sixteen-byte string references: on a million-op manifest this runs at the memory peak.
-fn count_distinct(ops: &[PlannedOp], key: impl Fn(&PlannedOp) -> Option<&str>) -> usize {
+fn count_distinct<T>(ops: &[T], key: impl Fn(&T) -> Option<&str>) -> usize {
     let Ok(n) = u32::try_from(ops.len()) else {
         let mut v: Vec<&str> = ops.iter().filter_map(&key).collect();
         v.sort_unstable();

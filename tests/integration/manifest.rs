@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use imkit_batch::manifest::lean::{Summary, summarize};
 use imkit_batch::manifest::{Format, LoadOptions, Manifest, ManifestErrors, load};
 use imkit_batch::op::{Action, Op, RoomFields};
 use predicates::prelude::*;
@@ -629,6 +630,40 @@ proptest! {
         load_bytes(dir, if yaml { "m.yaml" } else { "m.csv" }, &bytes, None);
     }
 
+    /// `validate` keeps a CSV's ops in compact form (field values as hashes): it must say
+    /// exactly what a full load says, duplicates and conflicts included. The rows are drawn
+    /// from a few generated ops, so repeats, conflicts and repeated updates abound.
+    #[test]
+    fn validate_summary_equals_the_full_load(
+        pool in prop_oneof![job_strategy(), small_job_strategy()],
+        picks in proptest::collection::vec(any::<prop::sample::Index>(), 1..40),
+        action_flag in any::<bool>(),
+    ) {
+        let job: Vec<JobOp> = picks.iter().map(|i| pool[i.index(pool.len())].clone()).collect();
+        let (csv, _, _) = render_job(&job);
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().join("job.csv");
+        std::fs::write(&c, &csv).unwrap();
+        let full = load_at(&c, None).map(|m| Summary::of(&m));
+        let lean = summarize(&c, &LoadOptions { action: None });
+        prop_assert_eq!(lean, full, "CSV:\n{}", csv);
+        // And with --action over a file without an action column (errors included).
+        let action = if action_flag { Action::Freeze } else { Action::Update };
+        let mut rooms_only = String::from("room,name\n");
+        for op in &job {
+            for r in &op.rooms {
+                let name = op.fields.name.clone().unwrap_or_default();
+                let mut w = csv::Writer::from_writer(Vec::new());
+                w.write_record([r.as_str(), name.as_str()]).unwrap();
+                rooms_only.push_str(&String::from_utf8(w.into_inner().unwrap()).unwrap());
+            }
+        }
+        std::fs::write(&c, &rooms_only).unwrap();
+        let full = load_at(&c, Some(action)).map(|m| Summary::of(&m));
+        let lean = summarize(&c, &LoadOptions { action: Some(action) });
+        prop_assert_eq!(lean, full, "CSV:\n{}", rooms_only);
+    }
+
     #[test]
     fn csv_and_yaml_forms_expand_to_the_same_ops(job in job_strategy()) {
         let dir = tempfile::tempdir().unwrap();
@@ -646,6 +681,66 @@ proptest! {
         let (a, b) = (ops(from_csv.unwrap()), ops(from_yaml.unwrap()));
         prop_assert_eq!(a, b, "YAML:\n{}", yaml);
     }
+}
+
+/// Ops on two rooms and two clients whose fields take two values each: repeated updates
+/// of one room with other updates between them, the case where a repeat is dropped only if
+/// no op in between set its fields to other values.
+fn small_job_strategy() -> impl Strategy<Value = Vec<JobOp>> {
+    let two = |a: &'static str, b: &'static str| {
+        proptest::option::of(prop_oneof![Just(a.to_string()), Just(b.to_string())])
+    };
+    let fields = (
+        (
+            two("A", "B"),
+            two("x", "y"),
+            two("o-1", "o-2"),
+            two("w", "v"),
+        ),
+        proptest::option::of(prop_oneof![
+            Just(vec!["t".to_string()]),
+            Just(vec!["t".to_string(), "u".to_string()]),
+        ]),
+        proptest::option::of(any::<bool>()),
+        (proptest::option::of(0u8..2), proptest::option::of(0u8..2)),
+    )
+        .prop_filter_map(
+            "update needs a field",
+            |((name, description, owner, ext_params), tags, bot, (opening, status))| {
+                let f = RoomFields {
+                    name,
+                    description,
+                    owner,
+                    ext_params,
+                    room_tags: tags,
+                    bot_mode: bot,
+                    opening,
+                    status,
+                    ..RoomFields::default()
+                };
+                (!f.is_empty()).then_some(f)
+            },
+        );
+    let op = (0usize..5, 0usize..2, 0usize..2, fields).prop_map(|(a, r, c, fields)| {
+        let action = Action::ALL[a];
+        JobOp {
+            action,
+            rooms: vec![format!("r{r}")],
+            clients: if action.needs_client() {
+                vec![format!("c{c}")]
+            } else {
+                vec![]
+            },
+            room_style: ListStyle::List,
+            client_style: ListStyle::List,
+            fields: if action == Action::Update {
+                fields
+            } else {
+                RoomFields::default()
+            },
+        }
+    });
+    proptest::collection::vec(op, 1..8)
 }
 
 /// How a YAML op names its rooms (or clients): every key the format has for them.
