@@ -345,6 +345,46 @@ async fn issue5_a_bad_token_stops_within_concurrency_requests_and_ops_stay_pendi
     }
 }
 
+/// The same through the documented flat error shape (`{"error":"INVALID_API_KEY",...}`,
+/// NOTES.md): a rejected API key stops the mutes at once, exit 3, naming IMKIT_API_KEY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue5_a_flat_401_for_a_bad_api_key_stops_the_job() {
+    let ops: Vec<Op> = (0..200)
+        .map(|i| Op::mute(format!("u-{i}"), "lobby"))
+        .collect();
+    let j = job(&ops);
+    let mut cfg = SandboxConfig::new(sandbox_creds());
+    cfg.seed_from_ops(&ops);
+    cfg.flat_401 = true;
+    let sb = sandbox::spawn(cfg).await.unwrap();
+    let bad = credentials(CLIENT_KEY, TOKEN, "ak-revoked-1111");
+    let (exit, msg) = run(
+        &j,
+        &sb.base_url(),
+        bad,
+        &["--concurrency", "4", "--rate", "50000/s"],
+    )
+    .await;
+    assert_eq!(exit, Exit::Aborted, "{msg}");
+    assert!(
+        msg.contains("IMKIT_API_KEY") && msg.contains("rejected"),
+        "the message names the credential: {msg}"
+    );
+    assert!(!msg.contains("ak-revoked-1111"), "{msg}");
+    let sent = sb.requests_total();
+    assert!(
+        (1..=4).contains(&sent),
+        "{sent} requests sent with a bad key"
+    );
+    assert!(sb.log(10).iter().all(|e| e.status == Some(401)));
+    assert!(
+        journal_rows(&j.journal)
+            .iter()
+            .all(|r| r.state == OpState::Pending)
+    );
+    sb.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue5_403_and_404_are_recorded_and_the_job_goes_on() {
     const USER_TOKEN: &str = "tok-alice-not-admin";
