@@ -1,7 +1,9 @@
-//! Pacing per credential: a governor rate limiter at `--rate`, a gate that a 429 closes until
-//! the server's hint has passed (every request on that credential waits), and an adaptive
-//! factor (AIMD): each burst of 429s halves the pace, sustained success restores it step by
-//! step. Time is tokio's, so tests with paused time are deterministic.
+//! Pacing per credential: a governor rate limiter at `--rate` (less [`HEADROOM`]), a gate that
+//! a 429 closes until the server's hint has passed (every request on that credential waits),
+//! and an adaptive factor (AIMD): a lone 429 only closes the gate, a repeated one (before
+//! [`RESTORE_AFTER`] successes have passed since the last) halves the pace, and sustained
+//! success restores it step by step. Time is tokio's, so tests with paused time are
+//! deterministic.
 
 use std::ops::Add;
 use std::sync::Mutex;
@@ -18,6 +20,13 @@ use crate::units::Rate;
 
 /// Requests that may go out back to back on one credential.
 pub const BURST: u32 = 4;
+/// How far under `--rate` the pacer stays. A server that counts the same rate in fixed
+/// windows sees every window's last request and the next window's first one spaced by
+/// exactly one interval, and a request the network delays less than the one that opened the
+/// window (the first pays for the TCP and TLS handshakes) arrives a moment early: a 429
+/// whose whole-second hint stops the credential for a second or more. 1% is 0.6 s a minute
+/// at the documented 1000/min, more than a handshake; 10 ms a second at 20/s.
+pub const HEADROOM: f64 = 0.01;
 /// Slowest pace the adaptive factor goes down to: 1/16 of `--rate`.
 pub const MIN_FACTOR: f64 = 1.0 / 16.0;
 /// Successes (on one credential) after which the pace goes one step back up.
@@ -64,7 +73,10 @@ type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<T
 struct PaceState {
     paused_until: Option<Instant>,
     factor: f64,
+    /// Successes since the last 429 (or the last restore step).
     successes: u32,
+    /// A 429 came within the last [`RESTORE_AFTER`] successes: the next one lowers the pace.
+    struck: bool,
     last_decrease: Option<Instant>,
     next_slot: Instant,
 }
@@ -87,7 +99,10 @@ impl Pacer {
     /// run's first request (a fixed window per credential) then sees exactly `rate` in it,
     /// not `rate + BURST - 1` and a 429 whose hint could be the rest of the minute.
     pub fn new(rate: Rate) -> Pacer {
-        let interval = rate.interval().max(Duration::from_nanos(1));
+        let interval = rate
+            .interval()
+            .mul_f64(1.0 + HEADROOM)
+            .max(Duration::from_nanos(1));
         let burst = std::num::NonZeroU32::new(rate.count.clamp(1, BURST))
             .unwrap_or(std::num::NonZeroU32::MIN);
         let quota = Quota::with_period(interval)
@@ -105,6 +120,7 @@ impl Pacer {
                 paused_until: None,
                 factor: 1.0,
                 successes: 0,
+                struck: false,
                 last_decrease: None,
                 next_slot: Instant::now(),
             }),
@@ -157,28 +173,33 @@ impl Pacer {
         self.lock().paused_until
     }
 
-    /// A 429 answered a request sent at `sent_at`: close the gate for `wait` and lower the pace,
-    /// once per burst (429s to requests sent before the last decrease do not count again).
+    /// A 429 answered a request sent at `sent_at`: close the gate for `wait`; when 429s repeat,
+    /// lower the pace, once per burst (429s to requests sent before the last decision do not
+    /// count again). A lone 429 (a window's edge, another client's spike) costs the wait only.
     pub fn on_rate_limited(&self, wait: Duration, sent_at: Instant) {
         let now = Instant::now();
         let mut st = self.lock();
         let until = now + wait;
         st.paused_until = Some(st.paused_until.map_or(until, |p| p.max(until)));
         if st.last_decrease.is_none_or(|d| sent_at > d) {
-            st.factor = (st.factor / 2.0).max(MIN_FACTOR);
+            if st.struck {
+                st.factor = (st.factor / 2.0).max(MIN_FACTOR);
+                st.next_slot = st.next_slot.max(until);
+            }
+            st.struck = true;
             st.last_decrease = Some(now);
             st.successes = 0;
-            st.next_slot = st.next_slot.max(until);
         }
     }
 
     /// A request on this credential succeeded.
     pub fn on_success(&self) {
         let mut st = self.lock();
-        if st.factor < 1.0 {
+        if st.factor < 1.0 || st.struck {
             st.successes += 1;
             if st.successes >= RESTORE_AFTER {
                 st.successes = 0;
+                st.struck = false;
                 st.factor = (st.factor + RESTORE_STEP).min(1.0);
             }
         }
@@ -203,10 +224,10 @@ mod tests {
             p.acquire().await;
             starts.push(t0.elapsed());
         }
-        // No head start: the first goes at once, then one every 100 ms, so any one-second
-        // window from the first request holds 10, the rate.
+        // No head start: the first goes at once, then one every 101 ms (100 ms and the
+        // headroom), so any one-second window from the first request holds 10, the rate.
         for (k, t) in starts.iter().enumerate() {
-            let due = Duration::from_millis(100 * k as u64);
+            let due = Duration::from_micros(101_000 * k as u64);
             assert!(
                 *t >= due && *t <= due + Duration::from_millis(2),
                 "request {k} at {t:?}, due at {due:?}"
@@ -223,17 +244,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn rate_limit_closes_the_gate_and_halves_once_per_burst() {
+    async fn a_lone_429_closes_the_gate_and_repeated_ones_halve_once_per_burst() {
         let p = Pacer::new("100/s".parse().unwrap());
         let sent = Instant::now();
         p.acquire().await;
         p.on_rate_limited(Duration::from_secs(2), sent);
         p.on_rate_limited(Duration::from_secs(1), sent);
-        assert_eq!(p.factor(), 0.5, "two 429s of the same burst halve once");
+        assert_eq!(p.factor(), 1.0, "a lone burst of 429s only closes the gate");
         let t0 = Instant::now();
         p.acquire().await;
         assert!(t0.elapsed() >= Duration::from_secs(2));
-        // After the gate: spacing is 20 ms (half of 100/s).
+        // A 429 to a request sent after that one, before RESTORE_AFTER successes: repeated.
+        let sent = Instant::now();
+        p.on_rate_limited(Duration::from_secs(1), sent);
+        p.on_rate_limited(Duration::from_secs(1), sent);
+        assert_eq!(p.factor(), 0.5, "two 429s of the same burst halve once");
+        p.acquire().await;
+        // After the gate: spacing is 20 ms (half of 100/s) and the headroom.
         let t1 = Instant::now();
         p.acquire().await;
         p.acquire().await;
@@ -253,5 +280,16 @@ mod tests {
             p.on_success();
         }
         assert_eq!(p.factor(), 1.0);
+        // Restored, and RESTORE_AFTER successes since the last 429: the next is lone again.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        p.on_rate_limited(Duration::ZERO, Instant::now());
+        assert_eq!(p.factor(), 1.0);
+        // Fewer than RESTORE_AFTER successes before the next: repeated, halved.
+        for _ in 0..(RESTORE_AFTER - 1) {
+            p.on_success();
+        }
+        tokio::time::advance(Duration::from_millis(1)).await;
+        p.on_rate_limited(Duration::ZERO, Instant::now());
+        assert_eq!(p.factor(), 0.5);
     }
 }
