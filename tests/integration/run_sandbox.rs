@@ -1665,8 +1665,8 @@ fn issue2_every_example_job_runs_on_the_sandbox_and_a_rerun_sends_nothing() {
 /// a loaded machine cannot break.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue5_the_rate_and_a_429_hint_are_honoured_over_http() {
-    // 50 ops at 20/s with a burst of 20: at least 30 / 20 = 1.5 s, and the sandbox, limited
-    // to 20/s per credential itself, has (next to) nothing to refuse.
+    // 50 ops at 20/s: at least 49 intervals of 50 ms, and the sandbox, limited to 20 per
+    // second per credential itself, has (next to) nothing to refuse.
     let ops: Vec<Op> = (0..50).map(|i| Op::freeze(format!("r-{i}"))).collect();
     let j = job(&ops);
     let mut cfg = SandboxConfig::new(sandbox_creds());
@@ -1678,13 +1678,15 @@ async fn issue5_the_rate_and_a_429_hint_are_honoured_over_http() {
     let took = t0.elapsed();
     assert_eq!(exit, Exit::Success, "{msg}");
     assert!(
-        took >= Duration::from_millis(1450),
+        took >= Duration::from_millis(2450),
         "50 ops at 20/s in {took:?}"
     );
-    // Without --rate, 30 of the 50 would be refused; a few at most when the two clocks'
-    // start differs by a connection set-up on a loaded machine (0 of 600 measured).
+    // Without --rate, 30 of the 50 would be refused. The pacer keeps 1% (10 ms a second)
+    // under the rate and has no head start, so the sandbox's windows see 20 at most; one
+    // 429 is allowed for a connection set-up on a loaded machine that delays the request
+    // opening a window by more than that (0 of 600 measured, BENCHMARKS.md).
     let limited = sb.stats().rate_limited;
-    assert!(limited <= 5, "{limited} of 50 answered 429");
+    assert!(limited <= 1, "{limited} of 50 answered 429");
     sb.shutdown().await.unwrap();
 
     // Injected 429s hinting 1 s (both shapes): every op done, and not before a hint passed.
