@@ -310,6 +310,149 @@ fn check_alias_budget(text: &str) -> Result<(), (u32, Option<u32>, String)> {
     Ok(())
 }
 
+/// The keys each mapping of a manifest may hold (the fields of [`Doc`] and its parts).
+const TOP_KEYS: &[&str] = &["version", "name", "window", "settings", "ops"];
+const WINDOW_KEYS: &[&str] = &["start", "end"];
+const SETTINGS_KEYS: &[&str] = &["rate", "concurrency", "snapshot", "max_attempts", "timeout"];
+const OP_KEYS: &[&str] = &[
+    "action",
+    "room",
+    "rooms",
+    "client",
+    "clients",
+    "rooms_file",
+    "clients_file",
+    "set",
+];
+const SET_KEYS: &[&str] = &[
+    "name",
+    "cover",
+    "description",
+    "roomTags",
+    "webhook",
+    "botMode",
+    "extParams",
+    "opening",
+    "owner",
+    "managers",
+    "status",
+];
+
+/// Every unknown key of the document, each at its line and column. The typed parse stops at
+/// the first one (serde's `deny_unknown_fields`), so a manifest with a typo in each of five
+/// ops would take five rounds of `validate`; this walk over the parser's events finds them
+/// all at once. Keys of mappings reached through an alias or a merge key (`<<`) are left to
+/// the typed parse, and so are syntax errors.
+fn unknown_keys(text: &str) -> Vec<(u32, Option<u32>, String)> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+    /// What a mapping or sequence is in the manifest's schema.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Node {
+        Top,
+        Window,
+        Settings,
+        Ops,
+        Op,
+        Set,
+        Other,
+    }
+    struct Open {
+        node: Node,
+        is_map: bool,
+        /// In a mapping: the next scalar is a key (else a value).
+        at_key: bool,
+        /// In a mapping: what the value of the key just read is, if it is a container.
+        value: Node,
+    }
+    fn keys_of(node: Node) -> Option<&'static [&'static str]> {
+        match node {
+            Node::Top => Some(TOP_KEYS),
+            Node::Window => Some(WINDOW_KEYS),
+            Node::Settings => Some(SETTINGS_KEYS),
+            Node::Op => Some(OP_KEYS),
+            Node::Set => Some(SET_KEYS),
+            Node::Ops | Node::Other => None,
+        }
+    }
+    let mut found = Vec::new();
+    let mut stack: Vec<Open> = Vec::new();
+    for item in Parser::new_from_str(text) {
+        let Ok((ev, span)) = item else {
+            break;
+        };
+        // What a container opening here is: by its parent and, in a mapping, the key before.
+        let child = match stack.last() {
+            None => Node::Top,
+            Some(o) if o.is_map => o.value,
+            Some(o) if o.node == Node::Ops => Node::Op,
+            Some(_) => Node::Other,
+        };
+        match ev {
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                let is_map = matches!(ev, Event::MappingStart(..));
+                let node = match (child, is_map) {
+                    (Node::Ops, false) => Node::Ops,
+                    (Node::Ops, true) | (_, false) => Node::Other,
+                    (n, true) => n,
+                };
+                // A container in a key's place is not a key we know; the typed parse says so.
+                if let Some(parent) = stack.last_mut()
+                    && parent.is_map
+                {
+                    parent.at_key = !parent.at_key;
+                }
+                stack.push(Open {
+                    node,
+                    is_map,
+                    at_key: true,
+                    value: Node::Other,
+                });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+            }
+            Event::Scalar(..) | Event::Alias(..) if stack.last().is_some_and(|o| o.is_map) => {
+                let Some(o) = stack.last_mut() else { break };
+                if o.at_key {
+                    let key = match &ev {
+                        Event::Scalar(v, ..) => Some(v.as_ref()),
+                        _ => None,
+                    };
+                    o.value = match (o.node, key) {
+                        (Node::Top, Some("window")) => Node::Window,
+                        (Node::Top, Some("settings")) => Node::Settings,
+                        (Node::Top, Some("ops")) => Node::Ops,
+                        (Node::Op, Some("set")) => Node::Set,
+                        _ => Node::Other,
+                    };
+                    if let (Some(allowed), Some(key)) = (keys_of(o.node), key)
+                        && key != "<<"
+                        && !allowed.contains(&key)
+                    {
+                        let line = u32::try_from(span.start.line()).unwrap_or(u32::MAX);
+                        let col = u32::try_from(span.start.col() + 1).ok();
+                        let hint = super::suggest(key, allowed)
+                            .map(|k| format!(" (did you mean `{k}`?)"))
+                            .unwrap_or_default();
+                        found.push((
+                            line,
+                            col,
+                            format!(
+                                "unknown field `{key}`{hint}, expected one of {}; unknown keys \
+                                 are errors (typos must not be silently ignored)",
+                                allowed.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                o.at_key = !o.at_key;
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
 /// The parser's message without the location it appends (we print our own prefix).
 fn parser_message(e: &serde_saphyr::Error) -> String {
     let text = e.without_snippet().to_string();
@@ -380,6 +523,13 @@ pub(crate) fn load_yaml(path: &Path, hasher: &mut Sha256) -> Result<Parsed, Mani
     }
     if let Err((line, col, m)) = check_alias_budget(text) {
         errs.at(path, line.max(1), col, m);
+        return Err(errs);
+    }
+    let unknown = unknown_keys(text);
+    if !unknown.is_empty() {
+        for (line, col, m) in unknown {
+            errs.at(path, line.max(1), col, m);
+        }
         return Err(errs);
     }
     let doc: Doc = match serde_saphyr::from_str_with_options(text, options()) {
@@ -1178,6 +1328,44 @@ fn expand_op(
 mod tests {
     use super::*;
     use sha2::Digest;
+
+    #[test]
+    fn unknown_keys_finds_every_typo_and_nothing_in_a_valid_manifest() {
+        let valid = "version: 1\nname: n\nsettings: {rate: 600/min, snapshot: true}\n\
+            window:\n  start: 2026-11-22T22:00:00+08:00\n  end: 2026-11-23T02:00:00+08:00\n\
+            ops:\n  - &f\n    action: freeze\n    rooms: [a, b]\n  - *f\n\
+            \x20 - <<: *f\n    action: unfreeze\n\
+            \x20 - {action: update, room: r, set: {name: N, roomTags: [x], status: 1}}\n\
+            \x20 - action: mute\n    clients:\n      - c1\n    rooms_file: r.csv\n";
+        assert_eq!(unknown_keys(valid), vec![]);
+        // Values that look like keys are values; keys inside lists of values are not ours.
+        let values = "version: 1\nname: ops\nops:\n  - action: set\n    room: romos\n";
+        assert_eq!(unknown_keys(values), vec![]);
+
+        let typos = "version: 1\nop:\n  - x\nops:\n  - action: freeze\n    room: a\n    Room: b\n\
+            \x20 - {action: update, room: c, set: {nme: N}}\n";
+        let found: Vec<(u32, Option<u32>, String)> = unknown_keys(typos);
+        let at: Vec<(u32, Option<u32>)> = found.iter().map(|(l, c, _)| (*l, *c)).collect();
+        assert_eq!(
+            at,
+            vec![(2, Some(1)), (7, Some(5)), (8, Some(37))],
+            "{found:?}"
+        );
+        assert!(
+            found[0].2.contains("`op` (did you mean `ops`?)"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].2.contains("`Room` (did you mean `room`?)"),
+            "{found:?}"
+        );
+        assert!(
+            found[2].2.contains("`nme` (did you mean `name`?)"),
+            "{found:?}"
+        );
+        // A syntax error ends the walk quietly: the typed parse words it.
+        assert_eq!(unknown_keys("ops: [\n  - action: freeze\n"), vec![]);
+    }
 
     fn load_text(dir: &Path, text: &str) -> Result<Parsed, ManifestErrors> {
         let p = dir.join("m.yaml");
