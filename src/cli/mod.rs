@@ -188,7 +188,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub max_failures: Option<u64>,
 
-    /// Abort (exit 3) once the share of permanently failed ops passes R (0..1).
+    /// Abort (exit 3) once the share of permanently failed ops passes R (0..1), judged from
+    /// the 20th finished op on (so the first failure of a run is not 100%).
     #[arg(long, value_name = "R")]
     pub max_failure_ratio: Option<f64>,
 
