@@ -324,19 +324,7 @@ const OP_KEYS: &[&str] = &[
     "clients_file",
     "set",
 ];
-const SET_KEYS: &[&str] = &[
-    "name",
-    "cover",
-    "description",
-    "roomTags",
-    "webhook",
-    "botMode",
-    "extParams",
-    "opening",
-    "owner",
-    "managers",
-    "status",
-];
+const SET_KEYS: &[&str] = &crate::op::RoomFields::NAMES;
 
 /// Every unknown key of the document, each at its line and column. The typed parse stops at
 /// the first one (serde's `deny_unknown_fields`), so a manifest with a typo in each of five
