@@ -13,8 +13,10 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use super::csvout::ManifestWriter;
-use super::store::{FailureGroup, JobInfo, RunInfo, fmt_ms, running_pid};
-use super::{Counts, Journal, JournalError, OpRow, OpState, revert_plan};
+use super::{
+    Counts, FailureGroup, JobInfo, Journal, JournalError, OpRow, OpState, RunInfo, fmt_ms,
+    revert_plan, running_pid,
+};
 use crate::Exit;
 use crate::cli::{ReportArgs, ReportFormat, RevertArgs, StatusArgs};
 

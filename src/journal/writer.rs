@@ -10,7 +10,7 @@
 //! so the runner stops instead of sending ops whose outcomes cannot be recorded.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, params};
 use tokio::sync::{Notify, oneshot};
 
-use super::store::now_ms;
-use super::{Journal, JournalError, JournalWriter, OpRecord};
+use super::types::now_ms;
+use super::{JournalError, OpRecord};
 use crate::Exit;
 
 /// The most messages applied in one transaction.
@@ -44,7 +44,7 @@ enum Msg {
     Finish(Exit, Ack),
 }
 
-pub(super) struct Shared {
+struct Shared {
     path: PathBuf,
     tx: Sender<Msg>,
     /// Why the writer stopped, once it has.
@@ -63,15 +63,21 @@ struct Durability {
     notify: Notify,
 }
 
-pub(super) fn start(journal: Journal) -> Result<JournalWriter, JournalError> {
-    let (path, conn, lock, settings, retry_failed) = journal.into_parts();
-    let Some(lock) = lock else {
-        return Err(JournalError::Other(format!(
-            "journal {} was opened read-only; only `run` may write to it",
-            path.display()
-        )));
-    };
-    let err = |e| JournalError::sqlite(&path, "record the start of the run", e);
+/// The handle through which the runner records outcomes. Cheap to clone.
+#[derive(Clone)]
+pub struct JournalWriter {
+    inner: Arc<Shared>,
+}
+
+/// Records the start of a run (pid, settings, tool version) in the journal `conn` holds,
+/// and the job's start if this is its first run; returns the run's id.
+pub(super) fn record_run_start(
+    conn: &Connection,
+    path: &Path,
+    settings: &str,
+    retry_failed: bool,
+) -> Result<i64, JournalError> {
+    let err = |e| JournalError::sqlite(path, "record the start of the run", e);
     let now = now_ms();
     conn.execute(
         "INSERT INTO runs (pid, tool_version, settings, retry_failed, started_at) \
@@ -91,6 +97,16 @@ pub(super) fn start(journal: Journal) -> Result<JournalWriter, JournalError> {
         [now],
     )
     .map_err(err)?;
+    Ok(run_id)
+}
+
+/// Starts the writer thread of run `run_id`, which owns `conn` and the run `lock` from now on.
+pub(super) fn spawn(
+    path: PathBuf,
+    conn: Connection,
+    lock: File,
+    run_id: i64,
+) -> Result<JournalWriter, JournalError> {
     let (tx, rx) = mpsc::channel();
     let stopped = Arc::new(Mutex::new(None));
     let durability = Arc::new(Durability::default());
@@ -160,7 +176,9 @@ impl JournalWriter {
         }
     }
 
-    pub(super) fn send_record(&self, rec: OpRecord) -> Result<(), JournalError> {
+    /// Queues an outcome; it is durable at the next group commit (see [`flush`](Self::flush)).
+    /// A record whose `state` is `None` updates only the attempt fields; the op stays pending.
+    pub fn record(&self, rec: OpRecord) -> Result<(), JournalError> {
         // Counted before it is sent, so the writer can never have committed more than this.
         self.inner.queued.fetch_add(1, Ordering::SeqCst);
         let sent = self.send(Msg::Record(rec, now_ms()));
@@ -170,7 +188,9 @@ impl JournalWriter {
         sent
     }
 
-    pub(super) fn uncommitted(&self) -> Result<u64, JournalError> {
+    /// How many outcomes passed to [`record`](Self::record) are not committed yet; an error
+    /// once the writer has stopped (nothing more can be recorded).
+    pub fn not_durable(&self) -> Result<u64, JournalError> {
         if self.is_stopped() {
             return Err(self.stopped_error());
         }
@@ -182,11 +202,18 @@ impl JournalWriter {
             .saturating_sub(committed))
     }
 
-    pub(super) async fn next_commit(&self) {
+    /// Resolves after the next group commit (or at once if one happened since the last
+    /// call), or when the writer stops: then [`not_durable`](Self::not_durable) has news.
+    /// Meant for one waiter at a time.
+    pub async fn durable_progress(&self) {
         self.inner.durability.notify.notified().await;
     }
 
-    pub(super) async fn send_snapshot(
+    /// Records the prior state of `room` read before its first change (`None` when the read
+    /// returned nothing usable); resolves once it is durable, so the change may go out.
+    /// `prior` is the room object (`result` of `GET /rooms/{id}`; the whole response body is
+    /// accepted too). Only the first snapshot of a room is kept.
+    pub async fn record_snapshot(
         &self,
         room: &str,
         prior: Option<serde_json::Value>,
@@ -203,11 +230,14 @@ impl JournalWriter {
         .await
     }
 
-    pub(super) async fn send_flush(&self) -> Result<(), JournalError> {
+    /// Resolves once everything queued so far is durable.
+    pub async fn flush(&self) -> Result<(), JournalError> {
         self.acked(Msg::Flush).await
     }
 
-    pub(super) async fn send_finish(self, exit: Exit) -> Result<(), JournalError> {
+    /// Records the end of this run and its exit status, commits and closes (releasing the
+    /// lock).
+    pub async fn finish(self, exit: Exit) -> Result<(), JournalError> {
         self.acked(|ack| Msg::Finish(exit, ack)).await
     }
 }
@@ -474,6 +504,6 @@ mod tests {
         fn send_sync<T: Send + Sync + Clone>() {}
         fn send<T: Send>() {}
         send_sync::<JournalWriter>();
-        send::<Journal>();
+        send::<crate::journal::Journal>();
     }
 }
