@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use super::{OpRow, RunInfo, Snapshot};
+use super::{OpRow, OpState, RunInfo, Snapshot};
 use crate::op::{Action, Op, RoomFields, validate_id};
 
 /// An op whose effect cannot be reverted from what the journal knows.
@@ -170,6 +170,48 @@ fn room_object(prior: &Value) -> Option<&serde_json::Map<String, Value>> {
     }
 }
 
+/// A room as a snapshot shows it: a JSON object of its fields.
+type RoomObject = serde_json::Map<String, Value>;
+
+/// The done ops of a job by target, with what judging a room's snapshot needs.
+#[derive(Default)]
+struct Targets {
+    rooms: HashMap<String, RoomWork>,
+    /// By (client, room).
+    pairs: HashMap<(String, String), PairWork>,
+}
+
+impl Targets {
+    fn add(&mut self, row: OpRow) {
+        if row.op.action.needs_client() {
+            if row.state != OpState::Done {
+                return;
+            }
+            let key = (
+                row.op.client.as_deref().unwrap_or_default().to_owned(),
+                row.op.room.to_string(),
+            );
+            let w = self.pairs.entry(key).or_insert_with(|| PairWork {
+                first_seq: row.seq,
+                done: Vec::with_capacity(1),
+            });
+            w.done.push(row);
+        } else {
+            self.rooms
+                .entry(row.op.room.to_string())
+                .or_insert_with(|| RoomWork {
+                    first_seq: u64::MAX,
+                    settled_at: i64::MIN,
+                    // Most rooms of a big job have one op: a first push would reserve room
+                    // for four rows (~900 bytes), most of a 200,000-room revert's memory.
+                    done: Vec::with_capacity(1),
+                    ..Default::default()
+                })
+                .add(row);
+        }
+    }
+}
+
 #[derive(Default)]
 struct RoomWork {
     first_seq: u64,
@@ -180,6 +222,26 @@ struct RoomWork {
     /// The latest time an op on the room became final (`i64::MAX` while one is pending, or
     /// final without a recorded time): before it, some op on the room was still to be sent.
     settled_at: i64,
+}
+
+impl RoomWork {
+    /// Takes in an op on the room, in manifest order (any state).
+    fn add(&mut self, row: OpRow) {
+        let settled = match (row.state, row.last_attempt_at) {
+            (OpState::Pending, _) | (_, None) => i64::MAX,
+            (_, Some(t)) => t,
+        };
+        self.settled_at = self.settled_at.max(settled);
+        if row.attempts > 0
+            && let Some(t) = row.first_attempt_at
+        {
+            self.first_attempt_at = Some(self.first_attempt_at.map_or(t, |f| f.min(t)));
+        }
+        if row.state == OpState::Done {
+            self.first_seq = self.first_seq.min(row.seq);
+            self.done.push(row);
+        }
+    }
 }
 
 /// A run without `--snapshot` that may have left requests applied but unrecorded: one
@@ -229,106 +291,118 @@ pub fn revert_plan(
     runs: &[RunInfo],
 ) -> RevertPlan {
     let killed = killed_runs_without_snapshot(runs);
-    let mut rooms: HashMap<String, RoomWork> = HashMap::new();
-    let mut pairs: HashMap<(String, String), PairWork> = HashMap::new();
-    let mut uncertain: Vec<(OpRow, String)> = Vec::new();
+    let mut plan = Planner::default();
+    let mut targets = Targets::default();
     for row in ops {
         if let Some(reason) = maybe_applied(&row) {
-            uncertain.push((row.clone(), reason));
+            plan.note(&row, reason);
         }
-        if row.op.action.needs_client() {
-            if row.state != super::OpState::Done {
-                continue;
-            }
-            let key = (
-                row.op.client.as_deref().unwrap_or_default().to_owned(),
-                row.op.room.to_string(),
-            );
-            let w = pairs.entry(key).or_insert_with(|| PairWork {
-                first_seq: row.seq,
-                done: Vec::with_capacity(1),
-            });
-            w.done.push(row);
-        } else {
-            let w = rooms
-                .entry(row.op.room.to_string())
-                .or_insert_with(|| RoomWork {
-                    first_seq: u64::MAX,
-                    settled_at: i64::MIN,
-                    // Most rooms of a big job have one op: a first push would reserve room
-                    // for four rows (~900 bytes), most of a 200,000-room revert's memory.
-                    done: Vec::with_capacity(1),
-                    ..Default::default()
-                });
-            let settled = match (row.state, row.last_attempt_at) {
-                (super::OpState::Pending, _) | (_, None) => i64::MAX,
-                (_, Some(t)) => t,
-            };
-            w.settled_at = w.settled_at.max(settled);
-            if row.attempts > 0
-                && let Some(t) = row.first_attempt_at
-            {
-                w.first_attempt_at = Some(w.first_attempt_at.map_or(t, |f| f.min(t)));
-            }
-            if row.state == super::OpState::Done {
-                w.first_seq = w.first_seq.min(row.seq);
-                w.done.push(row);
-            }
-        }
+        targets.add(row);
     }
-    // (first seq, ops) per target, merged in manifest order.
-    let mut out: BTreeMap<u64, Vec<Op>> = BTreeMap::new();
-    let mut unknown: BTreeMap<u64, (OpRow, Vec<String>)> = BTreeMap::new();
-    let mut note = |row: &OpRow, reason: String| {
-        let reasons = &mut unknown
+    for (room, w) in &targets.rooms {
+        if w.done.is_empty() {
+            continue;
+        }
+        let prior = prior_room(snapshots.get(room), w, &killed);
+        plan.revert_room(room, w, &prior);
+    }
+    for ((client, room), w) in &targets.pairs {
+        plan.revert_pair(client, room, w);
+    }
+    plan.finish()
+}
+
+/// The room object whose values `w`'s room is put back to, from its first snapshot; or why
+/// it is not known.
+fn prior_room<'a>(
+    snap: Option<&'a Snapshot>,
+    w: &RoomWork,
+    killed: &[KilledRun],
+) -> Result<&'a RoomObject, String> {
+    // A run without --snapshot killed while this room still had ops to send, before the
+    // snapshot was taken: what it had in flight may have been applied, unrecorded.
+    let killed_before = |taken_at: i64| {
+        killed
+            .iter()
+            .find(|k| taken_at >= k.started_at && w.settled_at > k.ended_by)
+    };
+    match snap {
+        None => Err("prior state unknown: no snapshot of the room (run with --snapshot)".into()),
+        Some(Snapshot { prior: None, .. }) => {
+            Err("prior state unknown: reading the room before the change gave nothing usable".into())
+        }
+        Some(Snapshot {
+            prior: Some(p),
+            taken_at,
+        }) => match (room_object(p), w.first_attempt_at) {
+            (_, Some(first)) if *taken_at > first => Err(
+                "prior state unknown: the snapshot was taken after the job had already sent a change to the room".into(),
+            ),
+            _ if killed_before(*taken_at).is_some() => {
+                let k = killed_before(*taken_at);
+                Err(format!(
+                    "prior state unknown: the snapshot was taken after run #{} (without --snapshot) {} while ops on the room were pending, so a change it had in flight may already show in it",
+                    k.map_or(0, |k| k.id),
+                    k.map_or("", |k| k.how)
+                ))
+            }
+            (None, _) => Err("prior state unknown: the snapshot is not a room object".into()),
+            (Some(o), _) => Ok(o),
+        },
+    }
+}
+
+/// The revert being built: ops per target, keyed by the target's first done op so that
+/// they merge in manifest order, and the ops listed apart with their reasons.
+#[derive(Default)]
+struct Planner {
+    out: BTreeMap<u64, Vec<Op>>,
+    unknown: BTreeMap<u64, (OpRow, Vec<String>)>,
+    unmutes_assumed: usize,
+}
+
+impl Planner {
+    /// Lists `row` apart for `reason` (each reason once per op).
+    fn note(&mut self, row: &OpRow, reason: String) {
+        let reasons = &mut self
+            .unknown
             .entry(row.seq)
             .or_insert_with(|| (row.clone(), Vec::new()))
             .1;
         if !reasons.contains(&reason) {
             reasons.push(reason);
         }
-    };
-    let mut unmutes_assumed = 0;
-    for (row, reason) in &uncertain {
-        note(row, reason.clone());
     }
-    for (room, w) in &rooms {
-        if w.done.is_empty() {
-            continue;
-        }
-        let snap = snapshots.get(room);
-        // A run without --snapshot killed while this room still had ops to send, before the
-        // snapshot was taken: what it had in flight may have been applied, unrecorded.
-        let killed_before = |taken_at: i64| {
-            killed
-                .iter()
-                .find(|k| taken_at >= k.started_at && w.settled_at > k.ended_by)
-        };
-        let obj: Result<&serde_json::Map<String, Value>, String> = match snap {
-            None => Err("prior state unknown: no snapshot of the room (run with --snapshot)".into()),
-            Some(Snapshot { prior: None, .. }) => {
-                Err("prior state unknown: reading the room before the change gave nothing usable".into())
+
+    /// Puts `room` back to `prior`: its status, then the fields the job set.
+    fn revert_room(&mut self, room: &str, w: &RoomWork, prior: &Result<&RoomObject, String>) {
+        let status_op = self.status_revert(room, w, prior);
+        let update = self.fields_revert(room, w, prior);
+        // Unfreeze before restoring fields; freeze after.
+        let mut ops = Vec::new();
+        match status_op {
+            Some(s) if s.action == Action::Unfreeze => {
+                ops.push(s);
+                ops.extend(update);
             }
-            Some(Snapshot {
-                prior: Some(p),
-                taken_at,
-            }) => match (room_object(p), w.first_attempt_at) {
-                (_, Some(first)) if *taken_at > first => Err(
-                    "prior state unknown: the snapshot was taken after the job had already sent a change to the room".into(),
-                ),
-                _ if killed_before(*taken_at).is_some() => {
-                    let k = killed_before(*taken_at);
-                    Err(format!(
-                        "prior state unknown: the snapshot was taken after run #{} (without --snapshot) {} while ops on the room were pending, so a change it had in flight may already show in it",
-                        k.map_or(0, |k| k.id),
-                        k.map_or("", |k| k.how)
-                    ))
-                }
-                (None, _) => Err("prior state unknown: the snapshot is not a room object".into()),
-                (Some(o), _) => Ok(o),
-            },
-        };
-        // Status: what the job set last vs. the first snapshot.
+            Some(s) => {
+                ops.extend(update);
+                ops.push(s);
+            }
+            None => ops.extend(update),
+        }
+        if !ops.is_empty() {
+            self.out.entry(w.first_seq).or_default().extend(ops);
+        }
+    }
+
+    /// Status: what the job set last vs. the first snapshot.
+    fn status_revert(
+        &mut self,
+        room: &str,
+        w: &RoomWork,
+        prior: &Result<&RoomObject, String>,
+    ) -> Option<Op> {
         let status_ops: Vec<(&OpRow, u8)> = w
             .done
             .iter()
@@ -339,25 +413,30 @@ pub fn revert_plan(
                 _ => None,
             })
             .collect();
-        let mut status_op = None;
-        if let Some((_, last)) = status_ops.last() {
-            match obj.clone().and_then(|o| prior_val(o, "status")) {
-                Ok(Val::Flag(prior)) if prior != *last => {
-                    status_op = Some(if prior == 0 {
-                        Op::freeze(room.as_str())
-                    } else {
-                        Op::unfreeze(room.as_str())
-                    });
+        let (_, last) = status_ops.last()?;
+        match prior.clone().and_then(|o| prior_val(o, "status")) {
+            Ok(Val::Flag(prior)) if prior != *last => Some(if prior == 0 {
+                Op::freeze(room)
+            } else {
+                Op::unfreeze(room)
+            }),
+            Ok(_) => None,
+            Err(reason) => {
+                for (r, _) in &status_ops {
+                    self.note(r, reason.clone());
                 }
-                Ok(_) => {}
-                Err(reason) => {
-                    for (r, _) in &status_ops {
-                        note(r, reason.clone());
-                    }
-                }
+                None
             }
         }
-        // Other fields: each field the job set, its last value vs. the snapshot's.
+    }
+
+    /// Other fields: each field the job set, its last value vs. the snapshot's.
+    fn fields_revert(
+        &mut self,
+        room: &str,
+        w: &RoomWork,
+        prior: &Result<&RoomObject, String>,
+    ) -> Option<Op> {
         let mut last_set: Vec<(&'static str, Val, Vec<&OpRow>)> = Vec::new();
         for r in &w.done {
             let Some(f) = r.op.fields.as_deref() else {
@@ -375,7 +454,7 @@ pub fn revert_plan(
         }
         let mut restore = RoomFields::default();
         for (name, last, rows) in &last_set {
-            let prior = obj.clone().and_then(|o| prior_val(o, name));
+            let prior = prior.clone().and_then(|o| prior_val(o, name));
             let outcome = prior.and_then(|p| {
                 if &p == last {
                     return Ok(());
@@ -384,37 +463,23 @@ pub fn revert_plan(
                 // one that cannot be written back does not hold back the others.
                 let mut one = RoomFields::default();
                 set_field(&mut one, name, p.clone())?;
-                super::csvout::row(&Op::update(room.as_str(), one))
+                super::csvout::row(&Op::update(room, one))
                     .map_err(|reason| format!("prior `{name}` cannot be written back: {reason}"))?;
                 set_field(&mut restore, name, p)
             });
             if let Err(reason) = outcome {
                 for r in rows {
-                    note(r, reason.clone());
+                    self.note(r, reason.clone());
                 }
             }
         }
-        let update = (!restore.is_empty()).then(|| Op::update(room.as_str(), restore));
-        // Unfreeze before restoring fields; freeze after.
-        let mut ops = Vec::new();
-        match status_op {
-            Some(s) if s.action == Action::Unfreeze => {
-                ops.push(s);
-                ops.extend(update);
-            }
-            Some(s) => {
-                ops.extend(update);
-                ops.push(s);
-            }
-            None => ops.extend(update),
-        }
-        if !ops.is_empty() {
-            out.entry(w.first_seq).or_default().extend(ops);
-        }
+        (!restore.is_empty()).then(|| Op::update(room, restore))
     }
-    for ((client, room), w) in &pairs {
+
+    /// A mute pair: its state before the first op vs. after the last.
+    fn revert_pair(&mut self, client: &str, room: &str, w: &PairWork) {
         let (Some(first), Some(last)) = (w.done.first(), w.done.last()) else {
-            continue;
+            return;
         };
         let unchanged = |r: &OpRow| {
             r.op.action == Action::Unmute && r.error_code.as_deref() == Some("ROOM_NOT_MUTED")
@@ -422,7 +487,7 @@ pub fn revert_plan(
         // An unmute answered ROOM_NOT_MUTED on a retry: the attempt before may have been
         // the one that unmuted the pair (its answer lost), so the prior state is unknown.
         if unchanged(first) && first.attempts > 1 {
-            note(
+            self.note(
                 first,
                 format!(
                     "prior state unknown: ROOM_NOT_MUTED answered attempt {} of the unmute, \
@@ -430,7 +495,7 @@ pub fn revert_plan(
                     first.attempts
                 ),
             );
-            continue;
+            return;
         }
         // Muted before the job? A mute means it was not (SPEC §5); an unmute that landed
         // means it was; an unmute answered ROOM_NOT_MUTED means it was not.
@@ -438,29 +503,33 @@ pub fn revert_plan(
         let final_muted = last.op.action == Action::Mute;
         if prior_muted != final_muted {
             let op = if prior_muted {
-                Op::mute(client.as_str(), room.as_str())
+                Op::mute(client, room)
             } else {
                 if first.op.action == Action::Mute {
-                    unmutes_assumed += 1;
+                    self.unmutes_assumed += 1;
                 }
-                Op::unmute(client.as_str(), room.as_str())
+                Op::unmute(client, room)
             };
-            out.entry(w.first_seq).or_default().push(op);
+            self.out.entry(w.first_seq).or_default().push(op);
         }
     }
-    RevertPlan {
-        unmutes_assumed,
-        ops: out.into_values().flatten().collect(),
-        unknown: unknown
-            .into_values()
-            .map(|(row, reasons)| Unknown {
-                seq: row.seq,
-                file: row.file,
-                line: row.line,
-                op: row.op,
-                reason: reasons.join("; "),
-            })
-            .collect(),
+
+    fn finish(self) -> RevertPlan {
+        RevertPlan {
+            unmutes_assumed: self.unmutes_assumed,
+            ops: self.out.into_values().flatten().collect(),
+            unknown: self
+                .unknown
+                .into_values()
+                .map(|(row, reasons)| Unknown {
+                    seq: row.seq,
+                    file: row.file,
+                    line: row.line,
+                    op: row.op,
+                    reason: reasons.join("; "),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -470,7 +539,7 @@ pub fn revert_plan(
 /// applied the change, a timeout, a 5xx) and the journal keeps only the last answer of each
 /// op, so earlier attempts of a retried op are unknown too.
 fn maybe_applied(row: &OpRow) -> Option<String> {
-    if row.state == super::OpState::Done || row.attempts == 0 {
+    if row.state == OpState::Done || row.attempts == 0 {
         return None;
     }
     // The server answered and said no: a 4xx, or a 200 whose envelope carries an error RC.
