@@ -16,11 +16,11 @@ use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, params};
+use rusqlite::{CachedStatement, Connection, Transaction, params};
 use tokio::sync::{Notify, oneshot};
 
 use super::types::now_ms;
-use super::{JournalError, OpRecord};
+use super::{JournalError, OpRecord, OpState};
 use crate::Exit;
 
 /// The most messages applied in one transaction.
@@ -271,7 +271,7 @@ impl Thread {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            let result = self.commit(&mut group);
+            let result = self.commit(&group);
             let failed = result.is_err();
             if let Err(e) = &result {
                 tracing::error!(journal = %self.path.display(), error = %e, "journal write failed; the run must stop");
@@ -316,7 +316,8 @@ impl Thread {
         // Anything still queued is answered by the dropped receiver.
     }
 
-    fn commit(&mut self, group: &mut [Msg]) -> Result<(), String> {
+    /// Applies `group` in one transaction and commits it (one fsync).
+    fn commit(&mut self, group: &[Msg]) -> Result<(), String> {
         let conn = self
             .conn
             .as_mut()
@@ -324,111 +325,143 @@ impl Thread {
         let tx = conn
             .transaction()
             .map_err(|e| format!("cannot start a transaction: {e}"))?;
-        let mut finalized = 0i64;
-        let mut outcomes = 0i64;
-        let mut finish: Option<Exit> = None;
-        {
-            let mut final_st = tx
-                .prepare_cached(
-                    "UPDATE ops SET state = ?2, attempts = ?3, http_status = ?4, rc = ?5, \
-                     error_code = ?6, message = ?7, latency_ms = ?8, \
-                     first_attempt_at = CASE WHEN ?3 > 0 THEN COALESCE(first_attempt_at, ?9) \
-                                        ELSE first_attempt_at END, \
-                     last_attempt_at = CASE WHEN ?3 > 0 THEN ?9 ELSE last_attempt_at END \
-                     WHERE seq = ?1",
-                )
-                .map_err(|e| e.to_string())?;
-            let mut attempt_st = tx
-                .prepare_cached(
-                    "UPDATE ops SET attempts = ?2, http_status = ?3, rc = ?4, error_code = ?5, \
-                     message = ?6, latency_ms = ?7, \
-                     first_attempt_at = COALESCE(first_attempt_at, ?8), last_attempt_at = ?8 \
-                     WHERE seq = ?1 AND state = 'pending'",
-                )
-                .map_err(|e| e.to_string())?;
-            let mut snap_st = tx
-                .prepare_cached(
-                    "INSERT INTO snapshots (room, prior, taken_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (room) DO NOTHING",
-                )
-                .map_err(|e| e.to_string())?;
-            for m in group.iter() {
-                match m {
-                    Msg::Record(r, at) => {
-                        let message = r.message.as_deref().map(clip);
-                        let seq = i64::try_from(r.seq).unwrap_or(i64::MAX);
-                        let latency = r.latency_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
-                        let n = match r.state {
-                            Some(state) => {
-                                if state.is_final() {
-                                    finalized += 1;
-                                }
-                                final_st.execute(params![
-                                    seq,
-                                    state.as_str(),
-                                    r.attempts,
-                                    r.http_status,
-                                    r.rc,
-                                    r.error_code,
-                                    message,
-                                    latency,
-                                    at
-                                ])
-                            }
-                            None => attempt_st.execute(params![
-                                seq,
-                                r.attempts,
-                                r.http_status,
-                                r.rc,
-                                r.error_code,
-                                message,
-                                latency,
-                                at
-                            ]),
-                        }
-                        .map_err(|e| format!("cannot record op {}: {e}", r.seq))?;
-                        outcomes += 1;
-                        if n == 0 && r.state.is_some() {
-                            tracing::warn!(
-                                seq = r.seq,
-                                "outcome for an op the journal does not hold"
-                            );
-                        }
-                    }
-                    Msg::Snapshot {
-                        room, prior, at, ..
-                    } => {
-                        snap_st
-                            .execute(params![room, prior, at])
-                            .map_err(|e| format!("cannot record the snapshot of {room:?}: {e}"))?;
-                    }
-                    Msg::Flush(_) => {}
-                    Msg::Finish(exit, _) => finish = Some(*exit),
-                }
-            }
-        }
-        let now = now_ms();
-        tx.execute(
-            "UPDATE runs SET last_commit_at = ?2, ops_finalized = ops_finalized + ?3, \
-             outcomes = outcomes + ?4 WHERE id = ?1",
-            params![self.run_id, now, finalized, outcomes],
-        )
-        .map_err(|e| format!("cannot record the run's progress: {e}"))?;
-        if let Some(exit) = finish {
-            tx.execute(
-                "UPDATE runs SET ended_at = ?2, exit_code = ?3, exit = ?4 WHERE id = ?1",
-                params![self.run_id, now, exit.code(), exit_name(exit)],
-            )
-            .map_err(|e| format!("cannot record the end of the run: {e}"))?;
-            tx.execute(
-                "UPDATE job SET ended_at = CASE \
-                 WHEN EXISTS (SELECT 1 FROM ops WHERE state = 'pending') THEN NULL ELSE ?1 END \
-                 WHERE id = 1",
-                [now],
-            )
-            .map_err(|e| format!("cannot record the end of the job: {e}"))?;
-        }
+        let tally = apply(&tx, group)?;
+        record_progress(&tx, self.run_id, &tally)?;
         tx.commit().map_err(|e| format!("cannot commit: {e}"))
+    }
+}
+
+/// What one group did, for the run's record.
+#[derive(Default)]
+struct Tally {
+    /// Ops that reached a final state.
+    finalized: i64,
+    /// Outcomes recorded (final or not).
+    outcomes: i64,
+    /// The end of the run, when the group holds it.
+    finish: Option<Exit>,
+}
+
+/// Applies the outcomes and snapshots of `group` in `tx`.
+fn apply(tx: &Transaction, group: &[Msg]) -> Result<Tally, String> {
+    let mut st = Statements::prepare(tx).map_err(|e| e.to_string())?;
+    let mut tally = Tally::default();
+    for m in group {
+        match m {
+            Msg::Record(r, at) => {
+                if r.state.is_some_and(OpState::is_final) {
+                    tally.finalized += 1;
+                }
+                st.record(r, *at)?;
+                tally.outcomes += 1;
+            }
+            Msg::Snapshot {
+                room, prior, at, ..
+            } => {
+                st.snapshot
+                    .execute(params![room, prior, at])
+                    .map_err(|e| format!("cannot record the snapshot of {room:?}: {e}"))?;
+            }
+            Msg::Flush(_) => {}
+            Msg::Finish(exit, _) => tally.finish = Some(*exit),
+        }
+    }
+    Ok(tally)
+}
+
+/// Records how far the run got (its last commit, its counts) and, when the group ends it,
+/// the end of the run and of the job.
+fn record_progress(tx: &Transaction, run_id: i64, tally: &Tally) -> Result<(), String> {
+    let now = now_ms();
+    tx.execute(
+        "UPDATE runs SET last_commit_at = ?2, ops_finalized = ops_finalized + ?3, \
+         outcomes = outcomes + ?4 WHERE id = ?1",
+        params![run_id, now, tally.finalized, tally.outcomes],
+    )
+    .map_err(|e| format!("cannot record the run's progress: {e}"))?;
+    if let Some(exit) = tally.finish {
+        tx.execute(
+            "UPDATE runs SET ended_at = ?2, exit_code = ?3, exit = ?4 WHERE id = ?1",
+            params![run_id, now, exit.code(), exit_name(exit)],
+        )
+        .map_err(|e| format!("cannot record the end of the run: {e}"))?;
+        tx.execute(
+            "UPDATE job SET ended_at = CASE \
+             WHEN EXISTS (SELECT 1 FROM ops WHERE state = 'pending') THEN NULL ELSE ?1 END \
+             WHERE id = 1",
+            [now],
+        )
+        .map_err(|e| format!("cannot record the end of the job: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The statements a group is applied with, prepared once per connection (cached).
+struct Statements<'c> {
+    /// An outcome with a state: the op's state and last answer.
+    outcome: CachedStatement<'c>,
+    /// An outcome without a state: the last answer of an op that stays pending.
+    attempt: CachedStatement<'c>,
+    snapshot: CachedStatement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    fn prepare(tx: &'c Transaction) -> rusqlite::Result<Statements<'c>> {
+        Ok(Statements {
+            outcome: tx.prepare_cached(
+                "UPDATE ops SET state = ?2, attempts = ?3, http_status = ?4, rc = ?5, \
+                 error_code = ?6, message = ?7, latency_ms = ?8, \
+                 first_attempt_at = CASE WHEN ?3 > 0 THEN COALESCE(first_attempt_at, ?9) \
+                                    ELSE first_attempt_at END, \
+                 last_attempt_at = CASE WHEN ?3 > 0 THEN ?9 ELSE last_attempt_at END \
+                 WHERE seq = ?1",
+            )?,
+            attempt: tx.prepare_cached(
+                "UPDATE ops SET attempts = ?2, http_status = ?3, rc = ?4, error_code = ?5, \
+                 message = ?6, latency_ms = ?7, \
+                 first_attempt_at = COALESCE(first_attempt_at, ?8), last_attempt_at = ?8 \
+                 WHERE seq = ?1 AND state = 'pending'",
+            )?,
+            snapshot: tx.prepare_cached(
+                "INSERT INTO snapshots (room, prior, taken_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (room) DO NOTHING",
+            )?,
+        })
+    }
+
+    /// Records outcome `r`, queued at `at`.
+    fn record(&mut self, r: &OpRecord, at: i64) -> Result<(), String> {
+        let message = r.message.as_deref().map(clip);
+        let seq = i64::try_from(r.seq).unwrap_or(i64::MAX);
+        let latency = r.latency_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        let n = match r.state {
+            Some(state) => self.outcome.execute(params![
+                seq,
+                state.as_str(),
+                r.attempts,
+                r.http_status,
+                r.rc,
+                r.error_code,
+                message,
+                latency,
+                at
+            ]),
+            None => self.attempt.execute(params![
+                seq,
+                r.attempts,
+                r.http_status,
+                r.rc,
+                r.error_code,
+                message,
+                latency,
+                at
+            ]),
+        }
+        .map_err(|e| format!("cannot record op {}: {e}", r.seq))?;
+        if n == 0 && r.state.is_some() {
+            tracing::warn!(seq = r.seq, "outcome for an op the journal does not hold");
+        }
+        Ok(())
     }
 }
 
