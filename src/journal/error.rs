@@ -100,7 +100,7 @@ impl JournalError {
     }
 
     /// Maps a SQLite error, recognising damaged files.
-    pub(crate) fn sqlite(path: &Path, action: &'static str, source: rusqlite::Error) -> Self {
+    pub(super) fn sqlite(path: &Path, action: &'static str, source: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode as C;
         match source.sqlite_error_code() {
             Some(C::NotADatabase) => JournalError::Corrupt {
@@ -119,7 +119,7 @@ impl JournalError {
         }
     }
 
-    pub(crate) fn io(path: &Path, action: &'static str, source: std::io::Error) -> Self {
+    pub(super) fn io(path: &Path, action: &'static str, source: std::io::Error) -> Self {
         JournalError::Io {
             path: path.to_path_buf(),
             action,

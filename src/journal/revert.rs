@@ -35,7 +35,7 @@ use crate::op::{Action, Op, RoomFields, validate_id};
 
 /// An op whose effect cannot be reverted from what the journal knows.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Unknown {
+pub(crate) struct Unknown {
     pub seq: u64,
     pub file: String,
     pub line: u32,
@@ -46,7 +46,7 @@ pub struct Unknown {
 /// What `revert` writes: the ops that undo the job, in manifest order of the targets, and
 /// those listed apart.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct RevertPlan {
+pub(crate) struct RevertPlan {
     pub ops: Vec<Op>,
     pub unknown: Vec<Unknown>,
     /// Unmutes in `ops` written on the assumption that the pair was not muted before the job
@@ -285,7 +285,7 @@ struct PairWork {
 
 /// Computes the revert of a job from all its ops (any state; only done ops are reverted) in
 /// manifest order, its snapshots and its runs (oldest first).
-pub fn revert_plan(
+pub(crate) fn revert_plan(
     ops: impl IntoIterator<Item = OpRow>,
     snapshots: &HashMap<String, Snapshot>,
     runs: &[RunInfo],

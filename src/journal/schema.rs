@@ -18,14 +18,14 @@ use std::path::Path;
 use rusqlite::Connection;
 
 /// `PRAGMA application_id` of every imkit-batch journal: "IMKB".
-pub const APPLICATION_ID: i32 = 0x494D_4B42;
+pub(super) const APPLICATION_ID: i32 = 0x494D_4B42;
 
 /// The schema version this build writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 1;
+pub(super) const SCHEMA_VERSION: i32 = 1;
 
 /// The whole schema of version 1. Times are Unix milliseconds (UTC), small and sortable;
 /// `status` and `report` render them as RFC 3339.
-pub const SCHEMA_V1: &str = "
+pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE job (
     id            INTEGER PRIMARY KEY CHECK (id = 1),
     manifest_path TEXT    NOT NULL,
@@ -85,7 +85,7 @@ CREATE TABLE snapshots (
 ";
 
 /// Settings every connection gets. `busy_timeout` lets a reader wait out a checkpoint.
-pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
@@ -93,7 +93,7 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// What a look at the raw bytes says about a would-be journal, before SQLite opens it.
-pub fn check_header(path: &Path) -> Result<(), String> {
+pub(super) fn check_header(path: &Path) -> Result<(), String> {
     let mut f = File::open(path).map_err(|e| format!("cannot be read ({e})"))?;
     let len = f
         .metadata()
@@ -135,7 +135,7 @@ pub fn check_header(path: &Path) -> Result<(), String> {
 
 /// Checks that `conn` is an imkit-batch journal of a schema version this build reads.
 /// Reads only; never writes.
-pub fn check_identity(conn: &Connection) -> Result<(), IdentityError> {
+pub(super) fn check_identity(conn: &Connection) -> Result<(), IdentityError> {
     let app: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
         .map_err(IdentityError::Sqlite)?;
@@ -174,7 +174,7 @@ pub fn check_identity(conn: &Connection) -> Result<(), IdentityError> {
 
 /// Why [`check_identity`] refused a file.
 #[derive(Debug)]
-pub enum IdentityError {
+pub(super) enum IdentityError {
     Foreign(String),
     Newer(i32),
     Sqlite(rusqlite::Error),

@@ -106,13 +106,8 @@ impl Journal {
     }
 
     /// The journal's path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// True when this journal holds the run lock (opened by `open_for_run`).
-    pub fn is_locked_for_run(&self) -> bool {
-        self.lock.is_some()
     }
 
     /// True when `--retry-failed` was asked for when opening.
@@ -351,7 +346,7 @@ impl Journal {
     }
 
     /// Total attempts over all ops, and retries (attempts beyond each op's first).
-    pub fn attempt_totals(&self) -> Result<(u64, u64), JournalError> {
+    pub(crate) fn attempt_totals(&self) -> Result<(u64, u64), JournalError> {
         self.conn
             .query_row(
                 "SELECT COALESCE(SUM(attempts), 0), \
@@ -363,7 +358,7 @@ impl Journal {
     }
 
     /// Failed ops grouped by error code, most frequent first.
-    pub fn failures_by_code(&self) -> Result<Vec<FailureGroup>, JournalError> {
+    pub(crate) fn failures_by_code(&self) -> Result<Vec<FailureGroup>, JournalError> {
         let err = |e| JournalError::sqlite(&self.path, "group the failures", e);
         let mut st = self
             .conn
@@ -393,7 +388,7 @@ impl Journal {
     }
 
     /// The manifest files ops came from (`sources[0]` is the manifest).
-    pub fn sources(&self) -> Result<Vec<String>, JournalError> {
+    fn sources(&self) -> Result<Vec<String>, JournalError> {
         let mut st = self
             .conn
             .prepare("SELECT path FROM sources ORDER BY idx")

@@ -29,7 +29,7 @@ pub enum OpState {
 }
 
 impl OpState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OpState::Pending => "pending",
             OpState::Done => "done",
@@ -38,7 +38,7 @@ impl OpState {
         }
     }
 
-    pub fn parse(s: &str) -> Option<OpState> {
+    pub(crate) fn parse(s: &str) -> Option<OpState> {
         [
             OpState::Pending,
             OpState::Done,
@@ -50,7 +50,7 @@ impl OpState {
     }
 
     /// True for done, failed and skipped.
-    pub fn is_final(self) -> bool {
+    pub(crate) fn is_final(self) -> bool {
         self != OpState::Pending
     }
 }
@@ -84,7 +84,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.pending + self.done + self.failed + self.skipped
     }
 }
@@ -182,7 +182,7 @@ pub struct JobInfo {
 }
 
 /// Unix milliseconds now.
-pub(crate) fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 

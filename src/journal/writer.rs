@@ -190,7 +190,7 @@ impl JournalWriter {
 
     /// How many outcomes passed to [`record`](Self::record) are not committed yet; an error
     /// once the writer has stopped (nothing more can be recorded).
-    pub fn not_durable(&self) -> Result<u64, JournalError> {
+    pub(crate) fn not_durable(&self) -> Result<u64, JournalError> {
         if self.is_stopped() {
             return Err(self.stopped_error());
         }
@@ -205,7 +205,7 @@ impl JournalWriter {
     /// Resolves after the next group commit (or at once if one happened since the last
     /// call), or when the writer stops: then [`not_durable`](Self::not_durable) has news.
     /// Meant for one waiter at a time.
-    pub async fn durable_progress(&self) {
+    pub(crate) async fn durable_progress(&self) {
         self.inner.durability.notify.notified().await;
     }
 
@@ -468,7 +468,7 @@ impl<'c> Statements<'c> {
 /// What a snapshot keeps of a room read: the room object (unwrapped from a response
 /// envelope) reduced to `_id` and the fields an update can set, which is all `revert` needs.
 /// Member lists and last messages can be large and are personal data: they are not kept.
-pub(crate) fn slim_snapshot(v: serde_json::Value) -> serde_json::Value {
+fn slim_snapshot(v: serde_json::Value) -> serde_json::Value {
     let serde_json::Value::Object(mut obj) = v else {
         return v;
     };
@@ -482,7 +482,7 @@ pub(crate) fn slim_snapshot(v: serde_json::Value) -> serde_json::Value {
 }
 
 /// The stable name of an exit status, as stored and shown by `status`.
-pub(crate) fn exit_name(exit: Exit) -> &'static str {
+fn exit_name(exit: Exit) -> &'static str {
     match exit {
         Exit::Success => "success",
         Exit::OpsFailed => "ops_failed",
