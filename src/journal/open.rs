@@ -105,7 +105,7 @@ fn check_resumable(path: &Path, manifest: &Manifest) -> Result<(), JournalError>
 /// Refuses the journal at `path` when it is damaged, or when its checksum or its number of
 /// ops differs from `manifest`'s.
 fn check_written_for(path: &Path, manifest: &Manifest) -> Result<(), JournalError> {
-    let ro = open_checked(path, true)?;
+    let ro = open_checked(path)?;
     let (checksum, total): (String, i64) = ro
         .query_row(
             "SELECT checksum, total_ops FROM job WHERE id = 1",
@@ -189,9 +189,25 @@ fn start_resume(
         .map_err(|e| JournalError::sqlite(path, "update the job", e))
 }
 
-/// Opens an existing journal after checking its header; with `deep`, also runs SQLite's
-/// `quick_check`. Read-only: nothing is written to the file.
-pub(super) fn open_checked(path: &Path, deep: bool) -> Result<Connection, JournalError> {
+/// Opens an existing journal read-only after checking it: the file and its header, then
+/// the identity and schema version, then SQLite's `quick_check`. Nothing is written to it.
+pub(super) fn open_checked(path: &Path) -> Result<Connection, JournalError> {
+    check_file(path)?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| JournalError::sqlite(path, "open", e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|e| JournalError::sqlite(path, "configure", e))?;
+    check_identity(&conn, path)?;
+    quick_check(&conn, path)?;
+    Ok(conn)
+}
+
+/// Refuses what is not a regular file with a SQLite journal's header, or a journal whose
+/// plan import was cut short, before SQLite opens it.
+fn check_file(path: &Path) -> Result<(), JournalError> {
     match path.metadata() {
         Ok(m) if m.is_file() => {}
         Ok(_) => {
@@ -221,57 +237,50 @@ pub(super) fn open_checked(path: &Path, deep: bool) -> Result<Connection, Journa
     schema::check_header(path).map_err(|reason| JournalError::Corrupt {
         path: path.to_path_buf(),
         reason,
-    })?;
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| JournalError::sqlite(path, "open", e))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(|e| JournalError::sqlite(path, "configure", e))?;
-    match schema::check_identity(&conn) {
-        Ok(()) => {}
-        Err(IdentityError::Foreign(reason)) => {
-            return Err(JournalError::Corrupt {
-                path: path.to_path_buf(),
-                reason,
-            });
-        }
-        Err(IdentityError::Newer(found)) => {
-            return Err(JournalError::UnsupportedVersion {
-                path: path.to_path_buf(),
-                found,
-                supported: schema::SCHEMA_VERSION,
-            });
-        }
-        Err(IdentityError::Sqlite(e)) => {
-            return Err(JournalError::sqlite(path, "read the schema", e));
-        }
+    })
+}
+
+/// Refuses a SQLite file that is not an imkit-batch journal this build reads.
+fn check_identity(conn: &Connection, path: &Path) -> Result<(), JournalError> {
+    match schema::check_identity(conn) {
+        Ok(()) => Ok(()),
+        Err(IdentityError::Foreign(reason)) => Err(JournalError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        }),
+        Err(IdentityError::Newer(found)) => Err(JournalError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found,
+            supported: schema::SCHEMA_VERSION,
+        }),
+        Err(IdentityError::Sqlite(e)) => Err(JournalError::sqlite(path, "read the schema", e)),
     }
-    if deep {
-        let mut stmt = conn
-            .prepare("PRAGMA quick_check")
-            .map_err(|e| JournalError::sqlite(path, "check integrity", e))?;
-        let problems: Vec<String> = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| JournalError::sqlite(path, "check integrity", e))?;
-        if problems.first().map(String::as_str) != Some("ok") {
-            return Err(JournalError::Corrupt {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "SQLite's integrity check failed: {}",
-                    problems
-                        .iter()
-                        .take(3)
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
-            });
-        }
+}
+
+/// Refuses a journal that fails SQLite's `quick_check`.
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), JournalError> {
+    let mut stmt = conn
+        .prepare("PRAGMA quick_check")
+        .map_err(|e| JournalError::sqlite(path, "check integrity", e))?;
+    let problems: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| JournalError::sqlite(path, "check integrity", e))?;
+    if problems.first().map(String::as_str) != Some("ok") {
+        return Err(JournalError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "SQLite's integrity check failed: {}",
+                problems
+                    .iter()
+                    .take(3)
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        });
     }
-    Ok(conn)
+    Ok(())
 }
 
 /// Why the file at `path` is a journal whose creation was cut short (the run holding the
@@ -338,7 +347,7 @@ fn fold_wal_for_keeping(path: &Path) {
     if !wal.symlink_metadata().is_ok_and(|m| m.len() > 0) {
         return;
     }
-    if open_checked(path, true).is_err() {
+    if open_checked(path).is_err() {
         return;
     }
     let Ok(conn) = Connection::open_with_flags(

@@ -80,7 +80,7 @@ impl Journal {
         let no_wal_before = open::no_wal(path);
         // The same checks as `run` (with `quick_check`): `status` must not call a journal
         // complete that `run` then refuses as damaged, nor `revert` work from a damaged one.
-        let conn = match open_checked(path, true) {
+        let conn = match open_checked(path) {
             Ok(conn) => conn,
             // A run creating the journal (the plan import) holds the lock while the file is
             // still empty or half written: say so instead of calling it damaged.
