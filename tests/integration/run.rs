@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use imkit_batch::api::{ApiClient, ClientOptions, Credentials, Outcome};
+use imkit_batch::api::{ApiClient, ClientOptions, Outcome};
 use imkit_batch::journal::{JournalOp, OpState};
 use imkit_batch::op::Op;
 use imkit_batch::runner::progress::Progress;
@@ -20,19 +20,7 @@ use reqwest::Url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-const CLIENT_KEY: &str = "ck-5ecret-9FSk26d4AIbZh0k44F5";
-const TOKEN: &str = "tok-5ecret-fVy7YhqBZqEzNO9LhMmcyA";
-const API_KEY: &str = "ak-5ecret-1b2c3d4e5f";
-
-fn creds() -> Credentials {
-    let env = |k: &str| match k {
-        "IMKIT_CLIENT_KEY" => Some(CLIENT_KEY.to_string()),
-        "IMKIT_TOKEN" => Some(TOKEN.to_string()),
-        "IMKIT_API_KEY" => Some(API_KEY.to_string()),
-        _ => None,
-    };
-    Credentials::from_sources(env, &Default::default()).unwrap()
-}
+use crate::util::{API_KEY, CLIENT_KEY, TOKEN, api_credentials};
 
 #[derive(Clone, Debug)]
 struct Seen {
@@ -175,7 +163,7 @@ async fn raw_peer(answer: &'static [u8]) -> Url {
 fn client(base: &Url, timeout: Duration) -> ApiClient {
     ApiClient::new(
         base,
-        creds(),
+        api_credentials(),
         ClientOptions {
             timeout,
             connect_timeout: timeout,
@@ -321,7 +309,7 @@ async fn secrets_never_reach_attempts_or_records() {
     assert_no_secret(&dbg);
     assert!(dbg.contains("[redacted]"), "{dbg}");
     assert_no_secret(&format!("{c:?}"));
-    assert_no_secret(&format!("{:?}", creds()));
+    assert_no_secret(&format!("{:?}", api_credentials()));
 
     // Through the scheduler: every record's texts are clean.
     let ops = vec![

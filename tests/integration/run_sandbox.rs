@@ -14,26 +14,13 @@ use imkit_batch::Exit;
 use imkit_batch::journal::{Journal, OpRow, OpState};
 use imkit_batch::op::{Action, Op, RoomFields};
 use imkit_batch::runner::retry::Backoff;
-use imkit_batch::sandbox::{self, FaultRates, SandboxConfig, SandboxCredentials, SandboxHandle};
+use imkit_batch::sandbox::{self, FaultRates, SandboxConfig, SandboxHandle};
 use rand::{Rng, SeedableRng};
 
-use crate::util::{credentials, job_config, journal_rows, write_csv_manifest};
-
-const CLIENT_KEY: &str = "ck-run-sbx-Q7vXk2LmN9pR4tW8";
-const TOKEN: &str = "tok-run-sbx-Zp3Hc6Jd1Fg5Ks0Y";
-const API_KEY: &str = "ak-run-sbx-Bn8Mv2Cx7Lq4Rt6E";
-
-fn sandbox_creds() -> SandboxCredentials {
-    SandboxCredentials {
-        client_key: CLIENT_KEY.into(),
-        token: TOKEN.into(),
-        api_key: API_KEY.into(),
-    }
-}
-
-fn good_creds() -> imkit_batch::api::Credentials {
-    credentials(CLIENT_KEY, TOKEN, API_KEY)
-}
+use crate::util::{
+    API_KEY, CLIENT_KEY, TOKEN, api_credentials, credentials, job_config, journal_rows,
+    sandbox_credentials, write_csv_manifest,
+};
 
 /// Short retry timing for a local sandbox (the defaults are for the real API).
 const FAST: Backoff = Backoff {
@@ -49,7 +36,7 @@ fn faulty(
     [server_error, too_many_requests, drop_before, drop_after]: [f64; 4],
     seed: u64,
 ) -> SandboxConfig {
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(ops);
     cfg.faults = FaultRates {
         server_error,
@@ -240,7 +227,7 @@ async fn issue5_a_mixed_5000_op_job_survives_faults_and_applies_every_op() {
     let (exit, msg) = run(
         &j,
         &sb.base_url(),
-        good_creds(),
+        api_credentials(),
         &[
             "--concurrency",
             "16",
@@ -298,7 +285,7 @@ async fn issue5_a_mixed_5000_op_job_survives_faults_and_applies_every_op() {
 async fn issue5_a_bad_token_stops_within_concurrency_requests_and_ops_stay_pending() {
     let ops: Vec<Op> = (0..300).map(|i| Op::freeze(format!("r-{i}"))).collect();
     let j = job(&ops);
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(&ops);
     let sb = sandbox::spawn(cfg).await.unwrap();
 
@@ -329,7 +316,7 @@ async fn issue5_a_bad_token_stops_within_concurrency_requests_and_ops_stay_pendi
     let (exit, msg) = run(
         &j,
         &sb.base_url(),
-        good_creds(),
+        api_credentials(),
         &["--concurrency", "4", "--rate", "50000/s"],
     )
     .await;
@@ -353,7 +340,7 @@ async fn issue5_a_flat_401_for_a_bad_api_key_stops_the_job() {
         .map(|i| Op::mute(format!("u-{i}"), "lobby"))
         .collect();
     let j = job(&ops);
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(&ops);
     cfg.flat_401 = true;
     let sb = sandbox::spawn(cfg).await.unwrap();
@@ -388,7 +375,7 @@ async fn issue5_a_flat_401_for_a_bad_api_key_stops_the_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue5_403_and_404_are_recorded_and_the_job_goes_on() {
     const USER_TOKEN: &str = "tok-alice-not-admin";
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.add_user(USER_TOKEN, "alice");
     cfg.add_room("alice-room", "alice", &[]);
     cfg.add_room("alice-managed", "bob", &["alice"]);
@@ -511,7 +498,7 @@ async fn issue5_a_200_whose_rc_is_not_0_is_a_failure() {
         Op::freeze("no-rc"),
     ];
     let j = job(&ops);
-    let (exit, msg) = run(&j, &base, good_creds(), &["--rate", "50000/s"]).await;
+    let (exit, msg) = run(&j, &base, api_credentials(), &["--rate", "50000/s"]).await;
     assert_eq!(exit, Exit::OpsFailed, "{msg}");
     let rows = journal_rows(&j.journal);
     assert_eq!(rows[0].state, OpState::Done);
@@ -531,14 +518,14 @@ async fn issue5_a_200_whose_rc_is_not_0_is_a_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue5_unmute_answered_room_not_muted_is_done() {
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.add_room("hall", "owner", &[]);
     cfg.add_client("u-1");
     cfg.add_mute("u-2", "hall");
     let sb = sandbox::spawn(cfg).await.unwrap();
     let ops = vec![Op::unmute("u-1", "hall"), Op::unmute("u-2", "hall")];
     let j = job(&ops);
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &[]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &[]).await;
     assert_eq!(exit, Exit::Success, "{msg}");
     let rows = journal_rows(&j.journal);
     assert_eq!(rows[0].state, OpState::Done);
@@ -571,7 +558,7 @@ async fn issue5_hostile_ids_reach_only_their_own_room() {
         "a", "b", "x", "p", "p/q", "100", "h", "with", "房間", "1", "rooms", "admin",
     ];
     let client_ids = ["u/1", "u?x", "u%20", "ü #"];
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     for r in hostile.iter().chain(&neighbours) {
         cfg.add_room(*r, "owner", &[]);
     }
@@ -591,7 +578,7 @@ async fn issue5_hostile_ids_reach_only_their_own_room() {
         ops.push(Op::mute(*c, r));
     }
     let j = job(&ops);
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &[]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &[]).await;
     assert_eq!(exit, Exit::Success, "{msg}");
     for r in hostile {
         assert_eq!(sb.room_status(r), Some(0), "{r} frozen");
@@ -634,10 +621,10 @@ async fn issue5_snapshot_records_the_prior_state_before_the_first_change() {
         Op::freeze("gone"),
     ];
     let j = job(&ops);
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(&ops[..4]);
     let sb = sandbox::spawn(cfg).await.unwrap();
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &["--snapshot"]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &["--snapshot"]).await;
     assert_eq!(exit, Exit::OpsFailed, "`gone` does not exist: {msg}");
 
     let snaps = Journal::open_read_only(&j.journal)
@@ -671,7 +658,7 @@ async fn issue5_snapshot_records_the_prior_state_before_the_first_change() {
     let (exit, _) = run(
         &j,
         &sb.base_url(),
-        good_creds(),
+        api_credentials(),
         &["--snapshot", "--retry-failed"],
     )
     .await;
@@ -749,7 +736,7 @@ async fn poll_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool)
 async fn issue5_sigint_drains_exits_4_and_a_second_run_completes() {
     let ops: Vec<Op> = (0..200).map(|i| Op::freeze(format!("r-{i}"))).collect();
     let j = job(&ops);
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(&ops);
     cfg.latency = Duration::from_millis(50);
     let sb = sandbox::spawn(cfg).await.unwrap();
@@ -926,7 +913,7 @@ async fn pacing_at_the_sandbox_rate_limit() {
         let n = (rate.per_second() * secs as f64) as usize;
         let ops: Vec<Op> = (0..n).map(|i| Op::freeze(format!("r-{i}"))).collect();
         let j = job(&ops);
-        let mut cfg = SandboxConfig::new(sandbox_creds());
+        let mut cfg = SandboxConfig::new(sandbox_credentials());
         cfg.seed_from_ops(&ops);
         cfg.rate_limit = Some(rate);
         let sb = sandbox::spawn(cfg).await.unwrap();
@@ -934,7 +921,7 @@ async fn pacing_at_the_sandbox_rate_limit() {
         let (exit, msg) = run(
             &j,
             &sb.base_url(),
-            good_creds(),
+            api_credentials(),
             &["--rate", ask, "--concurrency", "8"],
         )
         .await;
@@ -989,7 +976,7 @@ async fn pacing_unlimited_with_20ms_latency() {
         let n = (expect * 8.0) as usize;
         let ops: Vec<Op> = (0..n).map(|i| Op::freeze(format!("r-{i}"))).collect();
         let j = job(&ops);
-        let mut cfg = SandboxConfig::new(sandbox_creds());
+        let mut cfg = SandboxConfig::new(sandbox_credentials());
         cfg.seed_from_ops(&ops);
         cfg.latency = Duration::from_millis(20);
         let (sb, rt) = sandbox_on_own_runtime(cfg);
@@ -997,7 +984,7 @@ async fn pacing_unlimited_with_20ms_latency() {
         // millisecond ticks), one request at a time.
         let client = imkit_batch::api::ApiClient::new(
             &sb.base_url().parse().unwrap(),
-            good_creds(),
+            api_credentials(),
             Default::default(),
         )
         .unwrap();
@@ -1009,7 +996,7 @@ async fn pacing_unlimited_with_20ms_latency() {
         });
         let client0 = imkit_batch::api::ApiClient::new(
             &sb0.base_url().parse().unwrap(),
-            good_creds(),
+            api_credentials(),
             Default::default(),
         )
         .unwrap();
@@ -1021,7 +1008,7 @@ async fn pacing_unlimited_with_20ms_latency() {
         let (exit, msg) = run(
             &j,
             &sb.base_url(),
-            good_creds(),
+            api_credentials(),
             &["--rate", "100000/s", "--concurrency", &c],
         )
         .await;
@@ -1051,7 +1038,7 @@ async fn log_lines_never_land_inside_the_progress_bar() {
     let mut all = ops.clone();
     all.extend((0..6).map(|i| Op::freeze(format!("missing-{i}"))));
     let j = job(&all);
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(&ops);
     cfg.latency = Duration::from_millis(60);
     let sb = sandbox::spawn(cfg).await.unwrap();
@@ -1112,7 +1099,7 @@ async fn answers_slower_than_the_timeout_are_retried_and_the_op_done() {
         })
         .collect();
     let j = job(&ops);
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(&ops);
     cfg.faults.slow = 0.2;
     cfg.slow_duration = Duration::from_secs(3);
@@ -1121,7 +1108,7 @@ async fn answers_slower_than_the_timeout_are_retried_and_the_op_done() {
     let (exit, msg) = run(
         &j,
         &sb.base_url(),
-        good_creds(),
+        api_credentials(),
         &[
             "--timeout",
             "500ms",
@@ -1155,7 +1142,7 @@ async fn max_failures_aborts_with_exit_3_and_the_journal_resumable() {
         .collect();
     ops.extend((0..40).map(|i| Op::freeze(format!("r-{i}"))));
     let j = job(&ops);
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(&ops[40..]);
     let sb = sandbox::spawn(cfg).await.unwrap();
     let args = [
@@ -1166,7 +1153,7 @@ async fn max_failures_aborts_with_exit_3_and_the_journal_resumable() {
         "--rate",
         "5000/s",
     ];
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &args).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &args).await;
     assert_eq!(exit, Exit::Aborted, "{msg}");
     assert!(msg.contains("--max-failures 5"), "{msg}");
     let rows = journal_rows(&j.journal);
@@ -1176,7 +1163,7 @@ async fn max_failures_aborts_with_exit_3_and_the_journal_resumable() {
     assert_eq!(sb.stats().applied_total, 0);
     assert!(sb.requests_total() as usize <= failed + 1);
     // Resuming without the bound finishes the rest.
-    let (exit, _) = run(&j, &sb.base_url(), good_creds(), &["--rate", "5000/s"]).await;
+    let (exit, _) = run(&j, &sb.base_url(), api_credentials(), &["--rate", "5000/s"]).await;
     assert_eq!(exit, Exit::OpsFailed);
     let rows = journal_rows(&j.journal);
     assert_eq!(by_state(&rows).get("failed"), Some(&40));
@@ -1187,7 +1174,7 @@ async fn max_failures_aborts_with_exit_3_and_the_journal_resumable() {
 async fn max_duration_stops_with_exit_4_and_in_flight_ops_recorded() {
     let ops: Vec<Op> = (0..100).map(|i| Op::freeze(format!("r-{i}"))).collect();
     let j = job(&ops);
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(&ops);
     cfg.latency = Duration::from_millis(40);
     let sb = sandbox::spawn(cfg).await.unwrap();
@@ -1199,7 +1186,7 @@ async fn max_duration_stops_with_exit_4_and_in_flight_ops_recorded() {
         "--rate",
         "5000/s",
     ];
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &args).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &args).await;
     assert_eq!(exit, Exit::Stopped, "{msg}");
     let rows = journal_rows(&j.journal);
     let done = rows.iter().filter(|r| r.state == OpState::Done).count();
@@ -1209,7 +1196,7 @@ async fn max_duration_stops_with_exit_4_and_in_flight_ops_recorded() {
         sb.stats().applied_total,
         "in-flight ops finished and recorded"
     );
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &["--rate", "5000/s"]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &["--rate", "5000/s"]).await;
     assert_eq!(exit, Exit::Success, "{msg}");
     for op in &ops {
         assert_eq!(sb.applied_op(op), 1, "{op}");
@@ -1257,7 +1244,7 @@ async fn pacing_unlimited_against_a_precise_20ms_double() {
         let j = job(&ops);
         let client = imkit_batch::api::ApiClient::new(
             &base.parse().unwrap(),
-            good_creds(),
+            api_credentials(),
             Default::default(),
         )
         .unwrap();
@@ -1267,7 +1254,7 @@ async fn pacing_unlimited_against_a_precise_20ms_double() {
         let (exit, msg) = run(
             &j,
             &base,
-            good_creds(),
+            api_credentials(),
             &["--rate", "100000/s", "--concurrency", &c],
         )
         .await;
@@ -1303,7 +1290,7 @@ async fn snapshots_through_faults_hold_the_state_before_any_change() {
     let (exit, msg) = run(
         &j,
         &sb.base_url(),
-        good_creds(),
+        api_credentials(),
         &["--snapshot", "--rate", "5000/s", "--max-attempts", "12"],
     )
     .await;
@@ -1342,7 +1329,7 @@ async fn a_rejected_api_key_is_named_and_stops_the_room_ops_too() {
         .collect();
     ops.extend((0..100).map(|i| Op::freeze(format!("r-{i}"))));
     let j = job(&ops);
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(&ops);
     let sb = sandbox::spawn(cfg).await.unwrap();
     let bad = credentials(CLIENT_KEY, TOKEN, "ak-revoked");
@@ -1379,7 +1366,7 @@ async fn a_second_sigint_cancels_the_requests_in_flight() {
     use std::io::BufRead as _;
     let ops: Vec<Op> = (0..20).map(|i| Op::freeze(format!("r-{i}"))).collect();
     let j = job(&ops);
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(&ops);
     cfg.latency = Duration::from_secs(5);
     let sb = sandbox::spawn(cfg).await.unwrap();
@@ -1465,7 +1452,7 @@ async fn a_second_sigint_cancels_the_requests_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_json_logs_still_end_with_the_summary() {
     let mut ops: Vec<Op> = (0..30).map(|i| Op::freeze(format!("r-{i}"))).collect();
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(&ops);
     ops.push(Op::freeze("no-such-room"));
     let j = job(&ops);
@@ -1680,12 +1667,12 @@ async fn issue5_the_rate_and_a_429_hint_are_honoured_over_http() {
     // second per credential itself, has (next to) nothing to refuse.
     let ops: Vec<Op> = (0..50).map(|i| Op::freeze(format!("r-{i}"))).collect();
     let j = job(&ops);
-    let mut cfg = SandboxConfig::new(sandbox_creds());
+    let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(&ops);
     cfg.rate_limit = Some("20/s".parse().unwrap());
     let sb = sandbox::spawn(cfg).await.unwrap();
     let t0 = std::time::Instant::now();
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &["--rate", "20/s"]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &["--rate", "20/s"]).await;
     let took = t0.elapsed();
     assert_eq!(exit, Exit::Success, "{msg}");
     assert!(
@@ -1707,7 +1694,7 @@ async fn issue5_the_rate_and_a_429_hint_are_honoured_over_http() {
     cfg.fault_retry_after_secs = 1;
     let sb = sandbox::spawn(cfg).await.unwrap();
     let t0 = std::time::Instant::now();
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &["--rate", "1000/s"]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &["--rate", "1000/s"]).await;
     let took = t0.elapsed();
     assert_eq!(exit, Exit::Success, "{msg}");
     let injected: u64 = sb

@@ -14,25 +14,15 @@ use imkit_batch::sandbox::{
 };
 use serde_json::{Value, json};
 
-/// The credentials of the vendor pages' example requests.
-const CLIENT_KEY: &str = "9FSk26d4AIbZh0k44F5+DzbetgAJA9WjC7WP36Khm6c=";
-const TOKEN: &str = "fVy7YhqBZqEzNO9LhMmcyA==";
-const API_KEY: &str = "MjJZcFlIRGFRbElRbERTdlZMQ0xMbzJNUHpGZlZtOWpZcHh3MnZ1QnJtaz0=";
+use crate::util::{API_KEY, CLIENT_KEY, TOKEN, sandbox_credentials};
+
 /// The room of the pages' examples.
 const DOC_ROOM: &str = "58871b877390be11d5f1ab30";
-
-fn creds() -> SandboxCredentials {
-    SandboxCredentials {
-        client_key: CLIENT_KEY.into(),
-        token: TOKEN.into(),
-        api_key: API_KEY.into(),
-    }
-}
 
 /// Rooms: the doc room (owner `owner-1`, manager `mgr-1`), `lobby-1` (owner `sandbox-owner`);
 /// clients `aaa` (the mute page's), users `tok-owner`, `tok-mgr`, `tok-other`.
 fn config() -> SandboxConfig {
-    let mut c = SandboxConfig::new(creds());
+    let mut c = SandboxConfig::new(sandbox_credentials());
     c.add_room(DOC_ROOM, "owner-1", &["mgr-1"]);
     c.add_room("demo", DEFAULT_OWNER, &[]);
     c.add_room("lobby-1", DEFAULT_OWNER, &[]);
@@ -874,7 +864,7 @@ async fn put_raw(sb: &SandboxHandle, raw: &str, id: &str) {
 
 #[tokio::test]
 async fn seed_from_ops_creates_every_named_room_and_client() {
-    let mut c = SandboxConfig::new(creds());
+    let mut c = SandboxConfig::new(sandbox_credentials());
     let fields = RoomFields {
         owner: Some("new-owner".into()),
         managers: Some(vec!["m1".into(), "m2".into()]),
@@ -995,7 +985,7 @@ fn server_outcomes(sb: &SandboxHandle) -> ServerOutcomes {
 }
 
 fn fault_config(seed: u64, rooms: usize, slow: Duration) -> SandboxConfig {
-    let mut c = SandboxConfig::new(creds());
+    let mut c = SandboxConfig::new(sandbox_credentials());
     for i in 0..rooms {
         c.add_room(format!("room-{i}"), DEFAULT_OWNER, &[]);
     }

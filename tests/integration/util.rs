@@ -1,7 +1,5 @@
 //! Helpers shared by the integration tests.
 
-#![allow(dead_code)]
-
 use std::path::PathBuf;
 
 /// The repository root (for `jobs/` and `tests/` fixtures).
@@ -23,19 +21,34 @@ use std::time::{Duration, Instant};
 
 use imkit_batch::sandbox::{SandboxConfig, SandboxCredentials, SandboxHandle};
 
-/// The credentials every sandbox of these tests accepts (handed to the binary by env only).
-pub const CLIENT_KEY: &str = "crash-ck-5ecret-7d1f0a";
-pub const TOKEN: &str = "crash-tok-5ecret-99b2e4";
-pub const API_KEY: &str = "crash-ak-5ecret-c0ffee";
+// The one credential set of the integration tests: what every sandbox and test double
+// accepts, what the API client and the binary (by env only) send. Each value holds `5ecret`,
+// the part all three share, so a scan for that part finds any piece of any of them; they
+// must never appear in an output, a record or a journal. Tests that need a rejected or a
+// non-admin credential name their own next to it.
+
+pub const CLIENT_KEY: &str = "ck-5ecret-7d1f0a";
+pub const TOKEN: &str = "tok-5ecret-99b2e4";
+pub const API_KEY: &str = "ak-5ecret-c0ffee";
+
+/// [`CLIENT_KEY`], [`TOKEN`] and [`API_KEY`], as a sandbox accepts them.
+pub fn sandbox_credentials() -> SandboxCredentials {
+    SandboxCredentials {
+        client_key: CLIENT_KEY.into(),
+        token: TOKEN.into(),
+        api_key: API_KEY.into(),
+    }
+}
+
+/// [`CLIENT_KEY`], [`TOKEN`] and [`API_KEY`], as `run` reads them from the environment.
+pub fn api_credentials() -> imkit_batch::api::Credentials {
+    credentials(CLIENT_KEY, TOKEN, API_KEY)
+}
 
 /// A sandbox config that accepts [`CLIENT_KEY`], [`TOKEN`] and [`API_KEY`], with a log ring
 /// big enough to keep every request of a test job.
 pub fn sandbox_config() -> SandboxConfig {
-    let mut c = SandboxConfig::new(SandboxCredentials {
-        client_key: CLIENT_KEY.into(),
-        token: TOKEN.into(),
-        api_key: API_KEY.into(),
-    });
+    let mut c = SandboxConfig::new(sandbox_credentials());
     c.log_capacity = 200_000;
     c
 }
