@@ -1,7 +1,7 @@
 //! The API client against test doubles on 127.0.0.1 port 0 (its own tiny axum server and raw
 //! TCP peers, not the sandbox): headers, encoded paths, timeouts, cut-off bodies, refused
 //! connections, wait hints, secret redaction; and the scheduler driving the real client.
-//! The big runs against the sandbox (5,000 mixed ops with faults, pacing) come after the merge.
+//! Whole jobs against the sandbox (5,000 mixed ops through faults, pacing) are in `run`.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -358,50 +358,10 @@ async fn secrets_never_reach_attempts_or_records() {
     assert!(log.lock().unwrap().len() >= 5);
 }
 
-#[test]
-fn run_refuses_plain_http_to_a_remote_host_before_anything_else() {
-    let out = crate::util::bin()
-        .args([
-            "run",
-            "does-not-matter.csv",
-            "--base-url",
-            "http://api.example.com",
-        ])
-        .env_remove("IMKIT_BASE_URL")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("https://") && err.contains("loopback"),
-        "{err}"
-    );
-
-    let out = crate::util::bin()
-        .args([
-            "run",
-            "x.csv",
-            "--concurrency",
-            "0",
-            "--max-failure-ratio",
-            "2",
-        ])
-        .env_remove("IMKIT_BASE_URL")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--concurrency")
-            && err.contains("--max-failure-ratio")
-            && err.contains("IMKIT_BASE_URL"),
-        "{err}"
-    );
-}
-
 /// Figures, not a test: the scheduler and the real client against a local double answering
 /// after 20 ms. Run with `cargo test --test integration pacing_figures -- --ignored --nocapture`.
-/// (The SPEC's pacing targets are measured against the sandbox after the merge.)
+/// (The pacing targets of docs/behaviour.md §4 are measured against the sandbox, in
+/// `run::pacing`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn pacing_figures_against_a_local_double() {
