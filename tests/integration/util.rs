@@ -1,4 +1,6 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: paths, the binary, the one credential set every
+//! sandbox, double and run of these tests uses, a sandbox on its own runtime for tests that
+//! run the binary, and small readers of manifests and journals.
 
 use std::path::PathBuf;
 
@@ -204,6 +206,45 @@ pub fn journal_of(manifest: &Path) -> PathBuf {
     let mut s = manifest.as_os_str().to_owned();
     s.push(".journal");
     PathBuf::from(s)
+}
+
+/// A sandbox with rooms `r-0..r-n` (active) and a freeze manifest naming them.
+pub fn freeze_job(dir: &Path, name: &str, n: usize) -> (std::path::PathBuf, SandboxConfig) {
+    use std::fmt::Write as _;
+    let mut csv = String::from("room\n");
+    let mut c = sandbox_config();
+    for i in 0..n {
+        writeln!(csv, "r-{i}").unwrap();
+        c.add_room(format!("r-{i}"), "owner-1", &[]);
+    }
+    (write(dir, name, &csv), c)
+}
+
+/// The bytes of a file.
+pub fn bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+/// The files in `dir`, sorted.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `revert JOURNAL -o FILE`: exit 0; the undo manifest's text and the command's stderr.
+pub fn revert_to(journal: &Path, out: &Path) -> (String, String) {
+    let r = exec(imkit(&[
+        "revert",
+        journal.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, 0, "{r:?}");
+    (std::fs::read_to_string(out).unwrap(), r.stderr)
 }
 
 /// Writes `ops` as a CSV manifest (`action,room,client,name,description`) at `path`.
