@@ -585,10 +585,10 @@ fn fresh_after_a_kill_keeps_the_old_journal_whole() {
     assert_eq!(j.counts().unwrap().done, 600);
 }
 
-/// No credential reaches the journal (SPEC §5, §6): after runs against a flaky sandbox
-/// (error answers, dropped connections, 429s, snapshots, mutes), one killed so the WAL holds
-/// uncheckpointed pages, the bytes of the journal, its `-wal` and `-shm` hold none of the
-/// three secrets nor any part of them; nor do `status`, `report` and `revert`.
+/// No credential reaches the journal (docs/behaviour.md §5, §6): after runs against a flaky
+/// sandbox (error answers, dropped connections, 429s, snapshots, mutes), one killed so the WAL
+/// holds uncheckpointed pages, the bytes of the journal, its `-wal` and `-shm` hold none of
+/// the three secrets nor any part of them; nor do `status`, `report` and `revert`.
 #[test]
 fn no_credential_is_ever_written_to_the_journal_or_its_wal() {
     const OPS: usize = 500;

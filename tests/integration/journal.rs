@@ -1967,9 +1967,9 @@ async fn read_only_commands_leave_no_files_and_change_no_byte() {
     assert_eq!(bytes(&path), content);
 }
 
-/// Never guessed (SPEC §5): a mute that gave up after dropped connections may have been
-/// applied, so revert lists it apart rather than ignore it; a mute refused with a 404 on its
-/// only attempt changed nothing and is not mentioned; a done mute is unmuted.
+/// Never guessed (docs/behaviour.md §5): a mute that gave up after dropped connections may
+/// have been applied, so revert lists it apart rather than ignore it; a mute refused with a
+/// 404 on its only attempt changed nothing and is not mentioned; a done mute is unmuted.
 #[tokio::test]
 async fn revert_lists_apart_ops_that_may_have_been_applied() {
     let dir = tempfile::tempdir().unwrap();

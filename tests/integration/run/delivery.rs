@@ -253,7 +253,8 @@ async fn a_bad_token_stops_within_concurrency_requests_and_ops_stay_pending() {
 }
 
 /// The same through the documented flat error shape (`{"error":"INVALID_API_KEY",...}`,
-/// NOTES.md): a rejected API key stops the mutes at once, exit 3, naming IMKIT_API_KEY.
+/// docs/api.md, Responses): a rejected API key stops the mutes at once, exit 3, naming
+/// IMKIT_API_KEY.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flat_401_for_a_bad_api_key_stops_the_job() {
     let ops: Vec<Op> = (0..200)
