@@ -1,20 +1,25 @@
-//! The journal (issue 4): plan import, group-committed outcomes, resume, refusals (checksum,
-//! lock, damaged files), `--fresh`, `--retry-failed`, and the `status`, `report` and
-//! `revert` commands checked field by field through the real binary.
+//! The journal and its commands: plan import, group-committed outcomes, resume, refusals
+//! that send nothing (a changed manifest, a journal locked by a running job, damaged or
+//! foreign files), `--fresh`, `--retry-failed`, and `status`, `report` and `revert` checked
+//! field by field through the real binary, on journals written in process and after real
+//! runs against the in-process sandbox.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use imkit_batch::Exit;
 use imkit_batch::journal::{
     Counts, JobMeta, Journal, JournalError, OpRecord, OpState, OpenOptions, lock_path,
 };
-use imkit_batch::manifest::{Format, Location, Manifest, PlannedOp, Settings};
-use imkit_batch::op::{Op, RoomFields};
+use imkit_batch::manifest::{Format, LoadOptions, Location, Manifest, PlannedOp, Settings, load};
+use imkit_batch::op::{Action, Op, RoomFields};
 use serde_json::json;
 
-use crate::util;
+use crate::util::{
+    self, Sandbox, bytes, exec, files_in, freeze_job, journal_of, revert_to, run_cmd,
+};
 
 const SUM_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const SUM_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -84,19 +89,6 @@ fn failed(seq: u64, status: u16, code: &str) -> OpRecord {
         message: Some(format!("{code} happened")),
         latency_ms: Some(30),
     }
-}
-
-fn bytes(p: &Path) -> Vec<u8> {
-    std::fs::read(p).unwrap()
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 #[tokio::test]
@@ -366,6 +358,77 @@ async fn a_changed_manifest_is_refused_with_the_way_out() {
     ));
     assert_eq!(bytes(&path), before);
     assert_eq!(files_in(dir.path()), ["job.journal", "job.journal.lock"]);
+}
+
+#[test]
+fn a_changed_manifest_is_refused_and_fresh_keeps_the_old_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, config) = freeze_job(dir.path(), "freeze.csv", 20);
+    let sb = Sandbox::start(config);
+    let journal = journal_of(&manifest);
+    let run = |extra: &[&str]| {
+        exec(run_cmd(
+            &sb.url(),
+            &manifest,
+            &[&["--action", "freeze"], extra].concat(),
+        ))
+    };
+    let first = run(&[]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(sb.requests_total(), 20);
+
+    // One more row: the manifest's checksum no longer matches the journal's.
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("r-0\n");
+    std::fs::write(&manifest, &text).unwrap();
+    let journal_bytes = bytes(&journal);
+    let files_before = files_in(dir.path());
+    let refused = run(&[]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("manifest changed") && refused.stderr.contains("--fresh"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(sb.requests_total(), 20, "a refused run sent something");
+    assert_eq!(bytes(&journal), journal_bytes, "the journal was written to");
+    assert_eq!(
+        files_in(dir.path()),
+        files_before,
+        "the refused run left files beside the journal"
+    );
+
+    // --fresh: the old journal is renamed (kept whole), a new job runs every op of the new
+    // manifest (the duplicate row runs once).
+    let before = files_in(dir.path());
+    let fresh = run(&["--fresh"]);
+    assert_eq!(fresh.code, 0, "{fresh:?}");
+    assert_eq!(sb.requests_total(), 40);
+    let after = files_in(dir.path());
+    let kept: Vec<&String> = after
+        .iter()
+        .filter(|f| f.starts_with("freeze.csv.journal.") && !f.ends_with(".lock"))
+        .filter(|f| !f.ends_with("-wal") && !f.ends_with("-shm"))
+        .filter(|f| !before.contains(f))
+        .collect();
+    assert_eq!(kept.len(), 1, "{before:?} -> {after:?}");
+    let old = dir.path().join(kept[0]);
+    assert_eq!(
+        bytes(&old),
+        journal_bytes,
+        "the old journal was not kept as it was"
+    );
+    let old = Journal::open_read_only(&old).unwrap();
+    assert_eq!(old.counts().unwrap().done, 20);
+    let new = Journal::open_read_only(&journal).unwrap();
+    assert_eq!(new.counts().unwrap().done, 20);
+    assert_eq!(new.runs().unwrap().len(), 1);
+    assert_ne!(new.meta().unwrap().checksum, old.meta().unwrap().checksum);
+
+    // The new job is complete: re-running it sends nothing.
+    let again = run(&[]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(sb.requests_total(), 40);
 }
 
 /// The journal files as a kill -9 of the run would leave them now (main file and WAL),
@@ -676,6 +739,139 @@ async fn retry_failed_puts_failed_ops_back_to_pending() {
     assert!(runs[1].retry_failed);
 }
 
+#[test]
+fn retry_failed_completes_a_404_once_the_room_exists_and_report_failed_is_a_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, config) = freeze_job(dir.path(), "freeze.csv", 12);
+    // The last room is missing at the first sandbox: its freeze fails with 404.
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("ghost-room\n");
+    std::fs::write(&manifest, &text).unwrap();
+    let journal = journal_of(&manifest);
+    let sb = Sandbox::start(config.clone());
+    let run = |url: &str, extra: &[&str]| {
+        exec(run_cmd(
+            url,
+            &manifest,
+            &[&["--action", "freeze"], extra].concat(),
+        ))
+    };
+    let first = run(&sb.url(), &[]);
+    assert_eq!(first.code, 1, "{first:?}");
+    assert_eq!(sb.requests_total(), 13);
+
+    // status --json of the finished job, field by field.
+    let st = exec(util::imkit(&[
+        "status",
+        journal.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(st.code, 0, "{st:?}");
+    let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    let m = load(
+        &manifest,
+        &LoadOptions {
+            action: Some(Action::Freeze),
+        },
+    )
+    .unwrap();
+    assert_eq!(v["state"], "complete");
+    assert_eq!(v["total"], 13);
+    assert_eq!(
+        v["counts"],
+        serde_json::json!({"pending": 0, "done": 12, "failed": 1, "skipped": 0})
+    );
+    assert_eq!(v["progress_percent"], 100.0);
+    assert_eq!(v["attempts"], 13);
+    assert_eq!(v["retries"], 0);
+    assert!(v["running_pid"].is_null());
+    assert_eq!(
+        v["last_exit"],
+        serde_json::json!({"code": 1, "name": "ops_failed"})
+    );
+    assert_eq!(v["job"]["checksum"], m.checksum.as_str());
+    assert_eq!(v["job"]["manifest"], manifest.to_str().unwrap());
+    assert_eq!(v["job"]["tool_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        v["job"]["settings"]["base_url"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches('/'),
+        sb.url()
+    );
+    for t in ["created_at", "started_at", "ended_at"] {
+        let s = v["job"][t].as_str().unwrap_or_else(|| panic!("{t}: {v}"));
+        assert!(s.parse::<jiff::Timestamp>().is_ok(), "{t}: {s}");
+    }
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["exit_code"], 1);
+    assert_eq!(runs[0]["ops_finalized"], 13);
+    let f = v["failures_by_code"].as_array().unwrap();
+    assert_eq!(f.len(), 1, "{v}");
+    assert_eq!(f[0]["count"], 1);
+    assert_eq!(f[0]["http_statuses"], serde_json::json!([404]));
+    assert!(f[0]["error_code"].is_string(), "{v}");
+    let text = serde_json::to_string(&v).unwrap();
+    for secret in [util::CLIENT_KEY, util::TOKEN, util::API_KEY] {
+        assert!(!text.contains(secret));
+    }
+
+    // report --failed: a manifest that validate and run accept.
+    let failed = dir.path().join("failed.csv");
+    let r = exec(util::imkit(&[
+        "report",
+        journal.to_str().unwrap(),
+        "--failed",
+        "-o",
+        failed.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let ok = exec(util::imkit(&["validate", failed.to_str().unwrap()]));
+    assert_eq!(
+        ok.code,
+        0,
+        "{ok:?}\n{}",
+        std::fs::read_to_string(&failed).unwrap()
+    );
+    let fm = load(&failed, &LoadOptions::default()).unwrap();
+    assert_eq!(
+        fm.ops.iter().map(|p| p.op.clone()).collect::<Vec<_>>(),
+        vec![Op::freeze("ghost-room")]
+    );
+
+    // A plain re-run of the finished job sends nothing and exits with its outcome.
+    let again = run(&sb.url(), &[]);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert_eq!(sb.requests_total(), 13);
+    drop(sb);
+
+    // The room now exists (a sandbox that has it): --retry-failed sends only that op.
+    let mut config = config;
+    config.add_room("ghost-room", "owner-1", &[]);
+    let sb2 = Sandbox::start(config.clone());
+    let retry = run(&sb2.url(), &["--retry-failed"]);
+    assert_eq!(retry.code, 0, "{retry:?}");
+    assert_eq!(sb2.requests_total(), 1);
+    assert_eq!(sb2.applied_op(&Op::freeze("ghost-room")), 1);
+    assert_eq!(sb2.room_status("ghost-room"), Some(0));
+    let j = Journal::open_read_only(&journal).unwrap();
+    let c = j.counts().unwrap();
+    assert_eq!((c.done, c.failed, c.pending), (13, 0, 0));
+    assert_eq!(j.last_exit().unwrap(), Some(imkit_batch::Exit::Success));
+    drop(j);
+    let again = run(&sb2.url(), &[]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(sb2.requests_total(), 1);
+
+    // The failed-ops manifest runs as a job of its own.
+    let sb3 = Sandbox::start(config);
+    let r = exec(run_cmd(&sb3.url(), &failed, &[]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(sb3.requests_total(), 1);
+    assert_eq!(sb3.room_status("ghost-room"), Some(0));
+}
+
 #[tokio::test]
 async fn a_locked_journal_is_refused_and_still_readable() {
     let dir = tempfile::tempdir().unwrap();
@@ -730,6 +926,53 @@ async fn a_locked_journal_is_refused_and_still_readable() {
     open(&path, &m, OpenOptions::default()).unwrap();
 }
 
+#[test]
+fn a_journal_locked_by_a_running_job_is_refused_and_nothing_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, mut config) = freeze_job(dir.path(), "freeze.csv", 50);
+    // Slow answers keep the first run going for seconds.
+    config.latency = Duration::from_millis(200);
+    let slow = Sandbox::start(config.clone());
+    config.latency = Duration::ZERO;
+    let other = Sandbox::start(config);
+    let journal = journal_of(&manifest);
+    let mut first = util::spawn(run_cmd(
+        &slow.url(),
+        &manifest,
+        &["--action", "freeze", "--concurrency", "1"],
+    ));
+    util::poll_until(Duration::from_secs(30), "the first run to send", || {
+        slow.requests_total() >= 1
+    });
+    // The second run points at another sandbox: anything it sent would show there.
+    let second = exec(run_cmd(&other.url(), &manifest, &["--action", "freeze"]));
+    assert_eq!(second.code, 2, "{second:?}");
+    assert!(
+        second.stderr.contains("in use by another imkit-batch run")
+            && second.stderr.contains(&format!("pid {}", first.id())),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(other.requests_total(), 0, "the refused run sent something");
+    // status still reads it, and says it is running.
+    let st = exec(util::imkit(&[
+        "status",
+        journal.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(st.code, 0, "{st:?}");
+    let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["running_pid"], first.id());
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Once the first run is gone, the job resumes from the other sandbox.
+    let resumed = exec(run_cmd(&other.url(), &manifest, &["--action", "freeze"]));
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    let done_at_slow = slow.stats().applied_total;
+    assert!(other.requests_total() >= 50 - done_at_slow);
+}
+
 fn assert_refused_untouched(path: &Path, m: &Manifest, expect: &str) {
     let before = bytes(path);
     let err = open(path, m, OpenOptions::default())
@@ -778,6 +1021,76 @@ async fn a_truncated_journal_is_reported_and_left_untouched() {
     f.set_len(len / 2).unwrap();
     drop(f);
     assert_refused_untouched(&path, &m, "truncated");
+}
+
+/// A damaged journal is reported (exit 2, the way out named), its bytes unchanged, and
+/// nothing is sent; `status` reports it too.
+fn assert_damaged_refused(sb: &Sandbox, manifest: &Path, journal: &Path, expect: &str) {
+    let before = bytes(journal);
+    let sent = sb.requests_total();
+    let files = files_in(journal.parent().unwrap());
+    let r = exec(run_cmd(&sb.url(), manifest, &["--action", "freeze"]));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("damaged") && r.stderr.contains(expect) && r.stderr.contains("--fresh"),
+        "{}",
+        r.stderr
+    );
+    let st = exec(util::imkit(&["status", journal.to_str().unwrap()]));
+    assert_eq!(st.code, 2, "{st:?}");
+    assert!(st.stderr.contains("damaged"), "{}", st.stderr);
+    assert_eq!(sb.requests_total(), sent, "a refused run sent something");
+    assert_eq!(bytes(journal), before, "the damaged journal was written to");
+    // SQLite's read-only look may leave its (empty) `-wal` and `-shm` beside it; nothing else.
+    let sqlite_files = |v: Vec<String>| -> Vec<String> {
+        v.into_iter()
+            .filter(|f| !f.ends_with("-wal") && !f.ends_with("-shm"))
+            .collect()
+    };
+    assert_eq!(
+        sqlite_files(files_in(journal.parent().unwrap())),
+        sqlite_files(files)
+    );
+    let mut wal = journal.as_os_str().to_owned();
+    wal.push("-wal");
+    assert!(std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0);
+}
+
+#[test]
+fn a_truncated_or_corrupt_journal_is_reported_untouched_and_nothing_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, config) = freeze_job(dir.path(), "freeze.csv", 300);
+    let sb = Sandbox::start(config);
+    let journal = journal_of(&manifest);
+    let r = exec(run_cmd(&sb.url(), &manifest, &["--action", "freeze"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let good = bytes(&journal);
+    assert!(good.len() > 4 * 4096, "{}", good.len());
+
+    // Truncated: the file ends half-way.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap();
+    f.set_len(good.len() as u64 / 2).unwrap();
+    drop(f);
+    assert_damaged_refused(&sb, &manifest, &journal, "truncated");
+
+    // Corrupt: a page in the middle overwritten.
+    let mut bad = good.clone();
+    let page = u16::from_be_bytes([good[16], good[17]]) as usize;
+    for b in &mut bad[2 * page..2 * page + 512] {
+        *b = 0xA5;
+    }
+    std::fs::write(&journal, &bad).unwrap();
+    assert_damaged_refused(&sb, &manifest, &journal, "");
+
+    // Restored, it resumes as if nothing happened: complete, nothing sent.
+    std::fs::write(&journal, &good).unwrap();
+    let sent = sb.requests_total();
+    let r = exec(run_cmd(&sb.url(), &manifest, &["--action", "freeze"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(sb.requests_total(), sent);
 }
 
 #[test]
@@ -1339,6 +1652,113 @@ async fn revert_of_a_maintenance_freeze_keeps_rooms_frozen_before_the_job_frozen
     assert_eq!(cell, json!({"_id": "r-violation", "status": 0}));
 }
 
+/// Data rows of a CSV manifest (not the header, comments or blank lines).
+fn data_rows(csv: &str) -> Vec<&str> {
+    csv.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn revert_of_a_maintenance_freeze_run_on_the_sandbox_undoes_only_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, mut config) = freeze_job(dir.path(), "maintenance.csv", 10);
+    // Rooms frozen earlier for violations.
+    for i in [0, 4, 7] {
+        config.rooms.get_mut(&format!("r-{i}")).unwrap().status = 0;
+    }
+    let sb = Sandbox::start(config.clone());
+    let journal = journal_of(&manifest);
+    let r = exec(run_cmd(
+        &sb.url(),
+        &manifest,
+        &["--action", "freeze", "--snapshot"],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!((0..10).all(|i| sb.room_status(&format!("r-{i}")) == Some(0)));
+    // One read per room before its change, then the change.
+    assert_eq!(sb.stats().requests["GET /rooms/{id}"], 10);
+
+    let undo = dir.path().join("undo.csv");
+    let (text, stderr) = revert_to(&journal, &undo);
+    assert!(stderr.contains("7 revert ops written"), "{stderr}");
+    let m = load(&undo, &LoadOptions::default()).unwrap();
+    let want: Vec<Op> = [1, 2, 3, 5, 6, 8, 9]
+        .iter()
+        .map(|i| Op::unfreeze(format!("r-{i}")))
+        .collect();
+    assert_eq!(
+        m.ops.into_iter().map(|p| p.op).collect::<Vec<_>>(),
+        want,
+        "{text}"
+    );
+
+    // The undo manifest runs against the same platform: the job's freezes are undone, the
+    // rooms frozen before stay frozen.
+    let base = sb.requests_total();
+    let r = exec(run_cmd(&sb.url(), &undo, &[]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(sb.requests_total() - base, 7);
+    for i in 0..10 {
+        let want = if [0, 4, 7].contains(&i) { 0 } else { 1 };
+        assert_eq!(sb.room_status(&format!("r-{i}")), Some(want), "r-{i}");
+    }
+    // Each of those rooms was changed once by the job and not by the undo.
+    for i in [0, 4, 7] {
+        assert_eq!(sb.applied_op(&Op::freeze(format!("r-{i}"))), 1);
+    }
+
+    // Without --snapshot the prior state is unknown: every op listed apart, none emitted.
+    let sb = Sandbox::start(config.clone());
+    let nosnap = dir.path().join("nosnap.csv");
+    std::fs::copy(&manifest, &nosnap).unwrap();
+    let r = exec(run_cmd(&sb.url(), &nosnap, &["--action", "freeze"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(sb.stats().requests["GET /rooms/{id}"], 0);
+    let (text, stderr) = revert_to(&journal_of(&nosnap), &dir.path().join("undo2.csv"));
+    assert!(data_rows(&text).is_empty(), "{text}");
+    assert!(stderr.contains("0 revert ops written"), "{stderr}");
+    assert!(stderr.contains("10 ops listed apart"), "{stderr}");
+    for i in 0..10 {
+        let line = format!("freeze room \"r-{i}\"");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&line) && l.contains("snapshot")),
+            "{line} not listed apart with its reason: {stderr}"
+        );
+    }
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("# seq ") && l.contains("no snapshot"))
+            .count(),
+        10,
+        "{text}"
+    );
+
+    // A platform whose room reads leave out `status`: the prior status is unknown.
+    config.get_room_omits_status = true;
+    let sb = Sandbox::start(config);
+    let blind = dir.path().join("blind.csv");
+    std::fs::copy(&manifest, &blind).unwrap();
+    let r = exec(run_cmd(
+        &sb.url(),
+        &blind,
+        &["--action", "freeze", "--snapshot"],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(sb.stats().requests["GET /rooms/{id}"], 10);
+    let (text, stderr) = revert_to(&journal_of(&blind), &dir.path().join("undo3.csv"));
+    assert!(data_rows(&text).is_empty(), "{text}");
+    assert!(stderr.contains("10 ops listed apart"), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("`status`")).count(),
+        10,
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn revert_restores_updated_fields_and_mute_pairs() {
     let dir = tempfile::tempdir().unwrap();
@@ -1547,9 +1967,9 @@ async fn read_only_commands_leave_no_files_and_change_no_byte() {
     assert_eq!(bytes(&path), content);
 }
 
-/// Never guessed (SPEC §5): a mute that gave up after dropped connections may have been
-/// applied, so revert lists it apart rather than ignore it; a mute refused with a 404 on its
-/// only attempt changed nothing and is not mentioned; a done mute is unmuted.
+/// Never guessed (docs/behaviour.md §5): a mute that gave up after dropped connections may
+/// have been applied, so revert lists it apart rather than ignore it; a mute refused with a
+/// 404 on its only attempt changed nothing and is not mentioned; a done mute is unmuted.
 #[tokio::test]
 async fn revert_lists_apart_ops_that_may_have_been_applied() {
     let dir = tempfile::tempdir().unwrap();

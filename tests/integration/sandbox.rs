@@ -1,4 +1,4 @@
-//! The sandbox against the vendor pages (`../shared/api/`): every example request replayed
+//! The sandbox against the vendor's pages (docs/api.md): every example request replayed
 //! with its documented answer checked field by field, permissions, validation, mute set
 //! semantics, encoded ids, seeded faults (rates and replay), the rate limit and the control
 //! API. Every server runs in process on 127.0.0.1 port 0.
@@ -14,25 +14,15 @@ use imkit_batch::sandbox::{
 };
 use serde_json::{Value, json};
 
-/// The credentials of the vendor pages' example requests.
-const CLIENT_KEY: &str = "9FSk26d4AIbZh0k44F5+DzbetgAJA9WjC7WP36Khm6c=";
-const TOKEN: &str = "fVy7YhqBZqEzNO9LhMmcyA==";
-const API_KEY: &str = "MjJZcFlIRGFRbElRbERTdlZMQ0xMbzJNUHpGZlZtOWpZcHh3MnZ1QnJtaz0=";
+use crate::util::{API_KEY, CLIENT_KEY, TOKEN, sandbox_credentials};
+
 /// The room of the pages' examples.
 const DOC_ROOM: &str = "58871b877390be11d5f1ab30";
-
-fn creds() -> SandboxCredentials {
-    SandboxCredentials {
-        client_key: CLIENT_KEY.into(),
-        token: TOKEN.into(),
-        api_key: API_KEY.into(),
-    }
-}
 
 /// Rooms: the doc room (owner `owner-1`, manager `mgr-1`), `lobby-1` (owner `sandbox-owner`);
 /// clients `aaa` (the mute page's), users `tok-owner`, `tok-mgr`, `tok-other`.
 fn config() -> SandboxConfig {
-    let mut c = SandboxConfig::new(creds());
+    let mut c = SandboxConfig::new(sandbox_credentials());
     c.add_room(DOC_ROOM, "owner-1", &["mgr-1"]);
     c.add_room("demo", DEFAULT_OWNER, &[]);
     c.add_room("lobby-1", DEFAULT_OWNER, &[]);
@@ -183,7 +173,7 @@ fn assert_member(m: &Value) {
     assert!(m["lastLoginTimeMS"].is_u64());
 }
 
-// ---- freeze-a-room.txt ----
+// ---- docs/api.md, Freeze or unfreeze a room ----
 
 #[tokio::test]
 async fn doc_freeze_and_unfreeze_examples() {
@@ -399,7 +389,7 @@ async fn room_extra_fields_variant_adds_the_updatable_fields() {
     assert_eq!(&g["result"], r);
 }
 
-// ---- update-a-room.txt ----
+// ---- docs/api.md, Update a room ----
 
 #[tokio::test]
 async fn doc_update_example() {
@@ -440,7 +430,7 @@ async fn doc_update_errors_match_the_page() {
         json!({"RC":404,"RM":"Room not found","error":{"code":"ROOM_NOT_FOUND","message":"Room with specified ID does not exist"}}),
     );
     // The API key on a room endpoint: refused by default, accepted when emulating the
-    // deployments NOTES.md mentions.
+    // deployments docs/api.md mentions (The API key on every endpoint).
     assert_eq!(
         put(&sb, APIKEY, DOC_ROOM, r#"{"status":0}"#).await.status,
         401
@@ -598,7 +588,7 @@ async fn every_field_is_type_checked() {
     assert!(r.get("unknownField").is_none());
 }
 
-// ---- mute-a-member.txt and the unmute page (NOTES.md) ----
+// ---- docs/api.md, Mute a member and Unmute a member ----
 
 #[tokio::test]
 async fn doc_mute_and_unmute_examples() {
@@ -741,7 +731,7 @@ async fn mute_is_a_set_in_mute_order() {
     assert_eq!(sb.applied_op(&Op::unmute("aaa", "demo")), 1);
 }
 
-// ---- GET /rooms/{id} (NOTES.md) ----
+// ---- GET /rooms/{id} (docs/api.md, Get a room) ----
 
 #[tokio::test]
 async fn get_room_with_and_without_status() {
@@ -874,7 +864,7 @@ async fn put_raw(sb: &SandboxHandle, raw: &str, id: &str) {
 
 #[tokio::test]
 async fn seed_from_ops_creates_every_named_room_and_client() {
-    let mut c = SandboxConfig::new(creds());
+    let mut c = SandboxConfig::new(sandbox_credentials());
     let fields = RoomFields {
         owner: Some("new-owner".into()),
         managers: Some(vec!["m1".into(), "m2".into()]),
@@ -995,7 +985,7 @@ fn server_outcomes(sb: &SandboxHandle) -> ServerOutcomes {
 }
 
 fn fault_config(seed: u64, rooms: usize, slow: Duration) -> SandboxConfig {
-    let mut c = SandboxConfig::new(creds());
+    let mut c = SandboxConfig::new(sandbox_credentials());
     for i in 0..rooms {
         c.add_room(format!("room-{i}"), DEFAULT_OWNER, &[]);
     }
@@ -1629,7 +1619,7 @@ fn sandbox_command_prints_only_the_made_up_credentials() {
     child.wait().unwrap();
 }
 
-/// `flat_401`: 401s in the flat shape NOTES.md documents from api-key.md, on every endpoint;
+/// `flat_401`: 401s in the flat shape of docs/api.md (Three shapes of 401), on every endpoint;
 /// nothing else changes shape.
 #[tokio::test]
 async fn flat_401_answers_the_documented_flat_shape() {

@@ -1,6 +1,6 @@
-//! Helpers shared by the integration tests.
-
-#![allow(dead_code)]
+//! Helpers shared by the integration tests: paths, the binary, the one credential set every
+//! sandbox, double and run of these tests uses, a sandbox on its own runtime for tests that
+//! run the binary, and small readers of manifests and journals.
 
 use std::path::PathBuf;
 
@@ -23,19 +23,34 @@ use std::time::{Duration, Instant};
 
 use imkit_batch::sandbox::{SandboxConfig, SandboxCredentials, SandboxHandle};
 
-/// The credentials every sandbox of these tests accepts (handed to the binary by env only).
-pub const CLIENT_KEY: &str = "crash-ck-5ecret-7d1f0a";
-pub const TOKEN: &str = "crash-tok-5ecret-99b2e4";
-pub const API_KEY: &str = "crash-ak-5ecret-c0ffee";
+// The one credential set of the integration tests: what every sandbox and test double
+// accepts, what the API client and the binary (by env only) send. Each value holds `5ecret`,
+// the part all three share, so a scan for that part finds any piece of any of them; they
+// must never appear in an output, a record or a journal. Tests that need a rejected or a
+// non-admin credential name their own next to it.
+
+pub const CLIENT_KEY: &str = "ck-5ecret-7d1f0a";
+pub const TOKEN: &str = "tok-5ecret-99b2e4";
+pub const API_KEY: &str = "ak-5ecret-c0ffee";
+
+/// [`CLIENT_KEY`], [`TOKEN`] and [`API_KEY`], as a sandbox accepts them.
+pub fn sandbox_credentials() -> SandboxCredentials {
+    SandboxCredentials {
+        client_key: CLIENT_KEY.into(),
+        token: TOKEN.into(),
+        api_key: API_KEY.into(),
+    }
+}
+
+/// [`CLIENT_KEY`], [`TOKEN`] and [`API_KEY`], as `run` reads them from the environment.
+pub fn api_credentials() -> imkit_batch::api::Credentials {
+    credentials(CLIENT_KEY, TOKEN, API_KEY)
+}
 
 /// A sandbox config that accepts [`CLIENT_KEY`], [`TOKEN`] and [`API_KEY`], with a log ring
 /// big enough to keep every request of a test job.
 pub fn sandbox_config() -> SandboxConfig {
-    let mut c = SandboxConfig::new(SandboxCredentials {
-        client_key: CLIENT_KEY.into(),
-        token: TOKEN.into(),
-        api_key: API_KEY.into(),
-    });
+    let mut c = SandboxConfig::new(sandbox_credentials());
     c.log_capacity = 200_000;
     c
 }
@@ -191,6 +206,45 @@ pub fn journal_of(manifest: &Path) -> PathBuf {
     let mut s = manifest.as_os_str().to_owned();
     s.push(".journal");
     PathBuf::from(s)
+}
+
+/// A sandbox with rooms `r-0..r-n` (active) and a freeze manifest naming them.
+pub fn freeze_job(dir: &Path, name: &str, n: usize) -> (std::path::PathBuf, SandboxConfig) {
+    use std::fmt::Write as _;
+    let mut csv = String::from("room\n");
+    let mut c = sandbox_config();
+    for i in 0..n {
+        writeln!(csv, "r-{i}").unwrap();
+        c.add_room(format!("r-{i}"), "owner-1", &[]);
+    }
+    (write(dir, name, &csv), c)
+}
+
+/// The bytes of a file.
+pub fn bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+/// The files in `dir`, sorted.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `revert JOURNAL -o FILE`: exit 0; the undo manifest's text and the command's stderr.
+pub fn revert_to(journal: &Path, out: &Path) -> (String, String) {
+    let r = exec(imkit(&[
+        "revert",
+        journal.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, 0, "{r:?}");
+    (std::fs::read_to_string(out).unwrap(), r.stderr)
 }
 
 /// Writes `ops` as a CSV manifest (`action,room,client,name,description`) at `path`.

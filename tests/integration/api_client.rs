@@ -1,7 +1,7 @@
 //! The API client against test doubles on 127.0.0.1 port 0 (its own tiny axum server and raw
 //! TCP peers, not the sandbox): headers, encoded paths, timeouts, cut-off bodies, refused
 //! connections, wait hints, secret redaction; and the scheduler driving the real client.
-//! The big runs against the sandbox (5,000 mixed ops with faults, pacing) come after the merge.
+//! Whole jobs against the sandbox (5,000 mixed ops through faults, pacing) are in `run`.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use imkit_batch::api::{ApiClient, ClientOptions, Credentials, Outcome};
+use imkit_batch::api::{ApiClient, ClientOptions, Outcome};
 use imkit_batch::journal::{JournalOp, OpState};
 use imkit_batch::op::Op;
 use imkit_batch::runner::progress::Progress;
@@ -20,19 +20,7 @@ use reqwest::Url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-const CLIENT_KEY: &str = "ck-5ecret-9FSk26d4AIbZh0k44F5";
-const TOKEN: &str = "tok-5ecret-fVy7YhqBZqEzNO9LhMmcyA";
-const API_KEY: &str = "ak-5ecret-1b2c3d4e5f";
-
-fn creds() -> Credentials {
-    let env = |k: &str| match k {
-        "IMKIT_CLIENT_KEY" => Some(CLIENT_KEY.to_string()),
-        "IMKIT_TOKEN" => Some(TOKEN.to_string()),
-        "IMKIT_API_KEY" => Some(API_KEY.to_string()),
-        _ => None,
-    };
-    Credentials::from_sources(env, &Default::default()).unwrap()
-}
+use crate::util::{API_KEY, CLIENT_KEY, TOKEN, api_credentials};
 
 #[derive(Clone, Debug)]
 struct Seen {
@@ -175,7 +163,7 @@ async fn raw_peer(answer: &'static [u8]) -> Url {
 fn client(base: &Url, timeout: Duration) -> ApiClient {
     ApiClient::new(
         base,
-        creds(),
+        api_credentials(),
         ClientOptions {
             timeout,
             connect_timeout: timeout,
@@ -321,7 +309,7 @@ async fn secrets_never_reach_attempts_or_records() {
     assert_no_secret(&dbg);
     assert!(dbg.contains("[redacted]"), "{dbg}");
     assert_no_secret(&format!("{c:?}"));
-    assert_no_secret(&format!("{:?}", creds()));
+    assert_no_secret(&format!("{:?}", api_credentials()));
 
     // Through the scheduler: every record's texts are clean.
     let ops = vec![
@@ -370,50 +358,10 @@ async fn secrets_never_reach_attempts_or_records() {
     assert!(log.lock().unwrap().len() >= 5);
 }
 
-#[test]
-fn run_refuses_plain_http_to_a_remote_host_before_anything_else() {
-    let out = crate::util::bin()
-        .args([
-            "run",
-            "does-not-matter.csv",
-            "--base-url",
-            "http://api.example.com",
-        ])
-        .env_remove("IMKIT_BASE_URL")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("https://") && err.contains("loopback"),
-        "{err}"
-    );
-
-    let out = crate::util::bin()
-        .args([
-            "run",
-            "x.csv",
-            "--concurrency",
-            "0",
-            "--max-failure-ratio",
-            "2",
-        ])
-        .env_remove("IMKIT_BASE_URL")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--concurrency")
-            && err.contains("--max-failure-ratio")
-            && err.contains("IMKIT_BASE_URL"),
-        "{err}"
-    );
-}
-
 /// Figures, not a test: the scheduler and the real client against a local double answering
 /// after 20 ms. Run with `cargo test --test integration pacing_figures -- --ignored --nocapture`.
-/// (The SPEC's pacing targets are measured against the sandbox after the merge.)
+/// (The pacing targets of docs/behaviour.md §4 are measured against the sandbox, in
+/// `run::pacing`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn pacing_figures_against_a_local_double() {
