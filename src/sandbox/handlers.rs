@@ -35,112 +35,20 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
 use std::time::Duration;
 
-use super::control::{LogEntry, OpKind};
 use super::faults::{self, Fault};
 use super::limit::Bucket;
-use super::server::{ConnDropper, Shared, lock};
+use super::route::{Endpoint, OpKind, Route, op_kind};
+use super::shared::{ConnDropper, Shared};
 use super::state::{self, RoomPatch};
-use crate::api::request::segment;
+use super::sync::lock;
+use super::tracking::LogEntry;
 
 /// Largest PUT body read; a room update is a few hundred bytes.
 const MAX_BODY: usize = 64 * 1024;
-
-/// The endpoints the sandbox emulates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    GetRoom,
-    PutRoom,
-    Mute,
-    Unmute,
-}
-
-impl Endpoint {
-    pub const COUNT: usize = 4;
-    pub const ALL: [Endpoint; Endpoint::COUNT] = [
-        Endpoint::GetRoom,
-        Endpoint::PutRoom,
-        Endpoint::Mute,
-        Endpoint::Unmute,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::GetRoom => "GET /rooms/{id}",
-            Endpoint::PutRoom => "PUT /rooms/{id}",
-            Endpoint::Mute => "POST /admin/clients/{uid}/mute/{room}",
-            Endpoint::Unmute => "DELETE /admin/clients/{uid}/mute/{room}",
-        }
-    }
-
-    fn uses_api_key(self) -> bool {
-        matches!(self, Endpoint::Mute | Endpoint::Unmute)
-    }
-}
-
-/// A request matched to an endpoint, with its decoded ids.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
-    pub endpoint: Endpoint,
-    pub room: String,
-    pub client: Option<String>,
-}
-
-impl Route {
-    /// Matches a raw (still percent-encoded) path. Each id is exactly one segment, decoded
-    /// after splitting, so `%2F` inside an id never makes a new segment.
-    pub fn parse(method: &str, path: &str) -> Option<Route> {
-        let rest = path.strip_prefix('/')?;
-        let segs: Vec<&str> = rest.split('/').collect();
-        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
-        let (endpoint, room, client) = match (method, segs.as_slice()) {
-            ("GET", ["rooms", id]) if !id.is_empty() => (Endpoint::GetRoom, *id, None),
-            ("PUT", ["rooms", id]) if !id.is_empty() => (Endpoint::PutRoom, *id, None),
-            ("POST", ["admin", "clients", uid, "mute", room])
-                if !uid.is_empty() && !room.is_empty() =>
-            {
-                (Endpoint::Mute, *room, Some(*uid))
-            }
-            ("DELETE", ["admin", "clients", uid, "mute", room])
-                if !uid.is_empty() && !room.is_empty() =>
-            {
-                (Endpoint::Unmute, *room, Some(*uid))
-            }
-            _ => return None,
-        };
-        Some(Route {
-            endpoint,
-            room: decode(room),
-            client: client.map(decode),
-        })
-    }
-
-    pub fn method(&self) -> &'static str {
-        match self.endpoint {
-            Endpoint::GetRoom => "GET",
-            Endpoint::PutRoom => "PUT",
-            Endpoint::Mute => "POST",
-            Endpoint::Unmute => "DELETE",
-        }
-    }
-
-    /// `METHOD /path` with canonically encoded ids: the key of fault replay and applied counts.
-    pub fn key(&self) -> String {
-        match &self.client {
-            Some(c) => format!(
-                "{} /admin/clients/{}/mute/{}",
-                self.method(),
-                segment(c),
-                segment(&self.room)
-            ),
-            None => format!("{} /rooms/{}", self.method(), segment(&self.room)),
-        }
-    }
-}
 
 /// `{"RC":0,"RM":rm,"result":result}`.
 fn ok(rm: &str, result: Value) -> Response {
@@ -352,34 +260,6 @@ pub(crate) struct Ctx {
     target: String,
     /// Latency plus jitter served to this request.
     delay: Duration,
-}
-
-/// The kind of a PUT body: exactly `{"status":0}` is a freeze, exactly `{"status":1}` an
-/// unfreeze (the freeze page's two example bodies; 0.0 and 1.0 are the same JSON numbers),
-/// any other body an update.
-pub fn put_kind(body: &[u8]) -> OpKind {
-    let v: Option<Value> = serde_json::from_slice(body).ok();
-    let status = v
-        .as_ref()
-        .and_then(Value::as_object)
-        .filter(|m| m.len() == 1)
-        .and_then(|m| m.get("status"))
-        .and_then(Value::as_f64);
-    match status {
-        Some(0.0) => OpKind::Freeze,
-        Some(1.0) => OpKind::Unfreeze,
-        _ => OpKind::Update,
-    }
-}
-
-/// The kind of a request to a known route.
-fn op_kind(endpoint: Endpoint, body: &[u8]) -> OpKind {
-    match endpoint {
-        Endpoint::GetRoom => OpKind::Get,
-        Endpoint::PutRoom => put_kind(body),
-        Endpoint::Mute => OpKind::Mute,
-        Endpoint::Unmute => OpKind::Unmute,
-    }
 }
 
 /// Every API request lands here (the control API has its own routes).
@@ -699,26 +579,4 @@ fn mute(sb: &Shared, route: &Route, h: &HeaderMap) -> (Response, bool) {
     let result = client.to_json(client_id);
     drop(world);
     (ok("OK", result), true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_take_one_segment_per_id() {
-        let r = Route::parse("PUT", "/rooms/..%2Fadmin").unwrap();
-        assert_eq!(r.room, "../admin");
-        assert_eq!(r.key(), "PUT /rooms/..%2Fadmin");
-        assert!(Route::parse("PUT", "/rooms/a/b").is_none());
-        assert!(Route::parse("PUT", "/rooms/").is_none());
-        assert!(Route::parse("PATCH", "/rooms/a").is_none());
-        let r = Route::parse("DELETE", "/admin/clients/u%201/mute/%E6%88%BF").unwrap();
-        assert_eq!(r.client.as_deref(), Some("u 1"));
-        assert_eq!(r.room, "房");
-        assert_eq!(
-            Route::parse("GET", "/rooms/%41").unwrap().key(),
-            "GET /rooms/A"
-        );
-    }
 }
