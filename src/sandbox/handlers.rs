@@ -252,7 +252,7 @@ struct Outcome {
 }
 
 /// What the log and the counts need to know about one request.
-pub(crate) struct Ctx {
+struct Ctx {
     /// `METHOD /path`, ids canonically encoded (fault replay, per-request counts).
     key: String,
     kind: OpKind,
@@ -266,42 +266,17 @@ pub(crate) struct Ctx {
 pub(crate) async fn api(State(sb): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let Some(route) = Route::parse(parts.method.as_str(), parts.uri.path()) else {
-        sb.counters.unknown_routes.fetch_add(1, Ordering::Relaxed);
-        let resp = route_not_found(&parts.method, parts.uri.path());
-        let ctx = Ctx {
-            key: format!("{} {}", parts.method, parts.uri.path()),
-            kind: OpKind::Unknown,
-            target: parts.uri.path().to_owned(),
-            delay: Duration::ZERO,
-        };
-        return finish(&sb, &ctx, resp, None, false);
+        return unknown_route(&sb, &parts);
     };
     sb.counters.requests[route.endpoint as usize].fetch_add(1, Ordering::Relaxed);
     let key = route.key();
-    let n = {
-        let mut t = lock(&sb.track);
-        let c = t.paths.entry(key.clone()).or_default();
-        c.seen += 1;
-        c.seen - 1
-    };
+    let n = sighting(&sb, &key);
     let target = key
         .split_once(' ')
         .map(|(_, p)| p.to_owned())
         .unwrap_or_default();
     // The body first: it tells the kind of a PUT (freeze, unfreeze or update).
-    let body = if route.endpoint == Endpoint::PutRoom {
-        match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
-            Ok(b) => Ok(b),
-            Err(_) => Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Payload Too Large",
-                "PAYLOAD_TOO_LARGE",
-                "Request body is too large or was cut short",
-            )),
-        }
-    } else {
-        Ok(Bytes::new())
-    };
+    let body = read_body(route.endpoint, body).await;
     let kind = match &body {
         Ok(b) => op_kind(route.endpoint, b),
         Err(_) => OpKind::Update,
@@ -333,22 +308,8 @@ pub(crate) async fn api(State(sb): State<Arc<Shared>>, req: Request) -> Response
         sb.counters.delayed.fetch_add(1, Ordering::Relaxed);
         sb.delay(ctx.delay).await;
     }
-    if let Some(f) = draw.fault {
-        sb.counters.faults[f.index()].fetch_add(1, Ordering::Relaxed);
-        if f == Fault::DropBefore {
-            return drop_connection(&sb, &parts, &ctx, f, false).await;
-        }
-        if let Some(resp) = fault_response(f, cfg.fault_retry_after_secs) {
-            return finish(&sb, &ctx, resp, Some(f), false);
-        }
-    }
-    if let Some(limiter) = sb.limiter()
-        && let Some(bucket) = bucket(&sb, route.endpoint, &parts.headers)
-        && let Err(wait) = limiter.check(bucket, tokio::time::Instant::now())
-    {
-        sb.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        return finish(&sb, &ctx, too_many_flat(secs.max(1)), None, false);
+    if let Some(resp) = refused(&sb, &parts, &route, &ctx, draw.fault).await {
+        return resp;
     }
     let (resp, applied) = handle(&sb, &route, &parts.headers, &body);
     match draw.fault {
@@ -361,6 +322,73 @@ pub(crate) async fn api(State(sb): State<Arc<Shared>>, req: Request) -> Response
         }
         _ => finish(&sb, &ctx, resp, None, applied),
     }
+}
+
+/// A request to no known route: counted, logged (kind `unknown`) and answered 404.
+fn unknown_route(sb: &Shared, parts: &axum::http::request::Parts) -> Response {
+    sb.counters.unknown_routes.fetch_add(1, Ordering::Relaxed);
+    let resp = route_not_found(&parts.method, parts.uri.path());
+    let ctx = Ctx {
+        key: format!("{} {}", parts.method, parts.uri.path()),
+        kind: OpKind::Unknown,
+        target: parts.uri.path().to_owned(),
+        delay: Duration::ZERO,
+    };
+    finish(sb, &ctx, resp, None, false)
+}
+
+/// Counts one more sighting of the canonical request `key`; returns how many times it was
+/// seen before (0-based: the `n` of its fault draw).
+fn sighting(sb: &Shared, key: &str) -> u64 {
+    let mut t = lock(&sb.track);
+    let c = t.paths.entry(key.to_owned()).or_default();
+    c.seen += 1;
+    c.seen - 1
+}
+
+/// The body of a PUT (at most [`MAX_BODY`] bytes; a longer or cut one is answered 413);
+/// other endpoints read none.
+async fn read_body(endpoint: Endpoint, body: Body) -> Result<Bytes, Response> {
+    if endpoint != Endpoint::PutRoom {
+        return Ok(Bytes::new());
+    }
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large",
+            "PAYLOAD_TOO_LARGE",
+            "Request body is too large or was cut short",
+        )
+    })
+}
+
+/// The answer of a request refused before any change: an injected fault that answers (or
+/// drops) at once, or the server-side rate limit. `None` lets the request through.
+async fn refused(
+    sb: &Shared,
+    parts: &axum::http::request::Parts,
+    route: &Route,
+    ctx: &Ctx,
+    fault: Option<Fault>,
+) -> Option<Response> {
+    if let Some(f) = fault {
+        sb.counters.faults[f.index()].fetch_add(1, Ordering::Relaxed);
+        if f == Fault::DropBefore {
+            return Some(drop_connection(sb, parts, ctx, f, false).await);
+        }
+        if let Some(resp) = fault_response(f, sb.config.fault_retry_after_secs) {
+            return Some(finish(sb, ctx, resp, Some(f), false));
+        }
+    }
+    if let Some(limiter) = sb.limiter()
+        && let Some(bucket) = bucket(sb, route.endpoint, &parts.headers)
+        && let Err(wait) = limiter.check(bucket, tokio::time::Instant::now())
+    {
+        sb.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Some(finish(sb, ctx, too_many_flat(secs.max(1)), None, false));
+    }
+    None
 }
 
 /// Records the answer and returns it.

@@ -32,7 +32,7 @@ mod timer;
 mod tracking;
 
 pub use config::{
-    ADMIN_ID, DEFAULT_OWNER, FaultRates, MadeUp, MessageSeed, Profile, RoomSeed, SandboxConfig,
+    ADMIN_ID, DEFAULT_OWNER, FaultRates, MessageSeed, Profile, RoomSeed, SandboxConfig,
     SandboxCredentials,
 };
 pub use faults::Fault;

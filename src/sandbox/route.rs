@@ -25,7 +25,7 @@ pub enum OpKind {
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 7] = [
+    pub(crate) const ALL: [OpKind; 7] = [
         OpKind::Freeze,
         OpKind::Unfreeze,
         OpKind::Update,
@@ -35,7 +35,7 @@ impl OpKind {
         OpKind::Unknown,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OpKind::Freeze => "freeze",
             OpKind::Unfreeze => "unfreeze",
@@ -47,7 +47,7 @@ impl OpKind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<OpKind> {
+    pub(crate) fn parse(s: &str) -> Option<OpKind> {
         OpKind::ALL
             .into_iter()
             .find(|k| k.as_str().eq_ignore_ascii_case(s))
