@@ -207,7 +207,7 @@ pub struct Profile {
 
 impl Profile {
     /// Nickname = the id, the pages' placeholder avatar, never logged in.
-    pub(crate) fn default_for(id: &str) -> Profile {
+    pub fn default_for(id: &str) -> Profile {
         Profile {
             nickname: id.to_owned(),
             avatar_url: "http://example.com/avatarUrl".to_owned(),

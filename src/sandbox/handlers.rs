@@ -1,7 +1,7 @@
 //! The emulated API endpoints and their answers, as the vendor pages in `api/` document them:
-//! routing on the raw path (each id one percent-decoded segment), credentials, permissions,
-//! the success and error bodies, and where each request meets its seeded fault, the latency
-//! and the per-credential rate limit.
+//! credentials, permissions, the success and error bodies of each route ([`super::route`]
+//! tells them apart), and where each request meets its seeded fault, the latency and the
+//! per-credential rate limit.
 //!
 //! Where the pages are silent, the sandbox does what the service plausibly does:
 //! - Order of checks (as an Express-style service would): route, credentials (401), the
