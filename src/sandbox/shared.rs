@@ -20,8 +20,8 @@ use super::sync::lock;
 use super::timer::Timer;
 use super::tracking::{Counters, LogEntry, OpCounts, Stats, Tracking};
 
-/// Inserted into every request's extensions: cancelling it closes the connection at once,
-/// without a response.
+/// Inserted by the accept loop into every request's extensions: cancelling it (as a drop
+/// fault does) closes the connection at once, without a response.
 #[derive(Clone)]
 pub(crate) struct ConnDropper(pub CancellationToken);
 
