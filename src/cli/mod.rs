@@ -3,6 +3,7 @@
 //! [`job`] (the second stage), so nothing past this module ever sees an unchecked flag.
 
 pub mod job;
+mod sandbox;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,7 +99,7 @@ pub enum Command {
     /// Write the manifest that undoes what the job changed.
     Revert(RevertArgs),
     /// Serve a local IMKIT emulator for rehearsals and tests.
-    Sandbox(Box<crate::sandbox::SandboxArgs>),
+    Sandbox(Box<sandbox::SandboxArgs>),
 }
 
 /// Where the manifest is and how to read it.
@@ -331,7 +332,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Status(args) => crate::journal::command::status(&args),
         Command::Report(args) => crate::journal::command::report(&args),
         Command::Revert(args) => crate::journal::command::revert(&args),
-        Command::Sandbox(args) => runtime()?.block_on(crate::sandbox::command(*args)),
+        Command::Sandbox(args) => runtime()?.block_on(sandbox::command(*args)),
     }
 }
 

@@ -35,19 +35,19 @@ impl SandboxCredentials {
     /// Exactly `IMKIT_CLIENT_KEY`, `IMKIT_TOKEN` and `IMKIT_API_KEY` when set (and not empty),
     /// otherwise made-up random values. The flag is true when at least one value was made up;
     /// [`SandboxCredentials::from_env_or_made_up`] says which.
-    pub fn from_env_or_generate() -> (SandboxCredentials, bool) {
+    pub(crate) fn from_env_or_generate() -> (SandboxCredentials, bool) {
         let (creds, made_up) = SandboxCredentials::from_env_or_made_up();
         (creds, made_up.any())
     }
 
     /// Like [`SandboxCredentials::from_env_or_generate`], telling for each value whether it
     /// was made up (only those may ever be printed: the others are the user's secrets).
-    pub fn from_env_or_made_up() -> (SandboxCredentials, MadeUp) {
+    pub(crate) fn from_env_or_made_up() -> (SandboxCredentials, MadeUp) {
         SandboxCredentials::from_vars(|var| std::env::var(var).ok())
     }
 
     /// The same over any source of variables (tests).
-    pub fn from_vars(get_var: impl Fn(&str) -> Option<String>) -> (SandboxCredentials, MadeUp) {
+    fn from_vars(get_var: impl Fn(&str) -> Option<String>) -> (SandboxCredentials, MadeUp) {
         let get = |var: &str, bytes: usize| match get_var(var) {
             Some(v) if !v.is_empty() => (v, false),
             _ => (random_hex(bytes), true),
@@ -80,20 +80,20 @@ impl SandboxCredentials {
 
 /// Which of the three credentials were made up (true) rather than taken from the environment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MadeUp {
+pub(crate) struct MadeUp {
     pub client_key: bool,
     pub token: bool,
     pub api_key: bool,
 }
 
 impl MadeUp {
-    pub fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         self.client_key || self.token || self.api_key
     }
 
     /// The `export` lines of the made-up values only, in a fixed order. A value taken from
     /// the environment is never part of them.
-    pub fn export_lines(&self, c: &SandboxCredentials) -> Vec<String> {
+    pub(crate) fn export_lines(&self, c: &SandboxCredentials) -> Vec<String> {
         let mut out = Vec::new();
         if self.client_key {
             out.push(format!("export IMKIT_CLIENT_KEY={}", c.client_key));
@@ -140,12 +140,12 @@ pub struct FaultRates {
 }
 
 impl FaultRates {
-    pub fn total(&self) -> f64 {
+    pub(crate) fn total(&self) -> f64 {
         self.too_many_requests + self.server_error + self.drop_before + self.drop_after + self.slow
     }
 
     /// Checks every rate is in 0..=1 and that they sum to at most 1.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         for (name, r) in [
             ("429", self.too_many_requests),
             ("5xx", self.server_error),
@@ -324,7 +324,7 @@ impl SandboxConfig {
 
     /// Adds `member` (created as a client) to the members of an existing room; false when
     /// there is no such room.
-    pub fn add_member(&mut self, room: &str, member: impl Into<String>) -> bool {
+    pub(crate) fn add_member(&mut self, room: &str, member: impl Into<String>) -> bool {
         let member = member.into();
         let Some(r) = self.rooms.get_mut(room) else {
             return false;
@@ -384,7 +384,7 @@ impl SandboxConfig {
     }
 
     /// Checks the settings that can be wrong (fault rates).
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         self.faults.check()?;
         if self.users.contains_key(&self.credentials.token) {
             return Err("an extra user's token equals the admin token".into());

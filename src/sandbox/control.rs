@@ -16,113 +16,18 @@
 //!   with its kind; unknown routes are logged (kind `unknown`) and counted in `responses`
 //! - `POST /_sandbox/reset`: back to the seeded state; counters and fault replay restart
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
-use super::server::Shared;
-
-/// What a request does, as the counts and the log tell requests apart: a PUT body of exactly
-/// `{"status":0}` is a freeze, exactly `{"status":1}` an unfreeze, any other PUT an update.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OpKind {
-    Freeze,
-    Unfreeze,
-    Update,
-    Get,
-    Mute,
-    Unmute,
-    /// No such route (answered 404 `NOT_FOUND`).
-    Unknown,
-}
-
-impl OpKind {
-    pub const ALL: [OpKind; 7] = [
-        OpKind::Freeze,
-        OpKind::Unfreeze,
-        OpKind::Update,
-        OpKind::Get,
-        OpKind::Mute,
-        OpKind::Unmute,
-        OpKind::Unknown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpKind::Freeze => "freeze",
-            OpKind::Unfreeze => "unfreeze",
-            OpKind::Update => "update",
-            OpKind::Get => "get",
-            OpKind::Mute => "mute",
-            OpKind::Unmute => "unmute",
-            OpKind::Unknown => "unknown",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<OpKind> {
-        OpKind::ALL
-            .into_iter()
-            .find(|k| k.as_str().eq_ignore_ascii_case(s))
-    }
-}
-
-/// Requests of one kind to one target.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OpCounts {
-    /// Arrived (whatever became of them: faults, 429s, 4xx included).
-    pub received: u64,
-    /// Applied (answered 2xx, or applied and then dropped or held back).
-    pub applied: u64,
-}
-
-/// Counters since start or the last reset.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Stats {
-    /// Requests per endpoint (`"PUT /rooms/{id}"`, ...), plus `unknown_route`.
-    pub requests: BTreeMap<String, u64>,
-    /// Answers per HTTP status, plus `dropped` (connection closed without an answer).
-    pub responses: BTreeMap<String, u64>,
-    /// Changes applied, all requests together.
-    pub applied_total: u64,
-    /// Changes applied per canonical request (`"PUT /rooms/lobby-1"`), all kinds together.
-    pub applied: BTreeMap<String, u64>,
-    /// Received and applied per kind and target (`"freeze /rooms/lobby-1"`).
-    #[serde(default)]
-    pub ops: BTreeMap<String, OpCounts>,
-    /// Faults injected per kind (`"500"`, `"drop_after"`, `"429_flat_body"`, ...).
-    pub faults: BTreeMap<String, u64>,
-    /// Requests refused by the server-side rate limit.
-    pub rate_limited: u64,
-    /// Requests delayed by `latency`/`latency_jitter`.
-    pub delayed: u64,
-}
-
-/// One request in the log ring. Holds no header and no credential.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogEntry {
-    /// 1-based, in order of completion.
-    pub seq: u64,
-    /// Milliseconds since the sandbox started.
-    pub at_ms: u64,
-    /// `METHOD /path`, ids canonically encoded (an unknown route's path as sent).
-    pub request: String,
-    /// freeze, unfreeze, update, get, mute, unmute or unknown.
-    pub kind: OpKind,
-    /// `None` when the connection was dropped.
-    pub status: Option<u16>,
-    pub fault: Option<String>,
-    pub applied: bool,
-    /// Latency plus jitter served before the answer, in microseconds.
-    #[serde(default)]
-    pub delay_us: u64,
-}
+use super::route::OpKind;
+use super::shared::Shared;
+use super::tracking::{LogEntry, Stats};
 
 fn not_found(what: &str, id: &str) -> Response {
     (

@@ -56,21 +56,21 @@ impl Fault {
         }
     }
 
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
 
 /// The decision for one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Draw {
+pub(crate) struct Draw {
     pub fault: Option<Fault>,
     /// Extra latency in `0..=jitter`.
     pub jitter: Duration,
 }
 
 /// Decides the fault and jitter of the `n`-th (0-based) sighting of `method path`.
-pub fn draw(
+pub(crate) fn draw(
     seed: u64,
     method: &str,
     path: &str,

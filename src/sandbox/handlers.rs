@@ -1,7 +1,7 @@
 //! The emulated API endpoints and their answers, as the vendor pages in `api/` document them:
-//! routing on the raw path (each id one percent-decoded segment), credentials, permissions,
-//! the success and error bodies, and where each request meets its seeded fault, the latency
-//! and the per-credential rate limit.
+//! credentials, permissions, the success and error bodies of each route ([`super::route`]
+//! tells them apart), and where each request meets its seeded fault, the latency and the
+//! per-credential rate limit.
 //!
 //! Where the pages are silent, the sandbox does what the service plausibly does:
 //! - Order of checks (as an Express-style service would): route, credentials (401), the
@@ -35,112 +35,20 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
 use std::time::Duration;
 
-use super::control::{LogEntry, OpKind};
 use super::faults::{self, Fault};
 use super::limit::Bucket;
-use super::server::{ConnDropper, Shared, lock};
+use super::route::{Endpoint, OpKind, Route, op_kind};
+use super::shared::{ConnDropper, Shared};
 use super::state::{self, RoomPatch};
-use crate::api::request::segment;
+use super::sync::lock;
+use super::tracking::LogEntry;
 
 /// Largest PUT body read; a room update is a few hundred bytes.
 const MAX_BODY: usize = 64 * 1024;
-
-/// The endpoints the sandbox emulates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    GetRoom,
-    PutRoom,
-    Mute,
-    Unmute,
-}
-
-impl Endpoint {
-    pub const COUNT: usize = 4;
-    pub const ALL: [Endpoint; Endpoint::COUNT] = [
-        Endpoint::GetRoom,
-        Endpoint::PutRoom,
-        Endpoint::Mute,
-        Endpoint::Unmute,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::GetRoom => "GET /rooms/{id}",
-            Endpoint::PutRoom => "PUT /rooms/{id}",
-            Endpoint::Mute => "POST /admin/clients/{uid}/mute/{room}",
-            Endpoint::Unmute => "DELETE /admin/clients/{uid}/mute/{room}",
-        }
-    }
-
-    fn uses_api_key(self) -> bool {
-        matches!(self, Endpoint::Mute | Endpoint::Unmute)
-    }
-}
-
-/// A request matched to an endpoint, with its decoded ids.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
-    pub endpoint: Endpoint,
-    pub room: String,
-    pub client: Option<String>,
-}
-
-impl Route {
-    /// Matches a raw (still percent-encoded) path. Each id is exactly one segment, decoded
-    /// after splitting, so `%2F` inside an id never makes a new segment.
-    pub fn parse(method: &str, path: &str) -> Option<Route> {
-        let rest = path.strip_prefix('/')?;
-        let segs: Vec<&str> = rest.split('/').collect();
-        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
-        let (endpoint, room, client) = match (method, segs.as_slice()) {
-            ("GET", ["rooms", id]) if !id.is_empty() => (Endpoint::GetRoom, *id, None),
-            ("PUT", ["rooms", id]) if !id.is_empty() => (Endpoint::PutRoom, *id, None),
-            ("POST", ["admin", "clients", uid, "mute", room])
-                if !uid.is_empty() && !room.is_empty() =>
-            {
-                (Endpoint::Mute, *room, Some(*uid))
-            }
-            ("DELETE", ["admin", "clients", uid, "mute", room])
-                if !uid.is_empty() && !room.is_empty() =>
-            {
-                (Endpoint::Unmute, *room, Some(*uid))
-            }
-            _ => return None,
-        };
-        Some(Route {
-            endpoint,
-            room: decode(room),
-            client: client.map(decode),
-        })
-    }
-
-    pub fn method(&self) -> &'static str {
-        match self.endpoint {
-            Endpoint::GetRoom => "GET",
-            Endpoint::PutRoom => "PUT",
-            Endpoint::Mute => "POST",
-            Endpoint::Unmute => "DELETE",
-        }
-    }
-
-    /// `METHOD /path` with canonically encoded ids: the key of fault replay and applied counts.
-    pub fn key(&self) -> String {
-        match &self.client {
-            Some(c) => format!(
-                "{} /admin/clients/{}/mute/{}",
-                self.method(),
-                segment(c),
-                segment(&self.room)
-            ),
-            None => format!("{} /rooms/{}", self.method(), segment(&self.room)),
-        }
-    }
-}
 
 /// `{"RC":0,"RM":rm,"result":result}`.
 fn ok(rm: &str, result: Value) -> Response {
@@ -344,7 +252,7 @@ struct Outcome {
 }
 
 /// What the log and the counts need to know about one request.
-pub(crate) struct Ctx {
+struct Ctx {
     /// `METHOD /path`, ids canonically encoded (fault replay, per-request counts).
     key: String,
     kind: OpKind,
@@ -354,74 +262,21 @@ pub(crate) struct Ctx {
     delay: Duration,
 }
 
-/// The kind of a PUT body: exactly `{"status":0}` is a freeze, exactly `{"status":1}` an
-/// unfreeze (the freeze page's two example bodies; 0.0 and 1.0 are the same JSON numbers),
-/// any other body an update.
-pub fn put_kind(body: &[u8]) -> OpKind {
-    let v: Option<Value> = serde_json::from_slice(body).ok();
-    let status = v
-        .as_ref()
-        .and_then(Value::as_object)
-        .filter(|m| m.len() == 1)
-        .and_then(|m| m.get("status"))
-        .and_then(Value::as_f64);
-    match status {
-        Some(0.0) => OpKind::Freeze,
-        Some(1.0) => OpKind::Unfreeze,
-        _ => OpKind::Update,
-    }
-}
-
-/// The kind of a request to a known route.
-fn op_kind(endpoint: Endpoint, body: &[u8]) -> OpKind {
-    match endpoint {
-        Endpoint::GetRoom => OpKind::Get,
-        Endpoint::PutRoom => put_kind(body),
-        Endpoint::Mute => OpKind::Mute,
-        Endpoint::Unmute => OpKind::Unmute,
-    }
-}
-
 /// Every API request lands here (the control API has its own routes).
 pub(crate) async fn api(State(sb): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let Some(route) = Route::parse(parts.method.as_str(), parts.uri.path()) else {
-        sb.counters.unknown_routes.fetch_add(1, Ordering::Relaxed);
-        let resp = route_not_found(&parts.method, parts.uri.path());
-        let ctx = Ctx {
-            key: format!("{} {}", parts.method, parts.uri.path()),
-            kind: OpKind::Unknown,
-            target: parts.uri.path().to_owned(),
-            delay: Duration::ZERO,
-        };
-        return finish(&sb, &ctx, resp, None, false);
+        return unknown_route(&sb, &parts);
     };
     sb.counters.requests[route.endpoint as usize].fetch_add(1, Ordering::Relaxed);
     let key = route.key();
-    let n = {
-        let mut t = lock(&sb.track);
-        let c = t.paths.entry(key.clone()).or_default();
-        c.seen += 1;
-        c.seen - 1
-    };
+    let n = sighting(&sb, &key);
     let target = key
         .split_once(' ')
         .map(|(_, p)| p.to_owned())
         .unwrap_or_default();
     // The body first: it tells the kind of a PUT (freeze, unfreeze or update).
-    let body = if route.endpoint == Endpoint::PutRoom {
-        match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
-            Ok(b) => Ok(b),
-            Err(_) => Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Payload Too Large",
-                "PAYLOAD_TOO_LARGE",
-                "Request body is too large or was cut short",
-            )),
-        }
-    } else {
-        Ok(Bytes::new())
-    };
+    let body = read_body(route.endpoint, body).await;
     let kind = match &body {
         Ok(b) => op_kind(route.endpoint, b),
         Err(_) => OpKind::Update,
@@ -453,22 +308,8 @@ pub(crate) async fn api(State(sb): State<Arc<Shared>>, req: Request) -> Response
         sb.counters.delayed.fetch_add(1, Ordering::Relaxed);
         sb.delay(ctx.delay).await;
     }
-    if let Some(f) = draw.fault {
-        sb.counters.faults[f.index()].fetch_add(1, Ordering::Relaxed);
-        if f == Fault::DropBefore {
-            return drop_connection(&sb, &parts, &ctx, f, false).await;
-        }
-        if let Some(resp) = fault_response(f, cfg.fault_retry_after_secs) {
-            return finish(&sb, &ctx, resp, Some(f), false);
-        }
-    }
-    if let Some(limiter) = sb.limiter()
-        && let Some(bucket) = bucket(&sb, route.endpoint, &parts.headers)
-        && let Err(wait) = limiter.check(bucket, tokio::time::Instant::now())
-    {
-        sb.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        return finish(&sb, &ctx, too_many_flat(secs.max(1)), None, false);
+    if let Some(resp) = refused(&sb, &parts, &route, &ctx, draw.fault).await {
+        return resp;
     }
     let (resp, applied) = handle(&sb, &route, &parts.headers, &body);
     match draw.fault {
@@ -481,6 +322,73 @@ pub(crate) async fn api(State(sb): State<Arc<Shared>>, req: Request) -> Response
         }
         _ => finish(&sb, &ctx, resp, None, applied),
     }
+}
+
+/// A request to no known route: counted, logged (kind `unknown`) and answered 404.
+fn unknown_route(sb: &Shared, parts: &axum::http::request::Parts) -> Response {
+    sb.counters.unknown_routes.fetch_add(1, Ordering::Relaxed);
+    let resp = route_not_found(&parts.method, parts.uri.path());
+    let ctx = Ctx {
+        key: format!("{} {}", parts.method, parts.uri.path()),
+        kind: OpKind::Unknown,
+        target: parts.uri.path().to_owned(),
+        delay: Duration::ZERO,
+    };
+    finish(sb, &ctx, resp, None, false)
+}
+
+/// Counts one more sighting of the canonical request `key`; returns how many times it was
+/// seen before (0-based: the `n` of its fault draw).
+fn sighting(sb: &Shared, key: &str) -> u64 {
+    let mut t = lock(&sb.track);
+    let c = t.paths.entry(key.to_owned()).or_default();
+    c.seen += 1;
+    c.seen - 1
+}
+
+/// The body of a PUT (at most [`MAX_BODY`] bytes; a longer or cut one is answered 413);
+/// other endpoints read none.
+async fn read_body(endpoint: Endpoint, body: Body) -> Result<Bytes, Response> {
+    if endpoint != Endpoint::PutRoom {
+        return Ok(Bytes::new());
+    }
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large",
+            "PAYLOAD_TOO_LARGE",
+            "Request body is too large or was cut short",
+        )
+    })
+}
+
+/// The answer of a request refused before any change: an injected fault that answers (or
+/// drops) at once, or the server-side rate limit. `None` lets the request through.
+async fn refused(
+    sb: &Shared,
+    parts: &axum::http::request::Parts,
+    route: &Route,
+    ctx: &Ctx,
+    fault: Option<Fault>,
+) -> Option<Response> {
+    if let Some(f) = fault {
+        sb.counters.faults[f.index()].fetch_add(1, Ordering::Relaxed);
+        if f == Fault::DropBefore {
+            return Some(drop_connection(sb, parts, ctx, f, false).await);
+        }
+        if let Some(resp) = fault_response(f, sb.config.fault_retry_after_secs) {
+            return Some(finish(sb, ctx, resp, Some(f), false));
+        }
+    }
+    if let Some(limiter) = sb.limiter()
+        && let Some(bucket) = bucket(sb, route.endpoint, &parts.headers)
+        && let Err(wait) = limiter.check(bucket, tokio::time::Instant::now())
+    {
+        sb.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Some(finish(sb, ctx, too_many_flat(secs.max(1)), None, false));
+    }
+    None
 }
 
 /// Records the answer and returns it.
@@ -699,26 +607,4 @@ fn mute(sb: &Shared, route: &Route, h: &HeaderMap) -> (Response, bool) {
     let result = client.to_json(client_id);
     drop(world);
     (ok("OK", result), true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_take_one_segment_per_id() {
-        let r = Route::parse("PUT", "/rooms/..%2Fadmin").unwrap();
-        assert_eq!(r.room, "../admin");
-        assert_eq!(r.key(), "PUT /rooms/..%2Fadmin");
-        assert!(Route::parse("PUT", "/rooms/a/b").is_none());
-        assert!(Route::parse("PUT", "/rooms/").is_none());
-        assert!(Route::parse("PATCH", "/rooms/a").is_none());
-        let r = Route::parse("DELETE", "/admin/clients/u%201/mute/%E6%88%BF").unwrap();
-        assert_eq!(r.client.as_deref(), Some("u 1"));
-        assert_eq!(r.room, "房");
-        assert_eq!(
-            Route::parse("GET", "/rooms/%41").unwrap().key(),
-            "GET /rooms/A"
-        );
-    }
 }
