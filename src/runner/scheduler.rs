@@ -690,18 +690,8 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
                 .latencies_us
                 .push(attempt.latency.as_micros().min(u64::MAX as u128) as u64);
         }
-        let jop = &self.shared.ops[i as usize];
+        let mut record = answer_record(&self.shared.ops[i as usize], n, attempt);
         let o = &attempt.outcome;
-        let mut record = OpRecord {
-            seq: jop.seq,
-            state: None,
-            attempts: jop.attempts.saturating_add(n),
-            http_status: o.status(),
-            rc: o.rc(),
-            error_code: o.code().map(str::to_string),
-            message: o.message().map(str::to_string),
-            latency_ms: Some(attempt.latency.as_millis().min(u64::MAX as u128) as u64),
-        };
         let stop = match o {
             Outcome::Done {
                 already_in_state, ..
@@ -833,6 +823,22 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             stop: self.stop.unwrap_or(StopReason::Completed),
             stats: self.stats,
         }
+    }
+}
+
+/// The journal's record of attempt `n` (in this run) of `jop`, before its outcome decides the
+/// op's state.
+fn answer_record(jop: &JournalOp, n: u32, attempt: &Attempt) -> OpRecord {
+    let o = &attempt.outcome;
+    OpRecord {
+        seq: jop.seq,
+        state: None,
+        attempts: jop.attempts.saturating_add(n),
+        http_status: o.status(),
+        rc: o.rc(),
+        error_code: o.code().map(str::to_string),
+        message: o.message().map(str::to_string),
+        latency_ms: Some(attempt.latency.as_millis().min(u64::MAX as u128) as u64),
     }
 }
 
