@@ -11,7 +11,7 @@ use crate::op::{Action, Credential};
 
 /// Longest wait hint honoured; a larger one is clamped (a buggy or hostile server must not
 /// park the job for days; the runner's deadline handling still applies).
-pub const MAX_HINT: Duration = Duration::from_secs(3600);
+const MAX_HINT: Duration = Duration::from_secs(3600);
 
 /// What an attempt means for its op.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,7 +45,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match self {
             Outcome::Done { status, .. } => Some(*status),
             Outcome::Transient { status, .. } | Outcome::Permanent { status, .. } => *status,
@@ -53,7 +53,7 @@ impl Outcome {
         }
     }
 
-    pub fn code(&self) -> Option<&str> {
+    pub(crate) fn code(&self) -> Option<&str> {
         match self {
             Outcome::Done {
                 already_in_state: true,
@@ -66,7 +66,7 @@ impl Outcome {
         }
     }
 
-    pub fn message(&self) -> Option<&str> {
+    pub(crate) fn message(&self) -> Option<&str> {
         match self {
             Outcome::Done { .. } => None,
             Outcome::Transient { reason, .. } => Some(reason),
@@ -76,7 +76,7 @@ impl Outcome {
         }
     }
 
-    pub fn rc(&self) -> Option<i64> {
+    pub(crate) fn rc(&self) -> Option<i64> {
         match self {
             Outcome::Permanent { rc, .. } => *rc,
             _ => None,
@@ -84,7 +84,7 @@ impl Outcome {
     }
 
     /// A permanent outcome produced on our side (no answer from the server).
-    pub fn local(code: &str, message: impl Into<String>) -> Outcome {
+    pub(crate) fn local(code: &str, message: impl Into<String>) -> Outcome {
         Outcome::Permanent {
             status: None,
             rc: None,
@@ -96,18 +96,18 @@ impl Outcome {
 
 /// The documented body, either shape, as far as it parsed.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Envelope {
-    pub rc: Option<i64>,
-    pub rm: Option<String>,
-    pub code: Option<String>,
-    pub message: Option<String>,
-    pub retry_after: Option<Duration>,
-    pub result: Option<serde_json::Value>,
+pub(crate) struct Envelope {
+    rc: Option<i64>,
+    rm: Option<String>,
+    code: Option<String>,
+    message: Option<String>,
+    retry_after: Option<Duration>,
+    pub(crate) result: Option<serde_json::Value>,
 }
 
 /// Parses a body as a JSON object in either documented shape; `None` when it is not a JSON
 /// object at all (an HTML page, an empty body, a cut-off body).
-pub fn parse_envelope(body: &[u8]) -> Option<Envelope> {
+pub(crate) fn parse_envelope(body: &[u8]) -> Option<Envelope> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let obj = v.as_object()?;
     let s = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
@@ -162,11 +162,7 @@ fn seconds(secs: f64) -> Option<Duration> {
 /// The server's wait hint, in the order of api/NOTES.md: `Retry-After` (delta-seconds or
 /// HTTP-date), else the body's `retryAfter`, else a well-formed `X-RateLimit-Reset` (seconds,
 /// or a Unix epoch in the future) or IETF `RateLimit` reset. Malformed hints are ignored.
-pub fn wait_hint(
-    headers: &HeaderMap,
-    body: Option<&Envelope>,
-    now: SystemTime,
-) -> Option<Duration> {
+fn wait_hint(headers: &HeaderMap, body: Option<&Envelope>, now: SystemTime) -> Option<Duration> {
     if let Some(d) = header_str(headers, "retry-after").and_then(|v| parse_retry_after(v, now)) {
         return Some(d);
     }
@@ -187,7 +183,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// `Retry-After`: delta-seconds (digits only) or an HTTP-date (RFC 9110 §10.2.3).
-pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
+fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
     let v = v.trim();
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
         let secs: u64 = v.parse().unwrap_or(u64::MAX);
@@ -231,12 +227,49 @@ fn parse_ratelimit_header(v: &str) -> Option<Duration> {
 }
 
 /// Whether a status is transient by itself (api/NOTES.md).
-pub fn is_transient_status(status: u16) -> bool {
+fn is_transient_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
 
+/// An answer whose body is not JSON: a proxy page, an empty or cut-off body. Transport-level.
+fn classify_not_json(
+    credential: Credential,
+    status: u16,
+    empty: bool,
+    hint: impl Fn() -> Option<Duration>,
+) -> Outcome {
+    if status == 401 {
+        return Outcome::CredentialsRejected {
+            credential,
+            status,
+            code: None,
+            message: Some("401 Unauthorized (the body was not JSON)".into()),
+        };
+    }
+    let what = if empty {
+        "an empty body"
+    } else {
+        "a body that is not JSON"
+    };
+    let reason = format!("HTTP {status} with {what}");
+    if is_transient_status(status) || (500..600).contains(&status) {
+        return Outcome::Transient {
+            status: Some(status),
+            code: None,
+            reason,
+            retry_after: hint(),
+        };
+    }
+    Outcome::Permanent {
+        status: Some(status),
+        rc: None,
+        code: Some("NOT_JSON".into()),
+        message: Some(reason),
+    }
+}
+
 /// Classifies one HTTP answer. `action` is `None` for `GET /rooms/{id}`.
-pub fn classify(
+pub(crate) fn classify(
     action: Option<Action>,
     credential: Credential,
     status: u16,
@@ -247,35 +280,7 @@ pub fn classify(
     let env = parse_envelope(body);
     let hint = || wait_hint(headers, env.as_ref(), now);
     let Some(env) = env.clone() else {
-        // Not JSON: a proxy page, an empty or cut-off body. Transport-level.
-        if status == 401 {
-            return Outcome::CredentialsRejected {
-                credential,
-                status,
-                code: None,
-                message: Some("401 Unauthorized (the body was not JSON)".into()),
-            };
-        }
-        let what = if body.is_empty() {
-            "an empty body"
-        } else {
-            "a body that is not JSON"
-        };
-        let reason = format!("HTTP {status} with {what}");
-        if is_transient_status(status) || (500..600).contains(&status) {
-            return Outcome::Transient {
-                status: Some(status),
-                code: None,
-                reason,
-                retry_after: hint(),
-            };
-        }
-        return Outcome::Permanent {
-            status: Some(status),
-            rc: None,
-            code: Some("NOT_JSON".into()),
-            message: Some(reason),
-        };
+        return classify_not_json(credential, status, body.is_empty(), hint);
     };
     if (200..300).contains(&status) {
         return match env.rc {

@@ -15,7 +15,7 @@ use crate::op::{Credential, Op};
 
 /// Largest body read; the rest is dropped. An error answer is a few hundred bytes, but a
 /// room object lists its members, so a success can be large: see [`sniff_rc`].
-pub const BODY_CAP: usize = 1024 * 1024;
+const BODY_CAP: usize = 1024 * 1024;
 
 /// The result of one request.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,7 +56,7 @@ pub enum ClientError {
 
 /// Whether `host`, as `Url::host_str` gives it (IPv6 in brackets, IPv4 normalised), is a
 /// loopback address: 127.0.0.0/8, `::1` or `localhost`.
-pub fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return v6
             .parse::<std::net::Ipv6Addr>()
@@ -126,10 +126,6 @@ impl ApiClient {
         })
     }
 
-    pub fn base_url(&self) -> &Url {
-        &self.base
-    }
-
     /// Sends the one request that carries `op` and classifies the answer.
     pub async fn send(&self, op: &Op) -> Attempt {
         let req = Request::for_op(op);
@@ -154,7 +150,7 @@ impl ApiClient {
 
     /// The URL for a request path, refusing any id that URL normalisation would turn into
     /// another path (`.`/`..` segments: WHATWG URL parsing resolves even `%2E%2E`).
-    pub fn url_for(&self, path: &str) -> Result<Url, Outcome> {
+    fn url_for(&self, path: &str) -> Result<Url, Outcome> {
         let full = format!("{}{}", self.base.as_str().trim_end_matches('/'), path);
         let url = Url::parse(&full).map_err(|e| Outcome::local("BAD_URL", e.to_string()))?;
         let expected = format!("{}{}", self.base.path().trim_end_matches('/'), path);
@@ -235,54 +231,12 @@ impl ApiClient {
         if let Some(body) = &req.body {
             builder = builder.json(body);
         }
-        let result = async {
-            let mut resp = builder.send().await?;
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let mut body = Vec::new();
-            let mut truncated = false;
-            while let Some(chunk) = resp.chunk().await? {
-                let room = BODY_CAP.saturating_sub(body.len());
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if chunk.len() > room {
-                    truncated = true;
-                    break;
-                }
-            }
-            Ok::<_, reqwest::Error>((status, headers, body, truncated))
-        }
-        .await;
+        let result = Answer::read(builder).await;
         let latency = started.elapsed();
         match result {
-            Ok((status, headers, body, truncated)) => {
-                let outcome = if truncated && (200..300).contains(&status) {
-                    // Too large to parse whole: the envelope's RC comes first.
-                    match sniff_rc(&body) {
-                        Some(0) => Outcome::Done {
-                            status,
-                            already_in_state: false,
-                        },
-                        rc => Outcome::Permanent {
-                            status: Some(status),
-                            rc,
-                            code: Some("BODY_TOO_LARGE".into()),
-                            message: Some(format!(
-                                "HTTP {status} with a body over {BODY_CAP} bytes and no RC 0 at its start"
-                            )),
-                        },
-                    }
-                } else {
-                    classify(
-                        action,
-                        credential,
-                        status,
-                        &headers,
-                        &body,
-                        SystemTime::now(),
-                    )
-                };
-                let outcome = redact(outcome, &self.credentials);
-                (Attempt { outcome, latency }, Some(body))
+            Ok(answer) => {
+                let outcome = redact(answer.outcome(action, credential), &self.credentials);
+                (Attempt { outcome, latency }, Some(answer.body))
             }
             Err(e) => (
                 Attempt {
@@ -295,9 +249,74 @@ impl ApiClient {
     }
 }
 
+/// An answer read to its end, or as far as [`BODY_CAP`].
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    /// The body went on past [`BODY_CAP`].
+    truncated: bool,
+}
+
+impl Answer {
+    /// Sends the request and reads the answer, keeping at most [`BODY_CAP`] bytes of body.
+    async fn read(builder: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+        let mut resp = builder.send().await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let mut body = Vec::new();
+        let mut truncated = false;
+        while let Some(chunk) = resp.chunk().await? {
+            let room = BODY_CAP.saturating_sub(body.len());
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if chunk.len() > room {
+                truncated = true;
+                break;
+            }
+        }
+        Ok(Answer {
+            status,
+            headers,
+            body,
+            truncated,
+        })
+    }
+
+    /// What the answer means for `action` (`None` for `GET /rooms/{id}`) on `credential`.
+    fn outcome(&self, action: Option<crate::op::Action>, credential: Credential) -> Outcome {
+        let status = self.status;
+        if self.truncated && (200..300).contains(&status) {
+            // Too large to parse whole: the envelope's RC comes first.
+            match sniff_rc(&self.body) {
+                Some(0) => Outcome::Done {
+                    status,
+                    already_in_state: false,
+                },
+                rc => Outcome::Permanent {
+                    status: Some(status),
+                    rc,
+                    code: Some("BODY_TOO_LARGE".into()),
+                    message: Some(format!(
+                        "HTTP {status} with a body over {BODY_CAP} bytes and no RC 0 at its start"
+                    )),
+                },
+            }
+        } else {
+            classify(
+                action,
+                credential,
+                status,
+                &self.headers,
+                &self.body,
+                SystemTime::now(),
+            )
+        }
+    }
+}
+
 /// Removes any credential value from the texts of an outcome: a server (or proxy) that
 /// echoes a header back must not smuggle a secret into the journal or the logs.
-pub fn redact(outcome: Outcome, credentials: &Credentials) -> Outcome {
+fn redact(outcome: Outcome, credentials: &Credentials) -> Outcome {
     let clean = |s: Option<String>| -> Option<String> {
         s.map(|mut s| {
             for v in credentials.values() {
@@ -348,7 +367,7 @@ pub fn redact(outcome: Outcome, credentials: &Credentials) -> Outcome {
 
 /// The top-level `"RC"` of a JSON object, read from the start of a body too large to parse
 /// whole: only when it is the object's first key, or follows `"RM"` (the documented order).
-pub fn sniff_rc(body: &[u8]) -> Option<i64> {
+fn sniff_rc(body: &[u8]) -> Option<i64> {
     let head = &body[..body.len().min(256)];
     let text = match std::str::from_utf8(head) {
         Ok(t) => t,

@@ -8,22 +8,22 @@ use std::path::Path;
 
 use crate::op::Credential;
 
-pub const ENV_CLIENT_KEY: &str = "IMKIT_CLIENT_KEY";
-pub const ENV_TOKEN: &str = "IMKIT_TOKEN";
-pub const ENV_API_KEY: &str = "IMKIT_API_KEY";
+const ENV_CLIENT_KEY: &str = "IMKIT_CLIENT_KEY";
+const ENV_TOKEN: &str = "IMKIT_TOKEN";
+const ENV_API_KEY: &str = "IMKIT_API_KEY";
 
 /// A secret value. It can be read with [`Secret::expose`] (to put it in a header) but it
 /// never prints, serialises or appears in an error.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
+    pub(crate) fn new(value: impl Into<String>) -> Secret {
         Secret(value.into())
     }
 
     /// The value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -44,9 +44,9 @@ impl fmt::Display for Secret {
 /// (see [`Credentials::missing`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Credentials {
-    pub client_key: Option<Secret>,
-    pub token: Option<Secret>,
-    pub api_key: Option<Secret>,
+    pub(crate) client_key: Option<Secret>,
+    pub(crate) token: Option<Secret>,
+    pub(crate) api_key: Option<Secret>,
 }
 
 /// Why credentials could not be read.
@@ -64,7 +64,7 @@ impl Credentials {
     /// Reads `IMKIT_CLIENT_KEY`, `IMKIT_TOKEN` and `IMKIT_API_KEY` from the process
     /// environment and, when given, from `env_file` (dotenv syntax). The environment wins;
     /// the process environment is never modified. Empty values count as missing.
-    pub fn from_env(env_file: Option<&Path>) -> Result<Credentials, CredentialsError> {
+    pub(crate) fn from_env(env_file: Option<&Path>) -> Result<Credentials, CredentialsError> {
         let mut file_vars = HashMap::new();
         if let Some(path) = env_file {
             let err = |reason: String| CredentialsError::EnvFile {
@@ -106,7 +106,8 @@ impl Credentials {
     }
 
     /// True when every variable of `credential` is set.
-    pub fn has(&self, credential: Credential) -> bool {
+    #[cfg(test)]
+    fn has(&self, credential: Credential) -> bool {
         match credential {
             Credential::ClientToken => self.client_key.is_some() && self.token.is_some(),
             Credential::ApiKey => self.api_key.is_some(),
@@ -114,7 +115,10 @@ impl Credentials {
     }
 
     /// The environment variables missing for the `needed` credentials, in a stable order.
-    pub fn missing(&self, needed: impl IntoIterator<Item = Credential>) -> Vec<&'static str> {
+    pub(crate) fn missing(
+        &self,
+        needed: impl IntoIterator<Item = Credential>,
+    ) -> Vec<&'static str> {
         let mut out = Vec::new();
         let mut needed: Vec<Credential> = needed.into_iter().collect();
         needed.sort();
@@ -140,7 +144,7 @@ impl Credentials {
     }
 
     /// Every secret value set, for tests and redaction checks.
-    pub fn values(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &str> {
         [&self.client_key, &self.token, &self.api_key]
             .into_iter()
             .flatten()

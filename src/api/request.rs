@@ -20,7 +20,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Percent-encodes `id` as a single path segment. The segments `.` and `..` (which URL
 /// normalisation would resolve) are written `%2E` and `%2E%2E`.
-pub fn segment(id: &str) -> String {
+pub(crate) fn segment(id: &str) -> String {
     if !id.is_empty() && id.bytes().all(|b| b == b'.') {
         return "%2E".repeat(id.len());
     }
@@ -93,7 +93,7 @@ impl Request {
     }
 
     /// `GET /rooms/{room}`, used by `--snapshot`.
-    pub fn get_room(room: &str) -> Request {
+    pub(crate) fn get_room(room: &str) -> Request {
         Request {
             method: Method::Get,
             path: format!("/rooms/{}", segment(room)),

@@ -76,8 +76,8 @@ impl Recorder for JournalWriter {
 /// A recorder that keeps everything in memory (tests, dry runs).
 #[derive(Debug, Default)]
 pub struct MemoryRecorder {
-    pub records: Mutex<Vec<OpRecord>>,
-    pub snapshots: Mutex<Vec<(String, Option<serde_json::Value>)>>,
+    records: Mutex<Vec<OpRecord>>,
+    snapshots: Mutex<Vec<(String, Option<serde_json::Value>)>>,
 }
 
 impl MemoryRecorder {

@@ -19,24 +19,24 @@ use tokio::time::Instant;
 use crate::units::Rate;
 
 /// Requests that may go out back to back on one credential.
-pub const BURST: u32 = 4;
+pub(crate) const BURST: u32 = 4;
 /// How far under `--rate` the pacer stays. A server that counts the same rate in fixed
 /// windows sees every window's last request and the next window's first one spaced by
 /// exactly one interval, and a request the network delays less than the one that opened the
 /// window (the first pays for the TCP and TLS handshakes) arrives a moment early: a 429
 /// whose whole-second hint stops the credential for a second or more. 1% is 0.6 s a minute
 /// at the documented 1000/min, more than a handshake; 10 ms a second at 20/s.
-pub const HEADROOM: f64 = 0.01;
+pub(crate) const HEADROOM: f64 = 0.01;
 /// Slowest pace the adaptive factor goes down to: 1/16 of `--rate`.
-pub const MIN_FACTOR: f64 = 1.0 / 16.0;
+pub(crate) const MIN_FACTOR: f64 = 1.0 / 16.0;
 /// Successes (on one credential) after which the pace goes one step back up.
-pub const RESTORE_AFTER: u32 = 20;
+pub(crate) const RESTORE_AFTER: u32 = 20;
 /// How much one step restores (additive increase).
-pub const RESTORE_STEP: f64 = 0.125;
+pub(crate) const RESTORE_STEP: f64 = 0.125;
 
 /// governor's clock over tokio's time (so `tokio::time::pause` applies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TokioInstant(Instant);
+struct TokioInstant(Instant);
 
 impl Add<Nanos> for TokioInstant {
     type Output = TokioInstant;
@@ -58,7 +58,7 @@ impl Reference for TokioInstant {
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-pub struct TokioClock;
+struct TokioClock;
 
 impl Clock for TokioClock {
     type Instant = TokioInstant;
@@ -82,7 +82,7 @@ struct PaceState {
 }
 
 /// The pace of one credential.
-pub struct Pacer {
+pub(crate) struct Pacer {
     limiter: Limiter,
     interval: Duration,
     state: Mutex<PaceState>,
@@ -98,7 +98,7 @@ impl Pacer {
     /// so the first requests go one interval apart. A server whose window opens with the
     /// run's first request (a fixed window per credential) then sees exactly `rate` in it,
     /// not `rate + BURST - 1` and a 429 whose hint could be the rest of the minute.
-    pub fn new(rate: Rate) -> Pacer {
+    pub(crate) fn new(rate: Rate) -> Pacer {
         let interval = rate
             .interval()
             .mul_f64(1.0 + HEADROOM)
@@ -133,7 +133,7 @@ impl Pacer {
     }
 
     /// Waits until one request may go out on this credential.
-    pub async fn acquire(&self) {
+    pub(crate) async fn acquire(&self) {
         loop {
             let paused = self.paused_until();
             if let Some(t) = paused
@@ -169,14 +169,14 @@ impl Pacer {
     }
 
     /// Until when the gate is closed, if it is.
-    pub fn paused_until(&self) -> Option<Instant> {
+    pub(crate) fn paused_until(&self) -> Option<Instant> {
         self.lock().paused_until
     }
 
     /// A 429 answered a request sent at `sent_at`: close the gate for `wait`; when 429s repeat,
     /// lower the pace, once per burst (429s to requests sent before the last decision do not
     /// count again). A lone 429 (a window's edge, another client's spike) costs the wait only.
-    pub fn on_rate_limited(&self, wait: Duration, sent_at: Instant) {
+    pub(crate) fn on_rate_limited(&self, wait: Duration, sent_at: Instant) {
         let now = Instant::now();
         let mut st = self.lock();
         let until = now + wait;
@@ -193,7 +193,7 @@ impl Pacer {
     }
 
     /// A request on this credential succeeded.
-    pub fn on_success(&self) {
+    pub(crate) fn on_success(&self) {
         let mut st = self.lock();
         if st.factor < 1.0 || st.struck {
             st.successes += 1;
@@ -205,8 +205,9 @@ impl Pacer {
         }
     }
 
-    /// The current adaptive factor (1.0 = full `--rate`).
-    pub fn factor(&self) -> f64 {
+    /// The current adaptive factor (1.0 = full `--rate`), for the tests.
+    #[cfg(test)]
+    fn factor(&self) -> f64 {
         self.lock().factor
     }
 }

@@ -24,7 +24,7 @@ impl Default for Backoff {
 
 impl Backoff {
     /// The ceiling of the wait after attempt `n` (1-based).
-    pub fn ceiling(&self, n: u32) -> Duration {
+    pub(crate) fn ceiling(&self, n: u32) -> Duration {
         let exp = n.saturating_sub(1).min(30);
         self.base.saturating_mul(1u32 << exp).min(self.cap)
     }

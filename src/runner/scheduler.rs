@@ -6,6 +6,11 @@
 //! records it, schedules a retry (backoff with full jitter, or the server's hint), or stops
 //! the job (401, failure bound, deadline, signal). O(n log n) in the number of ops.
 //!
+//! [`run`] drives a `Scheduler` (the loop's state) round by round: `dispatch` starts what may
+//! go, `next_event` waits for a signal, the deadline, an answer or a wake-up time, and
+//! `on_result` applies an answer. The chains and queues are `Queues`; what the attempt tasks
+//! share with the loop (ops, pacers, the halt token) is `Shared`.
+//!
 //! Decisions:
 //! - 401 on a credential: nothing more is dispatched at all (the job aborts with exit 3);
 //!   requests already on the wire finish and their true outcome is recorded (an applied
@@ -33,8 +38,8 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::task::JoinSet;
-use tokio::time::Instant;
+use tokio::task::{JoinError, JoinSet};
+use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Attempt, Outcome};
@@ -144,6 +149,7 @@ pub struct RunReport {
     pub stats: Stats,
 }
 
+/// What one attempt task hands back to the scheduler.
 enum TaskResult {
     Sent {
         attempt: Attempt,
@@ -155,6 +161,20 @@ enum TaskResult {
         snapshotted: bool,
     },
     Journal(String),
+}
+
+/// What woke the scheduler up.
+enum Event {
+    /// Second signal: abort the requests in flight.
+    Cancel,
+    /// First signal: stop dispatching.
+    Stop,
+    /// The deadline passed.
+    Deadline,
+    /// A task ended (`None` when none is left).
+    Joined(Option<Result<(u32, TaskResult), JoinError>>),
+    /// Time passed or the journal made progress: look again.
+    Tick,
 }
 
 const NONE: u32 = u32::MAX;
@@ -172,7 +192,7 @@ fn changes_room(a: Action) -> bool {
 
 /// Runs `ops` (pending ops in manifest order) to the end, or to a stop.
 pub async fn run<E: Executor, R: Recorder>(
-    mut ops: Vec<JournalOp>,
+    ops: Vec<JournalOp>,
     exec: Arc<E>,
     rec: Arc<R>,
     opts: RunnerOptions,
@@ -180,19 +200,38 @@ pub async fn run<E: Executor, R: Recorder>(
     snapshotted: HashSet<String>,
     progress: &mut Progress,
 ) -> RunReport {
-    ops.sort_by_key(|o| o.seq);
-    let ops: Arc<Vec<JournalOp>> = Arc::new(ops);
-    let mut started = Instant::now();
-    let mut stats = Stats {
-        total: ops.len() as u64,
-        ..Default::default()
-    };
-    let mut snapshotted = snapshotted;
+    let mut scheduler = Scheduler::new(ops, exec, rec, opts, controls, snapshotted);
+    scheduler.wait_for_window().await;
+    loop {
+        scheduler.release_due_retries();
+        let unrecorded = scheduler.unrecorded();
+        scheduler.dispatch(unrecorded);
+        if scheduler.is_over() {
+            break;
+        }
+        let event = scheduler.next_event(unrecorded).await;
+        scheduler.on_event(event);
+        scheduler.show_progress(progress);
+    }
+    scheduler.show_progress(progress);
+    progress.finish();
+    scheduler.into_report()
+}
 
-    // Chains: next_in_chain[i] is the next op with the same lock key.
-    let mut next_in_chain = vec![NONE; ops.len()];
-    let mut ready: [BinaryHeap<Reverse<u32>>; 2] = [BinaryHeap::new(), BinaryHeap::new()];
-    {
+/// The order ops may go in: `next_in_chain[i]` is the next op with the same lock key as op
+/// `i`; chain heads wait in `ready` (per credential, lowest index first) and retries in
+/// `delayed` until their time.
+struct Queues {
+    next_in_chain: Vec<u32>,
+    ready: [BinaryHeap<Reverse<u32>>; 2],
+    delayed: BinaryHeap<Reverse<(Instant, u32)>>,
+}
+
+impl Queues {
+    /// Chains `ops` (sorted by `seq`) by lock key; the first op of each chain is ready.
+    fn new(ops: &[JournalOp]) -> Queues {
+        let mut next_in_chain = vec![NONE; ops.len()];
+        let mut ready: [BinaryHeap<Reverse<u32>>; 2] = [BinaryHeap::new(), BinaryHeap::new()];
         let mut last: HashMap<LockKey<'_>, u32> = HashMap::with_capacity(ops.len());
         for (i, o) in ops.iter().enumerate() {
             match last.insert(o.op.lock_key(), i as u32) {
@@ -200,326 +239,598 @@ pub async fn run<E: Executor, R: Recorder>(
                 None => ready[cred_index(o.op.credential())].push(Reverse(i as u32)),
             }
         }
-    }
-    let mut attempts = vec![0u32; ops.len()];
-    let mut delayed: BinaryHeap<Reverse<(Instant, u32)>> = BinaryHeap::new();
-    let pacers: Arc<[Pacer; 2]> = Arc::new([Pacer::new(opts.rate), Pacer::new(opts.rate)]);
-    let rejected: Arc<[AtomicBool; 2]> = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
-    let halt = CancellationToken::new();
-    let mut rng = match opts.seed {
-        Some(s) => StdRng::seed_from_u64(s),
-        None => StdRng::from_os_rng(),
-    };
-    let concurrency = opts.concurrency.max(1);
-    let mut tasks: JoinSet<(u32, TaskResult)> = JoinSet::new();
-    let mut stop: Option<StopReason> = None;
-    let mut cancelled = false;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-
-    // The window's start: wait, interruptible by a signal; unless a deadline comes first,
-    // then waiting would only end in a stop with nothing sent.
-    let deadline_first = match (&opts.start_at, &opts.deadline) {
-        (Some((start, _)), Some((end, _))) => end <= start,
-        _ => false,
-    };
-    if let Some((at, label)) = &opts.start_at
-        && *at > Instant::now()
-        && !deadline_first
-    {
-        tracing::info!("waiting until {label} before sending anything (the job's window)");
-        tokio::select! {
-            _ = tokio::time::sleep_until(*at) => {}
-            _ = controls.stop.cancelled() => {
-                stop = Some(StopReason::Signal { cancelled_in_flight: false });
-            }
+        Queues {
+            next_in_chain,
+            ready,
+            delayed: BinaryHeap::new(),
         }
-        // Elapsed time and ops/s count from the first request, not from the wait.
-        started = Instant::now();
-    }
-    if stop.is_none()
-        && let Some((at, label)) = &opts.deadline
-        && (*at <= Instant::now() || deadline_first)
-    {
-        if deadline_first && *at > Instant::now() {
-            let start = opts
-                .start_at
-                .as_ref()
-                .map(|(_, l)| l.as_str())
-                .unwrap_or_default();
-            tracing::warn!("{label} comes before {start}: nothing is sent");
-        } else {
-            tracing::warn!("{label} has already passed: nothing is sent");
-        }
-        stop = Some(StopReason::Deadline(label.clone()));
     }
 
-    loop {
-        // Due retries become ready again.
-        let now = Instant::now();
-        while let Some(Reverse((t, i))) = delayed.peek().copied() {
+    fn make_ready(&mut self, ops: &[JournalOp], i: u32) {
+        self.ready[cred_index(ops[i as usize].op.credential())].push(Reverse(i));
+    }
+
+    /// Op `i` is final: the next op of its chain becomes ready.
+    fn release_next(&mut self, ops: &[JournalOp], i: u32) {
+        let next = self.next_in_chain[i as usize];
+        if next != NONE {
+            self.make_ready(ops, next);
+        }
+    }
+
+    /// Retries whose time has come become ready again.
+    fn release_due(&mut self, ops: &[JournalOp], now: Instant) {
+        while let Some(Reverse((t, i))) = self.delayed.peek().copied() {
             if t > now {
                 break;
             }
-            delayed.pop();
-            ready[cred_index(ops[i as usize].op.credential())].push(Reverse(i));
+            self.delayed.pop();
+            self.make_ready(ops, i);
         }
-
-        // Answered ops whose outcome the journal has not committed yet would be sent again
-        // after a kill, like the ones on the wire: together they stay under twice the
-        // concurrency, however slow the disk (see the module's decisions).
-        let unrecorded = match rec.not_durable() {
-            Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
-            Err(e) => {
-                let reason = StopReason::Journal(e.to_string());
-                if StopReason::overrides(&reason, stop.as_ref()) {
-                    halt.cancel();
-                    stop = Some(reason);
-                }
-                0
-            }
-        };
-        let unrecorded_room = concurrency.saturating_mul(2);
-
-        // Dispatch while there is room.
-        while stop.is_none()
-            && tasks.len() < concurrency
-            && tasks.len().saturating_add(unrecorded) < unrecorded_room
-        {
-            let now = Instant::now();
-            let mut pick: Option<(usize, u32)> = None;
-            for (c, heap) in ready.iter().enumerate() {
-                if rejected[c].load(Ordering::Relaxed) {
-                    continue;
-                }
-                if pacers[c].paused_until().is_some_and(|t| t > now) {
-                    continue;
-                }
-                if let Some(Reverse(i)) = heap.peek()
-                    && pick.is_none_or(|(_, j)| *i < j)
-                {
-                    pick = Some((c, *i));
-                }
-            }
-            let Some((c, i)) = pick else { break };
-            ready[c].pop();
-            let jop = &ops[i as usize];
-            let want_snapshot = opts.snapshot
-                && changes_room(jop.op.action)
-                && !snapshotted.contains(&*jop.op.room);
-            let (exec, rec, pacers, rejected, halt, ops) = (
-                exec.clone(),
-                rec.clone(),
-                pacers.clone(),
-                rejected.clone(),
-                halt.clone(),
-                ops.clone(),
-            );
-            tasks.spawn(async move {
-                let op = &ops[i as usize].op;
-                let r = attempt_task(
-                    &*exec,
-                    &*rec,
-                    &pacers[c],
-                    &rejected[c],
-                    &halt,
-                    op,
-                    want_snapshot,
-                )
-                .await;
-                (i, r)
-            });
-        }
-
-        if tasks.is_empty() {
-            let idle = ready.iter().all(|h| h.is_empty()) && delayed.is_empty();
-            if stop.is_some() || idle {
-                break;
-            }
-        }
-
-        // The next time something becomes possible without an event.
-        let mut wake: Option<Instant> = None;
-        if stop.is_none() {
-            if let Some(Reverse((t, _))) = delayed.peek() {
-                wake = Some(*t);
-            }
-            for (c, heap) in ready.iter().enumerate() {
-                if !heap.is_empty()
-                    && let Some(t) = pacers[c].paused_until()
-                    && t > Instant::now()
-                {
-                    wake = Some(wake.map_or(t, |w| w.min(t)));
-                }
-            }
-        }
-        let deadline = opts.deadline.as_ref().map(|(t, _)| *t);
-
-        tokio::select! {
-            biased;
-            _ = controls.cancel.cancelled(), if !cancelled => {
-                cancelled = true;
-                tasks.abort_all();
-                halt.cancel();
-                tracing::warn!("second signal: cancelling the requests in flight; their ops stay pending");
-                if matches!(stop, None | Some(StopReason::Signal { .. })) {
-                    stop = Some(StopReason::Signal { cancelled_in_flight: true });
-                }
-            }
-            _ = controls.stop.cancelled(), if stop.is_none() => {
-                halt.cancel();
-                tracing::warn!("signal received: no new requests; waiting for {} in flight (signal again to cancel them)", tasks.len());
-                stop = Some(StopReason::Signal { cancelled_in_flight: false });
-            }
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && stop.is_none() => {
-                halt.cancel();
-                let label = opts.deadline.as_ref().map(|(_, l)| l.clone()).unwrap_or_default();
-                tracing::warn!("{label} reached: no new requests; waiting for {} in flight", tasks.len());
-                stop = Some(StopReason::Deadline(label));
-            }
-            joined = tasks.join_next(), if !tasks.is_empty() => {
-                // Take every result already there before dispatching again.
-                let mut next = joined;
-                while let Some(joined) = next {
-                    // An aborted task (second signal) has no result: its op stays pending.
-                    if let Ok((i, result)) = joined {
-                        let outcome = handle_result(
-                            i, result, &ops, &opts, &mut attempts, &mut stats, &mut snapshotted,
-                            &pacers, &rejected, &mut delayed, &mut ready, &next_in_chain, &*rec,
-                            &mut rng, stop.is_some(),
-                        );
-                        if let Some(reason) = outcome
-                            && StopReason::overrides(&reason, stop.as_ref())
-                        {
-                            halt.cancel();
-                            stop = Some(reason);
-                        }
-                    }
-                    next = tasks.try_join_next();
-                }
-            }
-            _ = rec.durable_progress(), if stop.is_none() && tasks.len().saturating_add(unrecorded) >= unrecorded_room => {}
-            _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
-            _ = tick.tick() => {}
-        }
-        stats.elapsed = started.elapsed();
-        progress.update(&stats, stats.elapsed);
     }
-    stats.elapsed = started.elapsed();
-    progress.update(&stats, stats.elapsed);
-    progress.finish();
-    RunReport {
-        stop: stop.unwrap_or(StopReason::Completed),
-        stats,
+
+    fn retry_at(&mut self, at: Instant, i: u32) {
+        self.delayed.push(Reverse((at, i)));
+    }
+
+    fn is_idle(&self) -> bool {
+        self.ready.iter().all(|h| h.is_empty()) && self.delayed.is_empty()
+    }
+
+    /// The lowest ready op over the credentials `open` lets through, and its credential.
+    fn pick(&self, open: impl Fn(usize) -> bool) -> Option<(usize, u32)> {
+        let mut pick: Option<(usize, u32)> = None;
+        for (c, heap) in self.ready.iter().enumerate() {
+            if !open(c) {
+                continue;
+            }
+            if let Some(Reverse(i)) = heap.peek()
+                && pick.is_none_or(|(_, j)| *i < j)
+            {
+                pick = Some((c, *i));
+            }
+        }
+        pick
+    }
+
+    fn take(&mut self, c: usize) {
+        self.ready[c].pop();
+    }
+
+    fn has_ready(&self, c: usize) -> bool {
+        !self.ready[c].is_empty()
+    }
+
+    /// When the earliest retry is due.
+    fn next_retry(&self) -> Option<Instant> {
+        self.delayed.peek().map(|Reverse((t, _))| *t)
     }
 }
 
-/// One attempt of one op, run as its own task.
-async fn attempt_task<E: Executor, R: Recorder>(
-    exec: &E,
-    rec: &R,
-    pacer: &Pacer,
-    rejected: &AtomicBool,
-    halt: &CancellationToken,
-    op: &crate::op::Op,
-    want_snapshot: bool,
-) -> TaskResult {
-    let halted = || halt.is_cancelled() || rejected.load(Ordering::Relaxed);
-    let mut snapshotted = false;
-    // Waiting for the pace is not being in flight: a stop ends the wait.
-    let paced = || async {
-        tokio::select! {
-            _ = pacer.acquire() => true,
-            _ = halt.cancelled() => false,
+/// What the scheduler shares with its attempt tasks.
+struct Shared<E, R> {
+    ops: Vec<JournalOp>,
+    exec: Arc<E>,
+    rec: Arc<R>,
+    /// Per credential.
+    pacers: [Pacer; 2],
+    /// Per credential: answered 401, nothing more goes out on it.
+    rejected: [AtomicBool; 2],
+    /// Cancelled at a stop: attempts waiting for their pace are not sent.
+    halt: CancellationToken,
+}
+
+impl<E: Executor, R: Recorder> Shared<E, R> {
+    /// One attempt of op `i` on credential `c`, run as its own task.
+    async fn attempt(&self, c: usize, i: u32, want_snapshot: bool) -> TaskResult {
+        let op = &self.ops[i as usize].op;
+        let (pacer, rejected, halt) = (&self.pacers[c], &self.rejected[c], &self.halt);
+        let halted = || halt.is_cancelled() || rejected.load(Ordering::Relaxed);
+        let mut snapshotted = false;
+        // Waiting for the pace is not being in flight: a stop ends the wait.
+        let paced = || async {
+            tokio::select! {
+                _ = pacer.acquire() => true,
+                _ = halt.cancelled() => false,
+            }
+        };
+        if want_snapshot {
+            if !paced().await || halted() {
+                return TaskResult::NotSent { snapshotted };
+            }
+            let sent_at = Instant::now();
+            let prior = match self.exec.read_room(&op.room).await {
+                Ok(v) => Some(v),
+                Err(a) => match a.outcome {
+                    // Cannot read now: this attempt ends here and is retried like a send.
+                    Outcome::Transient { .. } | Outcome::CredentialsRejected { .. } => {
+                        return TaskResult::Sent {
+                            attempt: a,
+                            sent_at,
+                            snapshotted,
+                        };
+                    }
+                    // The room cannot be read (403/404/...): prior state unknown, recorded so.
+                    _ => None,
+                },
+            };
+            if let Err(e) = self.rec.record_snapshot(&op.room, prior).await {
+                return TaskResult::Journal(e.to_string());
+            }
+            snapshotted = true;
         }
-    };
-    if want_snapshot {
         if !paced().await || halted() {
             return TaskResult::NotSent { snapshotted };
         }
         let sent_at = Instant::now();
-        let prior = match exec.read_room(&op.room).await {
-            Ok(v) => Some(v),
-            Err(a) => match a.outcome {
-                // Cannot read now: this attempt ends here and is retried like a send.
-                Outcome::Transient { .. } | Outcome::CredentialsRejected { .. } => {
-                    return TaskResult::Sent {
-                        attempt: a,
-                        sent_at,
-                        snapshotted,
-                    };
-                }
-                // The room cannot be read (403/404/...): prior state unknown, recorded so.
-                _ => None,
-            },
-        };
-        if let Err(e) = rec.record_snapshot(&op.room, prior).await {
-            return TaskResult::Journal(e.to_string());
-        }
-        snapshotted = true;
-    }
-    if !paced().await || halted() {
-        return TaskResult::NotSent { snapshotted };
-    }
-    let sent_at = Instant::now();
-    let attempt = exec.send(op).await;
-    TaskResult::Sent {
-        attempt,
-        sent_at,
-        snapshotted,
-    }
-}
-
-/// Applies one attempt's result; returns a reason to stop when the job must stop.
-#[allow(clippy::too_many_arguments)]
-fn handle_result<R: Recorder>(
-    i: u32,
-    result: TaskResult,
-    ops: &[JournalOp],
-    opts: &RunnerOptions,
-    attempts: &mut [u32],
-    stats: &mut Stats,
-    snapshotted: &mut HashSet<String>,
-    pacers: &[Pacer; 2],
-    rejected: &[AtomicBool; 2],
-    delayed: &mut BinaryHeap<Reverse<(Instant, u32)>>,
-    ready: &mut [BinaryHeap<Reverse<u32>>; 2],
-    next_in_chain: &[u32],
-    rec: &R,
-    rng: &mut StdRng,
-    stopping: bool,
-) -> Option<StopReason> {
-    let jop = &ops[i as usize];
-    let (attempt, sent_at, snap) = match result {
-        TaskResult::Journal(e) => return Some(StopReason::Journal(e)),
-        TaskResult::NotSent { snapshotted: s } => {
-            if s {
-                snapshotted.insert(jop.op.room.to_string());
-                stats.snapshots += 1;
-            }
-            return None;
-        }
+        let attempt = self.exec.send(op).await;
         TaskResult::Sent {
             attempt,
             sent_at,
-            snapshotted: s,
-        } => (attempt, sent_at, s),
-    };
-    if snap {
-        snapshotted.insert(jop.op.room.to_string());
-        stats.snapshots += 1;
+            snapshotted,
+        }
     }
-    let c = cred_index(jop.op.credential());
-    attempts[i as usize] += 1;
-    let n = attempts[i as usize];
-    stats.attempts += 1;
-    if attempt.latency > Duration::ZERO {
-        stats
-            .latencies_us
-            .push(attempt.latency.as_micros().min(u64::MAX as u128) as u64);
+}
+
+/// The one loop's state: what may go next, what is in flight, why the run stops, and what
+/// it did so far.
+struct Scheduler<E, R> {
+    shared: Arc<Shared<E, R>>,
+    opts: RunnerOptions,
+    controls: Controls,
+    /// At least 1.
+    concurrency: usize,
+    queues: Queues,
+    /// Per op: attempts in this run.
+    attempts: Vec<u32>,
+    rng: StdRng,
+    tasks: JoinSet<(u32, TaskResult)>,
+    stop: Option<StopReason>,
+    /// The second signal came: the tasks were aborted.
+    cancelled: bool,
+    /// Wakes the loop every second, for the progress display.
+    tick: Interval,
+    stats: Stats,
+    /// Rooms whose prior state the journal holds.
+    snapshotted: HashSet<String>,
+    started: Instant,
+}
+
+impl<E: Executor, R: Recorder> Scheduler<E, R> {
+    fn new(
+        mut ops: Vec<JournalOp>,
+        exec: Arc<E>,
+        rec: Arc<R>,
+        opts: RunnerOptions,
+        controls: Controls,
+        snapshotted: HashSet<String>,
+    ) -> Self {
+        ops.sort_by_key(|o| o.seq);
+        let started = Instant::now();
+        let stats = Stats {
+            total: ops.len() as u64,
+            ..Default::default()
+        };
+        let queues = Queues::new(&ops);
+        let attempts = vec![0u32; ops.len()];
+        let shared = Arc::new(Shared {
+            ops,
+            exec,
+            rec,
+            pacers: [Pacer::new(opts.rate), Pacer::new(opts.rate)],
+            rejected: [AtomicBool::new(false), AtomicBool::new(false)],
+            halt: CancellationToken::new(),
+        });
+        let rng = match opts.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_os_rng(),
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Scheduler {
+            shared,
+            concurrency: opts.concurrency.max(1),
+            opts,
+            controls,
+            queues,
+            attempts,
+            rng,
+            tasks: JoinSet::new(),
+            stop: None,
+            cancelled: false,
+            tick,
+            stats,
+            snapshotted,
+            started,
+        }
     }
+
+    /// The window's start: wait, interruptible by a signal; unless a deadline comes first,
+    /// then waiting would only end in a stop with nothing sent.
+    async fn wait_for_window(&mut self) {
+        let deadline_first = match (&self.opts.start_at, &self.opts.deadline) {
+            (Some((start, _)), Some((end, _))) => end <= start,
+            _ => false,
+        };
+        if let Some((at, label)) = &self.opts.start_at
+            && *at > Instant::now()
+            && !deadline_first
+        {
+            tracing::info!("waiting until {label} before sending anything (the job's window)");
+            tokio::select! {
+                _ = tokio::time::sleep_until(*at) => {}
+                _ = self.controls.stop.cancelled() => {
+                    self.stop = Some(StopReason::Signal { cancelled_in_flight: false });
+                }
+            }
+            // Elapsed time and ops/s count from the first request, not from the wait.
+            self.started = Instant::now();
+        }
+        if self.stop.is_none()
+            && let Some((at, label)) = &self.opts.deadline
+            && (*at <= Instant::now() || deadline_first)
+        {
+            if deadline_first && *at > Instant::now() {
+                let start = self
+                    .opts
+                    .start_at
+                    .as_ref()
+                    .map(|(_, l)| l.as_str())
+                    .unwrap_or_default();
+                tracing::warn!("{label} comes before {start}: nothing is sent");
+            } else {
+                tracing::warn!("{label} has already passed: nothing is sent");
+            }
+            self.stop = Some(StopReason::Deadline(label.clone()));
+        }
+    }
+
+    /// Makes `reason` the run's reason to stop when it ranks higher than the current one.
+    fn stop_with(&mut self, reason: StopReason) {
+        if StopReason::overrides(&reason, self.stop.as_ref()) {
+            self.shared.halt.cancel();
+            self.stop = Some(reason);
+        }
+    }
+
+    /// Due retries become ready again.
+    fn release_due_retries(&mut self) {
+        self.queues.release_due(&self.shared.ops, Instant::now());
+    }
+
+    /// Answered ops whose outcome the journal has not committed yet. They would be sent
+    /// again after a kill, like the ones on the wire: together they stay under
+    /// [`Self::unrecorded_room`], however slow the disk (see the module's decisions).
+    fn unrecorded(&mut self) -> usize {
+        match self.shared.rec.not_durable() {
+            Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            Err(e) => {
+                self.stop_with(StopReason::Journal(e.to_string()));
+                0
+            }
+        }
+    }
+
+    /// The bound on requests in flight plus outcomes not durable yet.
+    fn unrecorded_room(&self) -> usize {
+        self.concurrency.saturating_mul(2)
+    }
+
+    /// Starts attempts while there is room: no stop, fewer than `concurrency` in flight, and
+    /// the in flight and unrecorded together under [`Self::unrecorded_room`].
+    fn dispatch(&mut self, unrecorded: usize) {
+        while self.stop.is_none()
+            && self.tasks.len() < self.concurrency
+            && self.tasks.len().saturating_add(unrecorded) < self.unrecorded_room()
+        {
+            let now = Instant::now();
+            let shared = &self.shared;
+            let open = |c: usize| {
+                !shared.rejected[c].load(Ordering::Relaxed)
+                    && shared.pacers[c].paused_until().is_none_or(|t| t <= now)
+            };
+            let Some((c, i)) = self.queues.pick(open) else {
+                break;
+            };
+            self.queues.take(c);
+            self.spawn_attempt(c, i);
+        }
+    }
+
+    fn spawn_attempt(&mut self, c: usize, i: u32) {
+        let op = &self.shared.ops[i as usize].op;
+        let want_snapshot =
+            self.opts.snapshot && changes_room(op.action) && !self.snapshotted.contains(&*op.room);
+        let shared = Arc::clone(&self.shared);
+        self.tasks.spawn(async move {
+            let r = shared.attempt(c, i, want_snapshot).await;
+            (i, r)
+        });
+    }
+
+    /// Nothing in flight, and a stop or nothing left to do.
+    fn is_over(&self) -> bool {
+        self.tasks.is_empty() && (self.stop.is_some() || self.queues.is_idle())
+    }
+
+    /// The next time something becomes possible without an event: a retry's time, or the
+    /// end of a 429 pause of a credential with ops ready.
+    fn next_wake(&self) -> Option<Instant> {
+        if self.stop.is_some() {
+            return None;
+        }
+        let mut wake = self.queues.next_retry();
+        for (c, pacer) in self.shared.pacers.iter().enumerate() {
+            if self.queues.has_ready(c)
+                && let Some(t) = pacer.paused_until()
+                && t > Instant::now()
+            {
+                wake = Some(wake.map_or(t, |w| w.min(t)));
+            }
+        }
+        wake
+    }
+
+    /// Waits for the next thing to act on: a signal, the deadline, a task's end, the
+    /// journal's progress (when it holds dispatching back), a wake-up time or the tick.
+    async fn next_event(&mut self, unrecorded: usize) -> Event {
+        let wake = self.next_wake();
+        let deadline = self.opts.deadline.as_ref().map(|(t, _)| *t);
+        let stopping = self.stop.is_some();
+        let cancelled = self.cancelled;
+        let has_tasks = !self.tasks.is_empty();
+        let journal_behind =
+            !stopping && self.tasks.len().saturating_add(unrecorded) >= self.unrecorded_room();
+        let rec = &self.shared.rec;
+        tokio::select! {
+            biased;
+            _ = self.controls.cancel.cancelled(), if !cancelled => Event::Cancel,
+            _ = self.controls.stop.cancelled(), if !stopping => Event::Stop,
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !stopping => Event::Deadline,
+            joined = self.tasks.join_next(), if has_tasks => Event::Joined(joined),
+            _ = rec.durable_progress(), if journal_behind => Event::Tick,
+            _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => Event::Tick,
+            _ = self.tick.tick() => Event::Tick,
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Cancel => {
+                self.cancelled = true;
+                self.tasks.abort_all();
+                self.shared.halt.cancel();
+                tracing::warn!(
+                    "second signal: cancelling the requests in flight; their ops stay pending"
+                );
+                if matches!(self.stop, None | Some(StopReason::Signal { .. })) {
+                    self.stop = Some(StopReason::Signal {
+                        cancelled_in_flight: true,
+                    });
+                }
+            }
+            Event::Stop => {
+                self.shared.halt.cancel();
+                tracing::warn!(
+                    "signal received: no new requests; waiting for {} in flight (signal again to cancel them)",
+                    self.tasks.len()
+                );
+                self.stop = Some(StopReason::Signal {
+                    cancelled_in_flight: false,
+                });
+            }
+            Event::Deadline => {
+                self.shared.halt.cancel();
+                let label = self
+                    .opts
+                    .deadline
+                    .as_ref()
+                    .map(|(_, l)| l.clone())
+                    .unwrap_or_default();
+                tracing::warn!(
+                    "{label} reached: no new requests; waiting for {} in flight",
+                    self.tasks.len()
+                );
+                self.stop = Some(StopReason::Deadline(label));
+            }
+            Event::Joined(joined) => self.on_joined(joined),
+            Event::Tick => {}
+        }
+    }
+
+    /// Takes every result already there before dispatching again.
+    fn on_joined(&mut self, first: Option<Result<(u32, TaskResult), JoinError>>) {
+        let mut next = first;
+        while let Some(joined) = next {
+            // An aborted task (second signal) has no result: its op stays pending.
+            if let Ok((i, result)) = joined
+                && let Some(reason) = self.on_result(i, result)
+            {
+                self.stop_with(reason);
+            }
+            next = self.tasks.try_join_next();
+        }
+    }
+
+    /// Applies one attempt's result; returns a reason to stop when the job must stop.
+    fn on_result(&mut self, i: u32, result: TaskResult) -> Option<StopReason> {
+        let (attempt, sent_at, snapshotted) = match result {
+            TaskResult::Journal(e) => return Some(StopReason::Journal(e)),
+            TaskResult::NotSent { snapshotted } => {
+                if snapshotted {
+                    self.note_snapshot(i);
+                }
+                return None;
+            }
+            TaskResult::Sent {
+                attempt,
+                sent_at,
+                snapshotted,
+            } => (attempt, sent_at, snapshotted),
+        };
+        if snapshotted {
+            self.note_snapshot(i);
+        }
+        self.on_answer(i, &attempt, sent_at)
+    }
+
+    fn note_snapshot(&mut self, i: u32) {
+        self.snapshotted
+            .insert(self.shared.ops[i as usize].op.room.to_string());
+        self.stats.snapshots += 1;
+    }
+
+    /// Counts an answered attempt, acts on its outcome and records it.
+    fn on_answer(&mut self, i: u32, attempt: &Attempt, sent_at: Instant) -> Option<StopReason> {
+        self.attempts[i as usize] += 1;
+        let n = self.attempts[i as usize];
+        self.stats.attempts += 1;
+        if attempt.latency > Duration::ZERO {
+            self.stats
+                .latencies_us
+                .push(attempt.latency.as_micros().min(u64::MAX as u128) as u64);
+        }
+        let mut record = answer_record(&self.shared.ops[i as usize], n, attempt);
+        let o = &attempt.outcome;
+        let stop = match o {
+            Outcome::Done {
+                already_in_state, ..
+            } => {
+                self.on_done(i, *already_in_state, &mut record);
+                None
+            }
+            Outcome::Transient {
+                status,
+                retry_after,
+                ..
+            } => {
+                let retry = Retry {
+                    n,
+                    status: *status,
+                    hint: *retry_after,
+                    sent_at,
+                };
+                self.on_transient(i, o, retry, &mut record)
+            }
+            Outcome::CredentialsRejected {
+                credential,
+                status,
+                code,
+                message,
+            } => {
+                // Nothing more goes out on that credential; the op stays pending.
+                self.shared.rejected[cred_index(*credential)].store(true, Ordering::Relaxed);
+                Some(StopReason::CredentialsRejected {
+                    credential: *credential,
+                    status: *status,
+                    code: code.clone(),
+                    message: message.clone(),
+                })
+            }
+            Outcome::Permanent { .. } => self.on_permanent(i, o, &mut record),
+        };
+        if let Err(e) = self.shared.rec.record(record) {
+            return Some(StopReason::Journal(e.to_string()));
+        }
+        stop
+    }
+
+    fn on_done(&mut self, i: u32, already_in_state: bool, record: &mut OpRecord) {
+        record.state = Some(OpState::Done);
+        if already_in_state {
+            record.message = Some("already in the desired state (ROOM_NOT_MUTED)".into());
+            self.stats.already += 1;
+        } else {
+            record.rc = Some(0);
+        }
+        self.stats.done += 1;
+        let ops = &self.shared.ops;
+        self.shared.pacers[cred_index(ops[i as usize].op.credential())].on_success();
+        self.queues.release_next(ops, i);
+    }
+
+    /// A transient answer: retried after the backoff (or the server's hint), unless it was
+    /// the op's last attempt; a 429 also pauses the credential.
+    fn on_transient(
+        &mut self,
+        i: u32,
+        o: &Outcome,
+        retry: Retry,
+        record: &mut OpRecord,
+    ) -> Option<StopReason> {
+        let Retry {
+            n,
+            status,
+            hint,
+            sent_at,
+        } = retry;
+        let shared = Arc::clone(&self.shared);
+        let jop = &shared.ops[i as usize];
+        let delay = self.opts.backoff.delay(n, hint, &mut self.rng);
+        if status == Some(429) {
+            self.stats.rate_limited += 1;
+            // Every 429 pauses the credential, the one on an op's last attempt too: the
+            // server's hint holds for every request on it, not for this op alone.
+            shared.pacers[cred_index(jop.op.credential())]
+                .on_rate_limited(hint.unwrap_or(delay), sent_at);
+        }
+        let why = o.message().unwrap_or("transient failure");
+        if n >= self.opts.max_attempts {
+            tracing::warn!(seq = jop.seq, "{} failed after {n} attempts: {why}", jop.op);
+            record.state = Some(OpState::Failed);
+            record.message = Some(format!("gave up after {n} attempts: {why}"));
+            let stop = fail(&mut self.stats, &self.opts, o);
+            self.queues.release_next(&shared.ops, i);
+            stop
+        } else {
+            self.stats.retries += 1;
+            tracing::debug!(
+                seq = jop.seq,
+                attempt = n,
+                "{}: {why}; retrying in {delay:?}",
+                jop.op,
+            );
+            if self.stop.is_none() {
+                self.queues.retry_at(Instant::now() + delay, i);
+            }
+            None
+        }
+    }
+
+    fn on_permanent(&mut self, i: u32, o: &Outcome, record: &mut OpRecord) -> Option<StopReason> {
+        let jop = &self.shared.ops[i as usize];
+        tracing::warn!(
+            seq = jop.seq,
+            status = o.status(),
+            code = o.code(),
+            "{} failed: {}",
+            jop.op,
+            o.message().unwrap_or("permanent failure")
+        );
+        record.state = Some(OpState::Failed);
+        let stop = fail(&mut self.stats, &self.opts, o);
+        self.queues.release_next(&self.shared.ops, i);
+        stop
+    }
+
+    fn show_progress(&mut self, progress: &mut Progress) {
+        self.stats.elapsed = self.started.elapsed();
+        progress.update(&self.stats, self.stats.elapsed);
+    }
+
+    fn into_report(self) -> RunReport {
+        RunReport {
+            stop: self.stop.unwrap_or(StopReason::Completed),
+            stats: self.stats,
+        }
+    }
+}
+
+/// The journal's record of attempt `n` (in this run) of `jop`, before its outcome decides the
+/// op's state.
+fn answer_record(jop: &JournalOp, n: u32, attempt: &Attempt) -> OpRecord {
     let o = &attempt.outcome;
-    let mut record = OpRecord {
+    OpRecord {
         seq: jop.seq,
         state: None,
         attempts: jop.attempts.saturating_add(n),
@@ -528,101 +839,16 @@ fn handle_result<R: Recorder>(
         error_code: o.code().map(str::to_string),
         message: o.message().map(str::to_string),
         latency_ms: Some(attempt.latency.as_millis().min(u64::MAX as u128) as u64),
-    };
-    let release = |ready: &mut [BinaryHeap<Reverse<u32>>; 2]| {
-        let next = next_in_chain[i as usize];
-        if next != NONE {
-            ready[cred_index(ops[next as usize].op.credential())].push(Reverse(next));
-        }
-    };
-    let mut stop = None;
-    match o {
-        Outcome::Done {
-            already_in_state, ..
-        } => {
-            record.state = Some(OpState::Done);
-            if *already_in_state {
-                record.message = Some("already in the desired state (ROOM_NOT_MUTED)".into());
-                stats.already += 1;
-            } else {
-                record.rc = Some(0);
-            }
-            stats.done += 1;
-            pacers[c].on_success();
-            release(ready);
-        }
-        Outcome::Transient {
-            status,
-            retry_after,
-            ..
-        } => {
-            let delay = opts.backoff.delay(n, *retry_after, rng);
-            if *status == Some(429) {
-                stats.rate_limited += 1;
-                // Every 429 pauses the credential, the one on an op's last attempt too: the
-                // server's hint holds for every request on it, not for this op alone.
-                pacers[c].on_rate_limited(retry_after.unwrap_or(delay), sent_at);
-            }
-            if n >= opts.max_attempts {
-                tracing::warn!(
-                    seq = jop.seq,
-                    "{} failed after {n} attempts: {}",
-                    jop.op,
-                    o.message().unwrap_or("transient failure")
-                );
-                record.state = Some(OpState::Failed);
-                record.message = Some(format!(
-                    "gave up after {n} attempts: {}",
-                    o.message().unwrap_or("transient failure")
-                ));
-                stop = fail(stats, opts, o);
-                release(ready);
-            } else {
-                stats.retries += 1;
-                tracing::debug!(
-                    seq = jop.seq,
-                    attempt = n,
-                    "{}: {}; retrying in {delay:?}",
-                    jop.op,
-                    o.message().unwrap_or("transient failure")
-                );
-                if !stopping {
-                    delayed.push(Reverse((Instant::now() + delay, i)));
-                }
-            }
-        }
-        Outcome::CredentialsRejected {
-            credential,
-            status,
-            code,
-            message,
-        } => {
-            rejected[cred_index(*credential)].store(true, Ordering::Relaxed);
-            stop = Some(StopReason::CredentialsRejected {
-                credential: *credential,
-                status: *status,
-                code: code.clone(),
-                message: message.clone(),
-            });
-        }
-        Outcome::Permanent { .. } => {
-            tracing::warn!(
-                seq = jop.seq,
-                status = o.status(),
-                code = o.code(),
-                "{} failed: {}",
-                jop.op,
-                o.message().unwrap_or("permanent failure")
-            );
-            record.state = Some(OpState::Failed);
-            stop = fail(stats, opts, o);
-            release(ready);
-        }
     }
-    if let Err(e) = rec.record(record) {
-        return Some(StopReason::Journal(e.to_string()));
-    }
-    stop
+}
+
+/// A transient answer to attempt `n` of an op.
+struct Retry {
+    n: u32,
+    status: Option<u16>,
+    /// The server's wait hint.
+    hint: Option<Duration>,
+    sent_at: Instant,
 }
 
 /// Counts a permanent failure; returns the failure bound passed, if any.

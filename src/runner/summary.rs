@@ -29,15 +29,15 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn finished(&self) -> u64 {
+    pub(crate) fn finished(&self) -> u64 {
         self.done + self.failed
     }
 
-    pub fn pending(&self) -> u64 {
+    pub(crate) fn pending(&self) -> u64 {
         self.total.saturating_sub(self.finished())
     }
 
-    pub fn ops_per_sec(&self) -> f64 {
+    pub(crate) fn ops_per_sec(&self) -> f64 {
         let s = self.elapsed.as_secs_f64();
         if s > 0.0 {
             self.finished() as f64 / s
@@ -59,7 +59,7 @@ impl Stats {
     }
 
     /// The human summary printed at the end of a run.
-    pub fn render(&self, headline: &str) -> String {
+    pub(crate) fn render(&self, headline: &str) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "{headline}");
         let _ = writeln!(
