@@ -10,6 +10,7 @@ pub mod cli;
 pub mod journal;
 pub mod manifest;
 pub mod op;
+pub mod output;
 pub mod runner;
 pub mod sandbox;
 pub mod units;

@@ -11,9 +11,10 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::api::Credentials;
-use crate::cli::{GlobalArgs, LogFormat, ProgressMode, RunArgs};
+use crate::cli::{GlobalArgs, RunArgs};
 use crate::manifest::{LoadOptions, Manifest};
 use crate::op::Credential;
+use crate::output::{LogFormat, ProgressMode};
 use crate::units::Rate;
 use crate::{Exit, ExitError};
 

@@ -3,6 +3,7 @@
 //! [`job`] (the second stage), so nothing past this module ever sees an unchecked flag.
 
 pub mod job;
+pub(crate) mod values;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::Exit;
 use crate::op::Action;
+use crate::output::{LogFormat, ProgressMode};
 use crate::units::Rate;
 
 const AFTER_HELP: &str = "\
@@ -71,14 +73,14 @@ pub struct GlobalArgs {
     pub quiet: bool,
 
     /// Log format on stderr: human text, or one JSON object per line.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, help_heading = GLOBAL)]
+    #[arg(
+        long,
+        value_parser = values::log_format(),
+        default_value = "text",
+        global = true,
+        help_heading = GLOBAL
+    )]
     pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,7 +111,7 @@ pub struct ManifestArgs {
     pub manifest: PathBuf,
 
     /// The action for every row of a CSV without an `action` column.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = values::action())]
     pub action: Option<Action>,
 }
 
@@ -210,7 +212,7 @@ pub struct RunArgs {
     pub sandbox: bool,
 
     /// Live progress bar: auto (on a terminal only), always, never.
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    #[arg(long, value_parser = values::progress_mode(), default_value = "auto")]
     pub progress: ProgressMode,
 }
 
@@ -236,13 +238,6 @@ impl SnapshotArgs {
             self.snapshot || setting.unwrap_or(false)
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProgressMode {
-    Auto,
-    Always,
-    Never,
 }
 
 #[derive(Debug, Args)]
@@ -307,7 +302,7 @@ pub fn main() -> ExitCode {
                 // stderr stays one JSON object per line.
                 LogFormat::Json => eprintln!(
                     "{}",
-                    crate::runner::progress::json_event(
+                    crate::output::json_event(
                         "ERROR",
                         &format!("{err:#}"),
                         serde_json::json!({ "exit_code": exit.code() }),
@@ -355,7 +350,7 @@ fn init_logging(g: &GlobalArgs) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(crate::runner::progress::LogWriter)
+        .with_writer(crate::output::LogWriter)
         .with_target(false);
     let _ = match g.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

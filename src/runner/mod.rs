@@ -5,7 +5,6 @@
 
 pub mod executor;
 pub mod pacing;
-pub mod progress;
 pub mod retry;
 pub mod scheduler;
 pub mod summary;
@@ -25,6 +24,7 @@ use tokio::time::Instant;
 use crate::api::{ApiClient, ClientOptions, Credentials, Secret};
 use crate::cli::job::{JobConfig, Target};
 use crate::journal::{Counts, JobMeta, Journal, OpenOptions};
+use crate::output;
 use crate::{Exit, ExitError};
 
 /// Runs (or resumes) a job to its end and returns the exit status.
@@ -52,21 +52,7 @@ pub async fn run_job(config: JobConfig) -> anyhow::Result<Exit> {
             before.failed,
             before.skipped
         );
-        match config.log_format {
-            crate::cli::LogFormat::Text => eprintln!("{message}"),
-            crate::cli::LogFormat::Json => {
-                let fields = serde_json::json!({
-                    "summary": true,
-                    "already_complete": true,
-                    "done": before.done,
-                    "failed": before.failed,
-                    "skipped": before.skipped,
-                    "pending": 0,
-                    "requests": 0,
-                });
-                eprintln!("{}", progress::json_event("INFO", &message, fields));
-            }
-        }
+        output::print_already_complete(&message, &before, config.log_format);
         return Ok(exit);
     }
     let snapshotted = if config.snapshot {
@@ -108,7 +94,7 @@ pub async fn run_job(config: JobConfig) -> anyhow::Result<Exit> {
     let controls = Controls::default();
     let signals = tokio::spawn(listen_for_signals(controls.clone()));
     let options = runner_options(&config);
-    let mut progress = progress::Progress::new(config.progress, pending.len() as u64);
+    let mut progress = output::Progress::new(config.progress, pending.len() as u64);
     let report = scheduler::run(
         pending,
         Arc::new(client),
@@ -129,45 +115,13 @@ pub async fn run_job(config: JobConfig) -> anyhow::Result<Exit> {
     if flushed.is_err() || finished.is_err() {
         headline.push_str(" (but the journal's last outcomes could not be written: see below)");
     }
-    print_summary(&report.stats, &headline, config.log_format);
+    output::print_summary(&report.stats, &headline, config.log_format);
     flushed.map_err(journal_error)?;
     finished.map_err(journal_error)?;
     match error {
         Some(msg) => Err(ExitError::new(exit, msg).into()),
         None => Ok(exit),
     }
-}
-
-/// The summary, on stderr whatever `-q` says (a cron job's log should say how the job
-/// ended): text, or with `--log-format json` one JSON object on its own line shaped like the
-/// log events (`timestamp`, `level`, `message`), marked `"summary": true`.
-fn print_summary(stats: &Stats, headline: &str, format: crate::cli::LogFormat) {
-    match format {
-        crate::cli::LogFormat::Text => eprint!("{}", stats.render(headline)),
-        crate::cli::LogFormat::Json => eprintln!("{}", summary_json(stats, headline)),
-    }
-}
-
-fn summary_json(stats: &Stats, headline: &str) -> String {
-    let ms = |p: f64| stats.percentile(p).map(|d| d.as_secs_f64() * 1000.0);
-    let fields = serde_json::json!({
-        "summary": true,
-        "total": stats.total,
-        "done": stats.done,
-        "already_in_state": stats.already,
-        "failed": stats.failed,
-        "pending": stats.pending(),
-        "requests": stats.attempts,
-        "retries": stats.retries,
-        "rate_limited": stats.rate_limited,
-        "elapsed_s": stats.elapsed.as_secs_f64(),
-        "ops_per_s": stats.ops_per_sec(),
-        "latency_p50_ms": ms(50.0),
-        "latency_p95_ms": ms(95.0),
-        "latency_p99_ms": ms(99.0),
-        "failures_by_code": stats.failures_by_code,
-    });
-    progress::json_event("INFO", headline, fields)
 }
 
 fn journal_error(e: crate::journal::JournalError) -> anyhow::Error {

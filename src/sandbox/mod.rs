@@ -88,7 +88,7 @@ pub struct SandboxArgs {
     pub seed: Option<PathBuf>,
 
     /// The action for every row of a --seed CSV without an `action` column.
-    #[arg(long, value_enum, requires = "seed")]
+    #[arg(long, value_parser = crate::cli::values::action(), requires = "seed")]
     pub action: Option<Action>,
 
     /// Extra room, owned by OWNER, with managers MGR (`;`-separated); repeatable.

@@ -12,12 +12,13 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::Instant;
 
-use crate::cli::ProgressMode;
-use crate::runner::summary::Stats;
+use super::ProgressMode;
+use crate::runner::Stats;
 
 /// Interval of the log line when there is no bar.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The live progress of a run: a bar, a periodic log line, or nothing.
 pub struct Progress {
     bar: Option<ProgressBar>,
     log_every: Option<Duration>,
@@ -124,23 +125,6 @@ impl Drop for Progress {
     }
 }
 
-/// One line for stderr shaped like the JSON log events (`timestamp`, `level`, `message`,
-/// then `fields`' members), for what is printed whatever `-q` says: the summary, the final
-/// error. `fields` is an object (anything else is ignored).
-pub fn json_event(level: &str, message: &str, fields: serde_json::Value) -> String {
-    let mut obj = serde_json::Map::new();
-    obj.insert(
-        "timestamp".into(),
-        jiff::Timestamp::now().to_string().into(),
-    );
-    obj.insert("level".into(), level.into());
-    obj.insert("message".into(), message.into());
-    if let serde_json::Value::Object(extra) = fields {
-        obj.extend(extra);
-    }
-    serde_json::Value::Object(obj).to_string()
-}
-
 /// The bar on screen, if any: log lines are written around it.
 static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
@@ -153,7 +137,7 @@ fn active_bar() -> Option<ProgressBar> {
 }
 
 /// Writes `buf` to stderr in one piece, with the bar (if one is showing) hidden meanwhile.
-pub fn write_around_bar(buf: &[u8]) -> std::io::Result<()> {
+fn write_around_bar(buf: &[u8]) -> std::io::Result<()> {
     let write = || {
         let mut err = std::io::stderr().lock();
         err.write_all(buf)?;
