@@ -2,7 +2,9 @@
 //! dispatch from a parsed command to the library. Raw flags become a validated job in
 //! [`job`] (the second stage), so nothing past this module ever sees an unchecked flag.
 
-pub mod job;
+mod job;
+mod run;
+mod signal;
 pub(crate) mod values;
 
 use std::path::PathBuf;
@@ -12,8 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::Exit;
 use crate::op::Action;
-use crate::output::{LogFormat, ProgressMode};
-use crate::units::Rate;
+use crate::output::LogFormat;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 every op done; 1 finished, some ops failed permanently; 2 invalid manifest,
@@ -92,7 +93,7 @@ pub enum Command {
     /// Show what `run` would send now, taking an existing journal into account. Sends nothing.
     Plan(PlanArgs),
     /// Execute the job, or resume it from its journal.
-    Run(Box<RunArgs>),
+    Run(Box<run::RunArgs>),
     /// Progress and outcome counts of a job, from its journal.
     Status(StatusArgs),
     /// One row per op with its outcome; --failed writes the failed ops as a manifest.
@@ -141,79 +142,6 @@ pub struct PlanArgs {
     /// As for `run`: list the room reads (GET /rooms/{id}) a run with --snapshot makes.
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
-}
-
-/// Flags of `run`, as typed. [`job::JobConfig::from_args`] turns them into a checked job.
-#[derive(Debug, Args, Clone)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub manifest: ManifestArgs,
-
-    /// API base URL; https:// unless the host is a loopback address.
-    #[arg(long, env = "IMKIT_BASE_URL", value_name = "URL")]
-    pub base_url: Option<String>,
-
-    /// Read credentials (IMKIT_CLIENT_KEY, IMKIT_TOKEN, IMKIT_API_KEY) from this file too;
-    /// variables already in the environment win.
-    #[arg(long, value_name = "FILE")]
-    pub env_file: Option<PathBuf>,
-
-    /// The job's journal (default: MANIFEST.journal).
-    #[arg(long, value_name = "PATH")]
-    pub journal: Option<PathBuf>,
-
-    /// Requests in flight at most (default 8, or the manifest's settings).
-    #[arg(long, value_name = "N")]
-    pub concurrency: Option<u32>,
-
-    /// Requests per credential, e.g. 600/min or 10/s (default 800/min, 80% of the API limit).
-    #[arg(long, value_name = "RATE")]
-    pub rate: Option<Rate>,
-
-    /// Attempts per op before it counts as failed (default 6).
-    #[arg(long, value_name = "N")]
-    pub max_attempts: Option<u32>,
-
-    /// Timeout of one request (default 30s).
-    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
-    pub timeout: Option<std::time::Duration>,
-
-    /// Stop dispatching at this time (RFC 3339, e.g. 2026-11-23T02:00:00+08:00); exit 4.
-    #[arg(long, value_name = "TIME")]
-    pub until: Option<String>,
-
-    /// Stop dispatching after this long (e.g. 45m); exit 4.
-    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
-    pub max_duration: Option<std::time::Duration>,
-
-    /// Abort (exit 3) once more than N ops have failed permanently.
-    #[arg(long, value_name = "N")]
-    pub max_failures: Option<u64>,
-
-    /// Abort (exit 3) once the share of permanently failed ops passes R (0..1), judged from
-    /// the 20th finished op on (so the first failure of a run is not 100%).
-    #[arg(long, value_name = "R")]
-    pub max_failure_ratio: Option<f64>,
-
-    #[command(flatten)]
-    pub snapshot: SnapshotArgs,
-
-    /// Start a new job even if the journal exists (the old one is renamed, never deleted).
-    #[arg(long, conflicts_with = "retry_failed")]
-    pub fresh: bool,
-
-    /// Resume and also re-attempt ops that failed permanently.
-    #[arg(long)]
-    pub retry_failed: bool,
-
-    /// Run against an in-process emulator seeded with every room and client of the manifest
-    /// (a base URL from --base-url or IMKIT_BASE_URL is then ignored, with a warning).
-    #[arg(long)]
-    pub sandbox: bool,
-
-    /// Live progress bar: auto (on a terminal only), always, never.
-    #[arg(long, value_parser = values::progress_mode(), default_value = "auto")]
-    pub progress: ProgressMode,
 }
 
 /// `--snapshot` / `--no-snapshot`, shared by `run` and `plan`.
@@ -319,10 +247,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Validate(args) => crate::manifest::command::validate(&args),
         Command::Plan(args) => crate::manifest::command::plan(&args),
-        Command::Run(args) => {
-            let config = job::JobConfig::from_args(&args, &cli.global)?;
-            runtime()?.block_on(crate::runner::run_job(config))
-        }
+        Command::Run(args) => run::run(&args, &cli.global),
         Command::Status(args) => crate::journal::command::status(&args),
         Command::Report(args) => crate::journal::command::report(&args),
         Command::Revert(args) => crate::journal::command::revert(&args),
@@ -330,7 +255,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     use anyhow::Context as _;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

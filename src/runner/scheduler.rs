@@ -71,9 +71,9 @@ pub struct RunnerOptions {
 impl Default for RunnerOptions {
     fn default() -> RunnerOptions {
         RunnerOptions {
-            concurrency: 8,
-            rate: Rate::per_minute(800),
-            max_attempts: 6,
+            concurrency: super::DEFAULT_CONCURRENCY as usize,
+            rate: super::DEFAULT_RATE,
+            max_attempts: super::DEFAULT_MAX_ATTEMPTS,
             backoff: Backoff::default(),
             max_failures: None,
             max_failure_ratio: None,

@@ -13,8 +13,10 @@ use std::time::Duration;
 use imkit_batch::Exit;
 use imkit_batch::journal::{Journal, OpRow, OpState};
 use imkit_batch::op::{Action, Op, RoomFields};
+use imkit_batch::runner::Shutdown;
 use imkit_batch::runner::retry::Backoff;
 use imkit_batch::sandbox::{self, FaultRates, SandboxConfig, SandboxCredentials, SandboxHandle};
+use imkit_batch::units::Rate;
 use rand::{Rng, SeedableRng};
 
 use crate::util::{credentials, job_config, journal_rows, write_csv_manifest};
@@ -33,6 +35,11 @@ fn sandbox_creds() -> SandboxCredentials {
 
 fn good_creds() -> imkit_batch::api::Credentials {
     credentials(CLIENT_KEY, TOKEN, API_KEY)
+}
+
+/// A `--rate` value.
+fn rate(s: &str) -> Rate {
+    s.parse().unwrap()
 }
 
 /// Short retry timing for a local sandbox (the defaults are for the real API).
@@ -81,17 +88,18 @@ fn job(ops: &[Op]) -> Job {
     }
 }
 
-/// Runs the job through the library entry point; returns the exit status and, for an error
-/// exit, its message.
+/// Runs the job through the library entry point, with what `set` changes in the job `run`
+/// would run without flags; returns the exit status and, for an error exit, its message.
 async fn run(
     j: &Job,
     base: &str,
     creds: imkit_batch::api::Credentials,
-    args: &[&str],
+    set: impl FnOnce(&mut imkit_batch::runner::Job),
 ) -> (Exit, String) {
-    let mut config = job_config(&j.manifest, base, creds, args);
+    let mut config = job_config(&j.manifest, base, creds);
     config.backoff = FAST;
-    match imkit_batch::runner::run_job(config).await {
+    set(&mut config);
+    match imkit_batch::runner::run_job(config, Shutdown::never()).await {
         Ok(exit) => (exit, String::new()),
         Err(e) => (imkit_batch::exit_for_error(&e), format!("{e:#}")),
     }
@@ -237,21 +245,12 @@ async fn issue5_a_mixed_5000_op_job_survives_faults_and_applies_every_op() {
     let cfg = faulty(&ops, [0.10, 0.05, 0.02, 0.02], 55);
     let sb = sandbox::spawn(cfg).await.unwrap();
 
-    let (exit, msg) = run(
-        &j,
-        &sb.base_url(),
-        good_creds(),
-        &[
-            "--concurrency",
-            "16",
-            "--rate",
-            "50000/s",
-            "--max-attempts",
-            "10",
-            "--timeout",
-            "5s",
-        ],
-    )
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), |c| {
+        c.concurrency = 16;
+        c.rate = rate("50000/s");
+        c.max_attempts = 10;
+        c.timeout = Duration::from_secs(5);
+    })
     .await;
     assert_eq!(exit, Exit::Success, "{msg}");
 
@@ -303,12 +302,10 @@ async fn issue5_a_bad_token_stops_within_concurrency_requests_and_ops_stay_pendi
     let sb = sandbox::spawn(cfg).await.unwrap();
 
     let bad = credentials(CLIENT_KEY, "tok-expired-0000", API_KEY);
-    let (exit, msg) = run(
-        &j,
-        &sb.base_url(),
-        bad,
-        &["--concurrency", "4", "--rate", "50000/s"],
-    )
+    let (exit, msg) = run(&j, &sb.base_url(), bad, |c| {
+        c.concurrency = 4;
+        c.rate = rate("50000/s");
+    })
     .await;
     assert_eq!(exit, Exit::Aborted, "{msg}");
     assert!(
@@ -326,12 +323,10 @@ async fn issue5_a_bad_token_stops_within_concurrency_requests_and_ops_stay_pendi
     assert!(rows.iter().all(|r| r.state == OpState::Pending));
 
     // Fixed credentials resume and finish the job.
-    let (exit, msg) = run(
-        &j,
-        &sb.base_url(),
-        good_creds(),
-        &["--concurrency", "4", "--rate", "50000/s"],
-    )
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), |c| {
+        c.concurrency = 4;
+        c.rate = rate("50000/s");
+    })
     .await;
     assert_eq!(exit, Exit::Success, "{msg}");
     assert!(
@@ -358,12 +353,10 @@ async fn issue5_a_flat_401_for_a_bad_api_key_stops_the_job() {
     cfg.flat_401 = true;
     let sb = sandbox::spawn(cfg).await.unwrap();
     let bad = credentials(CLIENT_KEY, TOKEN, "ak-revoked-1111");
-    let (exit, msg) = run(
-        &j,
-        &sb.base_url(),
-        bad,
-        &["--concurrency", "4", "--rate", "50000/s"],
-    )
+    let (exit, msg) = run(&j, &sb.base_url(), bad, |c| {
+        c.concurrency = 4;
+        c.rate = rate("50000/s");
+    })
     .await;
     assert_eq!(exit, Exit::Aborted, "{msg}");
     assert!(
@@ -413,7 +406,10 @@ async fn issue5_403_and_404_are_recorded_and_the_job_goes_on() {
     ];
     let j = job(&ops);
     let creds = credentials(CLIENT_KEY, USER_TOKEN, API_KEY);
-    let (exit, msg) = run(&j, &sb.base_url(), creds, &["--rate", "50000/s"]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), creds, |c| {
+        c.rate = rate("50000/s");
+    })
+    .await;
     assert_eq!(exit, Exit::OpsFailed, "{msg}");
 
     let rows = journal_rows(&j.journal);
@@ -469,7 +465,7 @@ async fn issue5_403_and_404_are_recorded_and_the_job_goes_on() {
         &j,
         &sb.base_url(),
         credentials(CLIENT_KEY, USER_TOKEN, API_KEY),
-        &[],
+        |_| {},
     )
     .await;
     assert_eq!(exit, Exit::OpsFailed);
@@ -511,7 +507,10 @@ async fn issue5_a_200_whose_rc_is_not_0_is_a_failure() {
         Op::freeze("no-rc"),
     ];
     let j = job(&ops);
-    let (exit, msg) = run(&j, &base, good_creds(), &["--rate", "50000/s"]).await;
+    let (exit, msg) = run(&j, &base, good_creds(), |c| {
+        c.rate = rate("50000/s");
+    })
+    .await;
     assert_eq!(exit, Exit::OpsFailed, "{msg}");
     let rows = journal_rows(&j.journal);
     assert_eq!(rows[0].state, OpState::Done);
@@ -538,7 +537,7 @@ async fn issue5_unmute_answered_room_not_muted_is_done() {
     let sb = sandbox::spawn(cfg).await.unwrap();
     let ops = vec![Op::unmute("u-1", "hall"), Op::unmute("u-2", "hall")];
     let j = job(&ops);
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &[]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), |_| {}).await;
     assert_eq!(exit, Exit::Success, "{msg}");
     let rows = journal_rows(&j.journal);
     assert_eq!(rows[0].state, OpState::Done);
@@ -591,7 +590,7 @@ async fn issue5_hostile_ids_reach_only_their_own_room() {
         ops.push(Op::mute(*c, r));
     }
     let j = job(&ops);
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &[]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), |_| {}).await;
     assert_eq!(exit, Exit::Success, "{msg}");
     for r in hostile {
         assert_eq!(sb.room_status(r), Some(0), "{r} frozen");
@@ -637,7 +636,10 @@ async fn issue5_snapshot_records_the_prior_state_before_the_first_change() {
     let mut cfg = SandboxConfig::new(sandbox_creds());
     cfg.seed_from_ops(&ops[..4]);
     let sb = sandbox::spawn(cfg).await.unwrap();
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &["--snapshot"]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), |c| {
+        c.snapshot = true;
+    })
+    .await;
     assert_eq!(exit, Exit::OpsFailed, "`gone` does not exist: {msg}");
 
     let snaps = Journal::open_read_only(&j.journal)
@@ -668,12 +670,10 @@ async fn issue5_snapshot_records_the_prior_state_before_the_first_change() {
     assert_eq!(sb.room_status("lobby"), Some(0));
 
     // A resumed run does not read a snapshotted room again.
-    let (exit, _) = run(
-        &j,
-        &sb.base_url(),
-        good_creds(),
-        &["--snapshot", "--retry-failed"],
-    )
+    let (exit, _) = run(&j, &sb.base_url(), good_creds(), |c| {
+        c.snapshot = true;
+        c.retry_failed = true;
+    })
     .await;
     assert_eq!(exit, Exit::OpsFailed);
     assert_eq!(sb.stats().requests["GET /rooms/{id}"], 3);
@@ -931,12 +931,10 @@ async fn pacing_at_the_sandbox_rate_limit() {
         cfg.rate_limit = Some(rate);
         let sb = sandbox::spawn(cfg).await.unwrap();
         let t0 = std::time::Instant::now();
-        let (exit, msg) = run(
-            &j,
-            &sb.base_url(),
-            good_creds(),
-            &["--rate", ask, "--concurrency", "8"],
-        )
+        let (exit, msg) = run(&j, &sb.base_url(), good_creds(), |c| {
+            c.rate = ask.parse().unwrap();
+            c.concurrency = 8;
+        })
         .await;
         let el = t0.elapsed().as_secs_f64();
         let req = sb.requests_total();
@@ -1016,14 +1014,11 @@ async fn pacing_unlimited_with_20ms_latency() {
         let http50 = median_answer_time(&client0).await;
         drop(sb0);
         rt0.shutdown_background();
-        let c = conc.to_string();
         let t0 = std::time::Instant::now();
-        let (exit, msg) = run(
-            &j,
-            &sb.base_url(),
-            good_creds(),
-            &["--rate", "100000/s", "--concurrency", &c],
-        )
+        let (exit, msg) = run(&j, &sb.base_url(), good_creds(), |c| {
+            c.rate = rate("100000/s");
+            c.concurrency = conc as u32;
+        })
         .await;
         let el = t0.elapsed().as_secs_f64();
         let got = n as f64 / el;
@@ -1118,19 +1113,11 @@ async fn answers_slower_than_the_timeout_are_retried_and_the_op_done() {
     cfg.slow_duration = Duration::from_secs(3);
     cfg.fault_seed = 4;
     let sb = sandbox::spawn(cfg).await.unwrap();
-    let (exit, msg) = run(
-        &j,
-        &sb.base_url(),
-        good_creds(),
-        &[
-            "--timeout",
-            "500ms",
-            "--rate",
-            "5000/s",
-            "--max-attempts",
-            "8",
-        ],
-    )
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), |c| {
+        c.timeout = Duration::from_millis(500);
+        c.rate = rate("5000/s");
+        c.max_attempts = 8;
+    })
     .await;
     assert_eq!(exit, Exit::Success, "{msg}");
     let slowed = sb.faults(sandbox::Fault::Slow);
@@ -1158,15 +1145,12 @@ async fn max_failures_aborts_with_exit_3_and_the_journal_resumable() {
     let mut cfg = SandboxConfig::new(sandbox_creds());
     cfg.seed_from_ops(&ops[40..]);
     let sb = sandbox::spawn(cfg).await.unwrap();
-    let args = [
-        "--max-failures",
-        "5",
-        "--concurrency",
-        "2",
-        "--rate",
-        "5000/s",
-    ];
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &args).await;
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), |c| {
+        c.max_failures = Some(5);
+        c.concurrency = 2;
+        c.rate = rate("5000/s");
+    })
+    .await;
     assert_eq!(exit, Exit::Aborted, "{msg}");
     assert!(msg.contains("--max-failures 5"), "{msg}");
     let rows = journal_rows(&j.journal);
@@ -1176,7 +1160,10 @@ async fn max_failures_aborts_with_exit_3_and_the_journal_resumable() {
     assert_eq!(sb.stats().applied_total, 0);
     assert!(sb.requests_total() as usize <= failed + 1);
     // Resuming without the bound finishes the rest.
-    let (exit, _) = run(&j, &sb.base_url(), good_creds(), &["--rate", "5000/s"]).await;
+    let (exit, _) = run(&j, &sb.base_url(), good_creds(), |c| {
+        c.rate = rate("5000/s");
+    })
+    .await;
     assert_eq!(exit, Exit::OpsFailed);
     let rows = journal_rows(&j.journal);
     assert_eq!(by_state(&rows).get("failed"), Some(&40));
@@ -1191,15 +1178,12 @@ async fn max_duration_stops_with_exit_4_and_in_flight_ops_recorded() {
     cfg.seed_from_ops(&ops);
     cfg.latency = Duration::from_millis(40);
     let sb = sandbox::spawn(cfg).await.unwrap();
-    let args = [
-        "--max-duration",
-        "300ms",
-        "--concurrency",
-        "2",
-        "--rate",
-        "5000/s",
-    ];
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &args).await;
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), |c| {
+        c.max_duration = Some(Duration::from_millis(300));
+        c.concurrency = 2;
+        c.rate = rate("5000/s");
+    })
+    .await;
     assert_eq!(exit, Exit::Stopped, "{msg}");
     let rows = journal_rows(&j.journal);
     let done = rows.iter().filter(|r| r.state == OpState::Done).count();
@@ -1209,7 +1193,10 @@ async fn max_duration_stops_with_exit_4_and_in_flight_ops_recorded() {
         sb.stats().applied_total,
         "in-flight ops finished and recorded"
     );
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &["--rate", "5000/s"]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), |c| {
+        c.rate = rate("5000/s");
+    })
+    .await;
     assert_eq!(exit, Exit::Success, "{msg}");
     for op in &ops {
         assert_eq!(sb.applied_op(op), 1, "{op}");
@@ -1262,14 +1249,11 @@ async fn pacing_unlimited_against_a_precise_20ms_double() {
         )
         .unwrap();
         let rtt50 = median_answer_time(&client).await;
-        let c = conc.to_string();
         let t0 = std::time::Instant::now();
-        let (exit, msg) = run(
-            &j,
-            &base,
-            good_creds(),
-            &["--rate", "100000/s", "--concurrency", &c],
-        )
+        let (exit, msg) = run(&j, &base, good_creds(), |c| {
+            c.rate = rate("100000/s");
+            c.concurrency = conc as u32;
+        })
         .await;
         let el = t0.elapsed().as_secs_f64();
         let got = n as f64 / el;
@@ -1300,12 +1284,11 @@ async fn snapshots_through_faults_hold_the_state_before_any_change() {
     let j = job(&ops);
     let cfg = faulty(&ops, [0.15, 0.05, 0.05, 0.05], 21);
     let sb = sandbox::spawn(cfg).await.unwrap();
-    let (exit, msg) = run(
-        &j,
-        &sb.base_url(),
-        good_creds(),
-        &["--snapshot", "--rate", "5000/s", "--max-attempts", "12"],
-    )
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), |c| {
+        c.snapshot = true;
+        c.rate = rate("5000/s");
+        c.max_attempts = 12;
+    })
     .await;
     assert_eq!(exit, Exit::Success, "{msg}");
     let snaps = Journal::open_read_only(&j.journal)
@@ -1346,12 +1329,10 @@ async fn a_rejected_api_key_is_named_and_stops_the_room_ops_too() {
     cfg.seed_from_ops(&ops);
     let sb = sandbox::spawn(cfg).await.unwrap();
     let bad = credentials(CLIENT_KEY, TOKEN, "ak-revoked");
-    let (exit, msg) = run(
-        &j,
-        &sb.base_url(),
-        bad,
-        &["--concurrency", "4", "--rate", "50000/s"],
-    )
+    let (exit, msg) = run(&j, &sb.base_url(), bad, |c| {
+        c.concurrency = 4;
+        c.rate = rate("50000/s");
+    })
     .await;
     assert_eq!(exit, Exit::Aborted, "{msg}");
     assert!(msg.contains("IMKIT_API_KEY"), "{msg}");
@@ -1685,7 +1666,10 @@ async fn issue5_the_rate_and_a_429_hint_are_honoured_over_http() {
     cfg.rate_limit = Some("20/s".parse().unwrap());
     let sb = sandbox::spawn(cfg).await.unwrap();
     let t0 = std::time::Instant::now();
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &["--rate", "20/s"]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), |c| {
+        c.rate = rate("20/s");
+    })
+    .await;
     let took = t0.elapsed();
     assert_eq!(exit, Exit::Success, "{msg}");
     assert!(
@@ -1707,7 +1691,10 @@ async fn issue5_the_rate_and_a_429_hint_are_honoured_over_http() {
     cfg.fault_retry_after_secs = 1;
     let sb = sandbox::spawn(cfg).await.unwrap();
     let t0 = std::time::Instant::now();
-    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), &["--rate", "1000/s"]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), good_creds(), |c| {
+        c.rate = rate("1000/s");
+    })
+    .await;
     let took = t0.elapsed();
     assert_eq!(exit, Exit::Success, "{msg}");
     let injected: u64 = sb
