@@ -2,15 +2,21 @@
 //! dispatch from a parsed command to the library. Raw flags become a validated job in
 //! [`job`] (the second stage), so nothing past this module ever sees an unchecked flag.
 
+mod files;
 mod job;
+mod plan;
+mod report;
+mod revert;
 mod run;
 mod signal;
+mod status;
+mod validate;
 pub(crate) mod values;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::Exit;
 use crate::op::Action;
@@ -30,12 +36,12 @@ Try it: imkit-batch run jobs/examples/maintenance-freeze.yaml --sandbox";
 /// manifest, with rate limiting, retries and a crash-safe journal that resumes where it stopped.
 #[derive(Debug, Parser)]
 #[command(name = "imkit-batch", version, after_help = AFTER_HELP, propagate_version = true)]
-pub struct Cli {
+struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 
     #[command(flatten)]
-    pub global: GlobalArgs,
+    global: GlobalArgs,
 }
 
 /// The help heading of the flags every command accepts.
@@ -58,10 +64,10 @@ Exit codes: 0 valid, 2 invalid (every error is listed with file:line:column).";
 
 /// Flags every command accepts.
 #[derive(Debug, Args, Clone)]
-pub struct GlobalArgs {
+struct GlobalArgs {
     /// More log output (-v: debug, -vv: trace). RUST_LOG, when set, wins.
     #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = GLOBAL)]
-    pub verbose: u8,
+    verbose: u8,
 
     /// Less output: warnings and errors only.
     #[arg(
@@ -71,7 +77,7 @@ pub struct GlobalArgs {
         conflicts_with = "verbose",
         help_heading = GLOBAL
     )]
-    pub quiet: bool,
+    quiet: bool,
 
     /// Log format on stderr: human text, or one JSON object per line.
     #[arg(
@@ -81,138 +87,63 @@ pub struct GlobalArgs {
         global = true,
         help_heading = GLOBAL
     )]
-    pub log_format: LogFormat,
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+enum Command {
     /// Parse and check a manifest; print counts per action, distinct rooms and clients, and
     /// warnings. Sends nothing.
     #[command(after_help = VALIDATE_HELP)]
-    Validate(ValidateArgs),
+    Validate(validate::ValidateArgs),
     /// Show what `run` would send now, taking an existing journal into account. Sends nothing.
-    Plan(PlanArgs),
+    Plan(plan::PlanArgs),
     /// Execute the job, or resume it from its journal.
     Run(Box<run::RunArgs>),
     /// Progress and outcome counts of a job, from its journal.
-    Status(StatusArgs),
+    Status(status::StatusArgs),
     /// One row per op with its outcome; --failed writes the failed ops as a manifest.
-    Report(ReportArgs),
+    Report(report::ReportArgs),
     /// Write the manifest that undoes what the job changed.
-    Revert(RevertArgs),
+    Revert(revert::RevertArgs),
     /// Serve a local IMKIT emulator for rehearsals and tests.
     Sandbox(Box<crate::sandbox::SandboxArgs>),
 }
 
 /// Where the manifest is and how to read it.
 #[derive(Debug, Args, Clone)]
-pub struct ManifestArgs {
+struct ManifestArgs {
     /// The manifest: a CSV (.csv) or YAML (.yaml, .yml) file.
     #[arg(value_name = "MANIFEST")]
-    pub manifest: PathBuf,
+    manifest: PathBuf,
 
     /// The action for every row of a CSV without an `action` column.
     #[arg(long, value_parser = values::action())]
-    pub action: Option<Action>,
-}
-
-#[derive(Debug, Args)]
-pub struct ValidateArgs {
-    #[command(flatten)]
-    pub manifest: ManifestArgs,
-
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct PlanArgs {
-    #[command(flatten)]
-    pub manifest: ManifestArgs,
-
-    /// The journal to take into account (default: MANIFEST.journal).
-    #[arg(long, value_name = "PATH")]
-    pub journal: Option<PathBuf>,
-
-    /// How many requests to list.
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    pub show: usize,
-
-    /// As for `run`: list the room reads (GET /rooms/{id}) a run with --snapshot makes.
-    #[command(flatten)]
-    pub snapshot: SnapshotArgs,
+    action: Option<Action>,
 }
 
 /// `--snapshot` / `--no-snapshot`, shared by `run` and `plan`.
 #[derive(Debug, Args, Clone, Copy, Default)]
-pub struct SnapshotArgs {
+struct SnapshotArgs {
     /// Read each room (GET /rooms/{id}) before its first change, so `revert` can restore it.
     #[arg(long)]
-    pub snapshot: bool,
+    snapshot: bool,
 
     /// Do not read rooms first, even if the manifest's settings say `snapshot: true`.
     #[arg(long, conflicts_with = "snapshot")]
-    pub no_snapshot: bool,
+    no_snapshot: bool,
 }
 
 impl SnapshotArgs {
     /// Whether rooms are read before their first change: a flag wins over the manifest's
     /// `settings.snapshot` (SPEC §2: command-line flags win); off by default.
-    pub fn resolve(self, setting: Option<bool>) -> bool {
+    fn resolve(self, setting: Option<bool>) -> bool {
         if self.no_snapshot {
             false
         } else {
             self.snapshot || setting.unwrap_or(false)
         }
     }
-}
-
-#[derive(Debug, Args)]
-pub struct StatusArgs {
-    /// The job's journal.
-    #[arg(value_name = "JOURNAL")]
-    pub journal: PathBuf,
-
-    /// Print JSON (a stable format for scripts).
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    Csv,
-    Json,
-}
-
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    /// The job's journal.
-    #[arg(value_name = "JOURNAL")]
-    pub journal: PathBuf,
-
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
-    pub format: ReportFormat,
-
-    /// Write the failed ops as a CSV manifest that `run` accepts, instead of the report.
-    #[arg(long)]
-    pub failed: bool,
-
-    /// Write to FILE instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct RevertArgs {
-    /// The job's journal.
-    #[arg(value_name = "JOURNAL")]
-    pub journal: PathBuf,
-
-    /// Write the undo manifest to FILE instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
 }
 
 /// Parses the process arguments, runs the command and returns the process exit code.
@@ -243,19 +174,19 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs one parsed command.
-pub fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
+fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
-        Command::Validate(args) => crate::manifest::command::validate(&args),
-        Command::Plan(args) => crate::manifest::command::plan(&args),
+        Command::Validate(args) => validate::validate(&args),
+        Command::Plan(args) => plan::run(&args),
         Command::Run(args) => run::run(&args, &cli.global),
-        Command::Status(args) => crate::journal::command::status(&args),
-        Command::Report(args) => crate::journal::command::report(&args),
-        Command::Revert(args) => crate::journal::command::revert(&args),
+        Command::Status(args) => status::status(&args),
+        Command::Report(args) => report::report(&args),
+        Command::Revert(args) => revert::revert(&args),
         Command::Sandbox(args) => runtime()?.block_on(crate::sandbox::command(*args)),
     }
 }
 
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     use anyhow::Context as _;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

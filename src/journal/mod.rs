@@ -8,7 +8,8 @@
 //! Layout: `schema` (on-disk format, version, durability choice, damage checks), `store`
 //! (open/create/import, lock, `--fresh`, `--retry-failed`, read queries), `writer` (the
 //! group-committing writer thread), `revert` (the inverse of a job), `csvout` (CSV
-//! manifests `run` accepts) and `command` (`status`, `report`, `revert`).
+//! manifests `run` accepts), `status` (what `status` shows) and `report` (the report, failed
+//! and revert manifests written from a journal).
 //!
 //! Two runs never drive one job: `open_for_run` takes an exclusive advisory lock on the
 //! sidecar `PATH.lock` (holding the pid) for the life of the run; `open_read_only` takes no
@@ -16,10 +17,11 @@
 //! settings JSON is built by the runner from flags and manifest settings, op fields come
 //! from the manifest, snapshots keep only the room's updatable fields.
 
-pub mod command;
 mod csvout;
+pub mod report;
 mod revert;
 mod schema;
+pub mod status;
 mod store;
 mod writer;
 
