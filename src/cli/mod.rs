@@ -1,6 +1,10 @@
 //! The command line: clap definitions for every command of SPEC §3, logging set-up, and the
-//! dispatch from a parsed command to the library. Raw flags become a validated job in
-//! [`job`] (the second stage), so nothing past this module ever sees an unchecked flag.
+//! dispatch from a parsed command to its handler, one file per command (`validate`,
+//! `plan`, `run`, `status`, `report`, `revert`). A handler turns its flags into the
+//! plain values the library takes, prints what comes back and picks the exit code. Raw `run`
+//! flags become a checked [`crate::runner::Job`] in `job` (the second stage), so nothing
+//! past this module ever sees an unchecked flag; `signal` turns SIGINT/SIGTERM into the
+//! run's shutdown, and `values` parses the flags that take one of a few words.
 
 mod files;
 mod job;
@@ -47,21 +51,6 @@ struct Cli {
 /// The help heading of the flags every command accepts.
 const GLOBAL: &str = "Global options";
 
-/// What `validate --help` adds: the formats in brief, and where they are described.
-const VALIDATE_HELP: &str = "\
-Manifests (README.md, section \"Manifests\"; jobs/examples/ has one of each kind):
-  CSV   a header row, then one op per row. Columns, in any order: action, room, client,
-        and the update fields name, cover, description, roomTags, webhook, botMode,
-        extParams, opening, owner, managers, status. An empty cell is \"not given\";
-        roomTags and managers are ;-separated, botMode true|false, opening and status 0|1.
-        Without an action column, --action ACTION applies to every row.
-  YAML  version: 1, optional name, window {start, end} and settings {rate, concurrency,
-        snapshot, max_attempts, timeout}, and ops: each with an action, room/rooms,
-        client/clients, rooms_file/clients_file (CSV files relative to the manifest) and,
-        for update, set: {field: value}.
-
-Exit codes: 0 valid, 2 invalid (every error is listed with file:line:column).";
-
 /// Flags every command accepts.
 #[derive(Debug, Args, Clone)]
 struct GlobalArgs {
@@ -94,7 +83,7 @@ struct GlobalArgs {
 enum Command {
     /// Parse and check a manifest; print counts per action, distinct rooms and clients, and
     /// warnings. Sends nothing.
-    #[command(after_help = VALIDATE_HELP)]
+    #[command(after_help = validate::HELP)]
     Validate(validate::ValidateArgs),
     /// Show what `run` would send now, taking an existing journal into account. Sends nothing.
     Plan(plan::PlanArgs),

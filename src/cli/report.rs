@@ -34,6 +34,7 @@ pub(super) struct ReportArgs {
     output: Option<PathBuf>,
 }
 
+/// Writes the report, or with `--failed` the failed ops as a manifest.
 pub(super) fn report(args: &ReportArgs) -> anyhow::Result<Exit> {
     // `--format` defaults to csv, so json here was asked for: refuse it rather than quietly
     // writing the CSV manifest anyway.

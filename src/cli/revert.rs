@@ -21,6 +21,7 @@ pub(super) struct RevertArgs {
     output: Option<PathBuf>,
 }
 
+/// Writes the undo manifest, warning first when the job is not finished.
 pub(super) fn revert(args: &RevertArgs) -> anyhow::Result<Exit> {
     let journal = open_journal(&args.journal)?;
     let counts = journal.counts().map_err(crate::ExitError::from)?;

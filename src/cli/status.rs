@@ -23,6 +23,7 @@ pub(super) struct StatusArgs {
     json: bool,
 }
 
+/// Prints the status of the job, as text or JSON.
 pub(super) fn status(args: &StatusArgs) -> anyhow::Result<Exit> {
     let journal = open_journal(&args.journal)?;
     let report = status_report(&journal).map_err(crate::ExitError::from)?;

@@ -12,6 +12,21 @@ use crate::manifest::lean::{Summary, summarize};
 use crate::manifest::{LoadOptions, ManifestErrors};
 use crate::op::Action;
 
+/// What `validate --help` adds: the formats in brief, and where they are described.
+pub(super) const HELP: &str = "\
+Manifests (README.md, section \"Manifests\"; jobs/examples/ has one of each kind):
+  CSV   a header row, then one op per row. Columns, in any order: action, room, client,
+        and the update fields name, cover, description, roomTags, webhook, botMode,
+        extParams, opening, owner, managers, status. An empty cell is \"not given\";
+        roomTags and managers are ;-separated, botMode true|false, opening and status 0|1.
+        Without an action column, --action ACTION applies to every row.
+  YAML  version: 1, optional name, window {start, end} and settings {rate, concurrency,
+        snapshot, max_attempts, timeout}, and ops: each with an action, room/rooms,
+        client/clients, rooms_file/clients_file (CSV files relative to the manifest) and,
+        for update, set: {field: value}.
+
+Exit codes: 0 valid, 2 invalid (every error is listed with file:line:column).";
+
 #[derive(Debug, Args)]
 pub(super) struct ValidateArgs {
     #[command(flatten)]

@@ -120,7 +120,7 @@ impl<'a> ReportRow<'a> {
 }
 
 /// Writes the report of every op as CSV ([`REPORT_COLUMNS`]).
-pub fn write_report_csv(journal: &Journal, out: &mut dyn Write) -> anyhow::Result<()> {
+pub(crate) fn write_report_csv(journal: &Journal, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::Any(b'\n'))
         .from_writer(out);
@@ -135,7 +135,7 @@ pub fn write_report_csv(journal: &Journal, out: &mut dyn Write) -> anyhow::Resul
 }
 
 /// Writes the report of every op as one JSON array, streamed.
-pub fn write_report_json(journal: &Journal, out: &mut dyn Write) -> anyhow::Result<()> {
+pub(crate) fn write_report_json(journal: &Journal, out: &mut dyn Write) -> anyhow::Result<()> {
     out.write_all(b"[")?;
     let mut first = true;
     let mut priors = Priors::load(journal)?;
@@ -150,7 +150,7 @@ pub fn write_report_json(journal: &Journal, out: &mut dyn Write) -> anyhow::Resu
 }
 
 /// Writes the failed ops as a CSV manifest; returns (written, listed apart with reasons).
-pub fn write_failed_manifest(
+pub(crate) fn write_failed_manifest(
     journal: &Journal,
     out: &mut dyn Write,
 ) -> anyhow::Result<(u64, Vec<String>)> {
@@ -181,7 +181,7 @@ pub fn write_failed_manifest(
 }
 
 /// What `revert` says of the unmutes it writes for pairs the job muted.
-pub fn unmute_assumption_note(n: usize) -> String {
+pub(crate) fn unmute_assumption_note(n: usize) -> String {
     format!(
         "{n} unmute op(s) undo mutes of this job assuming the pair was not muted before it: the API \
          cannot show a pair's mute state before a mute (the mute answer shows the client's mute \
@@ -192,16 +192,16 @@ pub fn unmute_assumption_note(n: usize) -> String {
 
 /// The revert manifest written by [`write_revert_manifest`]: what it holds besides its rows.
 #[derive(Debug, Default)]
-pub struct RevertWritten {
-    pub written: u64,
+pub(crate) struct RevertWritten {
+    pub(crate) written: u64,
     /// One line per op listed apart (not reverted), with its reasons.
-    pub apart: Vec<String>,
+    pub(crate) apart: Vec<String>,
     /// Unmutes written on the assumption that the pair was not muted before the job.
-    pub unmutes_assumed: usize,
+    pub(crate) unmutes_assumed: usize,
 }
 
 /// Writes the revert manifest.
-pub fn write_revert_manifest(
+pub(crate) fn write_revert_manifest(
     journal: &Journal,
     out: &mut dyn Write,
 ) -> anyhow::Result<RevertWritten> {

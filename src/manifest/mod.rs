@@ -11,7 +11,7 @@
 pub mod csv;
 pub mod expand;
 pub mod lean;
-pub mod plan;
+pub(crate) mod plan;
 pub mod yaml;
 
 use std::fmt;

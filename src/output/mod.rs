@@ -1,13 +1,14 @@
 //! What a run prints on stderr besides its log: the live progress ([`Progress`], a bar or a
 //! periodic log line), the writer the log goes through so it never tears the bar
-//! ([`LogWriter`]), and the lines printed whatever `-q` says (the run summary, the note that
+//! (`LogWriter`), and the lines printed whatever `-q` says (the run summary, the note that
 //! a job is already complete, the final error), as text or as JSON events shaped like the
-//! log's ([`json_event`]). The command line picks the [`LogFormat`] and [`ProgressMode`];
+//! log's (`json_event`). The command line picks the [`LogFormat`] and [`ProgressMode`];
 //! the runner prints through here.
 
 mod progress;
 
-pub use progress::{LogWriter, Progress};
+pub(crate) use progress::LogWriter;
+pub use progress::Progress;
 
 use crate::journal::Counts;
 use crate::runner::Stats;
@@ -31,7 +32,7 @@ pub enum ProgressMode {
 /// One line for stderr shaped like the JSON log events (`timestamp`, `level`, `message`,
 /// then `fields`' members), for what is printed whatever `-q` says: the summary, the final
 /// error. `fields` is an object (anything else is ignored).
-pub fn json_event(level: &str, message: &str, fields: serde_json::Value) -> String {
+pub(crate) fn json_event(level: &str, message: &str, fields: serde_json::Value) -> String {
     let mut obj = serde_json::Map::new();
     obj.insert(
         "timestamp".into(),

@@ -27,7 +27,7 @@ pub struct Progress {
 
 impl Progress {
     /// `total` ops in this run.
-    pub fn new(mode: ProgressMode, total: u64) -> Progress {
+    pub(crate) fn new(mode: ProgressMode, total: u64) -> Progress {
         let tty = std::io::stderr().is_terminal();
         let bar = match mode {
             ProgressMode::Always => true,
@@ -72,7 +72,7 @@ impl Progress {
     }
 
     /// Shows the current state (cheap; call often).
-    pub fn update(&mut self, st: &Stats, elapsed: Duration) {
+    pub(crate) fn update(&mut self, st: &Stats, elapsed: Duration) {
         if let Some(pb) = &self.bar {
             pb.set_position(st.finished());
             pb.set_message(format!("retries {}  failures {}", st.retries, st.failed));
@@ -109,7 +109,7 @@ impl Progress {
     /// Takes the bar off the screen: the summary that follows says everything it said, and
     /// an abandoned bar leaves the cursor at the end of its line (off a terminal, the next
     /// line would be glued to it).
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(pb) = &self.bar {
             pb.finish_and_clear();
             set_active_bar(None);
@@ -152,7 +152,7 @@ fn write_around_bar(buf: &[u8]) -> std::io::Result<()> {
 /// The tracing subscriber's writer: stderr, around the progress bar. The fmt layer writes
 /// each event with one `write_all` of the whole formatted line.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct LogWriter;
+pub(crate) struct LogWriter;
 
 impl std::io::Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

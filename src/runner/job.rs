@@ -19,19 +19,19 @@ use crate::output::{LogFormat, ProgressMode};
 use crate::units::Rate;
 
 /// Requests in flight at most, unless the flags or the manifest say otherwise.
-pub const DEFAULT_CONCURRENCY: u32 = 8;
+pub(crate) const DEFAULT_CONCURRENCY: u32 = 8;
 /// Requests per credential by default: 80% of the API's documented limit of 1000/min.
-pub const DEFAULT_RATE: Rate = Rate {
+pub(crate) const DEFAULT_RATE: Rate = Rate {
     count: 800,
     per: Duration::from_secs(60),
 };
 /// Attempts per op before it counts as failed.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 6;
+pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 6;
 /// Timeout of one request.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The journal of a manifest when none is named: the manifest's path + `.journal`.
-pub fn default_journal_path(manifest: &Path) -> PathBuf {
+pub(crate) fn default_journal_path(manifest: &Path) -> PathBuf {
     let mut s = manifest.as_os_str().to_owned();
     s.push(".journal");
     PathBuf::from(s)

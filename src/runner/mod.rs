@@ -13,10 +13,10 @@ mod shutdown;
 pub mod summary;
 
 pub use executor::{Executor, MemoryRecorder, Recorder};
-pub use job::{
-    DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE, DEFAULT_TIMEOUT, Job, Target,
-    default_journal_path,
+pub(crate) use job::{
+    DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE, default_journal_path,
 };
+pub use job::{Job, Target};
 pub use scheduler::{Controls, RunReport, RunnerOptions, StopReason, run};
 pub use shutdown::Shutdown;
 pub use summary::Stats;
