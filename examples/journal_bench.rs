@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let t = Instant::now();
     let j = Journal::open_read_only(&path)?;
-    let s = imkit_batch::journal::command::status_report(&j)?;
+    let s = imkit_batch::journal::status::status_report(&j)?;
     println!(
         "status of the {rerun_n}-op journal: {:.1} ms ({} done)",
         t.elapsed().as_secs_f64() * 1e3,

@@ -2,14 +2,18 @@
 //!
 //! Data flows one way: [`manifest`] parses and validates a CSV or YAML file into [`op::Op`]s,
 //! the [`journal`] records them, the [`runner`] schedules them through the [`api`] client and
-//! writes every outcome back to the journal. The [`sandbox`] is a local emulator of the IMKIT
-//! endpoints used by demos and tests; [`cli`] is the command line over all of it.
+//! writes every outcome back to the journal, printing progress and its summary through
+//! [`output`]. The [`sandbox`] is a local emulator of the IMKIT endpoints used by demos and
+//! tests. [`cli`] is the command line over all of it, and the only module that knows clap:
+//! it turns flags into the plain typed values the modules below take (a [`runner::Job`], a
+//! journal path, a manifest's load options), prints what they return and picks exit codes.
 
 pub mod api;
 pub mod cli;
 pub mod journal;
 pub mod manifest;
 pub mod op;
+pub mod output;
 pub mod runner;
 pub mod sandbox;
 pub mod units;

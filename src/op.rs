@@ -13,19 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_ID_BYTES: usize = 256;
 
 /// What an op does.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// `PUT /rooms/{room}` `{"status":0}`

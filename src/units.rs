@@ -83,13 +83,13 @@ impl<'de> Deserialize<'de> for Rate {
 /// Bounds of the run settings. The command-line flags and the YAML `settings` are both
 /// held to these, through the `check_*` functions below, so that `validate` refuses exactly
 /// what `run` would refuse.
-pub const MAX_CONCURRENCY: u32 = 1024;
+const MAX_CONCURRENCY: u32 = 1024;
 /// Most attempts per op (`--max-attempts`, `settings.max_attempts`).
-pub const MAX_MAX_ATTEMPTS: u32 = 100;
+const MAX_MAX_ATTEMPTS: u32 = 100;
 /// Longest request timeout (`--timeout`, `settings.timeout`).
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Above this a rate is surely a typo (the documented limit is 1000/min).
-pub const MAX_RATE_PER_SEC: f64 = 100_000.0;
+const MAX_RATE_PER_SEC: f64 = 100_000.0;
 
 fn whole_in(what: &str, n: i128, max: u32) -> Result<u32, String> {
     u32::try_from(n)
@@ -100,17 +100,17 @@ fn whole_in(what: &str, n: i128, max: u32) -> Result<u32, String> {
 
 /// Checks a concurrency (requests in flight at most); `what` names the setting in the
 /// message (`--concurrency`, `settings.concurrency`).
-pub fn check_concurrency(what: &str, n: i128) -> Result<u32, String> {
+pub(crate) fn check_concurrency(what: &str, n: i128) -> Result<u32, String> {
     whole_in(what, n, MAX_CONCURRENCY)
 }
 
 /// Checks a number of attempts per op.
-pub fn check_max_attempts(what: &str, n: i128) -> Result<u32, String> {
+pub(crate) fn check_max_attempts(what: &str, n: i128) -> Result<u32, String> {
     whole_in(what, n, MAX_MAX_ATTEMPTS)
 }
 
 /// Checks a request timeout: more than zero, at most [`MAX_TIMEOUT`].
-pub fn check_timeout(what: &str, t: Duration) -> Result<Duration, String> {
+pub(crate) fn check_timeout(what: &str, t: Duration) -> Result<Duration, String> {
     if t.is_zero() || t > MAX_TIMEOUT {
         return Err(format!(
             "{what} must be between 1ms and {}, not {}",
@@ -122,7 +122,7 @@ pub fn check_timeout(what: &str, t: Duration) -> Result<Duration, String> {
 }
 
 /// Checks a rate: at least one request, at most [`MAX_RATE_PER_SEC`] per second.
-pub fn check_rate(what: &str, r: Rate) -> Result<Rate, String> {
+pub(crate) fn check_rate(what: &str, r: Rate) -> Result<Rate, String> {
     if r.count == 0 || r.per.is_zero() {
         Err(format!("{what} {r} must allow at least one request"))
     } else if r.per_second() > MAX_RATE_PER_SEC {
@@ -136,7 +136,7 @@ pub fn check_rate(what: &str, r: Rate) -> Result<Rate, String> {
 }
 
 /// Parses a duration such as `30s`, `250ms`, `1h 30m` (humantime syntax).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 30s, 250ms, 2h30m)"))
 }

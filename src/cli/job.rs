@@ -1,102 +1,36 @@
 //! The second stage of argument handling: raw `run` flags, manifest settings and the
-//! environment become one checked [`JobConfig`], or an error that exits 2 before any request.
+//! environment become one checked [`Job`] for the runner, or an error that exits 2 before
+//! any request.
 //!
-//! Split for testing: [`check_flags`] is pure (flags only), [`JobConfig::from_parts`] is pure
-//! (flags + a loaded manifest + credentials), and [`JobConfig::from_args`] adds the file and
-//! environment access.
+//! Split for testing: [`check_flags`] is pure (flags only), [`from_parts`] is pure (flags +
+//! a loaded manifest + credentials), and [`from_args`] adds the file and environment access.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::Url;
 
+use super::GlobalArgs;
+use super::run::RunArgs;
 use crate::api::Credentials;
-use crate::cli::{GlobalArgs, LogFormat, ProgressMode, RunArgs};
 use crate::manifest::{LoadOptions, Manifest};
 use crate::op::Credential;
-use crate::units::Rate;
+use crate::runner::{Job, Target, default_journal_path};
+use crate::units::{Rate, check_concurrency, check_max_attempts};
 use crate::{Exit, ExitError};
-
-pub const DEFAULT_CONCURRENCY: u32 = 8;
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 6;
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The bounds live in [`crate::units`], where the YAML `settings` check uses them too.
-pub use crate::units::{MAX_CONCURRENCY, MAX_MAX_ATTEMPTS, MAX_RATE_PER_SEC, MAX_TIMEOUT};
-use crate::units::{check_concurrency, check_max_attempts};
-
-pub fn default_rate() -> Rate {
-    Rate::per_minute(800)
-}
-
-/// Where requests go.
-#[derive(Clone, Debug)]
-pub enum Target {
-    /// The real API at this base URL, with the credentials from the environment.
-    Remote { base_url: Url },
-    /// The in-process sandbox (`--sandbox`); it provides the URL and the credentials.
-    Sandbox,
-}
-
-/// Everything `run` needs, checked.
-#[derive(Debug)]
-pub struct JobConfig {
-    pub args: RunArgs,
-    pub manifest: Manifest,
-    pub journal_path: PathBuf,
-    pub target: Target,
-    /// Never printed: `Secret` redacts itself.
-    pub credentials: Credentials,
-    pub concurrency: u32,
-    pub rate: Rate,
-    pub max_attempts: u32,
-    pub timeout: Duration,
-    pub until: Option<jiff::Timestamp>,
-    pub max_duration: Option<Duration>,
-    pub max_failures: Option<u64>,
-    pub max_failure_ratio: Option<f64>,
-    pub snapshot: bool,
-    pub fresh: bool,
-    pub retry_failed: bool,
-    pub progress: ProgressMode,
-    pub log_format: LogFormat,
-    /// Retry timing. No flag sets it (the defaults suit the real API); library callers and
-    /// tests against a local sandbox shorten it.
-    pub backoff: crate::runner::retry::Backoff,
-}
 
 /// The flags checked on their own (no manifest, no environment).
 #[derive(Clone, Debug, PartialEq)]
-pub struct CheckedFlags {
-    pub base_url: Option<Url>,
-    pub journal_path: PathBuf,
-    pub until: Option<jiff::Timestamp>,
+pub(super) struct CheckedFlags {
+    base_url: Option<Url>,
+    journal_path: PathBuf,
+    until: Option<jiff::Timestamp>,
 }
 
 /// Checks the flags that need no manifest; every problem is reported, not only the first.
-pub fn check_flags(args: &RunArgs) -> Result<CheckedFlags, Vec<String>> {
+pub(super) fn check_flags(args: &RunArgs) -> Result<CheckedFlags, Vec<String>> {
     let mut errors = Vec::new();
-    let base_url = match (&args.base_url, args.sandbox) {
-        (Some(_), true) => {
-            // Usually IMKIT_BASE_URL left in the environment: the sandbox brings its own URL.
-            tracing::warn!("--sandbox: ignoring the base URL from --base-url / IMKIT_BASE_URL");
-            None
-        }
-        (Some(u), false) => match check_base_url(u) {
-            Ok(u) => Some(u),
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        },
-        (None, true) => None,
-        (None, false) => {
-            errors.push(
-                "no API base URL: pass --base-url URL or set IMKIT_BASE_URL (or use --sandbox to rehearse locally)"
-                    .into(),
-            );
-            None
-        }
-    };
+    let base_url = check_target(args, &mut errors);
     if let Some(c) = args.concurrency
         && let Err(e) = check_concurrency("--concurrency", c.into())
     {
@@ -152,6 +86,32 @@ pub fn check_flags(args: &RunArgs) -> Result<CheckedFlags, Vec<String>> {
     }
 }
 
+/// The checked base URL, or none for `--sandbox`.
+fn check_target(args: &RunArgs, errors: &mut Vec<String>) -> Option<Url> {
+    match (&args.base_url, args.sandbox) {
+        (Some(_), true) => {
+            // Usually IMKIT_BASE_URL left in the environment: the sandbox brings its own URL.
+            tracing::warn!("--sandbox: ignoring the base URL from --base-url / IMKIT_BASE_URL");
+            None
+        }
+        (Some(u), false) => match check_base_url(u) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        (None, true) => None,
+        (None, false) => {
+            errors.push(
+                "no API base URL: pass --base-url URL or set IMKIT_BASE_URL (or use --sandbox to rehearse locally)"
+                    .into(),
+            );
+            None
+        }
+    }
+}
+
 fn check_rate(r: Rate, what: &str, errors: &mut Vec<String>) {
     if let Err(e) = crate::units::check_rate(what, r) {
         errors.push(e);
@@ -164,16 +124,9 @@ fn check_timeout(t: Duration, what: &str, errors: &mut Vec<String>) {
     }
 }
 
-/// MANIFEST + ".journal".
-pub fn default_journal_path(manifest: &Path) -> PathBuf {
-    let mut s = manifest.as_os_str().to_owned();
-    s.push(".journal");
-    PathBuf::from(s)
-}
-
 /// An absolute http(s) URL; `https://` unless the host is a loopback address
 /// (127.0.0.0/8, ::1, localhost). No user info, query or fragment.
-pub fn check_base_url(raw: &str) -> Result<Url, String> {
+fn check_base_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw.trim()).map_err(|e| {
         format!("--base-url / IMKIT_BASE_URL is not a valid URL ({e}); expected e.g. https://your-app.imkit.io")
     })?;
@@ -201,131 +154,96 @@ pub fn check_base_url(raw: &str) -> Result<Url, String> {
 }
 
 /// The credentials the manifest's ops need, in a stable order.
-pub fn needed_credentials(manifest: &Manifest) -> Vec<Credential> {
+fn needed_credentials(manifest: &Manifest) -> Vec<Credential> {
     let mut v: Vec<Credential> = manifest.ops.iter().map(|p| p.op.credential()).collect();
     v.sort();
     v.dedup();
     v
 }
 
-impl JobConfig {
-    /// Checks flags, loads the manifest and the credentials; any problem exits 2.
-    pub fn from_args(args: &RunArgs, global: &GlobalArgs) -> anyhow::Result<JobConfig> {
-        let flags = check_flags(args).map_err(invalid_list)?;
-        let opts = LoadOptions {
-            action: args.manifest.action,
-        };
-        let manifest = crate::manifest::load(&args.manifest.manifest, &opts).map_err(|e| {
-            let msg = format!(
-                "{} is not a valid manifest ({} error{}); nothing was sent:\n{e}\n\
-                 Fix the lines above and check with `imkit-batch validate`.",
-                args.manifest.manifest.display(),
-                e.total,
-                if e.total == 1 { "" } else { "s" }
-            );
-            ExitError::new(Exit::Invalid, msg)
-        })?;
-        let credentials = if args.sandbox {
-            Credentials::default()
-        } else {
-            Credentials::from_env(args.env_file.as_deref())
-                .map_err(|e| ExitError::new(Exit::Invalid, e.to_string()))?
-        };
-        JobConfig::from_parts(args, global, flags, manifest, credentials)
-    }
+/// Checks flags, loads the manifest and the credentials; any problem exits 2.
+pub(super) fn from_args(args: &RunArgs, global: &GlobalArgs) -> anyhow::Result<Job> {
+    let flags = check_flags(args).map_err(invalid_list)?;
+    let opts = LoadOptions {
+        action: args.manifest.action,
+    };
+    let manifest = crate::manifest::load(&args.manifest.manifest, &opts).map_err(|e| {
+        let msg = format!(
+            "{} is not a valid manifest ({} error{}); nothing was sent:\n{e}\n\
+             Fix the lines above and check with `imkit-batch validate`.",
+            args.manifest.manifest.display(),
+            e.total,
+            if e.total == 1 { "" } else { "s" }
+        );
+        ExitError::new(Exit::Invalid, msg)
+    })?;
+    let credentials = if args.sandbox {
+        Credentials::default()
+    } else {
+        Credentials::from_env(args.env_file.as_deref())
+            .map_err(|e| ExitError::new(Exit::Invalid, e.to_string()))?
+    };
+    from_parts(args, global, flags, manifest, credentials)
+}
 
-    /// The pure part: merges manifest settings under the flags and checks the credentials
-    /// the manifest needs (all missing ones are named together).
-    pub fn from_parts(
-        args: &RunArgs,
-        global: &GlobalArgs,
-        flags: CheckedFlags,
-        manifest: Manifest,
-        credentials: Credentials,
-    ) -> anyhow::Result<JobConfig> {
-        let s = &manifest.settings;
-        let mut errors = Vec::new();
-        let concurrency = args
-            .concurrency
-            .or(s.concurrency)
-            .unwrap_or(DEFAULT_CONCURRENCY);
-        // The manifest loader already held `settings` to these bounds; a Manifest built in
-        // code is checked here.
-        if let Err(e) = check_concurrency("concurrency", concurrency.into()) {
-            errors.push(e);
-        }
-        let rate = args.rate.or(s.rate).unwrap_or_else(default_rate);
-        check_rate(rate, "rate", &mut errors);
-        let max_attempts = args
-            .max_attempts
-            .or(s.max_attempts)
-            .unwrap_or(DEFAULT_MAX_ATTEMPTS);
-        if let Err(e) = check_max_attempts("max_attempts", max_attempts.into()) {
-            errors.push(e);
-        }
-        let timeout = args.timeout.or(s.timeout).unwrap_or(DEFAULT_TIMEOUT);
-        check_timeout(timeout, "timeout", &mut errors);
-        let target = match flags.base_url {
-            Some(base_url) => Target::Remote { base_url },
-            None => Target::Sandbox,
-        };
-        if matches!(target, Target::Remote { .. }) {
-            let missing = credentials.missing(needed_credentials(&manifest));
-            if !missing.is_empty() {
-                errors.push(format!(
-                    "missing credentials for this manifest: set {} in the environment or in an --env-file (nothing was sent)",
-                    missing.join(", ")
-                ));
-            }
-        }
-        if !errors.is_empty() {
-            return Err(invalid_list(errors));
-        }
-        Ok(JobConfig {
-            args: args.clone(),
-            journal_path: flags.journal_path,
-            target,
-            credentials,
-            concurrency,
-            rate,
-            max_attempts,
-            timeout,
-            until: flags.until,
-            max_duration: args.max_duration,
-            max_failures: args.max_failures,
-            max_failure_ratio: args.max_failure_ratio,
-            snapshot: args.snapshot.resolve(s.snapshot),
-            fresh: args.fresh,
-            retry_failed: args.retry_failed,
-            progress: args.progress,
-            log_format: global.log_format,
-            backoff: crate::runner::retry::Backoff::default(),
-            manifest,
-        })
+/// The pure part: applies the flags over the manifest's settings and checks the result and
+/// the credentials the manifest needs (all missing ones are named together).
+pub(super) fn from_parts(
+    args: &RunArgs,
+    global: &GlobalArgs,
+    flags: CheckedFlags,
+    manifest: Manifest,
+    credentials: Credentials,
+) -> anyhow::Result<Job> {
+    let target = match flags.base_url {
+        Some(base_url) => Target::Remote { base_url },
+        None => Target::Sandbox,
+    };
+    let mut job = Job::new(manifest, target, credentials);
+    job.journal_path = flags.journal_path;
+    job.concurrency = args.concurrency.unwrap_or(job.concurrency);
+    job.rate = args.rate.unwrap_or(job.rate);
+    job.max_attempts = args.max_attempts.unwrap_or(job.max_attempts);
+    job.timeout = args.timeout.unwrap_or(job.timeout);
+    job.until = flags.until;
+    job.max_duration = args.max_duration;
+    job.max_failures = args.max_failures;
+    job.max_failure_ratio = args.max_failure_ratio;
+    job.snapshot = args.snapshot.resolve(job.manifest.settings.snapshot);
+    job.fresh = args.fresh;
+    job.retry_failed = args.retry_failed;
+    job.progress = args.progress;
+    job.log_format = global.log_format;
+    let errors = check_job(&job);
+    if errors.is_empty() {
+        Ok(job)
+    } else {
+        Err(invalid_list(errors))
     }
+}
 
-    /// The effective settings, for the journal and `status`. Holds no secret.
-    pub fn settings_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "base_url": match &self.target {
-                Target::Remote { base_url } => serde_json::Value::String(base_url.to_string()),
-                Target::Sandbox => serde_json::Value::String("sandbox".into()),
-            },
-            "concurrency": self.concurrency,
-            "rate": self.rate.to_string(),
-            "max_attempts": self.max_attempts,
-            "timeout": humantime::format_duration(self.timeout).to_string(),
-            "until": self.until.map(|t| t.to_string()),
-            "max_duration": self.max_duration.map(|d| humantime::format_duration(d).to_string()),
-            "max_failures": self.max_failures,
-            "max_failure_ratio": self.max_failure_ratio,
-            "snapshot": self.snapshot,
-            "retry_failed": self.retry_failed,
-            "window": self.manifest.window.map(|w| serde_json::json!({
-                "start": w.start.to_string(), "end": w.end.to_string()
-            })),
-        })
+/// The merged limits and the credentials. The manifest loader already held `settings` to
+/// the bounds; a Manifest built in code is checked here.
+fn check_job(job: &Job) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Err(e) = check_concurrency("concurrency", job.concurrency.into()) {
+        errors.push(e);
     }
+    check_rate(job.rate, "rate", &mut errors);
+    if let Err(e) = check_max_attempts("max_attempts", job.max_attempts.into()) {
+        errors.push(e);
+    }
+    check_timeout(job.timeout, "timeout", &mut errors);
+    if matches!(job.target, Target::Remote { .. }) {
+        let missing = job.credentials.missing(needed_credentials(&job.manifest));
+        if !missing.is_empty() {
+            errors.push(format!(
+                "missing credentials for this manifest: set {} in the environment or in an --env-file (nothing was sent)",
+                missing.join(", ")
+            ));
+        }
+    }
+    errors
 }
 
 fn invalid_list(errors: Vec<String>) -> anyhow::Error {
@@ -464,7 +382,7 @@ mod tests {
             timeout: Some(Duration::from_secs(5)),
         };
         let m = manifest(vec![Op::freeze("r")], settings);
-        let c = JobConfig::from_parts(
+        let c = from_parts(
             &a,
             &g,
             check_flags(&a).unwrap(),
@@ -474,7 +392,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.concurrency, 3);
         assert_eq!(c.rate, Rate::per_minute(600));
-        assert_eq!(c.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(c.max_attempts, crate::runner::DEFAULT_MAX_ATTEMPTS);
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert!(c.snapshot);
         let s = c.settings_json().to_string();
@@ -496,7 +414,7 @@ mod tests {
                 ..Settings::default()
             };
             let m = manifest(vec![Op::freeze("r")], settings);
-            JobConfig::from_parts(&a, &g, check_flags(&a).unwrap(), m, creds())
+            from_parts(&a, &g, check_flags(&a).unwrap(), m, creds())
                 .unwrap()
                 .snapshot
         };
@@ -516,8 +434,7 @@ mod tests {
     fn missing_credentials_name_only_the_needed_vars() {
         let (a, g) = parse(&["--base-url", "https://x.io"]);
         let mute_only = manifest(vec![Op::mute("u", "r")], Settings::default());
-        let e = JobConfig::from_parts(&a, &g, check_flags(&a).unwrap(), mute_only, creds(&[]))
-            .unwrap_err();
+        let e = from_parts(&a, &g, check_flags(&a).unwrap(), mute_only, creds(&[])).unwrap_err();
         let t = err_text(e);
         assert!(t.contains("IMKIT_API_KEY"), "{t}");
         assert!(
@@ -529,7 +446,7 @@ mod tests {
             vec![Op::freeze("r"), Op::unmute("u", "r")],
             Settings::default(),
         );
-        let e = JobConfig::from_parts(
+        let e = from_parts(
             &a,
             &g,
             check_flags(&a).unwrap(),
@@ -543,6 +460,6 @@ mod tests {
 
         // The sandbox brings its own credentials.
         let (a, g) = parse(&["--sandbox"]);
-        assert!(JobConfig::from_parts(&a, &g, check_flags(&a).unwrap(), both, creds(&[])).is_ok());
+        assert!(from_parts(&a, &g, check_flags(&a).unwrap(), both, creds(&[])).is_ok());
     }
 }

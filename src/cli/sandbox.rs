@@ -46,7 +46,7 @@ pub struct SandboxArgs {
     seed: Option<PathBuf>,
 
     /// The action for every row of a --seed CSV without an `action` column.
-    #[arg(long, value_enum, requires = "seed")]
+    #[arg(long, value_parser = super::values::action(), requires = "seed")]
     action: Option<Action>,
 
     /// Extra room, owned by OWNER, with managers MGR (`;`-separated); repeatable.

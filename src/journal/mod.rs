@@ -22,16 +22,18 @@
 //! - `schema`: the on-disk format, its version, the durability settings, the damage checks;
 //! - `types`: the records stored and read back; `error`: [`JournalError`];
 //! - `revert`: the inverse of what a job changed; `csvout`: the CSV manifests `report
-//!   --failed` and `revert` write; `command`: the `status`, `report` and `revert` commands.
+//!   --failed` and `revert` write; `status`: what `status` shows; `report`: the report, the
+//!   failed-ops manifest and the revert manifest written from a journal.
 
-pub mod command;
 mod csvout;
 mod error;
 mod import;
 mod lock;
 mod open;
+pub mod report;
 mod revert;
 mod schema;
+pub mod status;
 mod store;
 mod types;
 mod writer;

@@ -8,10 +8,10 @@
 //! `validate` goes through [`lean`], which keeps a CSV's ops compact (field values as
 //! hashes) and says exactly what [`load`] would.
 
-pub mod command;
 pub mod csv;
 pub mod expand;
 pub mod lean;
+pub(crate) mod plan;
 pub mod yaml;
 
 use std::fmt;

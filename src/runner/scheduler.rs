@@ -45,9 +45,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{Attempt, Outcome};
 use crate::journal::{JournalOp, OpRecord, OpState};
 use crate::op::{Action, Credential, LockKey};
+use crate::output::Progress;
 use crate::runner::executor::{Executor, Recorder};
 use crate::runner::pacing::Pacer;
-use crate::runner::progress::Progress;
 use crate::runner::retry::Backoff;
 use crate::runner::summary::Stats;
 use crate::units::Rate;
@@ -76,9 +76,9 @@ pub struct RunnerOptions {
 impl Default for RunnerOptions {
     fn default() -> RunnerOptions {
         RunnerOptions {
-            concurrency: 8,
-            rate: Rate::per_minute(800),
-            max_attempts: 6,
+            concurrency: super::DEFAULT_CONCURRENCY as usize,
+            rate: super::DEFAULT_RATE,
+            max_attempts: super::DEFAULT_MAX_ATTEMPTS,
             backoff: Backoff::default(),
             max_failures: None,
             max_failure_ratio: None,

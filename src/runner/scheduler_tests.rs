@@ -12,7 +12,7 @@ use super::*;
 use crate::api::{Attempt, Outcome};
 use crate::journal::{JournalOp, OpState};
 use crate::op::{Credential, Op};
-use crate::runner::progress::Progress;
+use crate::output::Progress;
 
 type Script = Box<dyn Fn(&Op, u32) -> (Outcome, Duration) + Send + Sync>;
 

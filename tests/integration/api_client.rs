@@ -14,7 +14,7 @@ use axum::response::Response;
 use imkit_batch::api::{ApiClient, ClientOptions, Outcome};
 use imkit_batch::journal::{JournalOp, OpState};
 use imkit_batch::op::Op;
-use imkit_batch::runner::progress::Progress;
+use imkit_batch::output::Progress;
 use imkit_batch::runner::{Controls, MemoryRecorder, RunnerOptions, StopReason, run};
 use reqwest::Url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

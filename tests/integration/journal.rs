@@ -1389,7 +1389,7 @@ async fn report_csv_and_json_have_one_row_per_op() {
     let header: Vec<String> = rd.headers().unwrap().iter().map(str::to_owned).collect();
     assert_eq!(
         header,
-        imkit_batch::journal::command::REPORT_COLUMNS.to_vec()
+        imkit_batch::journal::report::REPORT_COLUMNS.to_vec()
     );
     let rows: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 6);

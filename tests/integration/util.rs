@@ -277,33 +277,21 @@ pub fn credentials(client_key: &str, token: &str, api_key: &str) -> imkit_batch:
     imkit_batch::api::Credentials::from_sources(env, &Default::default()).unwrap()
 }
 
-/// The checked config of `imkit-batch run MANIFEST --base-url BASE ARGS...` with these
-/// credentials, as the binary builds it (no progress bar unless ARGS asks for one).
+/// The job `imkit-batch run MANIFEST --base-url BASE` runs with these credentials (no
+/// progress bar).
 pub fn job_config(
     manifest: &std::path::Path,
     base_url: &str,
     credentials: imkit_batch::api::Credentials,
-    args: &[&str],
-) -> imkit_batch::cli::job::JobConfig {
-    use clap::Parser as _;
-    use imkit_batch::cli::{Cli, Command, job};
-    let mut argv = vec![
-        "imkit-batch".to_string(),
-        "run".into(),
-        manifest.display().to_string(),
-        "--base-url".into(),
-        base_url.into(),
-        "--progress".into(),
-        "never".into(),
-    ];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    let cli = Cli::try_parse_from(argv).unwrap();
-    let Command::Run(run) = cli.command else {
-        unreachable!()
-    };
-    let flags = job::check_flags(&run).unwrap();
+) -> imkit_batch::runner::Job {
+    use imkit_batch::runner::{Job, Target};
     let m = imkit_batch::manifest::load(manifest, &Default::default()).unwrap();
-    job::JobConfig::from_parts(&run, &cli.global, flags, m, credentials).unwrap()
+    let target = Target::Remote {
+        base_url: base_url.parse().unwrap(),
+    };
+    let mut job = Job::new(m, target, credentials);
+    job.progress = imkit_batch::output::ProgressMode::Never;
+    job
 }
 
 /// Every op row of a journal, in manifest order.

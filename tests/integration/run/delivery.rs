@@ -13,7 +13,7 @@ use imkit_batch::op::{Action, Op, RoomFields};
 use imkit_batch::sandbox::{self, SandboxConfig, SandboxHandle};
 use rand::{Rng, SeedableRng};
 
-use super::{by_state, faulty, job, run};
+use super::{by_state, faulty, job, rate, run};
 use crate::util::{
     API_KEY, CLIENT_KEY, TOKEN, api_credentials, credentials, journal_rows, sandbox_credentials,
 };
@@ -144,21 +144,12 @@ async fn a_mixed_5000_op_job_survives_faults_and_applies_every_op() {
     let cfg = faulty(&ops, [0.10, 0.05, 0.02, 0.02], 55);
     let sb = sandbox::spawn(cfg).await.unwrap();
 
-    let (exit, msg) = run(
-        &j,
-        &sb.base_url(),
-        api_credentials(),
-        &[
-            "--concurrency",
-            "16",
-            "--rate",
-            "50000/s",
-            "--max-attempts",
-            "10",
-            "--timeout",
-            "5s",
-        ],
-    )
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), |c| {
+        c.concurrency = 16;
+        c.rate = rate("50000/s");
+        c.max_attempts = 10;
+        c.timeout = Duration::from_secs(5);
+    })
     .await;
     assert_eq!(exit, Exit::Success, "{msg}");
 
@@ -210,12 +201,10 @@ async fn a_bad_token_stops_within_concurrency_requests_and_ops_stay_pending() {
     let sb = sandbox::spawn(cfg).await.unwrap();
 
     let bad = credentials(CLIENT_KEY, "tok-expired-0000", API_KEY);
-    let (exit, msg) = run(
-        &j,
-        &sb.base_url(),
-        bad,
-        &["--concurrency", "4", "--rate", "50000/s"],
-    )
+    let (exit, msg) = run(&j, &sb.base_url(), bad, |c| {
+        c.concurrency = 4;
+        c.rate = rate("50000/s");
+    })
     .await;
     assert_eq!(exit, Exit::Aborted, "{msg}");
     assert!(
@@ -233,12 +222,10 @@ async fn a_bad_token_stops_within_concurrency_requests_and_ops_stay_pending() {
     assert!(rows.iter().all(|r| r.state == OpState::Pending));
 
     // Fixed credentials resume and finish the job.
-    let (exit, msg) = run(
-        &j,
-        &sb.base_url(),
-        api_credentials(),
-        &["--concurrency", "4", "--rate", "50000/s"],
-    )
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), |c| {
+        c.concurrency = 4;
+        c.rate = rate("50000/s");
+    })
     .await;
     assert_eq!(exit, Exit::Success, "{msg}");
     assert!(
@@ -266,12 +253,10 @@ async fn a_flat_401_for_a_bad_api_key_stops_the_job() {
     cfg.flat_401 = true;
     let sb = sandbox::spawn(cfg).await.unwrap();
     let bad = credentials(CLIENT_KEY, TOKEN, "ak-revoked-1111");
-    let (exit, msg) = run(
-        &j,
-        &sb.base_url(),
-        bad,
-        &["--concurrency", "4", "--rate", "50000/s"],
-    )
+    let (exit, msg) = run(&j, &sb.base_url(), bad, |c| {
+        c.concurrency = 4;
+        c.rate = rate("50000/s");
+    })
     .await;
     assert_eq!(exit, Exit::Aborted, "{msg}");
     assert!(
@@ -321,7 +306,10 @@ async fn a_403_or_404_is_recorded_and_the_job_goes_on() {
     ];
     let j = job(&ops);
     let creds = credentials(CLIENT_KEY, USER_TOKEN, API_KEY);
-    let (exit, msg) = run(&j, &sb.base_url(), creds, &["--rate", "50000/s"]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), creds, |c| {
+        c.rate = rate("50000/s");
+    })
+    .await;
     assert_eq!(exit, Exit::OpsFailed, "{msg}");
 
     let rows = journal_rows(&j.journal);
@@ -377,7 +365,7 @@ async fn a_403_or_404_is_recorded_and_the_job_goes_on() {
         &j,
         &sb.base_url(),
         credentials(CLIENT_KEY, USER_TOKEN, API_KEY),
-        &[],
+        |_| {},
     )
     .await;
     assert_eq!(exit, Exit::OpsFailed);
@@ -419,7 +407,10 @@ async fn a_200_whose_rc_is_not_0_is_a_failure() {
         Op::freeze("no-rc"),
     ];
     let j = job(&ops);
-    let (exit, msg) = run(&j, &base, api_credentials(), &["--rate", "50000/s"]).await;
+    let (exit, msg) = run(&j, &base, api_credentials(), |c| {
+        c.rate = rate("50000/s");
+    })
+    .await;
     assert_eq!(exit, Exit::OpsFailed, "{msg}");
     let rows = journal_rows(&j.journal);
     assert_eq!(rows[0].state, OpState::Done);
@@ -446,7 +437,7 @@ async fn unmute_answered_room_not_muted_is_done() {
     let sb = sandbox::spawn(cfg).await.unwrap();
     let ops = vec![Op::unmute("u-1", "hall"), Op::unmute("u-2", "hall")];
     let j = job(&ops);
-    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &[]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), |_| {}).await;
     assert_eq!(exit, Exit::Success, "{msg}");
     let rows = journal_rows(&j.journal);
     assert_eq!(rows[0].state, OpState::Done);
@@ -499,7 +490,7 @@ async fn hostile_ids_reach_only_their_own_room() {
         ops.push(Op::mute(*c, r));
     }
     let j = job(&ops);
-    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &[]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), |_| {}).await;
     assert_eq!(exit, Exit::Success, "{msg}");
     for r in hostile {
         assert_eq!(sb.room_status(r), Some(0), "{r} frozen");
@@ -545,7 +536,10 @@ async fn snapshot_records_the_prior_state_before_the_first_change() {
     let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(&ops[..4]);
     let sb = sandbox::spawn(cfg).await.unwrap();
-    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &["--snapshot"]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), |c| {
+        c.snapshot = true;
+    })
+    .await;
     assert_eq!(exit, Exit::OpsFailed, "`gone` does not exist: {msg}");
 
     let snaps = Journal::open_read_only(&j.journal)
@@ -576,12 +570,10 @@ async fn snapshot_records_the_prior_state_before_the_first_change() {
     assert_eq!(sb.room_status("lobby"), Some(0));
 
     // A resumed run does not read a snapshotted room again.
-    let (exit, _) = run(
-        &j,
-        &sb.base_url(),
-        api_credentials(),
-        &["--snapshot", "--retry-failed"],
-    )
+    let (exit, _) = run(&j, &sb.base_url(), api_credentials(), |c| {
+        c.snapshot = true;
+        c.retry_failed = true;
+    })
     .await;
     assert_eq!(exit, Exit::OpsFailed);
     assert_eq!(sb.stats().requests["GET /rooms/{id}"], 3);
@@ -605,19 +597,11 @@ async fn answers_slower_than_the_timeout_are_retried_and_the_op_done() {
     cfg.slow_duration = Duration::from_secs(3);
     cfg.fault_seed = 4;
     let sb = sandbox::spawn(cfg).await.unwrap();
-    let (exit, msg) = run(
-        &j,
-        &sb.base_url(),
-        api_credentials(),
-        &[
-            "--timeout",
-            "500ms",
-            "--rate",
-            "5000/s",
-            "--max-attempts",
-            "8",
-        ],
-    )
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), |c| {
+        c.timeout = Duration::from_millis(500);
+        c.rate = rate("5000/s");
+        c.max_attempts = 8;
+    })
     .await;
     assert_eq!(exit, Exit::Success, "{msg}");
     let slowed = sb.faults(sandbox::Fault::Slow);
@@ -645,15 +629,12 @@ async fn max_failures_aborts_with_exit_3_and_the_journal_resumable() {
     let mut cfg = SandboxConfig::new(sandbox_credentials());
     cfg.seed_from_ops(&ops[40..]);
     let sb = sandbox::spawn(cfg).await.unwrap();
-    let args = [
-        "--max-failures",
-        "5",
-        "--concurrency",
-        "2",
-        "--rate",
-        "5000/s",
-    ];
-    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &args).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), |c| {
+        c.max_failures = Some(5);
+        c.concurrency = 2;
+        c.rate = rate("5000/s");
+    })
+    .await;
     assert_eq!(exit, Exit::Aborted, "{msg}");
     assert!(msg.contains("--max-failures 5"), "{msg}");
     let rows = journal_rows(&j.journal);
@@ -663,7 +644,10 @@ async fn max_failures_aborts_with_exit_3_and_the_journal_resumable() {
     assert_eq!(sb.stats().applied_total, 0);
     assert!(sb.requests_total() as usize <= failed + 1);
     // Resuming without the bound finishes the rest.
-    let (exit, _) = run(&j, &sb.base_url(), api_credentials(), &["--rate", "5000/s"]).await;
+    let (exit, _) = run(&j, &sb.base_url(), api_credentials(), |c| {
+        c.rate = rate("5000/s");
+    })
+    .await;
     assert_eq!(exit, Exit::OpsFailed);
     let rows = journal_rows(&j.journal);
     assert_eq!(by_state(&rows).get("failed"), Some(&40));
@@ -678,15 +662,12 @@ async fn max_duration_stops_with_exit_4_and_in_flight_ops_recorded() {
     cfg.seed_from_ops(&ops);
     cfg.latency = Duration::from_millis(40);
     let sb = sandbox::spawn(cfg).await.unwrap();
-    let args = [
-        "--max-duration",
-        "300ms",
-        "--concurrency",
-        "2",
-        "--rate",
-        "5000/s",
-    ];
-    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &args).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), |c| {
+        c.max_duration = Some(Duration::from_millis(300));
+        c.concurrency = 2;
+        c.rate = rate("5000/s");
+    })
+    .await;
     assert_eq!(exit, Exit::Stopped, "{msg}");
     let rows = journal_rows(&j.journal);
     let done = rows.iter().filter(|r| r.state == OpState::Done).count();
@@ -696,7 +677,10 @@ async fn max_duration_stops_with_exit_4_and_in_flight_ops_recorded() {
         sb.stats().applied_total,
         "in-flight ops finished and recorded"
     );
-    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &["--rate", "5000/s"]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), |c| {
+        c.rate = rate("5000/s");
+    })
+    .await;
     assert_eq!(exit, Exit::Success, "{msg}");
     for op in &ops {
         assert_eq!(sb.applied_op(op), 1, "{op}");
@@ -720,12 +704,11 @@ async fn snapshots_through_faults_hold_the_state_before_any_change() {
     let j = job(&ops);
     let cfg = faulty(&ops, [0.15, 0.05, 0.05, 0.05], 21);
     let sb = sandbox::spawn(cfg).await.unwrap();
-    let (exit, msg) = run(
-        &j,
-        &sb.base_url(),
-        api_credentials(),
-        &["--snapshot", "--rate", "5000/s", "--max-attempts", "12"],
-    )
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), |c| {
+        c.snapshot = true;
+        c.rate = rate("5000/s");
+        c.max_attempts = 12;
+    })
     .await;
     assert_eq!(exit, Exit::Success, "{msg}");
     let snaps = Journal::open_read_only(&j.journal)
@@ -766,12 +749,10 @@ async fn a_rejected_api_key_is_named_and_stops_the_room_ops_too() {
     cfg.seed_from_ops(&ops);
     let sb = sandbox::spawn(cfg).await.unwrap();
     let bad = credentials(CLIENT_KEY, TOKEN, "ak-revoked");
-    let (exit, msg) = run(
-        &j,
-        &sb.base_url(),
-        bad,
-        &["--concurrency", "4", "--rate", "50000/s"],
-    )
+    let (exit, msg) = run(&j, &sb.base_url(), bad, |c| {
+        c.concurrency = 4;
+        c.rate = rate("50000/s");
+    })
     .await;
     assert_eq!(exit, Exit::Aborted, "{msg}");
     assert!(msg.contains("IMKIT_API_KEY"), "{msg}");
@@ -809,7 +790,10 @@ async fn the_rate_and_a_429_hint_are_honoured_over_http() {
     cfg.rate_limit = Some("20/s".parse().unwrap());
     let sb = sandbox::spawn(cfg).await.unwrap();
     let t0 = std::time::Instant::now();
-    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &["--rate", "20/s"]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), |c| {
+        c.rate = rate("20/s");
+    })
+    .await;
     let took = t0.elapsed();
     assert_eq!(exit, Exit::Success, "{msg}");
     assert!(
@@ -831,7 +815,10 @@ async fn the_rate_and_a_429_hint_are_honoured_over_http() {
     cfg.fault_retry_after_secs = 1;
     let sb = sandbox::spawn(cfg).await.unwrap();
     let t0 = std::time::Instant::now();
-    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), &["--rate", "1000/s"]).await;
+    let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), |c| {
+        c.rate = rate("1000/s");
+    })
+    .await;
     let took = t0.elapsed();
     assert_eq!(exit, Exit::Success, "{msg}");
     let injected: u64 = sb

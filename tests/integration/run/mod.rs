@@ -16,8 +16,10 @@ use std::time::Duration;
 use imkit_batch::Exit;
 use imkit_batch::journal::{OpRow, OpState};
 use imkit_batch::op::Op;
+use imkit_batch::runner::Shutdown;
 use imkit_batch::runner::retry::Backoff;
 use imkit_batch::sandbox::{FaultRates, SandboxConfig};
+use imkit_batch::units::Rate;
 
 use crate::util::{job_config, sandbox_credentials, write_csv_manifest};
 
@@ -67,17 +69,23 @@ fn job(ops: &[Op]) -> Job {
     }
 }
 
-/// Runs the job through the library entry point; returns the exit status and, for an error
-/// exit, its message.
+/// A `--rate` value.
+fn rate(s: &str) -> Rate {
+    s.parse().unwrap()
+}
+
+/// Runs the job through the library entry point, with what `set` changes in the job `run`
+/// would run without flags; returns the exit status and, for an error exit, its message.
 async fn run(
     j: &Job,
     base: &str,
     creds: imkit_batch::api::Credentials,
-    args: &[&str],
+    set: impl FnOnce(&mut imkit_batch::runner::Job),
 ) -> (Exit, String) {
-    let mut config = job_config(&j.manifest, base, creds, args);
+    let mut config = job_config(&j.manifest, base, creds);
     config.backoff = FAST;
-    match imkit_batch::runner::run_job(config).await {
+    set(&mut config);
+    match imkit_batch::runner::run_job(config, Shutdown::never()).await {
         Ok(exit) => (exit, String::new()),
         Err(e) => (imkit_batch::exit_for_error(&e), format!("{e:#}")),
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use imkit_batch::op::Op;
 use imkit_batch::sandbox::{self, SandboxConfig, SandboxHandle};
 
-use super::{job, run};
+use super::{job, rate, run};
 use crate::util::{api_credentials, sandbox_credentials};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,12 +33,10 @@ async fn pacing_at_the_sandbox_rate_limit() {
         cfg.rate_limit = Some(rate);
         let sb = sandbox::spawn(cfg).await.unwrap();
         let t0 = std::time::Instant::now();
-        let (exit, msg) = run(
-            &j,
-            &sb.base_url(),
-            api_credentials(),
-            &["--rate", ask, "--concurrency", "8"],
-        )
+        let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), |c| {
+            c.rate = ask.parse().unwrap();
+            c.concurrency = 8;
+        })
         .await;
         let el = t0.elapsed().as_secs_f64();
         let req = sb.requests_total();
@@ -118,14 +116,11 @@ async fn pacing_unlimited_with_20ms_latency() {
         let http50 = median_answer_time(&client0).await;
         drop(sb0);
         rt0.shutdown_background();
-        let c = conc.to_string();
         let t0 = std::time::Instant::now();
-        let (exit, msg) = run(
-            &j,
-            &sb.base_url(),
-            api_credentials(),
-            &["--rate", "100000/s", "--concurrency", &c],
-        )
+        let (exit, msg) = run(&j, &sb.base_url(), api_credentials(), |c| {
+            c.rate = rate("100000/s");
+            c.concurrency = conc as u32;
+        })
         .await;
         let el = t0.elapsed().as_secs_f64();
         let got = n as f64 / el;
@@ -191,14 +186,11 @@ async fn pacing_unlimited_against_a_precise_20ms_double() {
         )
         .unwrap();
         let rtt50 = median_answer_time(&client).await;
-        let c = conc.to_string();
         let t0 = std::time::Instant::now();
-        let (exit, msg) = run(
-            &j,
-            &base,
-            api_credentials(),
-            &["--rate", "100000/s", "--concurrency", &c],
-        )
+        let (exit, msg) = run(&j, &base, api_credentials(), |c| {
+            c.rate = rate("100000/s");
+            c.concurrency = conc as u32;
+        })
         .await;
         let el = t0.elapsed().as_secs_f64();
         let got = n as f64 / el;

@@ -12,12 +12,13 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::Instant;
 
-use crate::cli::ProgressMode;
-use crate::runner::summary::Stats;
+use super::ProgressMode;
+use crate::runner::Stats;
 
 /// Interval of the log line when there is no bar.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The live progress of a run: a bar, a periodic log line, or nothing.
 pub struct Progress {
     bar: Option<ProgressBar>,
     log_every: Option<Duration>,
@@ -26,7 +27,7 @@ pub struct Progress {
 
 impl Progress {
     /// `total` ops in this run.
-    pub fn new(mode: ProgressMode, total: u64) -> Progress {
+    pub(crate) fn new(mode: ProgressMode, total: u64) -> Progress {
         let tty = std::io::stderr().is_terminal();
         let bar = match mode {
             ProgressMode::Always => true,
@@ -71,7 +72,7 @@ impl Progress {
     }
 
     /// Shows the current state (cheap; call often).
-    pub fn update(&mut self, st: &Stats, elapsed: Duration) {
+    pub(crate) fn update(&mut self, st: &Stats, elapsed: Duration) {
         if let Some(pb) = &self.bar {
             pb.set_position(st.finished());
             pb.set_message(format!("retries {}  failures {}", st.retries, st.failed));
@@ -108,7 +109,7 @@ impl Progress {
     /// Takes the bar off the screen: the summary that follows says everything it said, and
     /// an abandoned bar leaves the cursor at the end of its line (off a terminal, the next
     /// line would be glued to it).
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(pb) = &self.bar {
             pb.finish_and_clear();
             set_active_bar(None);
@@ -124,23 +125,6 @@ impl Drop for Progress {
     }
 }
 
-/// One line for stderr shaped like the JSON log events (`timestamp`, `level`, `message`,
-/// then `fields`' members), for what is printed whatever `-q` says: the summary, the final
-/// error. `fields` is an object (anything else is ignored).
-pub fn json_event(level: &str, message: &str, fields: serde_json::Value) -> String {
-    let mut obj = serde_json::Map::new();
-    obj.insert(
-        "timestamp".into(),
-        jiff::Timestamp::now().to_string().into(),
-    );
-    obj.insert("level".into(), level.into());
-    obj.insert("message".into(), message.into());
-    if let serde_json::Value::Object(extra) = fields {
-        obj.extend(extra);
-    }
-    serde_json::Value::Object(obj).to_string()
-}
-
 /// The bar on screen, if any: log lines are written around it.
 static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
@@ -153,7 +137,7 @@ fn active_bar() -> Option<ProgressBar> {
 }
 
 /// Writes `buf` to stderr in one piece, with the bar (if one is showing) hidden meanwhile.
-pub fn write_around_bar(buf: &[u8]) -> std::io::Result<()> {
+fn write_around_bar(buf: &[u8]) -> std::io::Result<()> {
     let write = || {
         let mut err = std::io::stderr().lock();
         err.write_all(buf)?;
@@ -168,7 +152,7 @@ pub fn write_around_bar(buf: &[u8]) -> std::io::Result<()> {
 /// The tracing subscriber's writer: stderr, around the progress bar. The fmt layer writes
 /// each event with one `write_all` of the whole formatted line.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct LogWriter;
+pub(crate) struct LogWriter;
 
 impl std::io::Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -1,0 +1,553 @@
+//! `plan`: shows what `run` would send now, taking an existing journal into account. Sends
+//! nothing and writes nothing. The plan itself is computed in [`crate::manifest::plan`];
+//! this renders it, and the rendering is tested without a terminal or a journal.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::validate::{counts_block, render_errors};
+use super::{ManifestArgs, SnapshotArgs};
+use crate::Exit;
+use crate::api::Request;
+use crate::manifest::plan::{JournalState, JournalView, Plan, Planned, WindowState, plan};
+use crate::manifest::{LoadOptions, Manifest};
+
+#[derive(Debug, Args)]
+pub(super) struct PlanArgs {
+    #[command(flatten)]
+    manifest: ManifestArgs,
+
+    /// The journal to take into account (default: MANIFEST.journal).
+    #[arg(long, value_name = "PATH")]
+    journal: Option<PathBuf>,
+
+    /// How many requests to list.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    show: usize,
+
+    /// As for `run`: list the room reads (GET /rooms/{id}) a run with --snapshot makes.
+    #[command(flatten)]
+    snapshot: SnapshotArgs,
+}
+
+/// Prints the plan of the manifest; exit 2 when the manifest is invalid.
+pub(super) fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
+    let a = &args.manifest;
+    let m = match crate::manifest::load(&a.manifest, &LoadOptions { action: a.action }) {
+        Ok(m) => m,
+        Err(e) => {
+            eprint!("{}", render_errors(&e));
+            return Ok(Exit::Invalid);
+        }
+    };
+    let path = args
+        .journal
+        .clone()
+        .unwrap_or_else(|| crate::runner::default_journal_path(&a.manifest));
+    let snapshot = args.snapshot.resolve(m.settings.snapshot);
+    let view = if path.exists() {
+        let view = JournalView::read(&path, snapshot)
+            .with_context(|| format!("cannot read the journal {}", path.display()))?;
+        Some(view)
+    } else {
+        None
+    };
+    let options = PlanOptions {
+        show: args.show,
+        snapshot,
+        now: jiff::Timestamp::now(),
+    };
+    print!("{}", render_plan(&m, view.as_ref(), &options));
+    Ok(Exit::Success)
+}
+
+/// What `plan` is asked, besides the manifest and the journal.
+#[derive(Clone, Copy, Debug)]
+struct PlanOptions {
+    /// How many requests to list.
+    show: usize,
+    /// Whether `run` would read rooms first (`--snapshot`, `--no-snapshot`, settings).
+    snapshot: bool,
+    /// The time the plan is for (now, outside tests): the YAML window is compared with it.
+    now: jiff::Timestamp,
+}
+
+/// The text of `plan`: the journal and the window as `run` would find them, then (unless
+/// nothing would be sent) counts per action, the snapshot reads, the credentials needed and
+/// the first `show` requests in dispatch order; the manifest's warnings last.
+fn render_plan(m: &Manifest, journal: Option<&JournalView>, o: &PlanOptions) -> String {
+    let p = plan(m, journal, o.snapshot, o.now);
+    let mut s = String::new();
+    let _ = write!(s, "plan for {} ({})", m.path.display(), m.format);
+    if let Some(n) = &m.name {
+        let _ = write!(s, ", name {n:?}");
+    }
+    let _ = writeln!(s);
+    render_journal(&mut s, m, &p.journal);
+    let complete = matches!(p.journal, JournalState::Complete { .. });
+    if !complete {
+        render_window(&mut s, &p, o.now);
+    }
+    if !complete && !matches!(p.window, WindowState::Closed(_)) {
+        render_requests(&mut s, m, &p, o.show);
+    }
+    for w in &m.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    let _ = writeln!(s, "nothing was sent.");
+    s
+}
+
+/// The journal line(s); for a complete job, also what `run` would do and that it would send
+/// nothing.
+fn render_journal(s: &mut String, m: &Manifest, journal: &JournalState<'_>) {
+    match *journal {
+        JournalState::None => {
+            let _ = writeln!(s, "journal: none yet; `run` starts a new job");
+        }
+        JournalState::OtherManifest { path, checksum } => {
+            let _ = writeln!(
+                s,
+                "WARNING: the journal {} was written for a different manifest (checksum {} \
+                 there, {} now): `run` would refuse to resume it and exit 2. Use `run --fresh` \
+                 to start a new job (the old journal is kept, renamed). The plan below is that \
+                 of a fresh run.",
+                path.display(),
+                short(checksum),
+                short(&m.checksum)
+            );
+        }
+        JournalState::Complete { path, counts: c } => {
+            let exit = if c.failed > 0 {
+                Exit::OpsFailed
+            } else {
+                Exit::Success
+            };
+            let _ = writeln!(
+                s,
+                "journal: {}: the job is complete ({} done, {} failed, {} skipped)",
+                path.display(),
+                c.done,
+                c.failed,
+                c.skipped
+            );
+            let _ = writeln!(
+                s,
+                "`run` would send nothing and exit {} ({}); `run --fresh` starts the job \
+                 again{}",
+                exit.code(),
+                if exit == Exit::Success {
+                    "every op done"
+                } else {
+                    "finished, some ops failed permanently"
+                },
+                if c.failed > 0 {
+                    ", `run --retry-failed` re-attempts the failed ops"
+                } else {
+                    ""
+                }
+            );
+            let _ = writeln!(s, "to send: 0 requests");
+        }
+        JournalState::Resuming { path, pending } => {
+            let _ = writeln!(
+                s,
+                "journal: {}: {} of {} ops already final; resuming sends the rest",
+                path.display(),
+                m.ops.len().saturating_sub(pending),
+                m.ops.len()
+            );
+        }
+    }
+}
+
+/// The window line; once it has closed, also that nothing would be sent.
+fn render_window(s: &mut String, p: &Plan<'_>, now: jiff::Timestamp) {
+    match p.window {
+        WindowState::None => {}
+        WindowState::NotYet(w) => {
+            let _ = writeln!(
+                s,
+                "window: {} to {}; it opens in {}: `run` would wait until {} before sending \
+                 anything, and stop at {} (exit 4, resumable) if not finished",
+                w.start,
+                w.end,
+                until(now, w.start),
+                w.start,
+                w.end
+            );
+        }
+        WindowState::Open(w) => {
+            let _ = writeln!(
+                s,
+                "window: {} to {}; open now (closes in {}): `run` would start at once and \
+                 stop at {} (exit 4, resumable) if not finished",
+                w.start,
+                w.end,
+                until(now, w.end),
+                w.end
+            );
+        }
+        WindowState::Closed(w) => {
+            let _ = writeln!(
+                s,
+                "window: {} to {}; it closed at {}: `run` would send nothing and exit 4. To \
+                 run this job, move or remove its `window` (a changed manifest is a new job: \
+                 `run --fresh` if it has a journal)",
+                w.start, w.end, w.end
+            );
+            let _ = writeln!(s, "to send: 0 requests (the window has closed)");
+            let _ = writeln!(s, "ops waiting for a window: {}", p.todo.len());
+        }
+    }
+}
+
+/// What would be sent: counts, snapshot reads, credentials and the first `show` requests.
+fn render_requests(s: &mut String, m: &Manifest, p: &Plan<'_>, show: usize) {
+    let _ = writeln!(s, "to send: {} requests", p.requests.len());
+    counts_block(s, &p.per_action());
+    if p.snapshot {
+        let _ = writeln!(
+            s,
+            "  {:<9} {} (GET /rooms/{{id}}, one per room before its first change{})",
+            "snapshot",
+            p.reads(),
+            if p.snapshotted_earlier == 0 {
+                String::new()
+            } else {
+                format!("; {} rooms read by an earlier run", p.snapshotted_earlier)
+            }
+        );
+    } else if p.changes_rooms() {
+        let _ = writeln!(
+            s,
+            "snapshot: off (no room is read first, so `revert` cannot restore prior values; \
+             --snapshot or `settings.snapshot: true` turns it on)"
+        );
+    }
+    let creds = p.credentials();
+    if !creds.is_empty() {
+        let c: Vec<&str> = creds.iter().map(|c| c.describe()).collect();
+        let _ = writeln!(s, "credentials needed: {}", c.join("; "));
+    }
+    if p.requests.is_empty() || show == 0 {
+        return;
+    }
+    let _ = writeln!(s, "first {} requests:", show.min(p.requests.len()));
+    for r in p.requests.iter().take(show) {
+        let _ = writeln!(s, "  {}", request_line(m, r));
+    }
+    if p.requests.len() > show {
+        let _ = writeln!(s, "  ... and {} more", p.requests.len() - show);
+    }
+}
+
+/// A request as listed: method, path and body, then where its op is in the manifest.
+fn request_line(m: &Manifest, r: &Planned<'_>) -> String {
+    match *r {
+        Planned::Op { seq, op } => {
+            let at = m
+                .ops
+                .get(seq as usize)
+                .filter(|p| &p.op == op)
+                .map(|p| format!("  ({})", m.describe(p.source)))
+                .unwrap_or_default();
+            format!("{}{at}", Request::for_op(op))
+        }
+        Planned::Read { room, seq } => {
+            let at = m
+                .ops
+                .get(seq as usize)
+                .map(|p| format!("  (snapshot, before {})", m.describe(p.source)))
+                .unwrap_or_else(|| "  (snapshot)".into());
+            format!("{}{at}", Request::get_room(room))
+        }
+    }
+}
+
+/// "3h 12m" from `now` to `t`: days, hours and minutes (cut to the minute), or seconds
+/// under a minute.
+fn until(now: jiff::Timestamp, t: jiff::Timestamp) -> String {
+    let secs = t.as_second().saturating_sub(now.as_second()).max(0);
+    if secs < 60 {
+        return format!("{secs}s");
+    }
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3_600, secs % 3_600 / 60);
+    [(d, "d"), (h, "h"), (m, "m")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The first 12 hex digits of a checksum.
+fn short(c: &str) -> &str {
+    c.get(..12).unwrap_or(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Counts, JournalOp};
+    use crate::manifest::Window;
+    use crate::op::{Op, RoomFields};
+
+    fn manifest(ops: Vec<Op>) -> Manifest {
+        Manifest {
+            checksum: "abcdef0123456789".into(),
+            ..Manifest::from_ops("m.csv", ops)
+        }
+    }
+
+    fn ts(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    /// A fixed "now", far from every window boundary used below.
+    fn opts(show: usize, snapshot: bool) -> PlanOptions {
+        PlanOptions {
+            show,
+            snapshot,
+            now: ts("2026-11-22T12:00:00Z"),
+        }
+    }
+
+    fn plan(m: &Manifest, j: Option<&JournalView>, show: usize) -> String {
+        render_plan(m, j, &opts(show, false))
+    }
+
+    #[test]
+    fn plan_without_journal_lists_everything() {
+        let m = manifest(vec![Op::freeze("a/1"), Op::mute("u", "a"), Op::freeze("b")]);
+        let s = plan(&m, None, 2);
+        assert!(s.contains("to send: 3 requests"), "{s}");
+        assert!(s.contains("  freeze    2\n"), "{s}");
+        assert!(s.contains("  mute      1\n"), "{s}");
+        assert!(
+            s.contains("  PUT /rooms/a%2F1 {\"status\":0}  (m.csv:2)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("  POST /admin/clients/u/mute/a  (m.csv:3)"),
+            "{s}"
+        );
+        assert!(s.contains("... and 1 more"), "{s}");
+        assert!(s.contains("IMKIT_API_KEY"), "{s}");
+    }
+
+    #[test]
+    fn plan_with_journal_shows_only_pending() {
+        let m = manifest(vec![Op::freeze("a"), Op::freeze("b"), Op::unfreeze("c")]);
+        let j = JournalView {
+            path: "m.csv.journal".into(),
+            checksum: m.checksum.clone(),
+            pending: vec![JournalOp {
+                seq: 2,
+                op: Op::unfreeze("c"),
+                attempts: 1,
+            }],
+            counts: Counts {
+                pending: 1,
+                done: 2,
+                ..Counts::default()
+            },
+            ..JournalView::default()
+        };
+        let s = plan(&m, Some(&j), 10);
+        assert!(s.contains("2 of 3 ops already final"), "{s}");
+        assert!(s.contains("to send: 1 requests"), "{s}");
+        assert!(s.contains("PUT /rooms/c {\"status\":1}  (m.csv:4)"), "{s}");
+        assert!(!s.contains("/rooms/a "), "{s}");
+    }
+
+    #[test]
+    fn plan_warns_on_checksum_mismatch() {
+        let m = manifest(vec![Op::freeze("a")]);
+        let j = JournalView {
+            path: "m.csv.journal".into(),
+            checksum: "ffff".into(),
+            ..JournalView::default()
+        };
+        let s = plan(&m, Some(&j), 10);
+        assert!(s.contains("would refuse"), "{s}");
+        assert!(s.contains("--fresh"), "{s}");
+        assert!(s.contains("to send: 1 requests"), "{s}");
+    }
+
+    fn windowed(start: &str, end: &str) -> Manifest {
+        Manifest {
+            window: Some(Window {
+                start: ts(start),
+                end: ts(end),
+            }),
+            ..manifest(vec![Op::freeze("a"), Op::freeze("b")])
+        }
+    }
+
+    /// Before the window opens, `run` would wait for it; the plan says until when, and
+    /// still lists what will be sent then.
+    #[test]
+    fn plan_before_the_window_says_run_would_wait() {
+        let m = windowed("2026-11-22T22:00:00+08:00", "2026-11-23T02:00:00+08:00");
+        let s = plan(&m, None, 10);
+        assert!(
+            s.contains("it opens in 2h: `run` would wait until 2026-11-22T14:00:00Z"),
+            "{s}"
+        );
+        assert!(s.contains("to send: 2 requests"), "{s}");
+        assert!(s.contains("PUT /rooms/a {\"status\":0}"), "{s}");
+    }
+
+    /// After the window's end, `run` sends nothing and exits 4: the plan says so and
+    /// counts no request.
+    #[test]
+    fn plan_after_the_window_says_nothing_would_be_sent() {
+        let m = windowed("2026-11-20T22:00:00Z", "2026-11-21T02:00:00Z");
+        let s = plan(&m, None, 10);
+        assert!(
+            s.contains("it closed at 2026-11-21T02:00:00Z: `run` would send nothing and exit 4"),
+            "{s}"
+        );
+        assert!(
+            s.contains("to send: 0 requests (the window has closed)"),
+            "{s}"
+        );
+        assert!(s.contains("ops waiting for a window: 2"), "{s}");
+        assert!(!s.contains("PUT /rooms/"), "{s}");
+    }
+
+    #[test]
+    fn time_until_is_short() {
+        let now = ts("2026-11-22T12:00:00Z");
+        let at = |s: &str| until(now, ts(s));
+        assert_eq!(at("2026-11-22T12:00:42Z"), "42s");
+        assert_eq!(at("2026-11-22T12:05:59Z"), "5m");
+        assert_eq!(at("2026-11-22T14:00:00Z"), "2h");
+        assert_eq!(at("2026-11-25T13:30:00Z"), "3d 1h 30m");
+        assert_eq!(at("2099-11-22T12:00:00Z"), "26663d");
+        assert_eq!(at("2026-11-22T11:00:00Z"), "0s");
+    }
+
+    #[test]
+    fn plan_inside_the_window_says_it_is_open() {
+        let m = windowed("2026-11-22T11:00:00Z", "2026-11-22T15:30:00Z");
+        let s = plan(&m, None, 10);
+        assert!(s.contains("open now (closes in 3h 30m)"), "{s}");
+        assert!(s.contains("to send: 2 requests"), "{s}");
+    }
+
+    /// With snapshot on, each room is read once, right before its first change; mute and
+    /// unmute read nothing; rooms an earlier run read are not read again.
+    #[test]
+    fn plan_lists_snapshot_reads() {
+        let f = RoomFields {
+            name: Some("N".into()),
+            ..RoomFields::default()
+        };
+        let m = manifest(vec![
+            Op::freeze("a"),
+            Op::mute("u", "b"),
+            Op::update("a", f),
+            Op::unfreeze("c/1"),
+        ]);
+        let s = render_plan(&m, None, &opts(10, true));
+        assert!(s.contains("to send: 6 requests"), "{s}");
+        assert!(
+            s.contains("  snapshot  2 (GET /rooms/{id}, one per room before its first change)"),
+            "{s}"
+        );
+        let listed: Vec<&str> = s
+            .lines()
+            .skip_while(|l| !l.starts_with("first "))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                "  GET /rooms/a  (snapshot, before m.csv:2)",
+                "  PUT /rooms/a {\"status\":0}  (m.csv:2)",
+                "  POST /admin/clients/u/mute/b  (m.csv:3)",
+                "  PUT /rooms/a {\"name\":\"N\"}  (m.csv:4)",
+                "  GET /rooms/c%2F1  (snapshot, before m.csv:5)",
+                "  PUT /rooms/c%2F1 {\"status\":1}  (m.csv:5)",
+            ]
+        );
+        // Off: no reads, and the plan says what that means for revert.
+        let s = render_plan(&m, None, &opts(10, false));
+        assert!(s.contains("to send: 4 requests"), "{s}");
+        assert!(!s.contains("GET /rooms"), "{s}");
+        assert!(s.contains("snapshot: off"), "{s}");
+        // Resuming: a room read by an earlier run is not read again.
+        let j = JournalView {
+            path: "m.csv.journal".into(),
+            checksum: m.checksum.clone(),
+            pending: vec![
+                JournalOp {
+                    seq: 2,
+                    op: m.ops[2].op.clone(),
+                    attempts: 0,
+                },
+                JournalOp {
+                    seq: 3,
+                    op: m.ops[3].op.clone(),
+                    attempts: 0,
+                },
+            ],
+            counts: Counts {
+                pending: 2,
+                done: 2,
+                ..Counts::default()
+            },
+            snapshotted: ["a".to_string()].into_iter().collect(),
+        };
+        let s = render_plan(&m, Some(&j), &opts(10, true));
+        assert!(s.contains("to send: 3 requests"), "{s}");
+        assert!(s.contains("  snapshot  1 ("), "{s}");
+        assert!(!s.contains("GET /rooms/a "), "{s}");
+        assert!(s.contains("GET /rooms/c%2F1"), "{s}");
+    }
+
+    /// A finished journal: the job is complete, a re-run sends nothing and exits with the
+    /// recorded outcome (0, or 1 when some ops failed).
+    #[test]
+    fn plan_of_a_complete_job() {
+        let m = windowed("2026-11-20T22:00:00Z", "2026-11-21T02:00:00Z");
+        let mut j = JournalView {
+            path: "m.csv.journal".into(),
+            checksum: m.checksum.clone(),
+            counts: Counts {
+                done: 2,
+                ..Counts::default()
+            },
+            ..JournalView::default()
+        };
+        let s = plan(&m, Some(&j), 10);
+        assert!(
+            s.contains("the job is complete (2 done, 0 failed, 0 skipped)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("`run` would send nothing and exit 0 (every op done)"),
+            "{s}"
+        );
+        assert!(s.contains("to send: 0 requests"), "{s}");
+        // Complete wins over a closed window, as in `run`.
+        assert!(!s.contains("exit 4"), "{s}");
+        j.counts = Counts {
+            done: 1,
+            failed: 1,
+            ..Counts::default()
+        };
+        let s = plan(&m, Some(&j), 10);
+        assert!(
+            s.contains("exit 1 (finished, some ops failed permanently)"),
+            "{s}"
+        );
+        assert!(s.contains("--retry-failed"), "{s}");
+    }
+}

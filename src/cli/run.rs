@@ -1,0 +1,90 @@
+//! `run`: executes a job, or resumes it from its journal. The flags become a checked
+//! [`crate::runner::Job`] in [`super::job`]; SIGINT and SIGTERM stop it.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{GlobalArgs, ManifestArgs, SnapshotArgs, job, signal, values};
+use crate::Exit;
+use crate::output::ProgressMode;
+use crate::units::Rate;
+
+/// Flags of `run`, as typed. [`super::job::from_args`] turns them into a checked job.
+#[derive(Debug, Args, Clone)]
+pub(super) struct RunArgs {
+    #[command(flatten)]
+    pub(super) manifest: ManifestArgs,
+
+    /// API base URL; https:// unless the host is a loopback address.
+    #[arg(long, env = "IMKIT_BASE_URL", value_name = "URL")]
+    pub(super) base_url: Option<String>,
+
+    /// Read credentials (IMKIT_CLIENT_KEY, IMKIT_TOKEN, IMKIT_API_KEY) from this file too;
+    /// variables already in the environment win.
+    #[arg(long, value_name = "FILE")]
+    pub(super) env_file: Option<PathBuf>,
+
+    /// The job's journal (default: MANIFEST.journal).
+    #[arg(long, value_name = "PATH")]
+    pub(super) journal: Option<PathBuf>,
+
+    /// Requests in flight at most (default 8, or the manifest's settings).
+    #[arg(long, value_name = "N")]
+    pub(super) concurrency: Option<u32>,
+
+    /// Requests per credential, e.g. 600/min or 10/s (default 800/min, 80% of the API limit).
+    #[arg(long, value_name = "RATE")]
+    pub(super) rate: Option<Rate>,
+
+    /// Attempts per op before it counts as failed (default 6).
+    #[arg(long, value_name = "N")]
+    pub(super) max_attempts: Option<u32>,
+
+    /// Timeout of one request (default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    pub(super) timeout: Option<std::time::Duration>,
+
+    /// Stop dispatching at this time (RFC 3339, e.g. 2026-11-23T02:00:00+08:00); exit 4.
+    #[arg(long, value_name = "TIME")]
+    pub(super) until: Option<String>,
+
+    /// Stop dispatching after this long (e.g. 45m); exit 4.
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
+    pub(super) max_duration: Option<std::time::Duration>,
+
+    /// Abort (exit 3) once more than N ops have failed permanently.
+    #[arg(long, value_name = "N")]
+    pub(super) max_failures: Option<u64>,
+
+    /// Abort (exit 3) once the share of permanently failed ops passes R (0..1), judged from
+    /// the 20th finished op on (so the first failure of a run is not 100%).
+    #[arg(long, value_name = "R")]
+    pub(super) max_failure_ratio: Option<f64>,
+
+    #[command(flatten)]
+    pub(super) snapshot: SnapshotArgs,
+
+    /// Start a new job even if the journal exists (the old one is renamed, never deleted).
+    #[arg(long, conflicts_with = "retry_failed")]
+    pub(super) fresh: bool,
+
+    /// Resume and also re-attempt ops that failed permanently.
+    #[arg(long)]
+    pub(super) retry_failed: bool,
+
+    /// Run against an in-process emulator seeded with every room and client of the manifest
+    /// (a base URL from --base-url or IMKIT_BASE_URL is then ignored, with a warning).
+    #[arg(long)]
+    pub(super) sandbox: bool,
+
+    /// Live progress bar: auto (on a terminal only), always, never.
+    #[arg(long, value_parser = values::progress_mode(), default_value = "auto")]
+    pub(super) progress: ProgressMode,
+}
+
+/// Runs the job the flags describe until it ends or a signal stops it.
+pub(super) fn run(args: &RunArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let job = job::from_args(args, global)?;
+    super::runtime()?.block_on(crate::runner::run_job(job, signal::run_shutdown()))
+}
