@@ -357,10 +357,17 @@ impl Field {
         }
     }
 
-    /// Reads this field's value from the text of a CSV cell (trimmed, not empty): lists are
+    /// Sets this field in `f` from the text of a CSV cell (trimmed, not empty): lists are
     /// `;`-separated (items trimmed, empty items dropped), `true`/`false`, `0`/`1`, ids
     /// checked. The error is the message a manifest error shows.
-    pub fn parse_cell(self, v: &str) -> Result<FieldValue, String> {
+    pub fn set_cell(self, f: &mut RoomFields, cell: &str) -> Result<(), String> {
+        let v = self.parse_cell(cell)?;
+        self.set(f, v)
+            .map_err(|v| format!("{self}: {v:?} is not a value of this field"))
+    }
+
+    /// The value of a CSV cell, as [`Field::set_cell`] reads it.
+    fn parse_cell(self, v: &str) -> Result<FieldValue, String> {
         let name = self.name();
         let id = |v: &str| validate_id(v).map_err(|e| format!("{name}: {e}"));
         match self.kind() {
@@ -398,7 +405,7 @@ impl fmt::Display for Field {
 }
 
 impl FieldRef<'_> {
-    /// The text of this value in a CSV cell, as [`Field::parse_cell`] reads it back: lists
+    /// The text of this value in a CSV cell, as [`Field::set_cell`] reads it back: lists
     /// `;`-joined, `true`/`false`, `0`/`1`. (Whether the reader gives back exactly this value
     /// is for the writer to check.)
     pub fn to_cell(self) -> String {
