@@ -166,16 +166,8 @@ impl Manifest {
     }
 
     /// Ops per action, in [`Action::ALL`] order.
-    pub fn counts(&self) -> [(Action, usize); 5] {
-        let mut n = [0usize; 5];
-        for p in &self.ops {
-            n[action_index(p.op.action)] += 1;
-        }
-        let mut out = [(Action::Freeze, 0); 5];
-        for (i, a) in Action::ALL.into_iter().enumerate() {
-            out[i] = (a, n[i]);
-        }
-        out
+    pub fn counts(&self) -> [(Action, usize); Action::COUNT] {
+        count_actions(self.ops.iter().map(|p| p.op.action))
     }
 
     /// How many distinct rooms the ops touch (mute and unmute rooms included).
@@ -199,8 +191,13 @@ fn count_warnings(warnings: &[String]) -> usize {
     }
 }
 
-fn action_index(a: Action) -> usize {
-    Action::ALL.iter().position(|x| *x == a).unwrap_or(0)
+/// Ops per action, in [`Action::ALL`] order.
+fn count_actions(actions: impl Iterator<Item = Action>) -> [(Action, usize); Action::COUNT] {
+    let mut out = Action::ALL.map(|a| (a, 0));
+    for a in actions {
+        out[a.index()].1 += 1;
+    }
+    out
 }
 
 /// How many distinct values `key` gives over `ops`. Sorts four-byte indices rather than
