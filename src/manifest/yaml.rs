@@ -18,7 +18,7 @@ use sha2::Sha256;
 use super::{
     Location, ManifestErrors, Parsed, PlannedOp, Settings, Warnings, Window, hash_part, read_file,
 };
-use crate::op::{Action, Op, RoomFields, check_fields, validate_id};
+use crate::op::{Action, Field, FieldKind, FieldValue, Op, RoomFields, check_fields, validate_id};
 use crate::units::{
     Rate, check_concurrency, check_max_attempts, check_rate, check_timeout, parse_duration,
 };
@@ -108,30 +108,76 @@ fn given<T>(
     }
 }
 
-/// The `set` of an update: [`RoomFields`] with every value kept as YAML wrote it, so that
-/// `botMode`, `opening` and `status` are held to the CSV's spellings and each bad value is
-/// reported at its own line and column.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// The `set` of an update: each given field's value as YAML wrote it, by [`Field::index`],
+/// so that `botMode`, `opening` and `status` are held to the CSV's spellings and each bad
+/// value is reported at its own line and column.
 struct SetDoc {
-    // Text fields written with no value (`name:`, `name: ~`) are errors, not "not given".
-    #[serde(default, deserialize_with = "present")]
-    name: Option<Spanned<Option<String>>>,
-    #[serde(default, deserialize_with = "present")]
-    cover: Option<Spanned<Option<String>>>,
-    #[serde(default, deserialize_with = "present")]
-    description: Option<Spanned<Option<String>>>,
-    room_tags: Option<Spanned<ListDoc>>,
-    #[serde(default, deserialize_with = "present")]
-    webhook: Option<Spanned<Option<String>>>,
-    bot_mode: Option<Spanned<Scalar>>,
-    #[serde(default, deserialize_with = "present")]
-    ext_params: Option<Spanned<Option<String>>>,
-    opening: Option<Spanned<Scalar>>,
-    #[serde(default, deserialize_with = "present")]
-    owner: Option<Spanned<Option<String>>>,
-    managers: Option<Spanned<ListDoc>>,
-    status: Option<Spanned<Scalar>>,
+    values: [Option<SetValue>; Field::COUNT],
+}
+
+/// A `set` value as YAML wrote it, in the shape its field's kind takes.
+enum SetValue {
+    /// A text or an id. Written with no value (`name:`, `name: ~`) it is `None`: an error,
+    /// not "not given".
+    Text(Spanned<Option<String>>),
+    /// A true/false or 0/1 value (`None`: written as null, which leaves the field unset).
+    Scalar(Option<Spanned<Scalar>>),
+    /// A list (`None`: written as null, which leaves the field unset).
+    List(Option<Spanned<ListDoc>>),
+}
+
+impl<'de> Deserialize<'de> for SetDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SetDoc;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("struct SetDoc")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SetDoc, A::Error> {
+                let mut values: [Option<SetValue>; Field::COUNT] = Default::default();
+                while let Some(FieldKey(k)) = map.next_key()? {
+                    let slot = &mut values[k.index()];
+                    if slot.is_some() {
+                        return Err(serde::de::Error::duplicate_field(k.name()));
+                    }
+                    *slot = Some(match k.kind() {
+                        FieldKind::Text | FieldKind::Id => SetValue::Text(map.next_value()?),
+                        FieldKind::Bool | FieldKind::ZeroOne => SetValue::Scalar(map.next_value()?),
+                        FieldKind::TextList | FieldKind::IdList => {
+                            SetValue::List(map.next_value()?)
+                        }
+                    });
+                }
+                Ok(SetDoc { values })
+            }
+        }
+        d.deserialize_struct("SetDoc", &RoomFields::NAMES, V)
+    }
+}
+
+/// A key of `set`: a field's name, or serde's error for an unknown field.
+struct FieldKey(Field);
+
+impl<'de> Deserialize<'de> for FieldKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = FieldKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("field identifier")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FieldKey, E> {
+                Field::parse(v)
+                    .map(FieldKey)
+                    .ok_or_else(|| E::unknown_field(v, &RoomFields::NAMES))
+            }
+        }
+        d.deserialize_identifier(V)
+    }
 }
 
 /// A scalar as the YAML parser typed it. Only a plain `true`/`false` is a boolean and only
@@ -909,95 +955,115 @@ fn list_items(
     }
 }
 
-/// The fields of an update's `set`, each value checked where it is written.
+/// A problem with a `set` value: its round (see [`room_fields`]), place and message.
+type SetProblem = (Round, serde_saphyr::Location, String);
+
+/// The rounds in which the problems of one `set` are reported, each round in field order.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Round {
+    /// Texts and ids written with no value.
+    Missing,
+    /// True/false and 0/1 values.
+    Flag,
+    /// Lists and ids.
+    Value,
+}
+
+/// The fields of an update's `set`, each value checked where it is written; every problem
+/// is reported (in [`Round`]s).
 fn room_fields(
     path: &Path,
     text: &str,
     s: SetDoc,
     errs: &mut ManifestErrors,
 ) -> Option<RoomFields> {
-    let before = errs.total;
-    let mut err = |l: &serde_saphyr::Location, m: String| {
-        let (l, c) = line_col(l);
+    let mut f = RoomFields::default();
+    let mut problems: Vec<SetProblem> = Vec::new();
+    for (k, v) in Field::ALL.into_iter().zip(s.values) {
+        if let Some(v) = v
+            && let Some((value, at)) = set_value(text, k, v, &mut problems)
+            && let Err(value) = k.set(&mut f, value)
+        {
+            problems.push((Round::Value, at, format!("{k} cannot hold {value:?}")));
+        }
+    }
+    problems.sort_by_key(|(round, ..)| *round);
+    for (_, at, m) in &problems {
+        let (l, c) = line_col(at);
         errs.at(path, l, c, format!("set: {m}"));
-    };
-    let owner_at = s.owner.as_ref().map(|v| v.referenced);
-    let mut given_text = |key: &str, v: Option<Spanned<Option<String>>>| {
-        let v = v?;
-        if v.value.is_none() {
-            let what = if key == "owner" {
-                "an id"
+    }
+    problems.is_empty().then_some(f)
+}
+
+/// The value of field `k` from its `set` value `v`, and where it is written; `None` when it
+/// has problems (noted in `problems`) or is null.
+fn set_value(
+    text: &str,
+    k: Field,
+    v: SetValue,
+    problems: &mut Vec<SetProblem>,
+) -> Option<(FieldValue, serde_saphyr::Location)> {
+    let (round, at, m) = match v {
+        SetValue::Scalar(None) | SetValue::List(None) => return None,
+        SetValue::Text(sp) => match sp.value {
+            Some(s) if k.kind() == FieldKind::Id => match validate_id(&s) {
+                Ok(()) => return Some((FieldValue::Text(s), sp.referenced)),
+                Err(e) => (Round::Value, sp.referenced, format!("{k}: {e}")),
+            },
+            Some(s) => return Some((FieldValue::Text(s), sp.referenced)),
+            None => {
+                let what = if k.kind() == FieldKind::Id {
+                    "an id"
+                } else {
+                    "the text (\"\" for empty text)"
+                };
+                let m = format!(
+                    "{k} has no value: write {what}, or remove the key to leave the field as it \
+                     is"
+                );
+                (Round::Missing, sp.referenced, m)
+            }
+        },
+        SetValue::Scalar(Some(v)) => {
+            let (allowed, value): (&[&str], fn(usize) -> FieldValue) =
+                if k.kind() == FieldKind::Bool {
+                    (&["true", "false"], |i| FieldValue::Bool(i == 0))
+                } else {
+                    (&["0", "1"], |i| FieldValue::Flag(u8::from(i == 1)))
+                };
+            match strict_value(text, k.name(), &v, allowed) {
+                Ok(i) => return Some((value(i), v.referenced)),
+                Err(m) => (Round::Flag, v.referenced, m),
+            }
+        }
+        SetValue::List(Some(v)) => {
+            let at = v.referenced;
+            let ids = k.kind() == FieldKind::IdList;
+            let example = if ids {
+                "[u-1001, u-1002]"
             } else {
-                "the text (\"\" for empty text)"
+                "[vip, night]"
             };
-            err(
-                &v.referenced,
-                format!(
-                    "{key} has no value: write {what}, or remove the key to leave the field as \
-                     it is"
-                ),
-            );
-        }
-        v.value
-    };
-    let mut f = RoomFields {
-        name: given_text("name", s.name),
-        cover: given_text("cover", s.cover),
-        description: given_text("description", s.description),
-        webhook: given_text("webhook", s.webhook),
-        ext_params: given_text("extParams", s.ext_params),
-        ..RoomFields::default()
-    };
-    let owner = given_text("owner", s.owner);
-    if let Some(v) = &s.bot_mode {
-        match strict_value(text, "botMode", v, &["true", "false"]) {
-            Ok(i) => f.bot_mode = Some(i == 0),
-            Err(m) => err(&v.referenced, m),
-        }
-    }
-    for (key, v, slot) in [
-        ("opening", &s.opening, &mut f.opening),
-        ("status", &s.status, &mut f.status),
-    ] {
-        if let Some(v) = v {
-            match strict_value(text, key, v, &["0", "1"]) {
-                Ok(i) => *slot = u8::try_from(i).ok(),
-                Err(m) => err(&v.referenced, m),
-            }
-        }
-    }
-    if let Some(v) = s.room_tags {
-        let at = v.referenced;
-        match list_items("roomTags", "[vip, night]", v) {
-            Ok(items) => f.room_tags = Some(items.into_iter().map(|t| t.value).collect()),
-            Err(m) => err(&at, m),
-        }
-    }
-    if let Some(v) = owner
-        && let Some(at) = owner_at
-    {
-        match validate_id(&v) {
-            Ok(()) => f.owner = Some(v),
-            Err(e) => err(&at, format!("owner: {e}")),
-        }
-    }
-    if let Some(v) = s.managers {
-        let at = v.referenced;
-        match list_items("managers", "[u-1001, u-1002]", v) {
-            Ok(items) => {
-                let mut list = Vec::with_capacity(items.len());
-                for m in items {
-                    match validate_id(&m.value) {
-                        Ok(()) => list.push(m.value),
-                        Err(e) => err(&m.referenced, format!("managers: {e}")),
+            match list_items(k.name(), example, v) {
+                Ok(items) => {
+                    let before = problems.len();
+                    let mut list = Vec::with_capacity(items.len());
+                    for item in items {
+                        match validate_id(&item.value) {
+                            Err(e) if ids => {
+                                problems.push((Round::Value, item.referenced, format!("{k}: {e}")));
+                            }
+                            _ => list.push(item.value),
+                        }
                     }
+                    return (problems.len() == before).then_some((FieldValue::List(list), at));
                 }
-                f.managers = Some(list);
+                Err(m) => (Round::Value, at, m),
             }
-            Err(m) => err(&at, m),
         }
-    }
-    (errs.total == before).then_some(f)
+    };
+    problems.push((round, at, m));
+    None
 }
 
 fn loc_of(s: &serde_saphyr::Location) -> u32 {
