@@ -574,8 +574,7 @@ pub(crate) fn load_yaml(path: &Path, hasher: &mut Sha256) -> Result<Parsed, Mani
             return Err(errs);
         }
     };
-    let mut hashed = Hashed { hasher };
-    interpret(path, text, doc, &mut hashed, &mut errs).ok_or(errs)
+    interpret(path, text, doc, hasher, &mut errs).ok_or(errs)
 }
 
 fn yaml_message(e: &serde_saphyr::Error) -> String {
@@ -630,10 +629,6 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
     } else {
         m
     }
-}
-
-struct Hashed<'h> {
-    hasher: &'h mut Sha256,
 }
 
 /// An id and where it came from.
@@ -692,53 +687,31 @@ fn interpret(
     path: &Path,
     text: &str,
     doc: Doc,
-    hashed: &mut Hashed<'_>,
+    hasher: &mut Sha256,
     errs: &mut ManifestErrors,
 ) -> Option<Parsed> {
-    match &doc.version {
-        None => errs.at(
-            path,
-            1,
-            None,
-            "`version: 1` is required at the top of a YAML manifest",
-        ),
-        Some(v) => match whole_number(text, v) {
-            Ok(1) => {}
-            Ok(n) => {
-                let (l, c) = line_col(&v.referenced);
-                errs.at(
-                    path,
-                    l,
-                    c,
-                    format!("version {n} is not supported: this imkit-batch reads `version: 1`"),
-                );
-            }
-            Err(given) => {
-                let (l, c) = line_col(&v.referenced);
-                errs.at(
-                    path,
-                    l,
-                    c,
-                    format!("version must be the whole number 1 (`version: 1`), not {given}"),
-                );
-            }
-        },
-    }
+    check_version(path, text, doc.version.as_ref(), errs);
     let window = doc.window.and_then(|w| window(path, w, errs));
     let settings = doc
         .settings
         .map(|s| settings(path, text, s, errs))
         .unwrap_or_default();
-    let mut inc = Includes {
-        base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-        sources: vec![path.to_path_buf()],
-        lists: HashMap::new(),
-        repeats: Vec::new(),
-        empty: Vec::new(),
+    let mut r = Reader {
+        path,
+        text,
+        hasher,
+        errs,
+        inc: Includes {
+            base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            sources: vec![path.to_path_buf()],
+            lists: HashMap::new(),
+            repeats: Vec::new(),
+            empty: Vec::new(),
+        },
     };
     let mut ops = Vec::new();
     match doc.ops {
-        None => errs.at(
+        None => r.errs.at(
             path,
             1,
             None,
@@ -746,16 +719,17 @@ fn interpret(
         ),
         Some(list) => {
             for item in list.value {
-                expand_op(path, text, item, &mut inc, hashed, errs, &mut ops);
+                r.expand_op(item, &mut ops);
             }
         }
     }
-    if !errs.is_empty() {
+    if !r.errs.is_empty() {
         return None;
     }
+    let inc = r.inc;
     let mut warnings = Warnings::default();
-    for r in &inc.repeats {
-        warnings.push_with(|| r.message(&inc.sources));
+    for rep in &inc.repeats {
+        warnings.push_with(|| rep.message(&inc.sources));
     }
     for (line, why) in &inc.empty {
         warnings.push_with(|| {
@@ -774,6 +748,26 @@ fn interpret(
         sources: inc.sources,
         warnings,
     })
+}
+
+/// `version: 1`, or an error.
+fn check_version(path: &Path, text: &str, v: Option<&Spanned<Scalar>>, errs: &mut ManifestErrors) {
+    let Some(v) = v else {
+        errs.at(
+            path,
+            1,
+            None,
+            "`version: 1` is required at the top of a YAML manifest",
+        );
+        return;
+    };
+    let m = match whole_number(text, v) {
+        Ok(1) => return,
+        Ok(n) => format!("version {n} is not supported: this imkit-batch reads `version: 1`"),
+        Err(given) => format!("version must be the whole number 1 (`version: 1`), not {given}"),
+    };
+    let (l, c) = line_col(&v.referenced);
+    errs.at(path, l, c, m);
 }
 
 fn window(path: &Path, w: Spanned<WindowDoc>, errs: &mut ManifestErrors) -> Option<Window> {
@@ -1070,44 +1064,191 @@ fn loc_of(s: &serde_saphyr::Location) -> u32 {
     line_col(s).0
 }
 
-/// Inline ids (`room`, `rooms`) and ids from a file, each checked. An inline id listed
-/// twice in the op is kept once, and the repeat noted in `inc.repeats` with both places.
-#[allow(clippy::too_many_arguments)]
-fn collect_ids(
-    path: &Path,
-    op_line: u32,
-    what: &'static str,
+/// One manifest's ops being read: where errors go, the included files, the checksum.
+struct Reader<'a> {
+    path: &'a Path,
+    text: &'a str,
+    /// Also fed every included file.
+    hasher: &'a mut Sha256,
+    errs: &'a mut ManifestErrors,
+    inc: Includes,
+}
+
+/// The keys of an op that name its rooms and clients, as written.
+struct TargetDocs {
+    room: Option<Spanned<Option<String>>>,
+    rooms: Option<Spanned<Option<Vec<Spanned<String>>>>>,
+    client: Option<Spanned<Option<String>>>,
+    clients: Option<Spanned<Option<Vec<Spanned<String>>>>>,
+    rooms_file: Option<Spanned<Option<String>>>,
+    clients_file: Option<Spanned<Option<String>>>,
+}
+
+/// The three ways an op names ids of one kind (rooms or clients), each with a value.
+struct IdSources {
     one: Option<Spanned<String>>,
     many: Option<Vec<Spanned<String>>>,
     file: Option<Spanned<String>>,
-    inc: &mut Includes,
-    hashed: &mut Hashed<'_>,
-    errs: &mut ManifestErrors,
-) -> (Ids, bool) {
-    let mut out = Ids::new();
-    let given = one.is_some() || many.is_some() || file.is_some();
-    let mut seen: HashMap<Box<str>, (u32, Option<u32>)> = HashMap::new();
-    for s in one.into_iter().chain(many.into_iter().flatten()) {
-        let (l, c) = line_col(&s.referenced);
-        if let Err(e) = validate_id(&s.value) {
-            errs.at(path, l, c, format!("{what}: {e}"));
-            continue;
-        }
-        let id: Box<str> = s.value.into();
-        if let Some(first) = seen.get(&id) {
-            inc.repeats.push(Repeat {
-                what,
-                id,
-                at: (l, c),
-                first: *first,
-                op_line,
-            });
-            continue;
-        }
-        seen.insert(id.clone(), (l, c));
-        out.push((id, Location { file: 0, line: l }));
+}
+
+/// The rooms and clients an op names.
+struct Targets {
+    rooms: Ids,
+    clients: Ids,
+    /// A room key (`room`, `rooms`, `rooms_file`) is written, with a value or not.
+    rooms_given: bool,
+    /// A client key is written, with a value or not.
+    clients_given: bool,
+    rooms_file: Option<String>,
+    clients_file: Option<String>,
+}
+
+/// The value of a key written with one (`None` for a key written without: see [`given`]).
+fn with_value<T>(v: Option<Spanned<Option<T>>>) -> Option<Spanned<T>> {
+    v.and_then(|sp| {
+        let (referenced, defined) = (sp.referenced, sp.defined);
+        sp.value.map(|x| Spanned::new(x, referenced, defined))
+    })
+}
+
+impl Reader<'_> {
+    /// Records an error at a node of the manifest.
+    fn error(&mut self, at: &serde_saphyr::Location, m: String) {
+        let (l, c) = line_col(at);
+        self.errs.at(self.path, l, c, m);
     }
-    if let Some(f) = file {
+
+    /// Expands one entry of `ops` into `ops`, or records what is wrong with it.
+    fn expand_op(&mut self, item: Spanned<OpDoc>, ops: &mut Vec<PlannedOp>) {
+        let op_line = loc_of(&item.referenced);
+        let OpDoc {
+            action,
+            room,
+            rooms,
+            client,
+            clients,
+            rooms_file,
+            clients_file,
+            set,
+        } = item.value;
+        let parsed = Action::parse(action.value.trim());
+        if parsed.is_none() {
+            self.error(&action.referenced, super::unknown_action(&action.value));
+        }
+        let docs = TargetDocs {
+            room,
+            rooms,
+            client,
+            clients,
+            rooms_file,
+            clients_file,
+        };
+        let targets = self.targets(op_line, docs);
+        let Some(action) = parsed else { return };
+        self.check_targets(action, op_line, &targets);
+        let fields = self.op_fields(action, op_line, set);
+        if (action == Action::Update && fields.is_none()) || !self.errs.is_empty() {
+            return;
+        }
+        self.push_ops(action, op_line, targets, fields, ops);
+    }
+
+    /// The rooms and clients an op names, each id checked.
+    fn targets(&mut self, op_line: u32, d: TargetDocs) -> Targets {
+        // A key written without a value still counts as given: its own error says what is
+        // missing, and "names no room" would only repeat it.
+        let rooms_keyed = d.room.is_some() || d.rooms.is_some() || d.rooms_file.is_some();
+        let clients_keyed = d.client.is_some() || d.clients.is_some() || d.clients_file.is_some();
+        for (key, example, v) in [
+            ("room", "an id (room: lobby-1)", &d.room),
+            ("client", "an id (client: u-1001)", &d.client),
+            (
+                "rooms_file",
+                "a CSV file (rooms_file: rooms.csv)",
+                &d.rooms_file,
+            ),
+            (
+                "clients_file",
+                "a CSV file (clients_file: clients.csv)",
+                &d.clients_file,
+            ),
+        ] {
+            if let Some(sp) = v.as_ref().filter(|sp| sp.value.is_none()) {
+                let m = format!("`{key}` has no value: write {example}, or remove the key");
+                self.error(&sp.referenced, m);
+            }
+        }
+        let rooms = IdSources {
+            many: given(
+                self.path,
+                "rooms",
+                "a list such as [lobby-1, lobby-2] ([] for none)",
+                d.rooms,
+                self.errs,
+            ),
+            one: with_value(d.room),
+            file: with_value(d.rooms_file),
+        };
+        let clients = IdSources {
+            many: given(
+                self.path,
+                "clients",
+                "a list such as [u-1001, u-1002] ([] for none)",
+                d.clients,
+                self.errs,
+            ),
+            one: with_value(d.client),
+            file: with_value(d.clients_file),
+        };
+        let file_name = |src: &IdSources| src.file.as_ref().map(|f| f.value.clone());
+        let (rooms_file, clients_file) = (file_name(&rooms), file_name(&clients));
+        let (rooms, rooms_found) = self.collect_ids(op_line, "room", rooms);
+        let (clients, clients_found) = self.collect_ids(op_line, "client", clients);
+        Targets {
+            rooms,
+            clients,
+            rooms_given: rooms_found || rooms_keyed,
+            clients_given: clients_found || clients_keyed,
+            rooms_file,
+            clients_file,
+        }
+    }
+
+    /// Inline ids (`room`, `rooms`) and ids from a file, each checked, and whether any was
+    /// given. An inline id listed twice in the op is kept once, and the repeat noted in
+    /// `inc.repeats` with both places.
+    fn collect_ids(&mut self, op_line: u32, what: &'static str, src: IdSources) -> (Ids, bool) {
+        let given = src.one.is_some() || src.many.is_some() || src.file.is_some();
+        let mut out = Ids::new();
+        let mut seen: HashMap<Box<str>, (u32, Option<u32>)> = HashMap::new();
+        for s in src.one.into_iter().chain(src.many.into_iter().flatten()) {
+            let (l, c) = line_col(&s.referenced);
+            if let Err(e) = validate_id(&s.value) {
+                self.errs.at(self.path, l, c, format!("{what}: {e}"));
+                continue;
+            }
+            let id: Box<str> = s.value.into();
+            if let Some(first) = seen.get(&id) {
+                self.inc.repeats.push(Repeat {
+                    what,
+                    id,
+                    at: (l, c),
+                    first: *first,
+                    op_line,
+                });
+                continue;
+            }
+            seen.insert(id.clone(), (l, c));
+            out.push((id, Location { file: 0, line: l }));
+        }
+        if let Some(f) = src.file {
+            self.file_ids(what, f, &mut out);
+        }
+        (out, given)
+    }
+
+    /// Adds the ids of the `rooms_file`/`clients_file` `f` to `out`; each file is read once.
+    fn file_ids(&mut self, what: &'static str, f: Spanned<String>, out: &mut Ids) {
         let (l, c) = line_col(&f.referenced);
         let key_name = if what == "room" {
             "rooms_file"
@@ -1115,265 +1256,171 @@ fn collect_ids(
             "clients_file"
         };
         if f.value.trim().is_empty() {
-            errs.at(path, l, c, format!("{key_name} is empty: name a CSV file"));
-            return (out, given);
+            let m = format!("{key_name} is empty: name a CSV file");
+            self.errs.at(self.path, l, c, m);
+            return;
         }
-        let rel = PathBuf::from(&f.value);
-        let full = inc.base.join(&rel);
+        let full = self.inc.base.join(PathBuf::from(&f.value));
         let key = (full.clone(), what);
-        if !inc.lists.contains_key(&key) {
+        if !self.inc.lists.contains_key(&key) {
             let bytes = match read_file(&full, &full) {
                 Ok(b) => b,
                 Err(m) => {
-                    errs.at(
-                        path,
-                        l,
-                        c,
-                        format!("{key_name}: {m} (paths are relative to the manifest's folder)"),
-                    );
-                    return (out, given);
+                    let m =
+                        format!("{key_name}: {m} (paths are relative to the manifest's folder)");
+                    self.errs.at(self.path, l, c, m);
+                    return;
                 }
             };
-            let idx = match inc.sources.iter().position(|p| *p == full) {
+            let idx = match self.inc.sources.iter().position(|p| *p == full) {
                 Some(i) => i as u32,
                 None => {
-                    hash_part(hashed.hasher, f.value.as_bytes(), &bytes);
-                    inc.sources.push(full.clone());
-                    (inc.sources.len() - 1) as u32
+                    hash_part(self.hasher, f.value.as_bytes(), &bytes);
+                    self.inc.sources.push(full.clone());
+                    (self.inc.sources.len() - 1) as u32
                 }
             };
-            let ids = super::csv::read_id_list(&bytes, &full, what, errs);
-            inc.lists.insert(key.clone(), (idx, ids));
+            let ids = super::csv::read_id_list(&bytes, &full, what, self.errs);
+            self.inc.lists.insert(key.clone(), (idx, ids));
         }
-        if let Some((idx, ids)) = inc.lists.get(&key) {
+        if let Some((idx, ids)) = self.inc.lists.get(&key) {
             out.extend(ids.iter().map(|(id, line)| {
-                (
-                    id.clone(),
-                    Location {
-                        file: *idx,
-                        line: *line,
-                    },
-                )
+                let at = Location {
+                    file: *idx,
+                    line: *line,
+                };
+                (id.clone(), at)
             }));
         }
     }
-    (out, given)
-}
 
-fn expand_op(
-    path: &Path,
-    text: &str,
-    item: Spanned<OpDoc>,
-    inc: &mut Includes,
-    hashed: &mut Hashed<'_>,
-    errs: &mut ManifestErrors,
-    ops: &mut Vec<PlannedOp>,
-) {
-    let op_line = loc_of(&item.referenced);
-    let d = item.value;
-    let action = Action::parse(d.action.value.trim());
-    if action.is_none() {
-        let (l, c) = line_col(&d.action.referenced);
-        errs.at(path, l, c, super::unknown_action(&d.action.value));
-    }
-    // A key written without a value still counts as given: its own error says what is
-    // missing, and "names no room" would only repeat it.
-    let rooms_keyed = d.room.is_some() || d.rooms.is_some() || d.rooms_file.is_some();
-    let clients_keyed = d.client.is_some() || d.clients.is_some() || d.clients_file.is_some();
-    let one = |v: Option<Spanned<Option<String>>>| {
-        v.and_then(|sp| {
-            let (referenced, defined) = (sp.referenced, sp.defined);
-            sp.value.map(|x| Spanned::new(x, referenced, defined))
-        })
-    };
-    let check = |key: &str, example: &str, v: &Option<Spanned<Option<String>>>| {
-        v.as_ref().filter(|sp| sp.value.is_none()).map(|sp| {
-            let (l, c) = line_col(&sp.referenced);
-            (
-                l,
-                c,
-                format!("`{key}` has no value: write {example}, or remove the key"),
-            )
-        })
-    };
-    for (l, c, m) in [
-        check("room", "an id (room: lobby-1)", &d.room),
-        check("client", "an id (client: u-1001)", &d.client),
-        check(
-            "rooms_file",
-            "a CSV file (rooms_file: rooms.csv)",
-            &d.rooms_file,
-        ),
-        check(
-            "clients_file",
-            "a CSV file (clients_file: clients.csv)",
-            &d.clients_file,
-        ),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        errs.at(path, l, c, m);
-    }
-    let rooms_list = given(
-        path,
-        "rooms",
-        "a list such as [lobby-1, lobby-2] ([] for none)",
-        d.rooms,
-        errs,
-    );
-    let clients_list = given(
-        path,
-        "clients",
-        "a list such as [u-1001, u-1002] ([] for none)",
-        d.clients,
-        errs,
-    );
-    let (room, client) = (one(d.room), one(d.client));
-    let (rooms_file, clients_file) = (one(d.rooms_file), one(d.clients_file));
-    let from_file = |f: &Option<Spanned<String>>| f.as_ref().map(|f| f.value.clone());
-    let (rooms_file_name, clients_file_name) = (from_file(&rooms_file), from_file(&clients_file));
-    let (rooms, rooms_given) = collect_ids(
-        path, op_line, "room", room, rooms_list, rooms_file, inc, hashed, errs,
-    );
-    let (clients, clients_given) = collect_ids(
-        path,
-        op_line,
-        "client",
-        client,
-        clients_list,
-        clients_file,
-        inc,
-        hashed,
-        errs,
-    );
-    let Some(action) = action else { return };
-    let (rooms_given, clients_given) = (rooms_given || rooms_keyed, clients_given || clients_keyed);
-    if !rooms_given {
-        errs.at(
-            path,
-            op_line,
-            None,
-            format!("this {action} op names no room: give `room`, `rooms` or `rooms_file`"),
-        );
-    }
-    if action.needs_client() && !clients_given {
-        errs.at(
-            path,
-            op_line,
-            None,
-            format!(
+    /// Checks that the op names rooms, and clients exactly when its action needs them.
+    fn check_targets(&mut self, action: Action, op_line: u32, t: &Targets) {
+        let mut error = |m: String| self.errs.at(self.path, op_line, None, m);
+        if !t.rooms_given {
+            error(format!(
+                "this {action} op names no room: give `room`, `rooms` or `rooms_file`"
+            ));
+        }
+        if action.needs_client() && !t.clients_given {
+            error(format!(
                 "{action} needs clients: give `client`, `clients` or `clients_file` (every \
                  pair of client and room is one op)"
-            ),
-        );
-    }
-    if !action.needs_client() && clients_given {
-        errs.at(
-            path,
-            op_line,
-            None,
-            format!(
+            ));
+        }
+        if !action.needs_client() && t.clients_given {
+            error(format!(
                 "{action} acts on rooms and takes no `client`/`clients`/`clients_file`; use \
                  mute or unmute for clients"
-            ),
-        );
+            ));
+        }
     }
-    let fields = match (action, d.set) {
-        (Action::Update, None) => {
-            errs.at(
-                path,
-                op_line,
-                None,
-                format!(
+
+    /// The fields of an update (its `set`, checked); `None` for other actions, which must
+    /// have no `set`.
+    fn op_fields(
+        &mut self,
+        action: Action,
+        op_line: u32,
+        set: Option<Spanned<SetDoc>>,
+    ) -> Option<Box<RoomFields>> {
+        match (action, set) {
+            (Action::Update, None) => {
+                let m = format!(
                     "update needs `set` with at least one field ({})",
                     RoomFields::NAMES.join(", ")
-                ),
-            );
-            None
-        }
-        (Action::Update, Some(s)) => {
-            let at = s.referenced;
-            room_fields(path, text, s.value, errs).and_then(|f| match check_fields(&f) {
-                Ok(()) => Some(Box::new(f)),
-                Err(m) => {
-                    let (l, c) = line_col(&at);
-                    errs.at(path, l, c, format!("set: {m}"));
-                    None
+                );
+                self.errs.at(self.path, op_line, None, m);
+                None
+            }
+            (Action::Update, Some(s)) => {
+                let at = s.referenced;
+                let f = room_fields(self.path, self.text, s.value, self.errs)?;
+                match check_fields(&f) {
+                    Ok(()) => Some(Box::new(f)),
+                    Err(m) => {
+                        self.error(&at, format!("set: {m}"));
+                        None
+                    }
                 }
-            })
+            }
+            (a, Some(s)) => {
+                let m = format!("{a} takes no `set`: only update changes fields");
+                self.error(&s.referenced, m);
+                None
+            }
+            (_, None) => None,
         }
-        (a, Some(s)) => {
-            let (l, c) = line_col(&s.referenced);
-            errs.at(
-                path,
-                l,
-                c,
-                format!("{a} takes no `set`: only update changes fields"),
-            );
-            None
-        }
-        (_, None) => None,
-    };
-    if (action == Action::Update && fields.is_none()) || !errs.is_empty() {
-        return;
     }
-    let op_loc = Location {
-        file: 0,
-        line: op_line,
-    };
-    if rooms.is_empty() || (action.needs_client() && clients.is_empty()) {
-        let list = |ids: &Ids, what: &str, file: &Option<String>| {
-            ids.is_empty().then(|| match file {
-                Some(f) => format!("it names no {what}: {f} has no rows below its header"),
-                None => format!("it names no {what}: its {what}s list is empty"),
-            })
+
+    /// Pushes the ops of a checked op entry: one per room, or per (client, room) pair. An
+    /// entry that names no ids is noted in `inc.empty` instead.
+    fn push_ops(
+        &mut self,
+        action: Action,
+        op_line: u32,
+        t: Targets,
+        fields: Option<Box<RoomFields>>,
+        ops: &mut Vec<PlannedOp>,
+    ) {
+        if t.rooms.is_empty() || (action.needs_client() && t.clients.is_empty()) {
+            let list = |ids: &Ids, what: &str, file: &Option<String>| {
+                ids.is_empty().then(|| match file {
+                    Some(f) => format!("it names no {what}: {f} has no rows below its header"),
+                    None => format!("it names no {what}: its {what}s list is empty"),
+                })
+            };
+            let why: Vec<String> = [
+                list(&t.rooms, "room", &t.rooms_file),
+                action
+                    .needs_client()
+                    .then(|| list(&t.clients, "client", &t.clients_file))
+                    .flatten(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            self.inc.empty.push((op_line, why.join("; ")));
+            return;
+        }
+        let op_loc = Location {
+            file: 0,
+            line: op_line,
         };
-        let why: Vec<String> = [
-            list(&rooms, "room", &rooms_file_name),
-            action
-                .needs_client()
-                .then(|| list(&clients, "client", &clients_file_name))
-                .flatten(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        inc.empty.push((op_line, why.join("; ")));
-        return;
-    }
-    let pick = |room: Location, client: Option<Location>| {
-        if room.file != 0 {
-            room
+        // An op from an included file is placed at its line there.
+        let pick = |room: Location, client: Option<Location>| {
+            if room.file != 0 {
+                room
+            } else {
+                client.filter(|c| c.file != 0).unwrap_or(op_loc)
+            }
+        };
+        if action.needs_client() {
+            for (c, cl) in &t.clients {
+                for (r, rl) in &t.rooms {
+                    ops.push(PlannedOp {
+                        op: Op {
+                            action,
+                            room: r.clone(),
+                            client: Some(c.clone()),
+                            fields: None,
+                        },
+                        source: pick(*rl, Some(*cl)),
+                    });
+                }
+            }
         } else {
-            client.filter(|c| c.file != 0).unwrap_or(op_loc)
-        }
-    };
-    if action.needs_client() {
-        for (c, cl) in &clients {
-            for (r, rl) in &rooms {
+            for (r, rl) in &t.rooms {
                 ops.push(PlannedOp {
                     op: Op {
                         action,
                         room: r.clone(),
-                        client: Some(c.clone()),
-                        fields: None,
+                        client: None,
+                        fields: fields.clone(),
                     },
-                    source: pick(*rl, Some(*cl)),
+                    source: pick(*rl, None),
                 });
             }
-        }
-    } else {
-        for (r, rl) in &rooms {
-            ops.push(PlannedOp {
-                op: Op {
-                    action,
-                    room: r.clone(),
-                    client: None,
-                    fields: fields.clone(),
-                },
-                source: pick(*rl, None),
-            });
         }
     }
 }
