@@ -372,34 +372,22 @@ const OP_KEYS: &[&str] = &[
 ];
 const SET_KEYS: &[&str] = &crate::op::RoomFields::NAMES;
 
-/// Every unknown key of the document, each at its line and column. The typed parse stops at
-/// the first one (serde's `deny_unknown_fields`), so a manifest with a typo in each of five
-/// ops would take five rounds of `validate`; this walk over the parser's events finds them
-/// all at once. Keys of mappings reached through an alias or a merge key (`<<`) are left to
-/// the typed parse, and so are syntax errors.
-fn unknown_keys(text: &str) -> Vec<(u32, Option<u32>, String)> {
-    use serde_saphyr::granit_parser::{Event, Parser};
-    /// What a mapping or sequence is in the manifest's schema.
-    #[derive(Clone, Copy, PartialEq)]
-    enum Node {
-        Top,
-        Window,
-        Settings,
-        Ops,
-        Op,
-        Set,
-        Other,
-    }
-    struct Open {
-        node: Node,
-        is_map: bool,
-        /// In a mapping: the next scalar is a key (else a value).
-        at_key: bool,
-        /// In a mapping: what the value of the key just read is, if it is a container.
-        value: Node,
-    }
-    fn keys_of(node: Node) -> Option<&'static [&'static str]> {
-        match node {
+/// What a mapping or sequence is in the manifest's schema (for [`unknown_keys`]).
+#[derive(Clone, Copy, PartialEq)]
+enum Node {
+    Top,
+    Window,
+    Settings,
+    Ops,
+    Op,
+    Set,
+    Other,
+}
+
+impl Node {
+    /// The keys a mapping of this node may hold; `None` when they are not checked.
+    fn keys(self) -> Option<&'static [&'static str]> {
+        match self {
             Node::Top => Some(TOP_KEYS),
             Node::Window => Some(WINDOW_KEYS),
             Node::Settings => Some(SETTINGS_KEYS),
@@ -408,39 +396,45 @@ fn unknown_keys(text: &str) -> Vec<(u32, Option<u32>, String)> {
             Node::Ops | Node::Other => None,
         }
     }
+
+    /// What the value of `key` in a mapping of this node is, if it is a container.
+    fn value_of(self, key: Option<&str>) -> Node {
+        match (self, key) {
+            (Node::Top, Some("window")) => Node::Window,
+            (Node::Top, Some("settings")) => Node::Settings,
+            (Node::Top, Some("ops")) => Node::Ops,
+            (Node::Op, Some("set")) => Node::Set,
+            _ => Node::Other,
+        }
+    }
+}
+
+/// A mapping or sequence open during [`unknown_keys`]'s walk.
+struct Open {
+    node: Node,
+    is_map: bool,
+    /// In a mapping: the next scalar is a key (else a value).
+    at_key: bool,
+    /// In a mapping: what the value of the key just read is, if it is a container.
+    value: Node,
+}
+
+/// Every unknown key of the document, each at its line and column. The typed parse stops at
+/// the first one (serde's `deny_unknown_fields`), so a manifest with a typo in each of five
+/// ops would take five rounds of `validate`; this walk over the parser's events finds them
+/// all at once. Keys of mappings reached through an alias or a merge key (`<<`) are left to
+/// the typed parse, and so are syntax errors.
+fn unknown_keys(text: &str) -> Vec<(u32, Option<u32>, String)> {
+    use serde_saphyr::granit_parser::{Event, Parser};
     let mut found = Vec::new();
     let mut stack: Vec<Open> = Vec::new();
     for item in Parser::new_from_str(text) {
         let Ok((ev, span)) = item else {
             break;
         };
-        // What a container opening here is: by its parent and, in a mapping, the key before.
-        let child = match stack.last() {
-            None => Node::Top,
-            Some(o) if o.is_map => o.value,
-            Some(o) if o.node == Node::Ops => Node::Op,
-            Some(_) => Node::Other,
-        };
         match ev {
             Event::MappingStart(..) | Event::SequenceStart(..) => {
-                let is_map = matches!(ev, Event::MappingStart(..));
-                let node = match (child, is_map) {
-                    (Node::Ops, false) => Node::Ops,
-                    (Node::Ops, true) | (_, false) => Node::Other,
-                    (n, true) => n,
-                };
-                // A container in a key's place is not a key we know; the typed parse says so.
-                if let Some(parent) = stack.last_mut()
-                    && parent.is_map
-                {
-                    parent.at_key = !parent.at_key;
-                }
-                stack.push(Open {
-                    node,
-                    is_map,
-                    at_key: true,
-                    value: Node::Other,
-                });
+                open(&mut stack, matches!(ev, Event::MappingStart(..)));
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 stack.pop();
@@ -452,31 +446,14 @@ fn unknown_keys(text: &str) -> Vec<(u32, Option<u32>, String)> {
                         Event::Scalar(v, ..) => Some(v.as_ref()),
                         _ => None,
                     };
-                    o.value = match (o.node, key) {
-                        (Node::Top, Some("window")) => Node::Window,
-                        (Node::Top, Some("settings")) => Node::Settings,
-                        (Node::Top, Some("ops")) => Node::Ops,
-                        (Node::Op, Some("set")) => Node::Set,
-                        _ => Node::Other,
-                    };
-                    if let (Some(allowed), Some(key)) = (keys_of(o.node), key)
+                    o.value = o.node.value_of(key);
+                    if let (Some(allowed), Some(key)) = (o.node.keys(), key)
                         && key != "<<"
                         && !allowed.contains(&key)
                     {
                         let line = u32::try_from(span.start.line()).unwrap_or(u32::MAX);
                         let col = u32::try_from(span.start.col() + 1).ok();
-                        let hint = super::suggest(key, allowed)
-                            .map(|k| format!(" (did you mean `{k}`?)"))
-                            .unwrap_or_default();
-                        found.push((
-                            line,
-                            col,
-                            format!(
-                                "unknown field `{key}`{hint}, expected one of {}; unknown keys \
-                                 are errors (typos must not be silently ignored)",
-                                allowed.join(", ")
-                            ),
-                        ));
+                        found.push((line, col, unknown_key(key, allowed)));
                     }
                 }
                 o.at_key = !o.at_key;
@@ -485,6 +462,46 @@ fn unknown_keys(text: &str) -> Vec<(u32, Option<u32>, String)> {
         }
     }
     found
+}
+
+/// Opens a mapping (`is_map`) or sequence in [`unknown_keys`]'s walk: what it is follows
+/// from its parent and, in a mapping, the key before it.
+fn open(stack: &mut Vec<Open>, is_map: bool) {
+    let child = match stack.last() {
+        None => Node::Top,
+        Some(o) if o.is_map => o.value,
+        Some(o) if o.node == Node::Ops => Node::Op,
+        Some(_) => Node::Other,
+    };
+    let node = match (child, is_map) {
+        (Node::Ops, false) => Node::Ops,
+        (Node::Ops, true) | (_, false) => Node::Other,
+        (n, true) => n,
+    };
+    // A container in a key's place is not a key we know; the typed parse says so.
+    if let Some(parent) = stack.last_mut()
+        && parent.is_map
+    {
+        parent.at_key = !parent.at_key;
+    }
+    stack.push(Open {
+        node,
+        is_map,
+        at_key: true,
+        value: Node::Other,
+    });
+}
+
+/// The message for a key not in `allowed`.
+fn unknown_key(key: &str, allowed: &[&str]) -> String {
+    let hint = super::suggest(key, allowed)
+        .map(|k| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default();
+    format!(
+        "unknown field `{key}`{hint}, expected one of {}; unknown keys are errors (typos must \
+         not be silently ignored)",
+        allowed.join(", ")
+    )
 }
 
 /// The parser's message without the location it appends (we print our own prefix).
