@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use super::config::{MessageSeed, Profile, SandboxConfig};
+use crate::op::{Field, FieldKind, FieldValue, RoomFields};
 
 /// App id shown in client objects.
 const APP_ID: &str = "SandboxApp";
@@ -44,20 +45,16 @@ pub struct World {
     pub clients: HashMap<String, Client>,
 }
 
-/// A validated partial update of a room (only given fields are `Some`).
+/// A validated partial update of a room: the fields of [`RoomFields`] the body gives (read
+/// through the deref).
 #[derive(Debug, Default, PartialEq)]
-pub struct RoomPatch {
-    pub name: Option<String>,
-    pub cover: Option<String>,
-    pub description: Option<String>,
-    pub room_tags: Option<Vec<String>>,
-    pub webhook: Option<String>,
-    pub bot_mode: Option<bool>,
-    pub ext_params: Option<String>,
-    pub opening: Option<u8>,
-    pub owner: Option<String>,
-    pub managers: Option<Vec<String>>,
-    pub status: Option<u8>,
+pub struct RoomPatch(RoomFields);
+
+impl std::ops::Deref for RoomPatch {
+    type Target = RoomFields;
+    fn deref(&self) -> &RoomFields {
+        &self.0
+    }
 }
 
 impl RoomPatch {
@@ -65,8 +62,8 @@ impl RoomPatch {
     /// own messages).
     pub fn is_status_only(&self) -> bool {
         self.status.is_some()
-            && *self
-                == RoomPatch {
+            && self.0
+                == RoomFields {
                     status: self.status,
                     ..Default::default()
                 }
@@ -91,29 +88,30 @@ pub fn parse_patch(body: &[u8]) -> Result<RoomPatch, String> {
     let Value::Object(map) = v else {
         return Err("Request body must be a JSON object".into());
     };
-    let mut p = RoomPatch::default();
+    let mut p = RoomFields::default();
     for (k, v) in &map {
-        match k.as_str() {
-            "name" => p.name = Some(string(k, v)?),
-            "cover" => p.cover = Some(string(k, v)?),
-            "description" => p.description = Some(string(k, v)?),
-            "roomTags" => p.room_tags = Some(strings(k, v)?),
-            "webhook" => p.webhook = Some(string(k, v)?),
-            "botMode" => {
-                p.bot_mode = Some(
-                    v.as_bool()
-                        .ok_or_else(|| format!("{k} must be a boolean"))?,
-                )
-            }
-            "extParams" => p.ext_params = Some(string(k, v)?),
-            "opening" => p.opening = Some(zero_one(k, v)?),
-            "owner" => p.owner = Some(string(k, v)?),
-            "managers" => p.managers = Some(strings(k, v)?),
-            "status" => p.status = Some(zero_one(k, v)?),
-            _ => {}
-        }
+        let Some(field) = Field::parse(k) else {
+            continue;
+        };
+        field
+            .set(&mut p, json_value(field, v)?)
+            .map_err(|v| format!("{k} cannot hold {v:?}"))?;
     }
-    Ok(p)
+    Ok(RoomPatch(p))
+}
+
+/// The value of `field` in a body, checked against the field's type.
+fn json_value(field: Field, v: &Value) -> Result<FieldValue, String> {
+    let k = field.name();
+    Ok(match field.kind() {
+        FieldKind::Text | FieldKind::Id => FieldValue::Text(string(k, v)?),
+        FieldKind::TextList | FieldKind::IdList => FieldValue::List(strings(k, v)?),
+        FieldKind::Bool => FieldValue::Bool(
+            v.as_bool()
+                .ok_or_else(|| format!("{k} must be a boolean"))?,
+        ),
+        FieldKind::ZeroOne => FieldValue::Flag(zero_one(k, v)?),
+    })
 }
 
 fn string(k: &str, v: &Value) -> Result<String, String> {
@@ -191,6 +189,7 @@ impl Room {
 
     /// Applies a validated patch; new owner and managers become members.
     pub fn apply(&mut self, p: RoomPatch) {
+        let p = p.0;
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = p.$f { self.$f = v; } )* };
         }
