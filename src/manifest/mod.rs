@@ -435,39 +435,25 @@ pub(crate) fn read_file(path: &Path, shown: &Path) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
-/// The closest name in `candidates` to `given` (case, `_` and `-` ignored, edit distance up
-/// to 2), for "did you mean" hints.
-pub fn suggest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let norm = |s: &str| -> Vec<char> {
+/// The closest name in `candidates` to `given` (case, `_`, `-` and spaces ignored, edit
+/// distance up to 2), for "did you mean" hints.
+pub(crate) fn suggest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let norm = |s: &str| -> String {
         s.chars()
             .filter(|c| *c != '_' && *c != '-' && *c != ' ')
             .flat_map(char::to_lowercase)
             .collect()
     };
     let g = norm(given);
-    if g.is_empty() || g.len() > 64 {
+    if g.is_empty() || g.chars().count() > 64 {
         return None;
     }
     candidates
         .iter()
-        .map(|c| (levenshtein(&g, &norm(c)), *c))
+        .map(|c| (strsim::levenshtein(&g, &norm(c)), *c))
         .filter(|(d, _)| *d <= 2)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-fn levenshtein(a: &[char], b: &[char]) -> usize {
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.iter().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 /// " (did you mean `x`?)" or "".
