@@ -56,7 +56,7 @@ const fn bit(k: Field) -> u16 {
 
 /// An op as `validate` keeps it: 56 bytes plus its ids, and 8 bytes in the [`Hashes`] arena
 /// per given text or list field.
-pub(crate) struct LeanOp {
+struct LeanOp {
     room: Box<str>,
     client: Option<Box<str>>,
     source: Location,
@@ -80,11 +80,11 @@ fn hash_of<T: Hash + ?Sized>(v: &T) -> u64 {
 }
 
 /// The field hashes of every [`LeanOp`], one allocation for all of them.
-pub(crate) type Hashes = Vec<u64>;
+type Hashes = Vec<u64>;
 
 impl LeanOp {
     /// The compact form of `p`, its field hashes appended to `arena`.
-    pub(crate) fn new(p: PlannedOp, arena: &mut Hashes) -> LeanOp {
+    fn new(p: PlannedOp, arena: &mut Hashes) -> LeanOp {
         let op = p.op;
         let mut lean = LeanOp {
             room: op.room,

@@ -9,10 +9,10 @@
 //! hashes) and says exactly what [`load`] would.
 
 pub mod command;
-pub mod csv;
-pub mod expand;
+pub(crate) mod csv;
+mod expand;
 pub mod lean;
-pub mod yaml;
+mod yaml;
 
 use std::fmt;
 use std::io::Read;
@@ -38,7 +38,7 @@ pub enum Format {
 
 impl Format {
     /// The format of `path`, from its extension: `.yaml`/`.yml` are YAML, anything else CSV.
-    pub fn of(path: &Path) -> Format {
+    pub(crate) fn of(path: &Path) -> Format {
         match path
             .extension()
             .and_then(|e| e.to_str())
@@ -50,7 +50,7 @@ impl Format {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Format::Csv => "csv",
             Format::Yaml => "yaml",
@@ -219,11 +219,11 @@ fn count_distinct<T>(ops: &[T], key: impl Fn(&T) -> Option<&str>) -> usize {
 }
 
 /// Errors kept in memory at most; further ones are only counted.
-pub const MAX_STORED_ERRORS: usize = 1000;
+pub(crate) const MAX_STORED_ERRORS: usize = 1000;
 /// Errors shown by [`ManifestErrors`]'s `Display`.
-pub const MAX_SHOWN_ERRORS: usize = 50;
+pub(crate) const MAX_SHOWN_ERRORS: usize = 50;
 /// Warnings kept; further ones are summarised in one final entry.
-pub const MAX_WARNINGS: usize = 100;
+pub(crate) const MAX_WARNINGS: usize = 100;
 
 /// One problem in a manifest, at `file:line[:column]`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -261,7 +261,7 @@ pub struct ManifestErrors {
 }
 
 impl ManifestErrors {
-    pub fn push(&mut self, e: ManifestError) {
+    fn push(&mut self, e: ManifestError) {
         self.total += 1;
         if self.errors.len() < MAX_STORED_ERRORS {
             self.errors.push(e);
@@ -269,7 +269,13 @@ impl ManifestErrors {
     }
 
     /// Records an error at `file:line[:column]`.
-    pub fn at(&mut self, file: &Path, line: u32, column: Option<u32>, message: impl Into<String>) {
+    pub(crate) fn at(
+        &mut self,
+        file: &Path,
+        line: u32,
+        column: Option<u32>,
+        message: impl Into<String>,
+    ) {
         self.push(ManifestError {
             file: file.to_path_buf(),
             line,
@@ -352,7 +358,7 @@ fn more_warnings(entry: &str) -> Option<usize> {
 
 /// Largest manifest or included file read, in bytes (a guard against a wrong path such as a
 /// disk image; a 1,000,000-row CSV is about 20 MB).
-pub const MAX_FILE_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 30;
 
 /// Reads, validates and expands a manifest.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Manifest, ManifestErrors> {

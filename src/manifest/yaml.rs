@@ -24,7 +24,7 @@ use crate::units::{
 };
 
 /// The largest YAML manifest read; bigger lists belong in a `rooms_file`.
-pub const MAX_YAML_BYTES: usize = 64 << 20;
+const MAX_YAML_BYTES: usize = 64 << 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,7 +291,7 @@ fn line_col(l: &serde_saphyr::Location) -> (u32, Option<u32>) {
 }
 
 /// The most nodes a manifest may hold once its aliases are expanded (the parse budget).
-pub const MAX_EXPANDED_NODES: u64 = 1_000_000;
+const MAX_EXPANDED_NODES: u64 = 1_000_000;
 
 /// The parse budget: walks the parser's events (no value is built) and counts the nodes the
 /// document would have with every alias expanded, refusing it past [`MAX_EXPANDED_NODES`].
