@@ -617,11 +617,15 @@ fn required_columns(
             "the file has an `action` column, so --action {a} is not allowed: drop --action (it \
              is only for files without an action column)"
         )),
-        (false, None) => Some(
-            "the file has no `action` column: pass --action ACTION (freeze, unfreeze, update, \
-             mute or unmute) to apply one action to every row, or add an `action` column"
-                .to_string(),
-        ),
+        (false, None) => {
+            let names: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+            let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+            Some(format!(
+                "the file has no `action` column: pass --action ACTION ({} or {last}) to apply \
+                 one action to every row, or add an `action` column",
+                rest.join(", ")
+            ))
+        }
         (false, Some(a)) if a.needs_client() && !has(Col::Client) => Some(format!(
             "--action {a} needs a `client` column (every {a} is a client and a room)"
         )),
