@@ -189,11 +189,8 @@ impl Room {
 
     /// Applies a validated patch; new owner and managers become members.
     pub fn apply(&mut self, p: RoomPatch) {
-        let p = p.0;
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = p.$f { self.$f = v; } )* };
-        }
-        set!(
+        // Every field named (no `..`): a new update field must be applied here too.
+        let RoomFields {
             name,
             cover,
             description,
@@ -202,13 +199,29 @@ impl Room {
             bot_mode,
             ext_params,
             opening,
-            status
-        );
-        if let Some(o) = p.owner {
+            owner,
+            managers,
+            status,
+        } = p.0;
+        fn set<T>(slot: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+        set(&mut self.name, name);
+        set(&mut self.cover, cover);
+        set(&mut self.description, description);
+        set(&mut self.room_tags, room_tags);
+        set(&mut self.webhook, webhook);
+        set(&mut self.bot_mode, bot_mode);
+        set(&mut self.ext_params, ext_params);
+        set(&mut self.opening, opening);
+        set(&mut self.status, status);
+        if let Some(o) = owner {
             self.add_member(&o);
             self.owner = o;
         }
-        if let Some(ms) = p.managers {
+        if let Some(ms) = managers {
             for m in &ms {
                 self.add_member(m);
             }
@@ -419,5 +432,43 @@ mod tests {
         assert_eq!(c.mute, vec!["r"]);
         assert!(c.unmute("r"));
         assert!(!c.unmute("r"));
+    }
+
+    /// A patch setting every update field shows in the room object (with the extra fields)
+    /// as it does in the request body.
+    #[test]
+    fn every_field_of_a_patch_is_applied_and_shown() {
+        let body = RoomFields {
+            name: Some("n".into()),
+            cover: Some("c".into()),
+            description: Some("d".into()),
+            room_tags: Some(vec!["t".into()]),
+            webhook: Some("w".into()),
+            bot_mode: Some(true),
+            ext_params: Some("e".into()),
+            opening: Some(0),
+            owner: Some("o".into()),
+            managers: Some(vec!["m".into()]),
+            status: Some(0),
+        }
+        .to_body();
+        let patch = parse_patch(body.to_string().as_bytes()).unwrap();
+        let seed = super::super::config::RoomSeed {
+            owner: "x".into(),
+            managers: Vec::new(),
+            members: Vec::new(),
+            status: 1,
+            name: None,
+            cover: String::new(),
+            description: String::new(),
+            last_message: None,
+        };
+        let mut room = Room::new("r", &seed);
+        room.apply(patch);
+        let shown = room.to_json("r", &HashMap::new(), true);
+        for k in Field::ALL {
+            assert_eq!(shown[k.name()], body[k.name()], "{k}");
+        }
+        assert_eq!(shown["members"].as_array().map(Vec::len), Some(3));
     }
 }
