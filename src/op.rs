@@ -1,6 +1,8 @@
 //! The operation model: the five actions of SPEC §1, their targets and update fields, the
 //! rules every id must obey, and what each op needs to run (its credential and the key that
-//! serialises it against other ops on the same room or client).
+//! serialises it against other ops on the same room or client). [`Field`] is the one model
+//! of the update fields (name, kind, CSV cell form, access in [`RoomFields`]) that manifests,
+//! duplicate detection, CSV writing, revert and the sandbox all go through.
 //!
 //! An [`Op`] is one API call's worth of intent. Manifests expand into ops, the journal stores
 //! them, the runner schedules them and the API client turns each into exactly one request.
@@ -38,6 +40,14 @@ impl Action {
         Action::Unmute,
     ];
 
+    /// How many actions there are.
+    pub const COUNT: usize = Action::ALL.len();
+
+    /// The position in [`Action::ALL`] (for counts per action).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The manifest spelling of this action.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -57,6 +67,12 @@ impl Action {
     /// True for mute and unmute, which act on a (client, room) pair.
     pub fn needs_client(self) -> bool {
         matches!(self, Action::Mute | Action::Unmute)
+    }
+
+    /// True for freeze, unfreeze and update, which change the room itself (its status or
+    /// fields); mute and unmute change a client's mute list.
+    pub fn changes_room(self) -> bool {
+        matches!(self, Action::Freeze | Action::Unfreeze | Action::Update)
     }
 
     /// The credential this action is sent with (api/NOTES.md, Endpoints).
@@ -104,7 +120,7 @@ impl Credential {
 }
 
 /// The fields an `update` may set (SPEC §2, api/update-a-room.txt). `None` means "not given":
-/// only given fields are sent.
+/// only given fields are sent. Code that handles fields one by one goes through [`Field`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoomFields {
@@ -133,20 +149,16 @@ pub struct RoomFields {
 }
 
 impl RoomFields {
-    /// The field names as they appear in manifests and request bodies.
-    pub const NAMES: [&'static str; 11] = [
-        "name",
-        "cover",
-        "description",
-        "roomTags",
-        "webhook",
-        "botMode",
-        "extParams",
-        "opening",
-        "owner",
-        "managers",
-        "status",
-    ];
+    /// The field names as they appear in manifests and request bodies, in [`Field::ALL`] order.
+    pub const NAMES: [&'static str; Field::COUNT] = {
+        let mut names = [""; Field::COUNT];
+        let mut i = 0;
+        while i < Field::COUNT {
+            names[i] = Field::ALL[i].name();
+            i += 1;
+        }
+        names
+    };
 
     /// True when no field is given.
     pub fn is_empty(&self) -> bool {
@@ -161,12 +173,285 @@ impl RoomFields {
 
     /// The names of the given fields, in [`RoomFields::NAMES`] order.
     pub fn given(&self) -> Vec<&'static str> {
-        let v = self.to_body();
-        RoomFields::NAMES
+        Field::ALL
             .into_iter()
-            .filter(|n| v.get(n).is_some())
+            .filter(|k| k.is_given(self))
+            .map(Field::name)
             .collect()
     }
+}
+
+/// One field of [`RoomFields`]: its name, the kind of value it holds, how it is read from a
+/// CSV cell and written to one, and access to it in a [`RoomFields`]. Every reader, writer
+/// and checker of update fields works through this enum, so a new field is added here (a
+/// variant, its entry in [`Field::ALL`], its name, kind and member) and in [`RoomFields`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Field {
+    Name,
+    Cover,
+    Description,
+    RoomTags,
+    Webhook,
+    BotMode,
+    ExtParams,
+    Opening,
+    Owner,
+    Managers,
+    /// The room status: 0 frozen, 1 active. Freeze and unfreeze set it too.
+    Status,
+}
+
+/// What a [`Field`] holds, which decides how it is parsed, checked and written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FieldKind {
+    /// Any text.
+    Text,
+    /// One id, under the rules of [`validate_id`].
+    Id,
+    /// A list of texts (in a CSV cell, `;`-separated).
+    TextList,
+    /// A list of ids (in a CSV cell, `;`-separated).
+    IdList,
+    /// `true` or `false`.
+    Bool,
+    /// `0` or `1`.
+    ZeroOne,
+}
+
+/// A field's value, borrowed from a [`RoomFields`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FieldRef<'a> {
+    /// A [`FieldKind::Text`] or [`FieldKind::Id`] value.
+    Text(&'a str),
+    /// A [`FieldKind::TextList`] or [`FieldKind::IdList`] value.
+    List(&'a [String]),
+    Bool(bool),
+    /// A [`FieldKind::ZeroOne`] value.
+    Flag(u8),
+}
+
+/// A field's value, owned (see [`FieldRef`] for the variants).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FieldValue {
+    Text(String),
+    List(Vec<String>),
+    Bool(bool),
+    Flag(u8),
+}
+
+impl Field {
+    /// Every field, in the order of manifests' columns and of [`RoomFields::NAMES`].
+    pub const ALL: [Field; 11] = [
+        Field::Name,
+        Field::Cover,
+        Field::Description,
+        Field::RoomTags,
+        Field::Webhook,
+        Field::BotMode,
+        Field::ExtParams,
+        Field::Opening,
+        Field::Owner,
+        Field::Managers,
+        Field::Status,
+    ];
+
+    /// How many fields there are.
+    pub const COUNT: usize = Field::ALL.len();
+
+    /// The name in manifests and request bodies.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Field::Name => "name",
+            Field::Cover => "cover",
+            Field::Description => "description",
+            Field::RoomTags => "roomTags",
+            Field::Webhook => "webhook",
+            Field::BotMode => "botMode",
+            Field::ExtParams => "extParams",
+            Field::Opening => "opening",
+            Field::Owner => "owner",
+            Field::Managers => "managers",
+            Field::Status => "status",
+        }
+    }
+
+    pub const fn kind(self) -> FieldKind {
+        match self {
+            Field::Name | Field::Cover | Field::Description | Field::Webhook | Field::ExtParams => {
+                FieldKind::Text
+            }
+            Field::Owner => FieldKind::Id,
+            Field::RoomTags => FieldKind::TextList,
+            Field::Managers => FieldKind::IdList,
+            Field::BotMode => FieldKind::Bool,
+            Field::Opening | Field::Status => FieldKind::ZeroOne,
+        }
+    }
+
+    /// The field named `name` (exact spelling).
+    pub fn parse(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The position in [`Field::ALL`] (for arrays and bit sets indexed by field).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The value of this field in `f`, if given.
+    pub fn get(self, f: &RoomFields) -> Option<FieldRef<'_>> {
+        fn text(v: &Option<String>) -> Option<FieldRef<'_>> {
+            v.as_deref().map(FieldRef::Text)
+        }
+        match self {
+            Field::Name => text(&f.name),
+            Field::Cover => text(&f.cover),
+            Field::Description => text(&f.description),
+            Field::RoomTags => f.room_tags.as_deref().map(FieldRef::List),
+            Field::Webhook => text(&f.webhook),
+            Field::BotMode => f.bot_mode.map(FieldRef::Bool),
+            Field::ExtParams => text(&f.ext_params),
+            Field::Opening => f.opening.map(FieldRef::Flag),
+            Field::Owner => text(&f.owner),
+            Field::Managers => f.managers.as_deref().map(FieldRef::List),
+            Field::Status => f.status.map(FieldRef::Flag),
+        }
+    }
+
+    /// True when this field is given in `f`.
+    pub fn is_given(self, f: &RoomFields) -> bool {
+        self.get(f).is_some()
+    }
+
+    /// Gives this field the value `v` in `f`; `Err(v)` when `v` is not of this field's kind.
+    /// Values are not checked here (see [`check_fields`]).
+    pub fn set(self, f: &mut RoomFields, v: FieldValue) -> Result<(), FieldValue> {
+        fn put<T>(slot: &mut Option<T>, v: Result<T, FieldValue>) -> Result<(), FieldValue> {
+            *slot = Some(v?);
+            Ok(())
+        }
+        match self {
+            Field::Name => put(&mut f.name, v.into_text()),
+            Field::Cover => put(&mut f.cover, v.into_text()),
+            Field::Description => put(&mut f.description, v.into_text()),
+            Field::RoomTags => put(&mut f.room_tags, v.into_list()),
+            Field::Webhook => put(&mut f.webhook, v.into_text()),
+            Field::BotMode => put(&mut f.bot_mode, v.into_bool()),
+            Field::ExtParams => put(&mut f.ext_params, v.into_text()),
+            Field::Opening => put(&mut f.opening, v.into_flag()),
+            Field::Owner => put(&mut f.owner, v.into_text()),
+            Field::Managers => put(&mut f.managers, v.into_list()),
+            Field::Status => put(&mut f.status, v.into_flag()),
+        }
+    }
+
+    /// Sets this field in `f` from the text of a CSV cell (trimmed, not empty): lists are
+    /// `;`-separated (items trimmed, empty items dropped), `true`/`false`, `0`/`1`, ids
+    /// checked. The error is the message a manifest error shows.
+    pub fn set_cell(self, f: &mut RoomFields, cell: &str) -> Result<(), String> {
+        let v = self.parse_cell(cell)?;
+        self.set(f, v)
+            .map_err(|v| format!("{self}: {v:?} is not a value of this field"))
+    }
+
+    /// The value of a CSV cell, as [`Field::set_cell`] reads it.
+    fn parse_cell(self, v: &str) -> Result<FieldValue, String> {
+        let name = self.name();
+        let id = |v: &str| validate_id(v).map_err(|e| format!("{name}: {e}"));
+        match self.kind() {
+            FieldKind::Text => Ok(FieldValue::Text(v.into())),
+            FieldKind::Id => {
+                id(v)?;
+                Ok(FieldValue::Text(v.into()))
+            }
+            FieldKind::TextList => Ok(FieldValue::List(split_list(v))),
+            FieldKind::IdList => {
+                let list = split_list(v);
+                for m in &list {
+                    id(m)?;
+                }
+                Ok(FieldValue::List(list))
+            }
+            FieldKind::Bool => match v {
+                "true" => Ok(FieldValue::Bool(true)),
+                "false" => Ok(FieldValue::Bool(false)),
+                _ => Err(format!("{name} must be true or false, not {v:?}")),
+            },
+            FieldKind::ZeroOne => match v {
+                "0" => Ok(FieldValue::Flag(0)),
+                "1" => Ok(FieldValue::Flag(1)),
+                _ => Err(format!("{name} must be 0 or 1, not {v:?}")),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FieldRef<'_> {
+    /// The text of this value in a CSV cell, as [`Field::set_cell`] reads it back: lists
+    /// `;`-joined, `true`/`false`, `0`/`1`. (Whether the reader gives back exactly this value
+    /// is for the writer to check.)
+    pub fn to_cell(self) -> String {
+        match self {
+            FieldRef::Text(s) => s.to_owned(),
+            FieldRef::List(items) => items.join(";"),
+            FieldRef::Bool(b) => b.to_string(),
+            FieldRef::Flag(n) => n.to_string(),
+        }
+    }
+
+    pub fn to_owned_value(self) -> FieldValue {
+        match self {
+            FieldRef::Text(s) => FieldValue::Text(s.to_owned()),
+            FieldRef::List(items) => FieldValue::List(items.to_vec()),
+            FieldRef::Bool(b) => FieldValue::Bool(b),
+            FieldRef::Flag(n) => FieldValue::Flag(n),
+        }
+    }
+}
+
+impl FieldValue {
+    fn into_text(self) -> Result<String, FieldValue> {
+        match self {
+            FieldValue::Text(s) => Ok(s),
+            v => Err(v),
+        }
+    }
+
+    fn into_list(self) -> Result<Vec<String>, FieldValue> {
+        match self {
+            FieldValue::List(l) => Ok(l),
+            v => Err(v),
+        }
+    }
+
+    fn into_bool(self) -> Result<bool, FieldValue> {
+        match self {
+            FieldValue::Bool(b) => Ok(b),
+            v => Err(v),
+        }
+    }
+
+    fn into_flag(self) -> Result<u8, FieldValue> {
+        match self {
+            FieldValue::Flag(n) => Ok(n),
+            v => Err(v),
+        }
+    }
+}
+
+/// Splits a `;`-separated list cell: items trimmed, empty items dropped.
+fn split_list(v: &str) -> Vec<String> {
+    v.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// One API call's worth of intent.
@@ -268,24 +553,29 @@ impl Op {
     }
 }
 
-/// Checks the value rules of update fields (SPEC §2).
+/// Checks the value rules of update fields (SPEC §2): at least one given, `0`/`1` fields in
+/// range, then ids valid. The first problem is the error.
 pub fn check_fields(f: &RoomFields) -> Result<(), String> {
     if f.is_empty() {
         return Err("update needs at least one field".into());
     }
-    for (name, v) in [("opening", f.opening), ("status", f.status)] {
-        if let Some(v) = v
+    for k in Field::ALL {
+        if let Some(FieldRef::Flag(v)) = k.get(f)
             && v > 1
         {
-            return Err(format!("{name} must be 0 or 1, not {v}"));
+            return Err(format!("{k} must be 0 or 1, not {v}"));
         }
     }
-    if let Some(owner) = &f.owner {
-        validate_id(owner).map_err(|e| format!("owner: {e}"))?;
-    }
-    if let Some(managers) = &f.managers {
-        for m in managers {
-            validate_id(m).map_err(|e| format!("managers: {e}"))?;
+    for k in Field::ALL {
+        let id = |id: &str| validate_id(id).map_err(|e| format!("{k}: {e}"));
+        match (k.kind(), k.get(f)) {
+            (FieldKind::Id, Some(FieldRef::Text(v))) => id(v)?,
+            (FieldKind::IdList, Some(FieldRef::List(items))) => {
+                for v in items {
+                    id(v)?;
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -405,5 +695,130 @@ mod tests {
             serde_json::json!({"name":"Help Desk","opening":0,"roomTags":["a"]})
         );
         assert_eq!(f.given(), vec!["name", "roomTags", "opening"]);
+    }
+
+    /// Every member of [`RoomFields`], set (a literal without `..`, so a new member must be
+    /// added here).
+    fn every_field() -> RoomFields {
+        RoomFields {
+            name: Some("n".into()),
+            cover: Some("c".into()),
+            description: Some("d".into()),
+            room_tags: Some(vec!["t".into()]),
+            webhook: Some("w".into()),
+            bot_mode: Some(true),
+            ext_params: Some("e".into()),
+            opening: Some(1),
+            owner: Some("o".into()),
+            managers: Some(vec!["m".into()]),
+            status: Some(0),
+        }
+    }
+
+    /// The field model and the serde shape of [`RoomFields`] agree: the same names, in the
+    /// same order, each field reaching its own member.
+    #[test]
+    fn the_field_model_covers_room_fields() {
+        let full = every_field();
+        assert_eq!(full.given(), RoomFields::NAMES.to_vec());
+        let body = full.to_body();
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut names = RoomFields::NAMES.to_vec();
+        names.sort_unstable();
+        assert_eq!(keys, names);
+        for (i, k) in Field::ALL.into_iter().enumerate() {
+            assert_eq!(k.index(), i);
+            assert_eq!(Field::parse(k.name()), Some(k));
+            assert_eq!(k.to_string(), k.name());
+            // Set alone, a field is the only one given, with the value set.
+            let v = k.get(&full).unwrap().to_owned_value();
+            let mut one = RoomFields::default();
+            k.set(&mut one, v.clone()).unwrap();
+            assert_eq!(one.given(), vec![k.name()]);
+            assert_eq!(k.get(&one).map(FieldRef::to_owned_value), Some(v.clone()));
+            assert_eq!(one.to_body()[k.name()], body[k.name()], "{k}");
+            // A value of another kind is handed back.
+            let other = match v {
+                FieldValue::Bool(_) => FieldValue::Flag(1),
+                _ => FieldValue::Bool(true),
+            };
+            assert_eq!(k.set(&mut one, other.clone()), Err(other));
+        }
+        assert_eq!(Field::parse("room_tags"), None);
+    }
+
+    #[test]
+    fn cells_parse_by_kind() {
+        let cell = |k: Field, v: &str| k.parse_cell(v);
+        assert_eq!(
+            cell(Field::Name, "a; b"),
+            Ok(FieldValue::Text("a; b".into()))
+        );
+        assert_eq!(
+            cell(Field::RoomTags, " a ; ;b;"),
+            Ok(FieldValue::List(vec!["a".into(), "b".into()]))
+        );
+        assert_eq!(cell(Field::BotMode, "false"), Ok(FieldValue::Bool(false)));
+        assert_eq!(cell(Field::Status, "1"), Ok(FieldValue::Flag(1)));
+        assert_eq!(
+            cell(Field::Opening, "2"),
+            Err("opening must be 0 or 1, not \"2\"".into())
+        );
+        assert_eq!(
+            cell(Field::BotMode, "yes"),
+            Err("botMode must be true or false, not \"yes\"".into())
+        );
+        assert_eq!(
+            cell(Field::Owner, ".."),
+            Err(format!("owner: {}", IdError::DotSegment("..")))
+        );
+        assert!(
+            cell(Field::Managers, "ok;a\u{1}b")
+                .unwrap_err()
+                .starts_with("managers: ")
+        );
+        let full = every_field();
+        for k in Field::ALL {
+            let back = k.get(&full).unwrap();
+            assert_eq!(
+                k.parse_cell(&back.to_cell()),
+                Ok(back.to_owned_value()),
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn field_checks_report_ranges_before_ids() {
+        let f = RoomFields {
+            status: Some(2),
+            owner: Some(String::new()),
+            ..Default::default()
+        };
+        assert_eq!(check_fields(&f), Err("status must be 0 or 1, not 2".into()));
+        let f = RoomFields {
+            managers: Some(vec!["m".into(), "..".into()]),
+            ..Default::default()
+        };
+        assert!(
+            check_fields(&f)
+                .unwrap_err()
+                .starts_with("managers: id \"..\"")
+        );
+        assert!(check_fields(&every_field()).is_ok());
+    }
+
+    #[test]
+    fn actions_in_order() {
+        for (i, a) in Action::ALL.into_iter().enumerate() {
+            assert_eq!(a.index(), i);
+            assert_eq!(Action::parse(a.as_str()), Some(a));
+            assert_eq!(a.changes_room(), !a.needs_client());
+        }
     }
 }

@@ -13,10 +13,10 @@
 
 use std::io::Write;
 
-use crate::op::{Op, RoomFields};
+use crate::op::{Field, FieldRef, Op, RoomFields};
 
 /// The header of every manifest this module writes: every column the manifest reader knows.
-pub const HEADER: [&str; 14] = crate::manifest::csv::COLUMNS;
+const HEADER: [&str; crate::manifest::csv::COLUMNS.len()] = crate::manifest::csv::COLUMNS;
 
 /// Why the reader would not give back `s` as written in one cell: `None` when it would.
 fn cell_problem(s: &str) -> Option<&'static str> {
@@ -33,42 +33,43 @@ fn cell_problem(s: &str) -> Option<&'static str> {
     }
 }
 
-fn text(name: &str, v: &Option<String>) -> Result<String, String> {
-    match v {
-        None => Ok(String::new()),
-        Some(s) => match cell_problem(s) {
-            Some(why) => Err(format!("`{name}` {s:?} is {why}")),
-            None => Ok(s.clone()),
-        },
+/// Why the reader would not give back the list `items` of field `name` as written in one
+/// cell: `None` when it would.
+fn list_problem(name: &str, items: &[String]) -> Option<String> {
+    if items.is_empty() {
+        return Some(format!(
+            "`{name}` is an empty list, which a CSV manifest cannot express"
+        ));
     }
+    items.iter().find_map(|item| {
+        if item.contains(';') {
+            Some(format!(
+                "`{name}` item {item:?} holds `;`, which separates the items of a CSV cell"
+            ))
+        } else if item.is_empty() {
+            Some(format!(
+                "`{name}` has an empty item, which a CSV manifest cannot keep (the reader drops empty items)"
+            ))
+        } else if item.trim() != item {
+            Some(format!(
+                "`{name}` item {item:?} has leading or trailing whitespace, which a CSV manifest cannot keep (the reader trims every item)"
+            ))
+        } else {
+            None
+        }
+    })
 }
 
-fn list(name: &str, v: &Option<Vec<String>>) -> Result<String, String> {
-    match v {
-        None => Ok(String::new()),
-        Some(items) if items.is_empty() => Err(format!(
-            "`{name}` is an empty list, which a CSV manifest cannot express"
-        )),
-        Some(items) => {
-            for item in items {
-                if item.contains(';') {
-                    return Err(format!(
-                        "`{name}` item {item:?} holds `;`, which separates the items of a CSV cell"
-                    ));
-                }
-                if item.is_empty() {
-                    return Err(format!(
-                        "`{name}` has an empty item, which a CSV manifest cannot keep (the reader drops empty items)"
-                    ));
-                }
-                if item.trim() != item {
-                    return Err(format!(
-                        "`{name}` item {item:?} has leading or trailing whitespace, which a CSV manifest cannot keep (the reader trims every item)"
-                    ));
-                }
-            }
-            Ok(items.join(";"))
-        }
+/// The cell of field `k` given as `v`, or why the reader would not give it back.
+fn field_cell(k: Field, v: FieldRef<'_>) -> Result<String, String> {
+    let problem = match v {
+        FieldRef::Text(s) => cell_problem(s).map(|why| format!("`{k}` {s:?} is {why}")),
+        FieldRef::List(items) => list_problem(k.name(), items),
+        FieldRef::Bool(_) | FieldRef::Flag(_) => None,
+    };
+    match problem {
+        Some(why) => Err(why),
+        None => Ok(v.to_cell()),
     }
 }
 
@@ -82,36 +83,31 @@ fn id(name: &str, v: &str) -> Result<String, String> {
 }
 
 /// The cells of `op` in [`HEADER`] order, or why it cannot be written.
-pub fn row(op: &Op) -> Result<Vec<String>, String> {
+pub(crate) fn row(op: &Op) -> Result<Vec<String>, String> {
     let empty = RoomFields::default();
     let f = op.fields.as_deref().unwrap_or(&empty);
     // The reader checks every op it builds the same way: an op that fails it would be a
     // manifest error, not the op.
     op.check()
         .map_err(|e| format!("the op is not valid in a manifest: {e}"))?;
-    Ok(vec![
-        op.action.as_str().to_owned(),
-        id("room", &op.room)?,
-        match op.client.as_deref() {
-            Some(c) => id("client", c)?,
+    let mut cells = Vec::with_capacity(HEADER.len());
+    cells.push(op.action.as_str().to_owned());
+    cells.push(id("room", &op.room)?);
+    cells.push(match op.client.as_deref() {
+        Some(c) => id("client", c)?,
+        None => String::new(),
+    });
+    for k in Field::ALL {
+        cells.push(match k.get(f) {
+            Some(v) => field_cell(k, v)?,
             None => String::new(),
-        },
-        text("name", &f.name)?,
-        text("cover", &f.cover)?,
-        text("description", &f.description)?,
-        list("roomTags", &f.room_tags)?,
-        text("webhook", &f.webhook)?,
-        f.bot_mode.map(|b| b.to_string()).unwrap_or_default(),
-        text("extParams", &f.ext_params)?,
-        f.opening.map(|b| b.to_string()).unwrap_or_default(),
-        text("owner", &f.owner)?,
-        list("managers", &f.managers)?,
-        f.status.map(|b| b.to_string()).unwrap_or_default(),
-    ])
+        });
+    }
+    Ok(cells)
 }
 
 /// A CSV manifest being written: rows first, then `#` comment lines.
-pub struct ManifestWriter<W: Write> {
+pub(crate) struct ManifestWriter<W: Write> {
     csv: csv::Writer<W>,
     comments: Vec<String>,
 }

@@ -31,7 +31,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 
 use super::{OpRow, OpState, RunInfo, Snapshot};
-use crate::op::{Action, Op, RoomFields, validate_id};
+// A field value, in a form that can be compared and written back.
+use crate::op::FieldValue as Val;
+use crate::op::{Action, Field, FieldKind, Op, RoomFields, validate_id};
 
 /// An op whose effect cannot be reverted from what the journal knows.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,40 +56,21 @@ pub(crate) struct RevertPlan {
     pub unmutes_assumed: usize,
 }
 
-/// A field value in a form that can be compared and written back.
-#[derive(Clone, Debug, PartialEq)]
-enum Val {
-    Text(String),
-    List(Vec<String>),
-    Bool(bool),
-    Flag(u8),
-}
-
+/// The fields `f` gives other than `status` (a freeze or unfreeze restores it), in the order
+/// their reasons are listed: texts and ids, then lists, then `true`/`false` and `0`/`1`
+/// values, each in field order.
 fn given_fields(f: &RoomFields) -> Vec<(&'static str, Val)> {
-    let mut out = Vec::new();
-    let mut text = |n, v: &Option<String>| {
-        if let Some(s) = v {
-            out.push((n, Val::Text(s.clone())));
-        }
-    };
-    text("name", &f.name);
-    text("cover", &f.cover);
-    text("description", &f.description);
-    text("webhook", &f.webhook);
-    text("extParams", &f.ext_params);
-    text("owner", &f.owner);
-    if let Some(v) = &f.room_tags {
-        out.push(("roomTags", Val::List(v.clone())));
-    }
-    if let Some(v) = &f.managers {
-        out.push(("managers", Val::List(v.clone())));
-    }
-    if let Some(v) = f.bot_mode {
-        out.push(("botMode", Val::Bool(v)));
-    }
-    if let Some(v) = f.opening {
-        out.push(("opening", Val::Flag(v)));
-    }
+    let mut out: Vec<(&'static str, Val)> = Field::ALL
+        .into_iter()
+        .filter(|k| *k != Field::Status)
+        .filter_map(|k| k.get(f).map(|v| (k.name(), v.to_owned_value())))
+        .collect();
+    out.sort_by_key(|(_, v)| match v {
+        Val::Text(_) => 0,
+        Val::List(_) => 1,
+        Val::Bool(_) => 2,
+        Val::Flag(_) => 3,
+    });
     out
 }
 
@@ -107,56 +90,53 @@ fn prior_val(room: &serde_json::Map<String, Value>, field: &str) -> Result<Val, 
         .get(field)
         .ok_or_else(|| format!("prior `{field}` unknown: the snapshot has no `{field}`"))?;
     let bad = || format!("prior `{field}` unusable: the snapshot has {v} for it");
-    match field {
-        "name" | "cover" | "description" | "webhook" | "extParams" => {
-            v.as_str().map(|s| Val::Text(s.to_owned())).ok_or_else(bad)
-        }
-        "owner" => id_of(v).map(Val::Text).ok_or_else(bad),
-        "roomTags" | "managers" => {
-            let items = v.as_array().ok_or_else(bad)?;
-            let ids: Option<Vec<String>> = if field == "managers" {
-                items.iter().map(id_of).collect()
-            } else {
-                items
-                    .iter()
-                    .map(|i| i.as_str().map(str::to_owned))
-                    .collect()
-            };
-            ids.map(Val::List).ok_or_else(bad)
-        }
-        "botMode" => v.as_bool().map(Val::Bool).ok_or_else(bad),
-        "opening" | "status" => match v.as_u64() {
+    let Some(k) = Field::parse(field) else {
+        return Err(bad());
+    };
+    let items = || v.as_array().ok_or_else(bad);
+    match k.kind() {
+        FieldKind::Text => v.as_str().map(|s| Val::Text(s.to_owned())).ok_or_else(bad),
+        FieldKind::Id => id_of(v).map(Val::Text).ok_or_else(bad),
+        FieldKind::TextList => items()?
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned))
+            .collect::<Option<Vec<String>>>()
+            .map(Val::List)
+            .ok_or_else(bad),
+        FieldKind::IdList => items()?
+            .iter()
+            .map(id_of)
+            .collect::<Option<Vec<String>>>()
+            .map(Val::List)
+            .ok_or_else(bad),
+        FieldKind::Bool => v.as_bool().map(Val::Bool).ok_or_else(bad),
+        FieldKind::ZeroOne => match v.as_u64() {
             Some(n @ (0 | 1)) => Ok(Val::Flag(n as u8)),
             _ => Err(bad()),
         },
-        _ => Err(bad()),
     }
 }
 
+/// Sets `field` to the prior value `v` in `f`; `Err(reason)` when `v` is not a value the
+/// field can be written back with.
 fn set_field(f: &mut RoomFields, field: &str, v: Val) -> Result<(), String> {
-    match (field, v) {
-        ("name", Val::Text(s)) => f.name = Some(s),
-        ("cover", Val::Text(s)) => f.cover = Some(s),
-        ("description", Val::Text(s)) => f.description = Some(s),
-        ("webhook", Val::Text(s)) => f.webhook = Some(s),
-        ("extParams", Val::Text(s)) => f.ext_params = Some(s),
-        ("owner", Val::Text(s)) => {
-            validate_id(&s).map_err(|e| format!("prior `owner` {s:?} is not a valid id: {e}"))?;
-            f.owner = Some(s)
+    let unexpected = |v: Val| format!("prior `{field}` has an unexpected type ({v:?})");
+    let Some(k) = Field::parse(field) else {
+        return Err(unexpected(v));
+    };
+    match (k.kind(), &v) {
+        (FieldKind::Id, Val::Text(s)) => {
+            validate_id(s).map_err(|e| format!("prior `{field}` {s:?} is not a valid id: {e}"))?
         }
-        ("roomTags", Val::List(l)) => f.room_tags = Some(l),
-        ("managers", Val::List(l)) => {
-            for m in &l {
+        (FieldKind::IdList, Val::List(l)) => {
+            for m in l {
                 validate_id(m)
-                    .map_err(|e| format!("prior `managers` item {m:?} is not a valid id: {e}"))?;
+                    .map_err(|e| format!("prior `{field}` item {m:?} is not a valid id: {e}"))?;
             }
-            f.managers = Some(l)
         }
-        ("botMode", Val::Bool(b)) => f.bot_mode = Some(b),
-        ("opening", Val::Flag(n)) => f.opening = Some(n),
-        (field, v) => return Err(format!("prior `{field}` has an unexpected type ({v:?})")),
+        _ => {}
     }
-    Ok(())
+    k.set(f, v).map_err(unexpected)
 }
 
 /// The room object in a snapshot: the `result` of a response envelope, or the object itself.
@@ -586,6 +566,60 @@ mod tests {
             first_attempt_at: Some(1_000 + seq as i64),
             last_attempt_at: Some(1_000 + seq as i64),
         }
+    }
+
+    /// The fields an update restores, in the order their reasons are listed.
+    #[test]
+    fn given_fields_list_texts_then_lists_then_flags() {
+        let f = RoomFields {
+            name: Some("n".into()),
+            cover: Some("c".into()),
+            description: Some("d".into()),
+            room_tags: Some(vec!["t".into()]),
+            webhook: Some("w".into()),
+            bot_mode: Some(true),
+            ext_params: Some("e".into()),
+            opening: Some(1),
+            owner: Some("o".into()),
+            managers: Some(vec!["m".into()]),
+            status: Some(0),
+        };
+        let names: Vec<&str> = given_fields(&f).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "name",
+                "cover",
+                "description",
+                "webhook",
+                "extParams",
+                "owner",
+                "roomTags",
+                "managers",
+                "botMode",
+                "opening"
+            ]
+        );
+        let room = json!({"owner": {"_id": "o"}, "managers": ["a", {"_id": "b"}], "opening": 1.0});
+        let room = room.as_object().unwrap();
+        assert_eq!(prior_val(room, "owner"), Ok(Val::Text("o".into())));
+        assert_eq!(
+            prior_val(room, "managers"),
+            Ok(Val::List(vec!["a".into(), "b".into()]))
+        );
+        assert!(prior_val(room, "opening").unwrap_err().contains("unusable"));
+        assert!(prior_val(room, "name").unwrap_err().contains("unknown"));
+        let mut g = RoomFields::default();
+        assert!(
+            set_field(&mut g, "owner", Val::List(vec![]))
+                .unwrap_err()
+                .contains("unexpected type")
+        );
+        assert!(
+            set_field(&mut g, "managers", Val::List(vec!["..".into()]))
+                .unwrap_err()
+                .contains("not a valid id")
+        );
     }
 
     fn snaps(list: &[(&str, Option<serde_json::Value>, i64)]) -> HashMap<String, Snapshot> {

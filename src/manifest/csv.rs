@@ -13,7 +13,7 @@ use ::csv::{ByteRecord, ReaderBuilder};
 use sha2::{Digest, Sha256};
 
 use super::{Location, ManifestErrors, Parsed, PlannedOp, Settings, did_you_mean};
-use crate::op::{Action, Op, RoomFields, validate_id};
+use crate::op::{Action, Field, Op, RoomFields, validate_id};
 
 /// A manifest column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,37 +21,33 @@ enum Col {
     Action,
     Room,
     Client,
-    /// Index into [`RoomFields::NAMES`].
-    Field(usize),
+    Field(Field),
 }
 
-/// Every valid column name.
-pub const COLUMNS: [&str; 14] = [
-    "action",
-    "room",
-    "client",
-    "name",
-    "cover",
-    "description",
-    "roomTags",
-    "webhook",
-    "botMode",
-    "extParams",
-    "opening",
-    "owner",
-    "managers",
-    "status",
-];
+/// The columns before the update fields.
+const TARGET_COLUMNS: [&str; 3] = ["action", "room", "client"];
+
+/// Every valid column name: `action`, `room`, `client`, then the update fields.
+pub(crate) const COLUMNS: [&str; TARGET_COLUMNS.len() + Field::COUNT] = {
+    let mut cols = [""; TARGET_COLUMNS.len() + Field::COUNT];
+    let mut i = 0;
+    while i < cols.len() {
+        cols[i] = if i < TARGET_COLUMNS.len() {
+            TARGET_COLUMNS[i]
+        } else {
+            Field::ALL[i - TARGET_COLUMNS.len()].name()
+        };
+        i += 1;
+    }
+    cols
+};
 
 fn column(name: &str) -> Option<Col> {
     match name {
         "action" => Some(Col::Action),
         "room" => Some(Col::Room),
         "client" => Some(Col::Client),
-        _ => RoomFields::NAMES
-            .iter()
-            .position(|n| *n == name)
-            .map(Col::Field),
+        _ => Field::parse(name).map(Col::Field),
     }
 }
 
@@ -523,7 +519,7 @@ fn col_name(c: &Col) -> &'static str {
         Col::Action => "action",
         Col::Room => "room",
         Col::Client => "client",
-        Col::Field(i) => RoomFields::NAMES[*i],
+        Col::Field(k) => k.name(),
     }
 }
 
@@ -544,9 +540,7 @@ fn header(
             return None;
         }
     };
-    let mut cols = Vec::with_capacity(names.len());
-    let known = names.iter().filter(|n| column(n).is_some()).count();
-    if known == 0 {
+    if !names.iter().any(|n| column(n).is_some()) {
         errs.at(
             path,
             line,
@@ -560,85 +554,91 @@ fn header(
         );
         return None;
     }
-    for (i, n) in names.iter().enumerate() {
-        match column(n) {
-            Some(c) => {
-                if cols.contains(&c) {
-                    errs.at(
-                        path,
-                        line,
-                        col(i),
-                        format!("header: column `{n}` appears twice (position {})", i + 1),
-                    );
-                }
-                cols.push(c);
-            }
-            None if n.is_empty() => {
-                errs.at(
-                    path,
-                    line,
-                    col(i),
-                    format!(
-                        "header: column {} has no name: remove the empty column (a trailing \
-                         comma?)",
-                        i + 1
-                    ),
-                );
-                cols.push(Col::Room);
-            }
-            None => {
-                errs.at(
-                    path,
-                    line,
-                    col(i),
-                    format!(
-                        "header: unknown column `{n}`{}; valid columns: {}",
-                        did_you_mean(n, &COLUMNS),
-                        COLUMNS.join(", ")
-                    ),
-                );
-                cols.push(Col::Room);
-            }
-        }
-    }
+    let cols = header_columns(path, line, &names, errs, col);
     if errs.total > before {
         return None;
     }
-    let has = |c: Col| cols.contains(&c);
-    match (has(Col::Action), opts.action) {
-        (true, Some(a)) => errs.at(
-            path,
-            line,
-            None,
-            format!(
-                "the file has an `action` column, so --action {a} is not allowed: drop \
-                 --action (it is only for files without an action column)"
-            ),
-        ),
-        (false, None) => errs.at(
-            path,
-            line,
-            None,
-            "the file has no `action` column: pass --action ACTION (freeze, unfreeze, update, \
-             mute or unmute) to apply one action to every row, or add an `action` column",
-        ),
-        (false, Some(a)) if a.needs_client() && !has(Col::Client) => errs.at(
-            path,
-            line,
-            None,
-            format!("--action {a} needs a `client` column (every {a} is a client and a room)"),
-        ),
-        (false, Some(Action::Update)) if !cols.iter().any(|c| matches!(c, Col::Field(_))) => errs
-            .at(
-                path,
-                line,
-                None,
+    required_columns(path, line, &cols, opts, errs);
+    (errs.total == before).then_some(cols)
+}
+
+/// The column of each header name; an unknown, empty or repeated name is an error at its
+/// place (an unknown or empty one then stands as `room`).
+fn header_columns(
+    path: &Path,
+    line: u32,
+    names: &[&str],
+    errs: &mut ManifestErrors,
+    col: &dyn Fn(usize) -> Option<u32>,
+) -> Vec<Col> {
+    let mut cols = Vec::with_capacity(names.len());
+    for (i, n) in names.iter().enumerate() {
+        let problem = match column(n) {
+            Some(c) => {
+                let twice = cols.contains(&c);
+                cols.push(c);
+                if !twice {
+                    continue;
+                }
+                format!("header: column `{n}` appears twice (position {})", i + 1)
+            }
+            None if n.is_empty() => {
+                cols.push(Col::Room);
                 format!(
-                    "--action update needs at least one field column ({})",
-                    RoomFields::NAMES.join(", ")
-                ),
-            ),
-        _ => {}
+                    "header: column {} has no name: remove the empty column (a trailing comma?)",
+                    i + 1
+                )
+            }
+            None => {
+                cols.push(Col::Room);
+                format!(
+                    "header: unknown column `{n}`{}; valid columns: {}",
+                    did_you_mean(n, &COLUMNS),
+                    COLUMNS.join(", ")
+                )
+            }
+        };
+        errs.at(path, line, col(i), problem);
+    }
+    cols
+}
+
+/// Checks that the columns and `--action` together name every op's action and target.
+fn required_columns(
+    path: &Path,
+    line: u32,
+    cols: &[Col],
+    opts: &super::LoadOptions,
+    errs: &mut ManifestErrors,
+) {
+    let has = |c: Col| cols.contains(&c);
+    let problem = match (has(Col::Action), opts.action) {
+        (true, Some(a)) => Some(format!(
+            "the file has an `action` column, so --action {a} is not allowed: drop --action (it \
+             is only for files without an action column)"
+        )),
+        (false, None) => {
+            let names: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+            let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+            Some(format!(
+                "the file has no `action` column: pass --action ACTION ({} or {last}) to apply \
+                 one action to every row, or add an `action` column",
+                rest.join(", ")
+            ))
+        }
+        (false, Some(a)) if a.needs_client() && !has(Col::Client) => Some(format!(
+            "--action {a} needs a `client` column (every {a} is a client and a room)"
+        )),
+        (false, Some(Action::Update)) if !cols.iter().any(|c| matches!(c, Col::Field(_))) => {
+            Some(format!(
+                "--action update needs at least one field column ({})",
+                RoomFields::NAMES.join(", ")
+            ))
+        }
+        _ => None,
+    };
+    if let Some(m) = problem {
+        errs.at(path, line, None, m);
     }
     if !has(Col::Room) {
         errs.at(
@@ -648,10 +648,6 @@ fn header(
             "the header has no `room` column: every op names a room",
         );
     }
-    if errs.total > before {
-        return None;
-    }
-    Some(cols)
 }
 
 /// A problem with a row, and the index of the cell it is about (if one).
@@ -686,10 +682,9 @@ fn row(cols: &[Col], cells: &[&str], fixed: Option<Action>) -> Result<Op, Vec<Pr
             }
             Col::Field(_) if v.is_empty() => {}
             Col::Field(k) => {
-                let name = RoomFields::NAMES[*k];
-                given.push(name);
+                given.push(k.name());
                 first_given.get_or_insert(i);
-                if let Err(m) = set_field(&mut fields, name, v) {
+                if let Err(m) = k.set_cell(&mut fields, v) {
                     problems.push((Some(i), m));
                 }
             }
@@ -761,56 +756,6 @@ fn quote_list(names: &[&str]) -> String {
         1 => format!("{} is", q[0]),
         _ => format!("{} are", q.join(", ")),
     }
-}
-
-/// Splits a `;`-separated list cell: items trimmed, empty items dropped.
-pub fn split_list(v: &str) -> Vec<String> {
-    v.split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
-}
-
-/// Sets one update field from its CSV text (`name` is a [`RoomFields::NAMES`] entry).
-pub fn set_field(f: &mut RoomFields, name: &str, v: &str) -> Result<(), String> {
-    let zero_one = |v: &str| match v {
-        "0" => Ok(0u8),
-        "1" => Ok(1u8),
-        _ => Err(format!("{name} must be 0 or 1, not {v:?}")),
-    };
-    let id = |v: &str| {
-        validate_id(v)
-            .map(|_| v.to_string())
-            .map_err(|e| format!("{name}: {e}"))
-    };
-    match name {
-        "name" => f.name = Some(v.into()),
-        "cover" => f.cover = Some(v.into()),
-        "description" => f.description = Some(v.into()),
-        "webhook" => f.webhook = Some(v.into()),
-        "extParams" => f.ext_params = Some(v.into()),
-        "roomTags" => f.room_tags = Some(split_list(v)),
-        "managers" => {
-            let list = split_list(v);
-            for m in &list {
-                validate_id(m).map_err(|e| format!("managers: {e}"))?;
-            }
-            f.managers = Some(list);
-        }
-        "owner" => f.owner = Some(id(v)?),
-        "botMode" => {
-            f.bot_mode = Some(match v {
-                "true" => true,
-                "false" => false,
-                _ => return Err(format!("botMode must be true or false, not {v:?}")),
-            })
-        }
-        "opening" => f.opening = Some(zero_one(v)?),
-        "status" => f.status = Some(zero_one(v)?),
-        _ => return Err(format!("unknown field `{name}`")),
-    }
-    Ok(())
 }
 
 /// Reads the ids of a `rooms_file`/`clients_file`: a CSV with a header that has a `column`

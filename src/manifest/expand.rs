@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 use std::path::PathBuf;
 
 use super::{Location, PlannedOp, Warnings};
-use crate::op::{Action, RoomFields};
+use crate::op::{Action, Field};
 
 /// Lines listed in one conflict warning before "...".
 const MAX_LINES_LISTED: usize = 6;
@@ -29,10 +29,10 @@ pub(crate) trait ExpandOp {
     fn has_fields(&self) -> bool;
     /// The `status` an update sets.
     fn update_status(&self) -> Option<u8>;
-    /// True when field `k` of [`RoomFields::NAMES`] is given (updates only).
-    fn field_given(&self, k: usize) -> bool;
+    /// True when field `k` is given (updates only).
+    fn field_given(&self, k: Field) -> bool;
     /// True when field `k` has the same value in both (both given).
-    fn field_eq(&self, other: &Self, k: usize, ctx: &Self::Ctx) -> bool;
+    fn field_eq(&self, other: &Self, k: Field, ctx: &Self::Ctx) -> bool;
     /// A total order on ops, `Equal` exactly for identical ops.
     fn op_cmp(&self, other: &Self, ctx: &Self::Ctx) -> Ordering;
 
@@ -65,12 +65,12 @@ impl ExpandOp for PlannedOp {
     fn update_status(&self) -> Option<u8> {
         self.op.fields.as_ref().and_then(|f| f.status)
     }
-    fn field_given(&self, k: usize) -> bool {
-        self.op.fields.as_deref().is_some_and(|f| field_given(f, k))
+    fn field_given(&self, k: Field) -> bool {
+        self.op.fields.as_deref().is_some_and(|f| k.is_given(f))
     }
-    fn field_eq(&self, other: &Self, k: usize, _: &()) -> bool {
+    fn field_eq(&self, other: &Self, k: Field, _: &()) -> bool {
         match (self.op.fields.as_deref(), other.op.fields.as_deref()) {
-            (Some(a), Some(b)) => field_eq(a, b, k),
+            (Some(a), Some(b)) => k.get(a) == k.get(b),
             _ => false,
         }
     }
@@ -205,41 +205,10 @@ fn group_end<T: ExpandOp>(ops: &[T], idx: &[u32], start: usize) -> usize {
     end
 }
 
-/// Update fields other than `status`, by index into [`RoomFields::NAMES`] (0..10).
-const PLAIN_FIELDS: usize = 10;
-
-/// True when field `k` of [`RoomFields::NAMES`] is given.
-pub(crate) fn field_given(f: &RoomFields, k: usize) -> bool {
-    match k {
-        0 => f.name.is_some(),
-        1 => f.cover.is_some(),
-        2 => f.description.is_some(),
-        3 => f.room_tags.is_some(),
-        4 => f.webhook.is_some(),
-        5 => f.bot_mode.is_some(),
-        6 => f.ext_params.is_some(),
-        7 => f.opening.is_some(),
-        8 => f.owner.is_some(),
-        9 => f.managers.is_some(),
-        _ => f.status.is_some(),
-    }
-}
-
-/// True when field `k` has the same value in `a` and `b`.
-fn field_eq(a: &RoomFields, b: &RoomFields, k: usize) -> bool {
-    match k {
-        0 => a.name == b.name,
-        1 => a.cover == b.cover,
-        2 => a.description == b.description,
-        3 => a.room_tags == b.room_tags,
-        4 => a.webhook == b.webhook,
-        5 => a.bot_mode == b.bot_mode,
-        6 => a.ext_params == b.ext_params,
-        7 => a.opening == b.opening,
-        8 => a.owner == b.owner,
-        9 => a.managers == b.managers,
-        _ => a.status == b.status,
-    }
+/// The update fields other than `status`, in [`Field::ALL`] order. `status` is the room
+/// status that freeze and unfreeze set too, so it is followed with them.
+fn plain_fields() -> impl Iterator<Item = Field> {
+    Field::ALL.into_iter().filter(|k| *k != Field::Status)
 }
 
 /// What the kept ops so far set on one target.
@@ -249,8 +218,8 @@ struct TargetState {
     status: Option<u8>,
     /// Mute or unmute, for a (client, room) pair.
     pair: Option<Action>,
-    /// The last kept update that set each plain field.
-    fields: [Option<u32>; PLAIN_FIELDS],
+    /// The last kept update that set each plain field, by [`Field::index`].
+    fields: [Option<u32>; Field::COUNT],
 }
 
 impl TargetState {
@@ -268,8 +237,8 @@ impl TargetState {
                 if status.is_some() && self.status != status {
                     return false;
                 }
-                (0..PLAIN_FIELDS).filter(|&k| op.field_given(k)).all(|k| {
-                    self.fields[k]
+                plain_fields().filter(|&k| op.field_given(k)).all(|k| {
+                    self.fields[k.index()]
                         .map(|i| &ops[i as usize])
                         .is_some_and(|prev| prev.has_fields() && prev.field_eq(op, k, ctx))
                 })
@@ -287,8 +256,8 @@ impl TargetState {
                     if let Some(s) = op.update_status() {
                         self.status = Some(s);
                     }
-                    for k in (0..PLAIN_FIELDS).filter(|&k| op.field_given(k)) {
-                        self.fields[k] = Some(j);
+                    for k in plain_fields().filter(|&k| op.field_given(k)) {
+                        self.fields[k.index()] = Some(j);
                     }
                 }
             }
@@ -327,8 +296,8 @@ enum ConflictKind {
     MuteUnmute,
     /// A room both frozen and unfrozen (freeze, unfreeze, or an update setting `status`).
     Status,
-    /// Several updates of a room set the field at this index of [`RoomFields::NAMES`].
-    Field(usize),
+    /// Several updates of a room set this field.
+    Field(Field),
 }
 
 /// A conflict found, kept as op indices until its warning is known to be shown.
@@ -372,7 +341,7 @@ impl Conflict {
                 "room {:?}: several updates set `{}`: {list}; they run in manifest order, the \
                  last one wins",
                 first.room(),
-                RoomFields::NAMES[k],
+                k.name(),
             ),
         }
     }
@@ -428,7 +397,7 @@ fn conflicts<T: ExpandOp>(ops: &[T], group: &[u32], found: &mut Vec<Conflict>) {
     if updates.len() < 2 {
         return;
     }
-    for k in 0..PLAIN_FIELDS {
+    for k in plain_fields() {
         let setters: Vec<u32> = updates
             .iter()
             .copied()
@@ -449,7 +418,7 @@ fn conflicts<T: ExpandOp>(ops: &[T], group: &[u32], found: &mut Vec<Conflict>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::op::Op;
+    use crate::op::{Op, RoomFields};
 
     fn planned(ops: Vec<Op>) -> Vec<PlannedOp> {
         ops.into_iter()

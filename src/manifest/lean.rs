@@ -1,8 +1,9 @@
 //! `validate` without holding the update fields: a CSV manifest is read row by row as
 //! [`load`](super::load) reads it (the same checks, the same errors), but each op is kept as a
-//! [`LeanOp`]: its action, ids and line, which fields it gives, `botMode`/`opening`/`status`
-//! as written, and a 64-bit hash of each other given field's value instead of the value (in
-//! one arena for all ops, so no allocation per op besides its ids).
+//! [`LeanOp`]: its action, ids and line, which fields it gives, the true/false and 0/1 fields
+//! (`botMode`, `opening`, `status`) as one bit each, and a 64-bit hash of each other given
+//! field's value instead of the value (in one arena for all ops, so no allocation per op
+//! besides its ids).
 //! [`super::expand::finish`] then finds the same duplicates and conflicts as for full ops,
 //! so `validate` prints what `load` would, in a fraction of the memory for update-heavy
 //! files (the text of a million updates is most of a 100 MiB file).
@@ -17,37 +18,58 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::expand::{ExpandOp, field_given};
+use super::expand::ExpandOp;
 use super::{
     Format, LoadOptions, Location, Manifest, ManifestErrors, PlannedOp, Settings, Warnings, Window,
     csv, hash_part, load,
 };
-use crate::op::{Action, RoomFields};
+use crate::op::{Action, Field, FieldKind, FieldRef};
 
-/// Which fields of [`RoomFields::NAMES`] are kept as hashes, bit `k` for field `k` (the
-/// rest are small values kept as they are: `botMode`, `opening`, `status`).
-const HASHED: u16 = 0b011_0101_1111;
-const BOT_MODE: usize = 5;
-const OPENING: usize = 7;
-const STATUS: usize = 10;
+// Field sets are `u16` bit sets, bit `k.index()` for field `k`.
+const _: () = assert!(
+    Field::COUNT <= 16,
+    "a LeanOp keeps its fields in u16 bit sets"
+);
+
+/// True for the fields kept as hashes: texts, ids and lists. The others (true/false, 0/1)
+/// are kept as one bit each.
+const fn is_hashed(k: Field) -> bool {
+    !matches!(k.kind(), FieldKind::Bool | FieldKind::ZeroOne)
+}
+
+/// The fields kept as hashes, as a bit set.
+const HASHED: u16 = {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < Field::COUNT {
+        if is_hashed(Field::ALL[i]) {
+            mask |= 1 << i;
+        }
+        i += 1;
+    }
+    mask
+};
+
+const fn bit(k: Field) -> u16 {
+    1 << k.index()
+}
 
 /// An op as `validate` keeps it: 56 bytes plus its ids, and 8 bytes in the [`Hashes`] arena
 /// per given text or list field.
-pub(crate) struct LeanOp {
+struct LeanOp {
     room: Box<str>,
     client: Option<Box<str>>,
     source: Location,
     /// Where this op's hashes start in the arena: one per given hashed field, in
-    /// [`RoomFields::NAMES`] order.
+    /// [`Field::ALL`] order.
     hashes_at: u32,
-    /// Bit `k` set: field `k` of [`RoomFields::NAMES`] is given. Only for updates.
+    /// The given fields. Only for updates.
     mask: u16,
+    /// The values of the given fields that are not hashed: `true` and `1` are a set bit.
+    values: u16,
     action: Action,
     /// Whether the op is an update carrying its fields (always, for a valid manifest).
     has_fields: bool,
-    bot_mode: u8,
-    opening: u8,
-    status: u8,
 }
 
 fn hash_of<T: Hash + ?Sized>(v: &T) -> u64 {
@@ -57,27 +79,12 @@ fn hash_of<T: Hash + ?Sized>(v: &T) -> u64 {
     h.finish()
 }
 
-fn field_hash(f: &RoomFields, k: usize) -> u64 {
-    let text = |v: &Option<String>| hash_of(v.as_deref().unwrap_or_default());
-    let list = |v: &Option<Vec<String>>| hash_of(v.as_deref().unwrap_or_default());
-    match k {
-        0 => text(&f.name),
-        1 => text(&f.cover),
-        2 => text(&f.description),
-        3 => list(&f.room_tags),
-        4 => text(&f.webhook),
-        6 => text(&f.ext_params),
-        8 => text(&f.owner),
-        _ => list(&f.managers),
-    }
-}
-
 /// The field hashes of every [`LeanOp`], one allocation for all of them.
-pub(crate) type Hashes = Vec<u64>;
+type Hashes = Vec<u64>;
 
 impl LeanOp {
     /// The compact form of `p`, its field hashes appended to `arena`.
-    pub(crate) fn new(p: PlannedOp, arena: &mut Hashes) -> LeanOp {
+    fn new(p: PlannedOp, arena: &mut Hashes) -> LeanOp {
         let op = p.op;
         let mut lean = LeanOp {
             room: op.room,
@@ -85,24 +92,22 @@ impl LeanOp {
             hashes_at: u32::try_from(arena.len()).unwrap_or(u32::MAX),
             source: p.source,
             mask: 0,
+            values: 0,
             action: op.action,
             has_fields: op.fields.is_some(),
-            bot_mode: 0,
-            opening: 0,
-            status: 0,
         };
         if let Some(f) = op.fields.as_deref() {
-            for k in 0..RoomFields::NAMES.len() {
-                if field_given(f, k) {
-                    lean.mask |= 1 << k;
-                    if HASHED & (1 << k) != 0 {
-                        arena.push(field_hash(f, k));
-                    }
+            for k in Field::ALL {
+                let Some(v) = k.get(f) else { continue };
+                lean.mask |= bit(k);
+                match v {
+                    FieldRef::Text(s) => arena.push(hash_of(s)),
+                    FieldRef::List(items) => arena.push(hash_of(items)),
+                    // A valid op's 0/1 fields are 0 or 1.
+                    FieldRef::Bool(true) | FieldRef::Flag(1..) => lean.values |= bit(k),
+                    FieldRef::Bool(false) | FieldRef::Flag(0) => {}
                 }
             }
-            lean.bot_mode = u8::from(f.bot_mode.unwrap_or(false));
-            lean.opening = f.opening.unwrap_or(0);
-            lean.status = f.status.unwrap_or(0);
         }
         lean
     }
@@ -114,13 +119,13 @@ impl LeanOp {
         arena.get(at..at + n).unwrap_or_default()
     }
 
-    fn given(&self, k: usize) -> bool {
-        self.mask & (1 << k) != 0
+    fn given(&self, k: Field) -> bool {
+        self.mask & bit(k) != 0
     }
 
     /// The hash of hashed field `k`, which must be given.
-    fn hash(&self, k: usize, arena: &[u64]) -> Option<u64> {
-        let before = (self.mask & HASHED & ((1u16 << k) - 1)).count_ones() as usize;
+    fn hash(&self, k: Field, arena: &[u64]) -> Option<u64> {
+        let before = (self.mask & HASHED & (bit(k) - 1)).count_ones() as usize;
         self.hashes(arena).get(before).copied()
     }
 }
@@ -143,23 +148,24 @@ impl ExpandOp for LeanOp {
         self.has_fields
     }
     fn update_status(&self) -> Option<u8> {
-        self.given(STATUS).then_some(self.status)
+        let status = Field::Status;
+        self.given(status)
+            .then_some(u8::from(self.values & bit(status) != 0))
     }
-    fn field_given(&self, k: usize) -> bool {
+    fn field_given(&self, k: Field) -> bool {
         self.given(k)
     }
-    fn field_eq(&self, other: &Self, k: usize, arena: &[u64]) -> bool {
+    fn field_eq(&self, other: &Self, k: Field, arena: &[u64]) -> bool {
         if self.given(k) != other.given(k) {
             return false;
         }
         if !self.given(k) {
             return true;
         }
-        match k {
-            BOT_MODE => self.bot_mode == other.bot_mode,
-            OPENING => self.opening == other.opening,
-            STATUS => self.status == other.status,
-            _ => self.hash(k, arena) == other.hash(k, arena),
+        if is_hashed(k) {
+            self.hash(k, arena) == other.hash(k, arena)
+        } else {
+            self.values & bit(k) == other.values & bit(k)
         }
     }
     fn op_cmp(&self, other: &Self, arena: &[u64]) -> Ordering {
@@ -177,13 +183,7 @@ impl ExpandOp for LeanOp {
                 other.has_fields,
                 other.mask,
             ))
-            .then_with(|| {
-                (self.bot_mode, self.opening, self.status).cmp(&(
-                    other.bot_mode,
-                    other.opening,
-                    other.status,
-                ))
-            })
+            .then_with(|| self.values.cmp(&other.values))
             .then_with(|| self.hashes(arena).cmp(other.hashes(arena)))
     }
 }
@@ -201,7 +201,7 @@ pub struct Summary {
     /// Ops after duplicates are removed.
     pub ops: usize,
     /// Ops per action, in [`Action::ALL`] order.
-    pub counts: [(Action, usize); 5],
+    pub counts: [(Action, usize); Action::COUNT],
     pub rooms: usize,
     pub clients: usize,
     /// As [`Manifest::warnings`].
@@ -260,16 +260,6 @@ pub fn summarize(path: &Path, opts: &LoadOptions) -> Result<Summary, ManifestErr
             path.display()
         ));
     }
-    let mut counts = [0usize; 5];
-    for o in &ops {
-        if let Some(i) = Action::ALL.iter().position(|a| *a == o.action) {
-            counts[i] += 1;
-        }
-    }
-    let mut per = [(Action::Freeze, 0); 5];
-    for (i, a) in Action::ALL.into_iter().enumerate() {
-        per[i] = (a, counts[i]);
-    }
     Ok(Summary {
         path: path.to_path_buf(),
         format: Format::Csv,
@@ -278,7 +268,7 @@ pub fn summarize(path: &Path, opts: &LoadOptions) -> Result<Summary, ManifestErr
         window: None,
         settings: Settings::default(),
         sources,
-        counts: per,
+        counts: super::count_actions(ops.iter().map(|o| o.action)),
         rooms: super::count_distinct(&ops, |o| Some(&o.room)),
         clients: super::count_distinct(&ops, |o| o.client.as_deref()),
         ops: ops.len(),
@@ -289,7 +279,7 @@ pub fn summarize(path: &Path, opts: &LoadOptions) -> Result<Summary, ManifestErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::op::Op;
+    use crate::op::{Op, RoomFields};
 
     fn lean(op: Op, arena: &mut Hashes) -> LeanOp {
         LeanOp::new(
@@ -330,9 +320,12 @@ mod tests {
             }
         }
         let (x, y) = (&leans[5], &leans[7]);
-        assert!(x.field_eq(y, 0, &arena), "same name");
-        assert!(!x.field_eq(y, 3, &arena), "other tags");
-        assert_eq!(x.hash(3, &arena), Some(hash_of(&["t".to_string()][..])));
+        assert!(x.field_eq(y, Field::Name, &arena), "same name");
+        assert!(!x.field_eq(y, Field::RoomTags, &arena), "other tags");
+        assert_eq!(
+            x.hash(Field::RoomTags, &arena),
+            Some(hash_of(&["t".to_string()][..]))
+        );
         // Hashes skip the fields kept as values: owner's hash is found after botMode and
         // opening.
         let g = lean(
@@ -348,10 +341,15 @@ mod tests {
             ),
             &mut arena,
         );
-        assert_eq!(g.hash(6, &arena), Some(hash_of("e")));
-        assert_eq!(g.hash(8, &arena), Some(hash_of("o")));
+        assert_eq!(g.hash(Field::ExtParams, &arena), Some(hash_of("e")));
+        assert_eq!(g.hash(Field::Owner, &arena), Some(hash_of("o")));
         let (o0, o1) = (&leans[8], &leans[9]);
-        assert!(!o0.field_eq(o1, OPENING, &arena));
-        assert!(o0.field_eq(o1, 0, &arena));
+        assert!(!o0.field_eq(o1, Field::Opening, &arena));
+        assert!(o0.field_eq(o1, Field::Name, &arena));
+    }
+
+    #[test]
+    fn a_lean_op_stays_small() {
+        assert_eq!(std::mem::size_of::<LeanOp>(), 56);
     }
 }

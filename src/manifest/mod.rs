@@ -8,11 +8,11 @@
 //! `validate` goes through [`lean`], which keeps a CSV's ops compact (field values as
 //! hashes) and says exactly what [`load`] would.
 
-pub mod csv;
-pub mod expand;
+pub(crate) mod csv;
+mod expand;
 pub mod lean;
 pub(crate) mod plan;
-pub mod yaml;
+mod yaml;
 
 use std::fmt;
 use std::io::Read;
@@ -38,7 +38,7 @@ pub enum Format {
 
 impl Format {
     /// The format of `path`, from its extension: `.yaml`/`.yml` are YAML, anything else CSV.
-    pub fn of(path: &Path) -> Format {
+    pub(crate) fn of(path: &Path) -> Format {
         match path
             .extension()
             .and_then(|e| e.to_str())
@@ -50,7 +50,7 @@ impl Format {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Format::Csv => "csv",
             Format::Yaml => "yaml",
@@ -166,16 +166,8 @@ impl Manifest {
     }
 
     /// Ops per action, in [`Action::ALL`] order.
-    pub fn counts(&self) -> [(Action, usize); 5] {
-        let mut n = [0usize; 5];
-        for p in &self.ops {
-            n[action_index(p.op.action)] += 1;
-        }
-        let mut out = [(Action::Freeze, 0); 5];
-        for (i, a) in Action::ALL.into_iter().enumerate() {
-            out[i] = (a, n[i]);
-        }
-        out
+    pub fn counts(&self) -> [(Action, usize); Action::COUNT] {
+        count_actions(self.ops.iter().map(|p| p.op.action))
     }
 
     /// How many distinct rooms the ops touch (mute and unmute rooms included).
@@ -199,8 +191,13 @@ fn count_warnings(warnings: &[String]) -> usize {
     }
 }
 
-fn action_index(a: Action) -> usize {
-    Action::ALL.iter().position(|x| *x == a).unwrap_or(0)
+/// Ops per action, in [`Action::ALL`] order.
+fn count_actions(actions: impl Iterator<Item = Action>) -> [(Action, usize); Action::COUNT] {
+    let mut out = Action::ALL.map(|a| (a, 0));
+    for a in actions {
+        out[a.index()].1 += 1;
+    }
+    out
 }
 
 /// How many distinct values `key` gives over `ops`. Sorts four-byte indices rather than
@@ -222,11 +219,11 @@ fn count_distinct<T>(ops: &[T], key: impl Fn(&T) -> Option<&str>) -> usize {
 }
 
 /// Errors kept in memory at most; further ones are only counted.
-pub const MAX_STORED_ERRORS: usize = 1000;
+pub(crate) const MAX_STORED_ERRORS: usize = 1000;
 /// Errors shown by [`ManifestErrors`]'s `Display`.
-pub const MAX_SHOWN_ERRORS: usize = 50;
+pub(crate) const MAX_SHOWN_ERRORS: usize = 50;
 /// Warnings kept; further ones are summarised in one final entry.
-pub const MAX_WARNINGS: usize = 100;
+pub(crate) const MAX_WARNINGS: usize = 100;
 
 /// One problem in a manifest, at `file:line[:column]`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -264,7 +261,7 @@ pub struct ManifestErrors {
 }
 
 impl ManifestErrors {
-    pub fn push(&mut self, e: ManifestError) {
+    fn push(&mut self, e: ManifestError) {
         self.total += 1;
         if self.errors.len() < MAX_STORED_ERRORS {
             self.errors.push(e);
@@ -272,7 +269,13 @@ impl ManifestErrors {
     }
 
     /// Records an error at `file:line[:column]`.
-    pub fn at(&mut self, file: &Path, line: u32, column: Option<u32>, message: impl Into<String>) {
+    pub(crate) fn at(
+        &mut self,
+        file: &Path,
+        line: u32,
+        column: Option<u32>,
+        message: impl Into<String>,
+    ) {
         self.push(ManifestError {
             file: file.to_path_buf(),
             line,
@@ -355,7 +358,7 @@ fn more_warnings(entry: &str) -> Option<usize> {
 
 /// Largest manifest or included file read, in bytes (a guard against a wrong path such as a
 /// disk image; a 1,000,000-row CSV is about 20 MB).
-pub const MAX_FILE_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 30;
 
 /// Reads, validates and expands a manifest.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Manifest, ManifestErrors> {
@@ -438,39 +441,25 @@ pub(crate) fn read_file(path: &Path, shown: &Path) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
-/// The closest name in `candidates` to `given` (case, `_` and `-` ignored, edit distance up
-/// to 2), for "did you mean" hints.
-pub fn suggest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let norm = |s: &str| -> Vec<char> {
+/// The closest name in `candidates` to `given` (case, `_`, `-` and spaces ignored, edit
+/// distance up to 2), for "did you mean" hints.
+pub(crate) fn suggest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let norm = |s: &str| -> String {
         s.chars()
             .filter(|c| *c != '_' && *c != '-' && *c != ' ')
             .flat_map(char::to_lowercase)
             .collect()
     };
     let g = norm(given);
-    if g.is_empty() || g.len() > 64 {
+    if g.is_empty() || g.chars().count() > 64 {
         return None;
     }
     candidates
         .iter()
-        .map(|c| (levenshtein(&g, &norm(c)), *c))
+        .map(|c| (strsim::levenshtein(&g, &norm(c)), *c))
         .filter(|(d, _)| *d <= 2)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-fn levenshtein(a: &[char], b: &[char]) -> usize {
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.iter().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 /// " (did you mean `x`?)" or "".

@@ -18,13 +18,13 @@ use sha2::Sha256;
 use super::{
     Location, ManifestErrors, Parsed, PlannedOp, Settings, Warnings, Window, hash_part, read_file,
 };
-use crate::op::{Action, Op, RoomFields, check_fields, validate_id};
+use crate::op::{Action, Field, FieldKind, FieldValue, Op, RoomFields, check_fields, validate_id};
 use crate::units::{
     Rate, check_concurrency, check_max_attempts, check_rate, check_timeout, parse_duration,
 };
 
 /// The largest YAML manifest read; bigger lists belong in a `rooms_file`.
-pub const MAX_YAML_BYTES: usize = 64 << 20;
+const MAX_YAML_BYTES: usize = 64 << 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,30 +108,76 @@ fn given<T>(
     }
 }
 
-/// The `set` of an update: [`RoomFields`] with every value kept as YAML wrote it, so that
-/// `botMode`, `opening` and `status` are held to the CSV's spellings and each bad value is
-/// reported at its own line and column.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// The `set` of an update: each given field's value as YAML wrote it, by [`Field::index`],
+/// so that `botMode`, `opening` and `status` are held to the CSV's spellings and each bad
+/// value is reported at its own line and column.
 struct SetDoc {
-    // Text fields written with no value (`name:`, `name: ~`) are errors, not "not given".
-    #[serde(default, deserialize_with = "present")]
-    name: Option<Spanned<Option<String>>>,
-    #[serde(default, deserialize_with = "present")]
-    cover: Option<Spanned<Option<String>>>,
-    #[serde(default, deserialize_with = "present")]
-    description: Option<Spanned<Option<String>>>,
-    room_tags: Option<Spanned<ListDoc>>,
-    #[serde(default, deserialize_with = "present")]
-    webhook: Option<Spanned<Option<String>>>,
-    bot_mode: Option<Spanned<Scalar>>,
-    #[serde(default, deserialize_with = "present")]
-    ext_params: Option<Spanned<Option<String>>>,
-    opening: Option<Spanned<Scalar>>,
-    #[serde(default, deserialize_with = "present")]
-    owner: Option<Spanned<Option<String>>>,
-    managers: Option<Spanned<ListDoc>>,
-    status: Option<Spanned<Scalar>>,
+    values: [Option<SetValue>; Field::COUNT],
+}
+
+/// A `set` value as YAML wrote it, in the shape its field's kind takes.
+enum SetValue {
+    /// A text or an id. Written with no value (`name:`, `name: ~`) it is `None`: an error,
+    /// not "not given".
+    Text(Spanned<Option<String>>),
+    /// A true/false or 0/1 value (`None`: written as null, which leaves the field unset).
+    Scalar(Option<Spanned<Scalar>>),
+    /// A list (`None`: written as null, which leaves the field unset).
+    List(Option<Spanned<ListDoc>>),
+}
+
+impl<'de> Deserialize<'de> for SetDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SetDoc;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("struct SetDoc")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SetDoc, A::Error> {
+                let mut values: [Option<SetValue>; Field::COUNT] = Default::default();
+                while let Some(FieldKey(k)) = map.next_key()? {
+                    let slot = &mut values[k.index()];
+                    if slot.is_some() {
+                        return Err(serde::de::Error::duplicate_field(k.name()));
+                    }
+                    *slot = Some(match k.kind() {
+                        FieldKind::Text | FieldKind::Id => SetValue::Text(map.next_value()?),
+                        FieldKind::Bool | FieldKind::ZeroOne => SetValue::Scalar(map.next_value()?),
+                        FieldKind::TextList | FieldKind::IdList => {
+                            SetValue::List(map.next_value()?)
+                        }
+                    });
+                }
+                Ok(SetDoc { values })
+            }
+        }
+        d.deserialize_struct("SetDoc", &RoomFields::NAMES, V)
+    }
+}
+
+/// A key of `set`: a field's name, or serde's error for an unknown field.
+struct FieldKey(Field);
+
+impl<'de> Deserialize<'de> for FieldKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = FieldKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("field identifier")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FieldKey, E> {
+                Field::parse(v)
+                    .map(FieldKey)
+                    .ok_or_else(|| E::unknown_field(v, &RoomFields::NAMES))
+            }
+        }
+        d.deserialize_identifier(V)
+    }
 }
 
 /// A scalar as the YAML parser typed it. Only a plain `true`/`false` is a boolean and only
@@ -245,7 +291,7 @@ fn line_col(l: &serde_saphyr::Location) -> (u32, Option<u32>) {
 }
 
 /// The most nodes a manifest may hold once its aliases are expanded (the parse budget).
-pub const MAX_EXPANDED_NODES: u64 = 1_000_000;
+const MAX_EXPANDED_NODES: u64 = 1_000_000;
 
 /// The parse budget: walks the parser's events (no value is built) and counts the nodes the
 /// document would have with every alias expanded, refusing it past [`MAX_EXPANDED_NODES`].
@@ -326,34 +372,22 @@ const OP_KEYS: &[&str] = &[
 ];
 const SET_KEYS: &[&str] = &crate::op::RoomFields::NAMES;
 
-/// Every unknown key of the document, each at its line and column. The typed parse stops at
-/// the first one (serde's `deny_unknown_fields`), so a manifest with a typo in each of five
-/// ops would take five rounds of `validate`; this walk over the parser's events finds them
-/// all at once. Keys of mappings reached through an alias or a merge key (`<<`) are left to
-/// the typed parse, and so are syntax errors.
-fn unknown_keys(text: &str) -> Vec<(u32, Option<u32>, String)> {
-    use serde_saphyr::granit_parser::{Event, Parser};
-    /// What a mapping or sequence is in the manifest's schema.
-    #[derive(Clone, Copy, PartialEq)]
-    enum Node {
-        Top,
-        Window,
-        Settings,
-        Ops,
-        Op,
-        Set,
-        Other,
-    }
-    struct Open {
-        node: Node,
-        is_map: bool,
-        /// In a mapping: the next scalar is a key (else a value).
-        at_key: bool,
-        /// In a mapping: what the value of the key just read is, if it is a container.
-        value: Node,
-    }
-    fn keys_of(node: Node) -> Option<&'static [&'static str]> {
-        match node {
+/// What a mapping or sequence is in the manifest's schema (for [`unknown_keys`]).
+#[derive(Clone, Copy, PartialEq)]
+enum Node {
+    Top,
+    Window,
+    Settings,
+    Ops,
+    Op,
+    Set,
+    Other,
+}
+
+impl Node {
+    /// The keys a mapping of this node may hold; `None` when they are not checked.
+    fn keys(self) -> Option<&'static [&'static str]> {
+        match self {
             Node::Top => Some(TOP_KEYS),
             Node::Window => Some(WINDOW_KEYS),
             Node::Settings => Some(SETTINGS_KEYS),
@@ -362,39 +396,45 @@ fn unknown_keys(text: &str) -> Vec<(u32, Option<u32>, String)> {
             Node::Ops | Node::Other => None,
         }
     }
+
+    /// What the value of `key` in a mapping of this node is, if it is a container.
+    fn value_of(self, key: Option<&str>) -> Node {
+        match (self, key) {
+            (Node::Top, Some("window")) => Node::Window,
+            (Node::Top, Some("settings")) => Node::Settings,
+            (Node::Top, Some("ops")) => Node::Ops,
+            (Node::Op, Some("set")) => Node::Set,
+            _ => Node::Other,
+        }
+    }
+}
+
+/// A mapping or sequence open during [`unknown_keys`]'s walk.
+struct Open {
+    node: Node,
+    is_map: bool,
+    /// In a mapping: the next scalar is a key (else a value).
+    at_key: bool,
+    /// In a mapping: what the value of the key just read is, if it is a container.
+    value: Node,
+}
+
+/// Every unknown key of the document, each at its line and column. The typed parse stops at
+/// the first one (serde's `deny_unknown_fields`), so a manifest with a typo in each of five
+/// ops would take five rounds of `validate`; this walk over the parser's events finds them
+/// all at once. Keys of mappings reached through an alias or a merge key (`<<`) are left to
+/// the typed parse, and so are syntax errors.
+fn unknown_keys(text: &str) -> Vec<(u32, Option<u32>, String)> {
+    use serde_saphyr::granit_parser::{Event, Parser};
     let mut found = Vec::new();
     let mut stack: Vec<Open> = Vec::new();
     for item in Parser::new_from_str(text) {
         let Ok((ev, span)) = item else {
             break;
         };
-        // What a container opening here is: by its parent and, in a mapping, the key before.
-        let child = match stack.last() {
-            None => Node::Top,
-            Some(o) if o.is_map => o.value,
-            Some(o) if o.node == Node::Ops => Node::Op,
-            Some(_) => Node::Other,
-        };
         match ev {
             Event::MappingStart(..) | Event::SequenceStart(..) => {
-                let is_map = matches!(ev, Event::MappingStart(..));
-                let node = match (child, is_map) {
-                    (Node::Ops, false) => Node::Ops,
-                    (Node::Ops, true) | (_, false) => Node::Other,
-                    (n, true) => n,
-                };
-                // A container in a key's place is not a key we know; the typed parse says so.
-                if let Some(parent) = stack.last_mut()
-                    && parent.is_map
-                {
-                    parent.at_key = !parent.at_key;
-                }
-                stack.push(Open {
-                    node,
-                    is_map,
-                    at_key: true,
-                    value: Node::Other,
-                });
+                open(&mut stack, matches!(ev, Event::MappingStart(..)));
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 stack.pop();
@@ -406,31 +446,14 @@ fn unknown_keys(text: &str) -> Vec<(u32, Option<u32>, String)> {
                         Event::Scalar(v, ..) => Some(v.as_ref()),
                         _ => None,
                     };
-                    o.value = match (o.node, key) {
-                        (Node::Top, Some("window")) => Node::Window,
-                        (Node::Top, Some("settings")) => Node::Settings,
-                        (Node::Top, Some("ops")) => Node::Ops,
-                        (Node::Op, Some("set")) => Node::Set,
-                        _ => Node::Other,
-                    };
-                    if let (Some(allowed), Some(key)) = (keys_of(o.node), key)
+                    o.value = o.node.value_of(key);
+                    if let (Some(allowed), Some(key)) = (o.node.keys(), key)
                         && key != "<<"
                         && !allowed.contains(&key)
                     {
                         let line = u32::try_from(span.start.line()).unwrap_or(u32::MAX);
                         let col = u32::try_from(span.start.col() + 1).ok();
-                        let hint = super::suggest(key, allowed)
-                            .map(|k| format!(" (did you mean `{k}`?)"))
-                            .unwrap_or_default();
-                        found.push((
-                            line,
-                            col,
-                            format!(
-                                "unknown field `{key}`{hint}, expected one of {}; unknown keys \
-                                 are errors (typos must not be silently ignored)",
-                                allowed.join(", ")
-                            ),
-                        ));
+                        found.push((line, col, unknown_key(key, allowed)));
                     }
                 }
                 o.at_key = !o.at_key;
@@ -439,6 +462,46 @@ fn unknown_keys(text: &str) -> Vec<(u32, Option<u32>, String)> {
         }
     }
     found
+}
+
+/// Opens a mapping (`is_map`) or sequence in [`unknown_keys`]'s walk: what it is follows
+/// from its parent and, in a mapping, the key before it.
+fn open(stack: &mut Vec<Open>, is_map: bool) {
+    let child = match stack.last() {
+        None => Node::Top,
+        Some(o) if o.is_map => o.value,
+        Some(o) if o.node == Node::Ops => Node::Op,
+        Some(_) => Node::Other,
+    };
+    let node = match (child, is_map) {
+        (Node::Ops, false) => Node::Ops,
+        (Node::Ops, true) | (_, false) => Node::Other,
+        (n, true) => n,
+    };
+    // A container in a key's place is not a key we know; the typed parse says so.
+    if let Some(parent) = stack.last_mut()
+        && parent.is_map
+    {
+        parent.at_key = !parent.at_key;
+    }
+    stack.push(Open {
+        node,
+        is_map,
+        at_key: true,
+        value: Node::Other,
+    });
+}
+
+/// The message for a key not in `allowed`.
+fn unknown_key(key: &str, allowed: &[&str]) -> String {
+    let hint = super::suggest(key, allowed)
+        .map(|k| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default();
+    format!(
+        "unknown field `{key}`{hint}, expected one of {}; unknown keys are errors (typos must \
+         not be silently ignored)",
+        allowed.join(", ")
+    )
 }
 
 /// The parser's message without the location it appends (we print our own prefix).
@@ -528,8 +591,7 @@ pub(crate) fn load_yaml(path: &Path, hasher: &mut Sha256) -> Result<Parsed, Mani
             return Err(errs);
         }
     };
-    let mut hashed = Hashed { hasher };
-    interpret(path, text, doc, &mut hashed, &mut errs).ok_or(errs)
+    interpret(path, text, doc, hasher, &mut errs).ok_or(errs)
 }
 
 fn yaml_message(e: &serde_saphyr::Error) -> String {
@@ -584,10 +646,6 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
     } else {
         m
     }
-}
-
-struct Hashed<'h> {
-    hasher: &'h mut Sha256,
 }
 
 /// An id and where it came from.
@@ -646,53 +704,31 @@ fn interpret(
     path: &Path,
     text: &str,
     doc: Doc,
-    hashed: &mut Hashed<'_>,
+    hasher: &mut Sha256,
     errs: &mut ManifestErrors,
 ) -> Option<Parsed> {
-    match &doc.version {
-        None => errs.at(
-            path,
-            1,
-            None,
-            "`version: 1` is required at the top of a YAML manifest",
-        ),
-        Some(v) => match whole_number(text, v) {
-            Ok(1) => {}
-            Ok(n) => {
-                let (l, c) = line_col(&v.referenced);
-                errs.at(
-                    path,
-                    l,
-                    c,
-                    format!("version {n} is not supported: this imkit-batch reads `version: 1`"),
-                );
-            }
-            Err(given) => {
-                let (l, c) = line_col(&v.referenced);
-                errs.at(
-                    path,
-                    l,
-                    c,
-                    format!("version must be the whole number 1 (`version: 1`), not {given}"),
-                );
-            }
-        },
-    }
+    check_version(path, text, doc.version.as_ref(), errs);
     let window = doc.window.and_then(|w| window(path, w, errs));
     let settings = doc
         .settings
         .map(|s| settings(path, text, s, errs))
         .unwrap_or_default();
-    let mut inc = Includes {
-        base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-        sources: vec![path.to_path_buf()],
-        lists: HashMap::new(),
-        repeats: Vec::new(),
-        empty: Vec::new(),
+    let mut r = Reader {
+        path,
+        text,
+        hasher,
+        errs,
+        inc: Includes {
+            base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            sources: vec![path.to_path_buf()],
+            lists: HashMap::new(),
+            repeats: Vec::new(),
+            empty: Vec::new(),
+        },
     };
     let mut ops = Vec::new();
     match doc.ops {
-        None => errs.at(
+        None => r.errs.at(
             path,
             1,
             None,
@@ -700,16 +736,17 @@ fn interpret(
         ),
         Some(list) => {
             for item in list.value {
-                expand_op(path, text, item, &mut inc, hashed, errs, &mut ops);
+                r.expand_op(item, &mut ops);
             }
         }
     }
-    if !errs.is_empty() {
+    if !r.errs.is_empty() {
         return None;
     }
+    let inc = r.inc;
     let mut warnings = Warnings::default();
-    for r in &inc.repeats {
-        warnings.push_with(|| r.message(&inc.sources));
+    for rep in &inc.repeats {
+        warnings.push_with(|| rep.message(&inc.sources));
     }
     for (line, why) in &inc.empty {
         warnings.push_with(|| {
@@ -728,6 +765,26 @@ fn interpret(
         sources: inc.sources,
         warnings,
     })
+}
+
+/// `version: 1`, or an error.
+fn check_version(path: &Path, text: &str, v: Option<&Spanned<Scalar>>, errs: &mut ManifestErrors) {
+    let Some(v) = v else {
+        errs.at(
+            path,
+            1,
+            None,
+            "`version: 1` is required at the top of a YAML manifest",
+        );
+        return;
+    };
+    let m = match whole_number(text, v) {
+        Ok(1) => return,
+        Ok(n) => format!("version {n} is not supported: this imkit-batch reads `version: 1`"),
+        Err(given) => format!("version must be the whole number 1 (`version: 1`), not {given}"),
+    };
+    let (l, c) = line_col(&v.referenced);
+    errs.at(path, l, c, m);
 }
 
 fn window(path: &Path, w: Spanned<WindowDoc>, errs: &mut ManifestErrors) -> Option<Window> {
@@ -909,139 +966,306 @@ fn list_items(
     }
 }
 
-/// The fields of an update's `set`, each value checked where it is written.
+/// A problem with a `set` value: its round (see [`room_fields`]), place and message.
+type SetProblem = (Round, serde_saphyr::Location, String);
+
+/// The rounds in which the problems of one `set` are reported, each round in field order.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Round {
+    /// Texts and ids written with no value.
+    Missing,
+    /// True/false and 0/1 values.
+    Flag,
+    /// Lists and ids.
+    Value,
+}
+
+/// The fields of an update's `set`, each value checked where it is written; every problem
+/// is reported (in [`Round`]s).
 fn room_fields(
     path: &Path,
     text: &str,
     s: SetDoc,
     errs: &mut ManifestErrors,
 ) -> Option<RoomFields> {
-    let before = errs.total;
-    let mut err = |l: &serde_saphyr::Location, m: String| {
-        let (l, c) = line_col(l);
+    let mut f = RoomFields::default();
+    let mut problems: Vec<SetProblem> = Vec::new();
+    for (k, v) in Field::ALL.into_iter().zip(s.values) {
+        if let Some(v) = v
+            && let Some((value, at)) = set_value(text, k, v, &mut problems)
+            && let Err(value) = k.set(&mut f, value)
+        {
+            problems.push((Round::Value, at, format!("{k} cannot hold {value:?}")));
+        }
+    }
+    problems.sort_by_key(|(round, ..)| *round);
+    for (_, at, m) in &problems {
+        let (l, c) = line_col(at);
         errs.at(path, l, c, format!("set: {m}"));
-    };
-    let owner_at = s.owner.as_ref().map(|v| v.referenced);
-    let mut given_text = |key: &str, v: Option<Spanned<Option<String>>>| {
-        let v = v?;
-        if v.value.is_none() {
-            let what = if key == "owner" {
-                "an id"
+    }
+    problems.is_empty().then_some(f)
+}
+
+/// The value of field `k` from its `set` value `v`, and where it is written; `None` when it
+/// has problems (noted in `problems`) or is null.
+fn set_value(
+    text: &str,
+    k: Field,
+    v: SetValue,
+    problems: &mut Vec<SetProblem>,
+) -> Option<(FieldValue, serde_saphyr::Location)> {
+    let (round, at, m) = match v {
+        SetValue::Scalar(None) | SetValue::List(None) => return None,
+        SetValue::Text(sp) => match sp.value {
+            Some(s) if k.kind() == FieldKind::Id => match validate_id(&s) {
+                Ok(()) => return Some((FieldValue::Text(s), sp.referenced)),
+                Err(e) => (Round::Value, sp.referenced, format!("{k}: {e}")),
+            },
+            Some(s) => return Some((FieldValue::Text(s), sp.referenced)),
+            None => {
+                let what = if k.kind() == FieldKind::Id {
+                    "an id"
+                } else {
+                    "the text (\"\" for empty text)"
+                };
+                let m = format!(
+                    "{k} has no value: write {what}, or remove the key to leave the field as it \
+                     is"
+                );
+                (Round::Missing, sp.referenced, m)
+            }
+        },
+        SetValue::Scalar(Some(v)) => {
+            let (allowed, value): (&[&str], fn(usize) -> FieldValue) =
+                if k.kind() == FieldKind::Bool {
+                    (&["true", "false"], |i| FieldValue::Bool(i == 0))
+                } else {
+                    (&["0", "1"], |i| FieldValue::Flag(u8::from(i == 1)))
+                };
+            match strict_value(text, k.name(), &v, allowed) {
+                Ok(i) => return Some((value(i), v.referenced)),
+                Err(m) => (Round::Flag, v.referenced, m),
+            }
+        }
+        SetValue::List(Some(v)) => {
+            let at = v.referenced;
+            let ids = k.kind() == FieldKind::IdList;
+            let example = if ids {
+                "[u-1001, u-1002]"
             } else {
-                "the text (\"\" for empty text)"
+                "[vip, night]"
             };
-            err(
-                &v.referenced,
-                format!(
-                    "{key} has no value: write {what}, or remove the key to leave the field as \
-                     it is"
-                ),
-            );
-        }
-        v.value
-    };
-    let mut f = RoomFields {
-        name: given_text("name", s.name),
-        cover: given_text("cover", s.cover),
-        description: given_text("description", s.description),
-        webhook: given_text("webhook", s.webhook),
-        ext_params: given_text("extParams", s.ext_params),
-        ..RoomFields::default()
-    };
-    let owner = given_text("owner", s.owner);
-    if let Some(v) = &s.bot_mode {
-        match strict_value(text, "botMode", v, &["true", "false"]) {
-            Ok(i) => f.bot_mode = Some(i == 0),
-            Err(m) => err(&v.referenced, m),
-        }
-    }
-    for (key, v, slot) in [
-        ("opening", &s.opening, &mut f.opening),
-        ("status", &s.status, &mut f.status),
-    ] {
-        if let Some(v) = v {
-            match strict_value(text, key, v, &["0", "1"]) {
-                Ok(i) => *slot = u8::try_from(i).ok(),
-                Err(m) => err(&v.referenced, m),
-            }
-        }
-    }
-    if let Some(v) = s.room_tags {
-        let at = v.referenced;
-        match list_items("roomTags", "[vip, night]", v) {
-            Ok(items) => f.room_tags = Some(items.into_iter().map(|t| t.value).collect()),
-            Err(m) => err(&at, m),
-        }
-    }
-    if let Some(v) = owner
-        && let Some(at) = owner_at
-    {
-        match validate_id(&v) {
-            Ok(()) => f.owner = Some(v),
-            Err(e) => err(&at, format!("owner: {e}")),
-        }
-    }
-    if let Some(v) = s.managers {
-        let at = v.referenced;
-        match list_items("managers", "[u-1001, u-1002]", v) {
-            Ok(items) => {
-                let mut list = Vec::with_capacity(items.len());
-                for m in items {
-                    match validate_id(&m.value) {
-                        Ok(()) => list.push(m.value),
-                        Err(e) => err(&m.referenced, format!("managers: {e}")),
+            match list_items(k.name(), example, v) {
+                Ok(items) => {
+                    let before = problems.len();
+                    let mut list = Vec::with_capacity(items.len());
+                    for item in items {
+                        match validate_id(&item.value) {
+                            Err(e) if ids => {
+                                problems.push((Round::Value, item.referenced, format!("{k}: {e}")));
+                            }
+                            _ => list.push(item.value),
+                        }
                     }
+                    return (problems.len() == before).then_some((FieldValue::List(list), at));
                 }
-                f.managers = Some(list);
+                Err(m) => (Round::Value, at, m),
             }
-            Err(m) => err(&at, m),
         }
-    }
-    (errs.total == before).then_some(f)
+    };
+    problems.push((round, at, m));
+    None
 }
 
 fn loc_of(s: &serde_saphyr::Location) -> u32 {
     line_col(s).0
 }
 
-/// Inline ids (`room`, `rooms`) and ids from a file, each checked. An inline id listed
-/// twice in the op is kept once, and the repeat noted in `inc.repeats` with both places.
-#[allow(clippy::too_many_arguments)]
-fn collect_ids(
-    path: &Path,
-    op_line: u32,
-    what: &'static str,
+/// One manifest's ops being read: where errors go, the included files, the checksum.
+struct Reader<'a> {
+    path: &'a Path,
+    text: &'a str,
+    /// Also fed every included file.
+    hasher: &'a mut Sha256,
+    errs: &'a mut ManifestErrors,
+    inc: Includes,
+}
+
+/// The keys of an op that name its rooms and clients, as written.
+struct TargetDocs {
+    room: Option<Spanned<Option<String>>>,
+    rooms: Option<Spanned<Option<Vec<Spanned<String>>>>>,
+    client: Option<Spanned<Option<String>>>,
+    clients: Option<Spanned<Option<Vec<Spanned<String>>>>>,
+    rooms_file: Option<Spanned<Option<String>>>,
+    clients_file: Option<Spanned<Option<String>>>,
+}
+
+/// The three ways an op names ids of one kind (rooms or clients), each with a value.
+struct IdSources {
     one: Option<Spanned<String>>,
     many: Option<Vec<Spanned<String>>>,
     file: Option<Spanned<String>>,
-    inc: &mut Includes,
-    hashed: &mut Hashed<'_>,
-    errs: &mut ManifestErrors,
-) -> (Ids, bool) {
-    let mut out = Ids::new();
-    let given = one.is_some() || many.is_some() || file.is_some();
-    let mut seen: HashMap<Box<str>, (u32, Option<u32>)> = HashMap::new();
-    for s in one.into_iter().chain(many.into_iter().flatten()) {
-        let (l, c) = line_col(&s.referenced);
-        if let Err(e) = validate_id(&s.value) {
-            errs.at(path, l, c, format!("{what}: {e}"));
-            continue;
-        }
-        let id: Box<str> = s.value.into();
-        if let Some(first) = seen.get(&id) {
-            inc.repeats.push(Repeat {
-                what,
-                id,
-                at: (l, c),
-                first: *first,
-                op_line,
-            });
-            continue;
-        }
-        seen.insert(id.clone(), (l, c));
-        out.push((id, Location { file: 0, line: l }));
+}
+
+/// The rooms and clients an op names.
+struct Targets {
+    rooms: Ids,
+    clients: Ids,
+    /// A room key (`room`, `rooms`, `rooms_file`) is written, with a value or not.
+    rooms_given: bool,
+    /// A client key is written, with a value or not.
+    clients_given: bool,
+    rooms_file: Option<String>,
+    clients_file: Option<String>,
+}
+
+/// The value of a key written with one (`None` for a key written without: see [`given`]).
+fn with_value<T>(v: Option<Spanned<Option<T>>>) -> Option<Spanned<T>> {
+    v.and_then(|sp| {
+        let (referenced, defined) = (sp.referenced, sp.defined);
+        sp.value.map(|x| Spanned::new(x, referenced, defined))
+    })
+}
+
+impl Reader<'_> {
+    /// Records an error at a node of the manifest.
+    fn error(&mut self, at: &serde_saphyr::Location, m: String) {
+        let (l, c) = line_col(at);
+        self.errs.at(self.path, l, c, m);
     }
-    if let Some(f) = file {
+
+    /// Expands one entry of `ops` into `ops`, or records what is wrong with it.
+    fn expand_op(&mut self, item: Spanned<OpDoc>, ops: &mut Vec<PlannedOp>) {
+        let op_line = loc_of(&item.referenced);
+        let OpDoc {
+            action,
+            room,
+            rooms,
+            client,
+            clients,
+            rooms_file,
+            clients_file,
+            set,
+        } = item.value;
+        let parsed = Action::parse(action.value.trim());
+        if parsed.is_none() {
+            self.error(&action.referenced, super::unknown_action(&action.value));
+        }
+        let docs = TargetDocs {
+            room,
+            rooms,
+            client,
+            clients,
+            rooms_file,
+            clients_file,
+        };
+        let targets = self.targets(op_line, docs);
+        let Some(action) = parsed else { return };
+        self.check_targets(action, op_line, &targets);
+        let fields = self.op_fields(action, op_line, set);
+        if (action == Action::Update && fields.is_none()) || !self.errs.is_empty() {
+            return;
+        }
+        self.push_ops(action, op_line, targets, fields, ops);
+    }
+
+    /// The rooms and clients an op names, each id checked.
+    fn targets(&mut self, op_line: u32, d: TargetDocs) -> Targets {
+        // A key written without a value still counts as given: its own error says what is
+        // missing, and "names no room" would only repeat it.
+        let rooms_keyed = d.room.is_some() || d.rooms.is_some() || d.rooms_file.is_some();
+        let clients_keyed = d.client.is_some() || d.clients.is_some() || d.clients_file.is_some();
+        for (key, example, v) in [
+            ("room", "an id (room: lobby-1)", &d.room),
+            ("client", "an id (client: u-1001)", &d.client),
+            (
+                "rooms_file",
+                "a CSV file (rooms_file: rooms.csv)",
+                &d.rooms_file,
+            ),
+            (
+                "clients_file",
+                "a CSV file (clients_file: clients.csv)",
+                &d.clients_file,
+            ),
+        ] {
+            if let Some(sp) = v.as_ref().filter(|sp| sp.value.is_none()) {
+                let m = format!("`{key}` has no value: write {example}, or remove the key");
+                self.error(&sp.referenced, m);
+            }
+        }
+        let rooms = IdSources {
+            many: given(
+                self.path,
+                "rooms",
+                "a list such as [lobby-1, lobby-2] ([] for none)",
+                d.rooms,
+                self.errs,
+            ),
+            one: with_value(d.room),
+            file: with_value(d.rooms_file),
+        };
+        let clients = IdSources {
+            many: given(
+                self.path,
+                "clients",
+                "a list such as [u-1001, u-1002] ([] for none)",
+                d.clients,
+                self.errs,
+            ),
+            one: with_value(d.client),
+            file: with_value(d.clients_file),
+        };
+        let file_name = |src: &IdSources| src.file.as_ref().map(|f| f.value.clone());
+        let (rooms_file, clients_file) = (file_name(&rooms), file_name(&clients));
+        let (rooms, rooms_found) = self.collect_ids(op_line, "room", rooms);
+        let (clients, clients_found) = self.collect_ids(op_line, "client", clients);
+        Targets {
+            rooms,
+            clients,
+            rooms_given: rooms_found || rooms_keyed,
+            clients_given: clients_found || clients_keyed,
+            rooms_file,
+            clients_file,
+        }
+    }
+
+    /// Inline ids (`room`, `rooms`) and ids from a file, each checked, and whether any was
+    /// given. An inline id listed twice in the op is kept once, and the repeat noted in
+    /// `inc.repeats` with both places.
+    fn collect_ids(&mut self, op_line: u32, what: &'static str, src: IdSources) -> (Ids, bool) {
+        let given = src.one.is_some() || src.many.is_some() || src.file.is_some();
+        let mut out = Ids::new();
+        let mut seen: HashMap<Box<str>, (u32, Option<u32>)> = HashMap::new();
+        for s in src.one.into_iter().chain(src.many.into_iter().flatten()) {
+            let (l, c) = line_col(&s.referenced);
+            if let Err(e) = validate_id(&s.value) {
+                self.errs.at(self.path, l, c, format!("{what}: {e}"));
+                continue;
+            }
+            let id: Box<str> = s.value.into();
+            if let Some(first) = seen.get(&id) {
+                self.inc.repeats.push(Repeat {
+                    what,
+                    id,
+                    at: (l, c),
+                    first: *first,
+                    op_line,
+                });
+                continue;
+            }
+            seen.insert(id.clone(), (l, c));
+            out.push((id, Location { file: 0, line: l }));
+        }
+        if let Some(f) = src.file {
+            self.file_ids(what, f, &mut out);
+        }
+        (out, given)
+    }
+
+    /// Adds the ids of the `rooms_file`/`clients_file` `f` to `out`; each file is read once.
+    fn file_ids(&mut self, what: &'static str, f: Spanned<String>, out: &mut Ids) {
         let (l, c) = line_col(&f.referenced);
         let key_name = if what == "room" {
             "rooms_file"
@@ -1049,265 +1273,171 @@ fn collect_ids(
             "clients_file"
         };
         if f.value.trim().is_empty() {
-            errs.at(path, l, c, format!("{key_name} is empty: name a CSV file"));
-            return (out, given);
+            let m = format!("{key_name} is empty: name a CSV file");
+            self.errs.at(self.path, l, c, m);
+            return;
         }
-        let rel = PathBuf::from(&f.value);
-        let full = inc.base.join(&rel);
+        let full = self.inc.base.join(PathBuf::from(&f.value));
         let key = (full.clone(), what);
-        if !inc.lists.contains_key(&key) {
+        if !self.inc.lists.contains_key(&key) {
             let bytes = match read_file(&full, &full) {
                 Ok(b) => b,
                 Err(m) => {
-                    errs.at(
-                        path,
-                        l,
-                        c,
-                        format!("{key_name}: {m} (paths are relative to the manifest's folder)"),
-                    );
-                    return (out, given);
+                    let m =
+                        format!("{key_name}: {m} (paths are relative to the manifest's folder)");
+                    self.errs.at(self.path, l, c, m);
+                    return;
                 }
             };
-            let idx = match inc.sources.iter().position(|p| *p == full) {
+            let idx = match self.inc.sources.iter().position(|p| *p == full) {
                 Some(i) => i as u32,
                 None => {
-                    hash_part(hashed.hasher, f.value.as_bytes(), &bytes);
-                    inc.sources.push(full.clone());
-                    (inc.sources.len() - 1) as u32
+                    hash_part(self.hasher, f.value.as_bytes(), &bytes);
+                    self.inc.sources.push(full.clone());
+                    (self.inc.sources.len() - 1) as u32
                 }
             };
-            let ids = super::csv::read_id_list(&bytes, &full, what, errs);
-            inc.lists.insert(key.clone(), (idx, ids));
+            let ids = super::csv::read_id_list(&bytes, &full, what, self.errs);
+            self.inc.lists.insert(key.clone(), (idx, ids));
         }
-        if let Some((idx, ids)) = inc.lists.get(&key) {
+        if let Some((idx, ids)) = self.inc.lists.get(&key) {
             out.extend(ids.iter().map(|(id, line)| {
-                (
-                    id.clone(),
-                    Location {
-                        file: *idx,
-                        line: *line,
-                    },
-                )
+                let at = Location {
+                    file: *idx,
+                    line: *line,
+                };
+                (id.clone(), at)
             }));
         }
     }
-    (out, given)
-}
 
-fn expand_op(
-    path: &Path,
-    text: &str,
-    item: Spanned<OpDoc>,
-    inc: &mut Includes,
-    hashed: &mut Hashed<'_>,
-    errs: &mut ManifestErrors,
-    ops: &mut Vec<PlannedOp>,
-) {
-    let op_line = loc_of(&item.referenced);
-    let d = item.value;
-    let action = Action::parse(d.action.value.trim());
-    if action.is_none() {
-        let (l, c) = line_col(&d.action.referenced);
-        errs.at(path, l, c, super::unknown_action(&d.action.value));
-    }
-    // A key written without a value still counts as given: its own error says what is
-    // missing, and "names no room" would only repeat it.
-    let rooms_keyed = d.room.is_some() || d.rooms.is_some() || d.rooms_file.is_some();
-    let clients_keyed = d.client.is_some() || d.clients.is_some() || d.clients_file.is_some();
-    let one = |v: Option<Spanned<Option<String>>>| {
-        v.and_then(|sp| {
-            let (referenced, defined) = (sp.referenced, sp.defined);
-            sp.value.map(|x| Spanned::new(x, referenced, defined))
-        })
-    };
-    let check = |key: &str, example: &str, v: &Option<Spanned<Option<String>>>| {
-        v.as_ref().filter(|sp| sp.value.is_none()).map(|sp| {
-            let (l, c) = line_col(&sp.referenced);
-            (
-                l,
-                c,
-                format!("`{key}` has no value: write {example}, or remove the key"),
-            )
-        })
-    };
-    for (l, c, m) in [
-        check("room", "an id (room: lobby-1)", &d.room),
-        check("client", "an id (client: u-1001)", &d.client),
-        check(
-            "rooms_file",
-            "a CSV file (rooms_file: rooms.csv)",
-            &d.rooms_file,
-        ),
-        check(
-            "clients_file",
-            "a CSV file (clients_file: clients.csv)",
-            &d.clients_file,
-        ),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        errs.at(path, l, c, m);
-    }
-    let rooms_list = given(
-        path,
-        "rooms",
-        "a list such as [lobby-1, lobby-2] ([] for none)",
-        d.rooms,
-        errs,
-    );
-    let clients_list = given(
-        path,
-        "clients",
-        "a list such as [u-1001, u-1002] ([] for none)",
-        d.clients,
-        errs,
-    );
-    let (room, client) = (one(d.room), one(d.client));
-    let (rooms_file, clients_file) = (one(d.rooms_file), one(d.clients_file));
-    let from_file = |f: &Option<Spanned<String>>| f.as_ref().map(|f| f.value.clone());
-    let (rooms_file_name, clients_file_name) = (from_file(&rooms_file), from_file(&clients_file));
-    let (rooms, rooms_given) = collect_ids(
-        path, op_line, "room", room, rooms_list, rooms_file, inc, hashed, errs,
-    );
-    let (clients, clients_given) = collect_ids(
-        path,
-        op_line,
-        "client",
-        client,
-        clients_list,
-        clients_file,
-        inc,
-        hashed,
-        errs,
-    );
-    let Some(action) = action else { return };
-    let (rooms_given, clients_given) = (rooms_given || rooms_keyed, clients_given || clients_keyed);
-    if !rooms_given {
-        errs.at(
-            path,
-            op_line,
-            None,
-            format!("this {action} op names no room: give `room`, `rooms` or `rooms_file`"),
-        );
-    }
-    if action.needs_client() && !clients_given {
-        errs.at(
-            path,
-            op_line,
-            None,
-            format!(
+    /// Checks that the op names rooms, and clients exactly when its action needs them.
+    fn check_targets(&mut self, action: Action, op_line: u32, t: &Targets) {
+        let mut error = |m: String| self.errs.at(self.path, op_line, None, m);
+        if !t.rooms_given {
+            error(format!(
+                "this {action} op names no room: give `room`, `rooms` or `rooms_file`"
+            ));
+        }
+        if action.needs_client() && !t.clients_given {
+            error(format!(
                 "{action} needs clients: give `client`, `clients` or `clients_file` (every \
                  pair of client and room is one op)"
-            ),
-        );
-    }
-    if !action.needs_client() && clients_given {
-        errs.at(
-            path,
-            op_line,
-            None,
-            format!(
+            ));
+        }
+        if !action.needs_client() && t.clients_given {
+            error(format!(
                 "{action} acts on rooms and takes no `client`/`clients`/`clients_file`; use \
                  mute or unmute for clients"
-            ),
-        );
+            ));
+        }
     }
-    let fields = match (action, d.set) {
-        (Action::Update, None) => {
-            errs.at(
-                path,
-                op_line,
-                None,
-                format!(
+
+    /// The fields of an update (its `set`, checked); `None` for other actions, which must
+    /// have no `set`.
+    fn op_fields(
+        &mut self,
+        action: Action,
+        op_line: u32,
+        set: Option<Spanned<SetDoc>>,
+    ) -> Option<Box<RoomFields>> {
+        match (action, set) {
+            (Action::Update, None) => {
+                let m = format!(
                     "update needs `set` with at least one field ({})",
                     RoomFields::NAMES.join(", ")
-                ),
-            );
-            None
-        }
-        (Action::Update, Some(s)) => {
-            let at = s.referenced;
-            room_fields(path, text, s.value, errs).and_then(|f| match check_fields(&f) {
-                Ok(()) => Some(Box::new(f)),
-                Err(m) => {
-                    let (l, c) = line_col(&at);
-                    errs.at(path, l, c, format!("set: {m}"));
-                    None
+                );
+                self.errs.at(self.path, op_line, None, m);
+                None
+            }
+            (Action::Update, Some(s)) => {
+                let at = s.referenced;
+                let f = room_fields(self.path, self.text, s.value, self.errs)?;
+                match check_fields(&f) {
+                    Ok(()) => Some(Box::new(f)),
+                    Err(m) => {
+                        self.error(&at, format!("set: {m}"));
+                        None
+                    }
                 }
-            })
+            }
+            (a, Some(s)) => {
+                let m = format!("{a} takes no `set`: only update changes fields");
+                self.error(&s.referenced, m);
+                None
+            }
+            (_, None) => None,
         }
-        (a, Some(s)) => {
-            let (l, c) = line_col(&s.referenced);
-            errs.at(
-                path,
-                l,
-                c,
-                format!("{a} takes no `set`: only update changes fields"),
-            );
-            None
-        }
-        (_, None) => None,
-    };
-    if (action == Action::Update && fields.is_none()) || !errs.is_empty() {
-        return;
     }
-    let op_loc = Location {
-        file: 0,
-        line: op_line,
-    };
-    if rooms.is_empty() || (action.needs_client() && clients.is_empty()) {
-        let list = |ids: &Ids, what: &str, file: &Option<String>| {
-            ids.is_empty().then(|| match file {
-                Some(f) => format!("it names no {what}: {f} has no rows below its header"),
-                None => format!("it names no {what}: its {what}s list is empty"),
-            })
+
+    /// Pushes the ops of a checked op entry: one per room, or per (client, room) pair. An
+    /// entry that names no ids is noted in `inc.empty` instead.
+    fn push_ops(
+        &mut self,
+        action: Action,
+        op_line: u32,
+        t: Targets,
+        fields: Option<Box<RoomFields>>,
+        ops: &mut Vec<PlannedOp>,
+    ) {
+        if t.rooms.is_empty() || (action.needs_client() && t.clients.is_empty()) {
+            let list = |ids: &Ids, what: &str, file: &Option<String>| {
+                ids.is_empty().then(|| match file {
+                    Some(f) => format!("it names no {what}: {f} has no rows below its header"),
+                    None => format!("it names no {what}: its {what}s list is empty"),
+                })
+            };
+            let why: Vec<String> = [
+                list(&t.rooms, "room", &t.rooms_file),
+                action
+                    .needs_client()
+                    .then(|| list(&t.clients, "client", &t.clients_file))
+                    .flatten(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            self.inc.empty.push((op_line, why.join("; ")));
+            return;
+        }
+        let op_loc = Location {
+            file: 0,
+            line: op_line,
         };
-        let why: Vec<String> = [
-            list(&rooms, "room", &rooms_file_name),
-            action
-                .needs_client()
-                .then(|| list(&clients, "client", &clients_file_name))
-                .flatten(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        inc.empty.push((op_line, why.join("; ")));
-        return;
-    }
-    let pick = |room: Location, client: Option<Location>| {
-        if room.file != 0 {
-            room
+        // An op from an included file is placed at its line there.
+        let pick = |room: Location, client: Option<Location>| {
+            if room.file != 0 {
+                room
+            } else {
+                client.filter(|c| c.file != 0).unwrap_or(op_loc)
+            }
+        };
+        if action.needs_client() {
+            for (c, cl) in &t.clients {
+                for (r, rl) in &t.rooms {
+                    ops.push(PlannedOp {
+                        op: Op {
+                            action,
+                            room: r.clone(),
+                            client: Some(c.clone()),
+                            fields: None,
+                        },
+                        source: pick(*rl, Some(*cl)),
+                    });
+                }
+            }
         } else {
-            client.filter(|c| c.file != 0).unwrap_or(op_loc)
-        }
-    };
-    if action.needs_client() {
-        for (c, cl) in &clients {
-            for (r, rl) in &rooms {
+            for (r, rl) in &t.rooms {
                 ops.push(PlannedOp {
                     op: Op {
                         action,
                         room: r.clone(),
-                        client: Some(c.clone()),
-                        fields: None,
+                        client: None,
+                        fields: fields.clone(),
                     },
-                    source: pick(*rl, Some(*cl)),
+                    source: pick(*rl, None),
                 });
             }
-        }
-    } else {
-        for (r, rl) in &rooms {
-            ops.push(PlannedOp {
-                op: Op {
-                    action,
-                    room: r.clone(),
-                    client: None,
-                    fields: fields.clone(),
-                },
-                source: pick(*rl, None),
-            });
         }
     }
 }

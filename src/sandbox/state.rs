@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use super::config::{MessageSeed, Profile, SandboxConfig};
+use crate::op::{Field, FieldKind, FieldValue, RoomFields};
 
 /// App id shown in client objects.
 const APP_ID: &str = "SandboxApp";
@@ -44,20 +45,16 @@ pub struct World {
     pub clients: HashMap<String, Client>,
 }
 
-/// A validated partial update of a room (only given fields are `Some`).
+/// A validated partial update of a room: the fields of [`RoomFields`] the body gives (read
+/// through the deref).
 #[derive(Debug, Default, PartialEq)]
-pub struct RoomPatch {
-    pub name: Option<String>,
-    pub cover: Option<String>,
-    pub description: Option<String>,
-    pub room_tags: Option<Vec<String>>,
-    pub webhook: Option<String>,
-    pub bot_mode: Option<bool>,
-    pub ext_params: Option<String>,
-    pub opening: Option<u8>,
-    pub owner: Option<String>,
-    pub managers: Option<Vec<String>>,
-    pub status: Option<u8>,
+pub struct RoomPatch(RoomFields);
+
+impl std::ops::Deref for RoomPatch {
+    type Target = RoomFields;
+    fn deref(&self) -> &RoomFields {
+        &self.0
+    }
 }
 
 impl RoomPatch {
@@ -65,8 +62,8 @@ impl RoomPatch {
     /// own messages).
     pub fn is_status_only(&self) -> bool {
         self.status.is_some()
-            && *self
-                == RoomPatch {
+            && self.0
+                == RoomFields {
                     status: self.status,
                     ..Default::default()
                 }
@@ -91,29 +88,30 @@ pub fn parse_patch(body: &[u8]) -> Result<RoomPatch, String> {
     let Value::Object(map) = v else {
         return Err("Request body must be a JSON object".into());
     };
-    let mut p = RoomPatch::default();
+    let mut p = RoomFields::default();
     for (k, v) in &map {
-        match k.as_str() {
-            "name" => p.name = Some(string(k, v)?),
-            "cover" => p.cover = Some(string(k, v)?),
-            "description" => p.description = Some(string(k, v)?),
-            "roomTags" => p.room_tags = Some(strings(k, v)?),
-            "webhook" => p.webhook = Some(string(k, v)?),
-            "botMode" => {
-                p.bot_mode = Some(
-                    v.as_bool()
-                        .ok_or_else(|| format!("{k} must be a boolean"))?,
-                )
-            }
-            "extParams" => p.ext_params = Some(string(k, v)?),
-            "opening" => p.opening = Some(zero_one(k, v)?),
-            "owner" => p.owner = Some(string(k, v)?),
-            "managers" => p.managers = Some(strings(k, v)?),
-            "status" => p.status = Some(zero_one(k, v)?),
-            _ => {}
-        }
+        let Some(field) = Field::parse(k) else {
+            continue;
+        };
+        field
+            .set(&mut p, json_value(field, v)?)
+            .map_err(|v| format!("{k} cannot hold {v:?}"))?;
     }
-    Ok(p)
+    Ok(RoomPatch(p))
+}
+
+/// The value of `field` in a body, checked against the field's type.
+fn json_value(field: Field, v: &Value) -> Result<FieldValue, String> {
+    let k = field.name();
+    Ok(match field.kind() {
+        FieldKind::Text | FieldKind::Id => FieldValue::Text(string(k, v)?),
+        FieldKind::TextList | FieldKind::IdList => FieldValue::List(strings(k, v)?),
+        FieldKind::Bool => FieldValue::Bool(
+            v.as_bool()
+                .ok_or_else(|| format!("{k} must be a boolean"))?,
+        ),
+        FieldKind::ZeroOne => FieldValue::Flag(zero_one(k, v)?),
+    })
 }
 
 fn string(k: &str, v: &Value) -> Result<String, String> {
@@ -191,10 +189,8 @@ impl Room {
 
     /// Applies a validated patch; new owner and managers become members.
     pub fn apply(&mut self, p: RoomPatch) {
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = p.$f { self.$f = v; } )* };
-        }
-        set!(
+        // Every field named (no `..`): a new update field must be applied here too.
+        let RoomFields {
             name,
             cover,
             description,
@@ -203,13 +199,29 @@ impl Room {
             bot_mode,
             ext_params,
             opening,
-            status
-        );
-        if let Some(o) = p.owner {
+            owner,
+            managers,
+            status,
+        } = p.0;
+        fn set<T>(slot: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+        set(&mut self.name, name);
+        set(&mut self.cover, cover);
+        set(&mut self.description, description);
+        set(&mut self.room_tags, room_tags);
+        set(&mut self.webhook, webhook);
+        set(&mut self.bot_mode, bot_mode);
+        set(&mut self.ext_params, ext_params);
+        set(&mut self.opening, opening);
+        set(&mut self.status, status);
+        if let Some(o) = owner {
             self.add_member(&o);
             self.owner = o;
         }
-        if let Some(ms) = p.managers {
+        if let Some(ms) = managers {
             for m in &ms {
                 self.add_member(m);
             }
@@ -420,5 +432,43 @@ mod tests {
         assert_eq!(c.mute, vec!["r"]);
         assert!(c.unmute("r"));
         assert!(!c.unmute("r"));
+    }
+
+    /// A patch setting every update field shows in the room object (with the extra fields)
+    /// as it does in the request body.
+    #[test]
+    fn every_field_of_a_patch_is_applied_and_shown() {
+        let body = RoomFields {
+            name: Some("n".into()),
+            cover: Some("c".into()),
+            description: Some("d".into()),
+            room_tags: Some(vec!["t".into()]),
+            webhook: Some("w".into()),
+            bot_mode: Some(true),
+            ext_params: Some("e".into()),
+            opening: Some(0),
+            owner: Some("o".into()),
+            managers: Some(vec!["m".into()]),
+            status: Some(0),
+        }
+        .to_body();
+        let patch = parse_patch(body.to_string().as_bytes()).unwrap();
+        let seed = super::super::config::RoomSeed {
+            owner: "x".into(),
+            managers: Vec::new(),
+            members: Vec::new(),
+            status: 1,
+            name: None,
+            cover: String::new(),
+            description: String::new(),
+            last_message: None,
+        };
+        let mut room = Room::new("r", &seed);
+        room.apply(patch);
+        let shown = room.to_json("r", &HashMap::new(), true);
+        for k in Field::ALL {
+            assert_eq!(shown[k.name()], body[k.name()], "{k}");
+        }
+        assert_eq!(shown["members"].as_array().map(Vec::len), Some(3));
     }
 }
