@@ -16,6 +16,7 @@ pub mod op;
 pub mod output;
 pub mod runner;
 pub mod sandbox;
+mod sync;
 pub mod units;
 
 use std::process::ExitCode;

@@ -261,7 +261,11 @@ pub(crate) async fn command(args: SandboxArgs) -> anyhow::Result<Exit> {
         }
     }
     println!("Press Ctrl-C to stop.");
-    run(listener, config, stop_signal()).await?;
+    // Where signals cannot be watched, the sandbox stops at once rather than serve unstoppable.
+    run(listener, config, async {
+        super::signal::wait_for_signal().await;
+    })
+    .await?;
     Ok(Exit::Success)
 }
 
@@ -276,22 +280,6 @@ fn exposure_warning(addr: std::net::SocketAddr) -> Option<String> {
              that is what you want."
         )
     })
-}
-
-/// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ impl Plan<'_> {
 
     /// Whether any op still to run changes a room (freeze, unfreeze, update).
     pub fn changes_rooms(&self) -> bool {
-        self.todo.iter().any(|(_, op)| changes_room(op.action))
+        self.todo.iter().any(|(_, op)| op.action.changes_room())
     }
 
     /// The credentials the ops still to run are sent with, in a stable order.
@@ -206,7 +206,7 @@ fn requests<'a>(
     let mut requests = Vec::with_capacity(todo.len());
     for &(seq, op) in todo {
         if snapshot
-            && changes_room(op.action)
+            && op.action.changes_room()
             && !snapshotted.contains(&*op.room)
             && read.insert(&op.room)
         {
@@ -218,8 +218,4 @@ fn requests<'a>(
         requests.push(Planned::Op { seq, op });
     }
     requests
-}
-
-fn changes_room(a: Action) -> bool {
-    matches!(a, Action::Freeze | Action::Unfreeze | Action::Update)
 }

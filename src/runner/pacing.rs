@@ -128,8 +128,7 @@ impl Pacer {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PaceState> {
-        // A poisoned lock only means another task panicked mid-update; the state is plain data.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Waits until one request may go out on this credential.

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{Attempt, Outcome};
 use crate::journal::{JournalOp, OpRecord, OpState};
-use crate::op::{Action, Credential, LockKey};
+use crate::op::{Credential, LockKey};
 use crate::output::Progress;
 use crate::runner::executor::{Executor, Recorder};
 use crate::runner::pacing::Pacer;
@@ -184,10 +184,6 @@ fn cred_index(c: Credential) -> usize {
         Credential::ClientToken => 0,
         Credential::ApiKey => 1,
     }
-}
-
-fn changes_room(a: Action) -> bool {
-    matches!(a, Action::Freeze | Action::Unfreeze | Action::Update)
 }
 
 /// Runs `ops` (pending ops in manifest order) to the end, or to a stop.
@@ -540,7 +536,7 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
     fn spawn_attempt(&mut self, c: usize, i: u32) {
         let op = &self.shared.ops[i as usize].op;
         let want_snapshot =
-            self.opts.snapshot && changes_room(op.action) && !self.snapshotted.contains(&*op.room);
+            self.opts.snapshot && op.action.changes_room() && !self.snapshotted.contains(&*op.room);
         let shared = Arc::clone(&self.shared);
         self.tasks.spawn(async move {
             let r = shared.attempt(c, i, want_snapshot).await;

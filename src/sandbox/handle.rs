@@ -12,9 +12,9 @@ use super::config::{SandboxConfig, SandboxCredentials};
 use super::faults::Fault;
 use super::route::{OpKind, put_kind};
 use super::shared::Shared;
-use super::sync::lock;
 use super::tracking::{LogEntry, OpCounts, Stats};
 use crate::op::Op;
+use crate::sync::lock;
 
 /// A sandbox running in this process. Dropping it stops the server too.
 pub struct SandboxHandle {

@@ -44,8 +44,8 @@ use super::limit::Bucket;
 use super::route::{Endpoint, OpKind, Route, op_kind};
 use super::shared::{ConnDropper, Shared};
 use super::state::{self, RoomPatch};
-use super::sync::lock;
 use super::tracking::LogEntry;
+use crate::sync::lock;
 
 /// Largest PUT body read; a room update is a few hundred bytes.
 const MAX_BODY: usize = 64 * 1024;

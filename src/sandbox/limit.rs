@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::sync::lock;
+use crate::sync::lock;
 use crate::units::Rate;
 
 /// Whose budget a request spends. Holds a token only in memory, never in logs or answers.

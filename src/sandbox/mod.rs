@@ -27,7 +27,6 @@ mod route;
 mod server;
 mod shared;
 mod state;
-mod sync;
 mod timer;
 mod tracking;
 

@@ -16,9 +16,9 @@ use super::faults::Fault;
 use super::limit::FixedWindow;
 use super::route::{Endpoint, OpKind, Route};
 use super::state::World;
-use super::sync::lock;
 use super::timer::Timer;
 use super::tracking::{Counters, LogEntry, OpCounts, Stats, Tracking};
+use crate::sync::lock;
 
 /// Inserted by the accept loop into every request's extensions: cancelling it (as a drop
 /// fault does) closes the connection at once, without a response.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::sync::lock;
+use crate::sync::lock;
 
 /// A handle on the timer thread; the thread ends when the handle is dropped.
 pub(crate) struct Timer {
