@@ -429,27 +429,34 @@ async fn doc_update_errors_match_the_page() {
         404,
         json!({"RC":404,"RM":"Room not found","error":{"code":"ROOM_NOT_FOUND","message":"Room with specified ID does not exist"}}),
     );
-    // The API key on a room endpoint: refused by default, accepted when emulating the
-    // deployments docs/api.md mentions (The API key on every endpoint).
+    // The API key on a room endpoint: accepted by default, as a platform admin (it can call
+    // every API: docs/api.md, The API key on every endpoint); refused when emulating a
+    // deployment that takes only the documented key + token, with the page's 401.
+    let mut c = config();
+    c.api_key_on_rooms = false;
+    let refusing = start(c).await;
     assert_eq!(
-        put(&sb, APIKEY, DOC_ROOM, r#"{"status":0}"#).await.status,
+        put(&refusing, APIKEY, DOC_ROOM, r#"{"status":0}"#)
+            .await
+            .status,
         401
     );
-    let mut c = config();
-    c.api_key_on_rooms = true;
-    let sb2 = start(c).await;
+    assert_eq!(refusing.room_status(DOC_ROOM), Some(1));
     assert_eq!(
-        put(&sb2, APIKEY, DOC_ROOM, r#"{"status":0}"#).await.status,
+        put(&sb, APIKEY, DOC_ROOM, r#"{"status":0}"#).await.status,
         200
     );
-    assert_eq!(sb2.room_status(DOC_ROOM), Some(0));
-    for h in [
-        vec![("IM-Authorization", TOKEN)],
-        vec![("IM-CLIENT-KEY", CLIENT_KEY)],
-        vec![("IM-CLIENT-KEY", "wrong"), ("IM-Authorization", TOKEN)],
-        vec![("IM-API-KEY", API_KEY)],
+    assert_eq!(sb.room_status(DOC_ROOM), Some(0));
+    for (sb, h) in [
+        (&sb, vec![("IM-Authorization", TOKEN)]),
+        (&sb, vec![("IM-CLIENT-KEY", CLIENT_KEY)]),
+        (
+            &sb,
+            vec![("IM-CLIENT-KEY", "wrong"), ("IM-Authorization", TOKEN)],
+        ),
+        (&refusing, vec![("IM-API-KEY", API_KEY)]),
     ] {
-        let a = put(&sb, &h, DOC_ROOM, r#"{"name":"x"}"#).await;
+        let a = put(sb, &h, DOC_ROOM, r#"{"name":"x"}"#).await;
         expect(
             &a,
             401,
@@ -747,7 +754,20 @@ async fn get_room_with_and_without_status() {
     let a = send(&sb, "GET", "/rooms/ghost", ADMIN, None).await.unwrap();
     assert_eq!(a.status, 404);
     assert_eq!(a.json()["error"]["code"], "ROOM_NOT_FOUND");
+    // The API key reads as a platform admin (by default): a room that does not exist is 404.
     let a = send(&sb, "GET", "/rooms/ghost", APIKEY, None)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 404);
+    let a = send(&sb, "GET", &format!("/rooms/{DOC_ROOM}"), APIKEY, None)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200);
+    // Refused when the API key is: 401 whether the room exists or not.
+    let mut c = config();
+    c.api_key_on_rooms = false;
+    let refusing = start(c).await;
+    let a = send(&refusing, "GET", "/rooms/ghost", APIKEY, None)
         .await
         .unwrap();
     assert_eq!(a.status, 401);
