@@ -31,10 +31,9 @@ lastMessage, members); --room-extra-fields, --get-room-omits-status,
 --refuse-api-key-on-rooms and --flat-401 emulate unverified variants.
 
 Control API (no credentials; listen on loopback): GET /_sandbox/rooms/{id} (with its bans),
-GET /_sandbox/clients/{id},
-GET /_sandbox/stats, GET /_sandbox/applied?method=PUT&path=/rooms/x,
-GET /_sandbox/applied?kind=freeze&path=/rooms/x (received and applied of one kind),
-GET /_sandbox/log?limit=N, POST /_sandbox/reset.
+GET /_sandbox/clients/{id}, GET /_sandbox/stats, GET /_sandbox/applied?method=PUT&path=/rooms/x,
+GET /_sandbox/applied?kind=freeze&path=/rooms/x (received and applied of one kind; kinds also
+ban, unban and bans), GET /_sandbox/log?limit=N, POST /_sandbox/reset (seeded bans only).
 
 Example: imkit-batch sandbox --seed jobs/examples/maintenance-freeze.yaml --latency 20ms";
 

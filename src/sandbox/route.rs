@@ -168,15 +168,15 @@ impl Route {
     /// `METHOD /path` with canonically encoded ids: the key of fault replay and applied counts.
     pub fn key(&self) -> String {
         let room = segment(&self.room);
-        let client = segment(self.client.as_deref().unwrap_or_default());
+        let client = || segment(self.client.as_deref().unwrap_or_default());
         let method = self.method();
         match self.endpoint {
             Endpoint::GetRoom | Endpoint::PutRoom => format!("{method} /rooms/{room}"),
             Endpoint::Mute | Endpoint::Unmute => {
-                format!("{method} /admin/clients/{client}/mute/{room}")
+                format!("{method} /admin/clients/{}/mute/{room}", client())
             }
             Endpoint::Ban | Endpoint::Unban => {
-                format!("{method} /blockStatus/room/{room}/{client}")
+                format!("{method} /blockStatus/room/{room}/{}", client())
             }
             Endpoint::ListBans => format!("{method} /blockStatus/room/{room}"),
         }
