@@ -247,8 +247,9 @@ pub struct SandboxConfig {
     /// `GET /rooms/{id}` omits `status`, like the documented example of get-a-room.
     pub get_room_omits_status: bool,
     /// Room and ban endpoints also accept `IM-API-KEY`, as a platform admin: the API key "can
-    /// call all APIs" (api-key.md). On by default; off emulates a deployment that takes only
-    /// the client key + token the endpoint pages document there (answered 401 without them).
+    /// call all APIs" (docs/api.md, API key). On by default; off emulates a deployment that
+    /// takes only the client key + token the endpoint pages document there (answered 401
+    /// without them).
     pub api_key_on_rooms: bool,
     /// Platform admins (the admin token, the API key) may also unban and read a room's ban
     /// list. Off by default: the unban and ban-list pages say only the room's owner may.

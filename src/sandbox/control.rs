@@ -11,8 +11,9 @@
 //!   kinds of PUT together
 //! - `GET /_sandbox/applied?kind=freeze&path=/rooms/x`:
 //!   `{"kind":"freeze","target":"/rooms/x","received":N,"applied":M}` (kinds: freeze,
-//!   unfreeze, update, get, mute, unmute, ban, unban, and bans for reads of a ban list; a PUT of exactly `{"status":0}` is a freeze, of
-//!   exactly `{"status":1}` an unfreeze, any other PUT an update)
+//!   unfreeze, update, get, mute, unmute, ban, unban, and bans for reads of a ban list; a
+//!   PUT of exactly `{"status":0}` is a freeze, of exactly `{"status":1}` an unfreeze, any
+//!   other PUT an update)
 //! - `GET /_sandbox/log?limit=N`: the last N [`LogEntry`]s (default 100), oldest first, each
 //!   with its kind; unknown routes are logged (kind `unknown`) and counted in `responses`
 //! - `POST /_sandbox/reset`: back to the seeded state (seeded bans only); counters and fault

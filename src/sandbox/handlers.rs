@@ -242,8 +242,8 @@ pub(super) fn caller(sb: &Shared, h: &HeaderMap) -> Option<Caller> {
 
 /// The rate-limit bucket of a request: the credential that actually authenticates it (the
 /// API key on mute endpoints, and on room and ban endpoints when `api_key_on_rooms` lets it
-/// in; else the client token). `None` for a request no credential authenticates: it is answered 401
-/// and counts against no one's budget (the documented limit is per API key).
+/// in; else the client token). `None` for a request no credential authenticates: it is
+/// answered 401 and counts against no one's budget (the documented limit is per API key).
 fn bucket(sb: &Shared, endpoint: Endpoint, h: &HeaderMap) -> Option<Bucket> {
     let creds = &sb.config.credentials;
     let api_key_ok = header_str(h, "IM-API-KEY") == Some(creds.api_key.as_str());

@@ -1,6 +1,6 @@
-//! The state every request shares: the configuration, the world of rooms and clients (and
-//! the one it started as, for reset; bans included), the books on requests, the per-credential rate limiter
-//! and the precise latency timer; and the views of them that the control API and
+//! The state every request shares: the configuration, the world of rooms, clients and bans
+//! (and the one it started as, for reset), the books on requests, the per-credential rate
+//! limiter and the precise latency timer; and the views of them that the control API and
 //! [`super::SandboxHandle`] read. The accept loop builds one [`Shared`] per server; the
 //! handlers reach it through axum's state.
 
