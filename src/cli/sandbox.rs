@@ -13,8 +13,12 @@ use crate::units::{Rate, parse_duration};
 use crate::{Exit, ExitError};
 
 const SANDBOX_HELP: &str = "\
-Endpoints: PUT and GET /rooms/{id} (IM-CLIENT-KEY + IM-Authorization), POST and DELETE
-/admin/clients/{uid}/mute/{room} (IM-API-KEY), answering as the vendor pages document.
+Endpoints: PUT and GET /rooms/{id}, POST and DELETE /blockStatus/room/{room}/{client} (ban,
+unban), GET /blockStatus/room/{room} (ban list), all with IM-CLIENT-KEY + IM-Authorization or
+IM-API-KEY (as a platform admin; --refuse-api-key-on-rooms takes only the key + token there);
+POST and DELETE /admin/clients/{uid}/mute/{room} (IM-API-KEY); answering as the vendor pages
+document. Platform admins and a room's owner may ban; only the owner may unban or list the
+bans (--admin-may-unban lets platform admins too).
 Credentials: exactly IMKIT_CLIENT_KEY, IMKIT_TOKEN, IMKIT_API_KEY when set, otherwise made up
 and printed once. The token is a platform admin's.
 
@@ -23,13 +27,13 @@ the same faults whatever the concurrency. Fault rates are probabilities (0..1), 
 at most 1.
 
 Room objects carry what the vendor pages list (_id, name, cover, description, status,
-lastMessage, members); --room-extra-fields, --get-room-omits-status, --api-key-on-rooms and
---flat-401 emulate unverified variants.
+lastMessage, members); --room-extra-fields, --get-room-omits-status,
+--refuse-api-key-on-rooms and --flat-401 emulate unverified variants.
 
-Control API (no credentials; listen on loopback): GET /_sandbox/rooms/{id}, GET /_sandbox/clients/{id},
-GET /_sandbox/stats, GET /_sandbox/applied?method=PUT&path=/rooms/x,
-GET /_sandbox/applied?kind=freeze&path=/rooms/x (received and applied of one kind),
-GET /_sandbox/log?limit=N, POST /_sandbox/reset.
+Control API (no credentials; listen on loopback): GET /_sandbox/rooms/{id} (with its bans),
+GET /_sandbox/clients/{id}, GET /_sandbox/stats, GET /_sandbox/applied?method=PUT&path=/rooms/x,
+GET /_sandbox/applied?kind=freeze&path=/rooms/x (received and applied of one kind; kinds also
+ban, unban and bans), GET /_sandbox/log?limit=N, POST /_sandbox/reset (seeded bans only).
 
 Example: imkit-batch sandbox --seed jobs/examples/maintenance-freeze.yaml --latency 20ms";
 
@@ -58,6 +62,11 @@ pub struct SandboxArgs {
     /// repeatable.
     #[arg(long = "member", value_name = "ROOM=ID", value_parser = parse_member)]
     members: Vec<(String, String)>,
+
+    /// Start with client ID (created if needed) banned in ROOM, a room of --seed or --room,
+    /// banned by the room's owner; repeatable.
+    #[arg(long = "ban", value_name = "ROOM=ID", value_parser = parse_member)]
+    bans: Vec<(String, String)>,
 
     /// Extra client; repeatable.
     #[arg(long = "client", value_name = "ID")]
@@ -118,9 +127,20 @@ pub struct SandboxArgs {
     #[arg(long)]
     get_room_omits_status: bool,
 
-    /// Room endpoints also accept IM-API-KEY (as a platform admin), like some deployments may.
+    /// Accepted for existing scripts and now the default: room and ban endpoints accept
+    /// IM-API-KEY (as a platform admin), which the vendor documents as able to call every API.
     #[arg(long)]
     api_key_on_rooms: bool,
+
+    /// Room and ban endpoints refuse IM-API-KEY and take only IM-CLIENT-KEY + IM-Authorization,
+    /// as their pages document (a request with only the API key is answered their 401).
+    #[arg(long, conflicts_with = "api_key_on_rooms")]
+    refuse_api_key_on_rooms: bool,
+
+    /// Platform admins (the admin token, IM-API-KEY) may also unban and list a room's bans. By
+    /// default only the room's owner may, as the unban and ban-list pages say.
+    #[arg(long)]
+    admin_may_unban: bool,
 
     /// Unverified variant: room objects in PUT and GET answers also carry roomTags, webhook,
     /// botMode, extParams, opening, owner and managers. By default they carry only what the
@@ -193,14 +213,7 @@ impl SandboxArgs {
         }
         for (room, member) in &self.members {
             if !c.add_member(room, member.clone()) {
-                return Err(ExitError::new(
-                    Exit::Invalid,
-                    format!(
-                        "sandbox: --member {room}={member}: there is no room {room:?} \
-                         (add it with --room or --seed first)"
-                    ),
-                )
-                .into());
+                return Err(no_such_room("--member", room, member));
             }
         }
         for id in &self.clients {
@@ -208,6 +221,11 @@ impl SandboxArgs {
         }
         for (token, client) in &self.users {
             c.add_user(token.clone(), client.clone());
+        }
+        for (room, client) in &self.bans {
+            if !c.add_ban(room, client.clone()) {
+                return Err(no_such_room("--ban", room, client));
+            }
         }
         c.latency = self.latency;
         c.latency_jitter = self.latency_jitter;
@@ -223,7 +241,8 @@ impl SandboxArgs {
         c.fault_retry_after_secs = self.fault_retry_after;
         c.rate_limit = self.rate_limit;
         c.get_room_omits_status = self.get_room_omits_status;
-        c.api_key_on_rooms = self.api_key_on_rooms;
+        c.api_key_on_rooms = !self.refuse_api_key_on_rooms;
+        c.admin_may_unban = self.admin_may_unban;
         c.room_extra_fields = self.room_extra_fields;
         c.flat_401 = self.flat_401;
         c.log_capacity = self.log_capacity;
@@ -231,6 +250,18 @@ impl SandboxArgs {
             .map_err(|e| ExitError::new(Exit::Invalid, format!("sandbox: {e}")))?;
         Ok(c)
     }
+}
+
+/// The error of a `--member` or `--ban` that names a room no other option creates.
+fn no_such_room(flag: &str, room: &str, client: &str) -> anyhow::Error {
+    ExitError::new(
+        Exit::Invalid,
+        format!(
+            "sandbox: {flag} {room}={client}: there is no room {room:?} \
+             (add it with --room or --seed first)"
+        ),
+    )
+    .into()
 }
 
 /// `imkit-batch sandbox`: serves until Ctrl-C.
@@ -365,5 +396,41 @@ mod tests {
         let w = W::try_parse_from(["x"]).unwrap();
         let c = w.a.to_config(SandboxCredentials::generate()).unwrap();
         assert!(!c.room_extra_fields && !c.flat_401);
+    }
+
+    #[test]
+    fn ban_and_credential_flags_build_the_config() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct W {
+            #[command(flatten)]
+            a: SandboxArgs,
+        }
+        let config = |args: &[&str]| {
+            let w = W::try_parse_from(std::iter::once("x").chain(args.iter().copied()))?;
+            Ok::<_, clap::Error>(w.a.to_config(SandboxCredentials::generate()))
+        };
+        let c = config(&["--room", "r1:o1", "--ban", "r1=c1", "--ban", "r1=o1"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.bans["r1"], ["c1", "o1"]);
+        assert!(c.clients.contains_key("c1"));
+        // The API key is accepted by default, with the old flag too; only admins' unban is off.
+        for args in [&[][..], &["--api-key-on-rooms"]] {
+            let c = config(args).unwrap().unwrap();
+            assert!(c.api_key_on_rooms && !c.admin_may_unban);
+        }
+        let c = config(&["--refuse-api-key-on-rooms", "--admin-may-unban"])
+            .unwrap()
+            .unwrap();
+        assert!(!c.api_key_on_rooms && c.admin_may_unban);
+        assert!(config(&["--refuse-api-key-on-rooms", "--api-key-on-rooms"]).is_err());
+        let e = config(&["--ban", "nope=c1"]).unwrap().unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--ban nope=c1: there is no room \"nope\""),
+            "{e}"
+        );
+        assert!(config(&["--ban", "r1"]).is_err());
     }
 }

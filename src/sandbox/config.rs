@@ -228,6 +228,9 @@ pub struct SandboxConfig {
     pub users: BTreeMap<String, String>,
     /// Profiles of clients (others get [`Profile::default_for`]).
     pub profiles: BTreeMap<String, Profile>,
+    /// Bans at start: room id -> the clients banned in it, in ban order, each ban made by the
+    /// room's owner. Every room must exist ([`SandboxConfig::add_ban`] checks it).
+    pub bans: BTreeMap<String, Vec<String>>,
     /// Added to every API answer.
     pub latency: Duration,
     /// A uniform extra delay in `0..=latency_jitter`, drawn from the fault seed.
@@ -243,9 +246,14 @@ pub struct SandboxConfig {
     pub rate_limit: Option<Rate>,
     /// `GET /rooms/{id}` omits `status`, like the documented example of get-a-room.
     pub get_room_omits_status: bool,
-    /// Room endpoints also accept `IM-API-KEY` (as an admin), like the deployments NOTES.md
-    /// calls possible but unverified. Off by default: the documented way is key + token.
+    /// Room and ban endpoints also accept `IM-API-KEY`, as a platform admin: the API key "can
+    /// call all APIs" (docs/api.md, API key). On by default; off emulates a deployment that
+    /// takes only the client key + token the endpoint pages document there (answered 401
+    /// without them).
     pub api_key_on_rooms: bool,
+    /// Platform admins (the admin token, the API key) may also unban and read a room's ban
+    /// list. Off by default: the unban and ban-list pages say only the room's owner may.
+    pub admin_may_unban: bool,
     /// Room objects in PUT and GET answers also carry roomTags, webhook, botMode, extParams,
     /// opening, owner and managers. Off by default: the vendor pages' room object has only
     /// _id, name, cover, description, status, lastMessage and members; whether the live
@@ -269,6 +277,7 @@ impl SandboxConfig {
             clients: BTreeMap::new(),
             users: BTreeMap::new(),
             profiles: BTreeMap::new(),
+            bans: BTreeMap::new(),
             latency: Duration::ZERO,
             latency_jitter: Duration::ZERO,
             faults: FaultRates::default(),
@@ -277,7 +286,8 @@ impl SandboxConfig {
             fault_retry_after_secs: 1,
             rate_limit: None,
             get_room_omits_status: false,
-            api_key_on_rooms: false,
+            api_key_on_rooms: true,
+            admin_may_unban: false,
             room_extra_fields: false,
             flat_401: false,
             log_capacity: 10_000,
@@ -354,6 +364,21 @@ impl SandboxConfig {
         self
     }
 
+    /// Starts `client` (created as a client) banned in an existing room, banned by the room's
+    /// owner; false when there is no such room. Banning twice is one ban.
+    pub fn add_ban(&mut self, room: &str, client: impl Into<String>) -> bool {
+        let client = client.into();
+        if !self.rooms.contains_key(room) {
+            return false;
+        }
+        let bans = self.bans.entry(room.to_owned()).or_default();
+        if !bans.contains(&client) {
+            bans.push(client.clone());
+        }
+        self.add_client(client);
+        true
+    }
+
     /// Adds a non-admin user whose token acts as `client` (created as a client).
     pub fn add_user(&mut self, token: impl Into<String>, client: impl Into<String>) -> &mut Self {
         let client = client.into();
@@ -383,11 +408,14 @@ impl SandboxConfig {
         }
     }
 
-    /// Checks the settings that can be wrong (fault rates).
+    /// Checks the settings that can be wrong (fault rates, users, bans).
     pub(crate) fn check(&self) -> Result<(), String> {
         self.faults.check()?;
         if self.users.contains_key(&self.credentials.token) {
             return Err("an extra user's token equals the admin token".into());
+        }
+        if let Some(room) = self.bans.keys().find(|r| !self.rooms.contains_key(*r)) {
+            return Err(format!("a ban in room {room:?}, which does not exist"));
         }
         Ok(())
     }
@@ -396,6 +424,22 @@ impl SandboxConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bans_seed_only_in_rooms_that_exist() {
+        let mut c = SandboxConfig::new(SandboxCredentials::generate());
+        assert!(!c.add_ban("r", "c"));
+        assert!(c.bans.is_empty() && !c.clients.contains_key("c"));
+        c.add_room("r", "o", &[]);
+        assert!(c.add_ban("r", "c") && c.add_ban("r", "c") && c.add_ban("r", "d"));
+        assert_eq!(c.bans["r"], ["c", "d"]);
+        assert!(c.clients.contains_key("c") && c.check().is_ok());
+        c.bans.insert("ghost".into(), vec!["c".into()]);
+        assert!(c.check().unwrap_err().contains("\"ghost\""));
+        // The documented credentials' defaults.
+        let c = SandboxConfig::new(SandboxCredentials::generate());
+        assert!(c.api_key_on_rooms && !c.admin_may_unban);
+    }
 
     #[test]
     fn only_made_up_values_are_flagged_and_exported() {

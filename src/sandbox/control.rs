@@ -3,18 +3,21 @@
 //! bounded request log, reset. It needs no credentials and never shows any.
 //!
 //! - `GET /_sandbox/rooms/{id}`: the sandbox's whole view of the room (always with `status`,
-//!   owner, managers and every other field an update can set), 404 if none
+//!   owner, managers and every other field an update can set, and `bans`: the room's bans in
+//!   ban order, each `{"blockee","blocker","createdAt","updatedAt"}`), 404 if none
 //! - `GET /_sandbox/clients/{id}`: the client object, 404 if none
 //! - `GET /_sandbox/stats`: [`Stats`]
 //! - `GET /_sandbox/applied?method=PUT&path=/rooms/x`: `{"request":..,"applied":N}`, all
 //!   kinds of PUT together
 //! - `GET /_sandbox/applied?kind=freeze&path=/rooms/x`:
 //!   `{"kind":"freeze","target":"/rooms/x","received":N,"applied":M}` (kinds: freeze,
-//!   unfreeze, update, get, mute, unmute; a PUT of exactly `{"status":0}` is a freeze, of
-//!   exactly `{"status":1}` an unfreeze, any other PUT an update)
+//!   unfreeze, update, get, mute, unmute, ban, unban, and bans for reads of a ban list; a
+//!   PUT of exactly `{"status":0}` is a freeze, of exactly `{"status":1}` an unfreeze, any
+//!   other PUT an update)
 //! - `GET /_sandbox/log?limit=N`: the last N [`LogEntry`]s (default 100), oldest first, each
 //!   with its kind; unknown routes are logged (kind `unknown`) and counted in `responses`
-//! - `POST /_sandbox/reset`: back to the seeded state; counters and fault replay restart
+//! - `POST /_sandbox/reset`: back to the seeded state (seeded bans only); counters and fault
+//!   replay restart
 
 use std::sync::Arc;
 
@@ -38,7 +41,7 @@ fn not_found(what: &str, id: &str) -> Response {
 }
 
 pub(crate) async fn room(State(sb): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    match sb.room_json(&id, true) {
+    match sb.room_view(&id) {
         Some(r) => Json(r).into_response(),
         None => not_found("room", &id),
     }
@@ -80,9 +83,7 @@ pub(crate) async fn applied(
                 }))
                 .into_response()
             }
-            None => bad_query(&format!(
-                "unknown kind {k:?}: one of freeze, unfreeze, update, get, mute, unmute"
-            )),
+            None => bad_query(&format!("unknown kind {k:?}: one of {}", known_kinds())),
         },
         (None, Some(m)) => {
             let method = m.to_ascii_uppercase();
@@ -91,6 +92,16 @@ pub(crate) async fn applied(
         }
         (None, None) => bad_query("give kind=KIND or method=METHOD, and path=PATH"),
     }
+}
+
+/// The kinds a query may name, comma-separated (`unknown` is for the log only).
+fn known_kinds() -> String {
+    let kinds: Vec<&str> = OpKind::ALL
+        .iter()
+        .filter(|k| **k != OpKind::Unknown)
+        .map(|k| k.as_str())
+        .collect();
+    kinds.join(", ")
 }
 
 fn bad_query(msg: &str) -> Response {

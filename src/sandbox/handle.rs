@@ -1,6 +1,6 @@
 //! [`SandboxHandle`]: a sandbox running in this process, as [`super::spawn`] returns it to
 //! `run --sandbox` and the tests: its address and credentials, what it holds (rooms, clients,
-//! mutes), its counts and log, reset and shutdown.
+//! mutes, bans), its counts and log, reset and shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use anyhow::Context as _;
 
 use super::config::{SandboxConfig, SandboxCredentials};
 use super::faults::Fault;
-use super::route::{OpKind, put_kind};
+use super::route::{OpKind, Route, op_kind};
 use super::shared::Shared;
 use super::tracking::{LogEntry, OpCounts, Stats};
 use crate::op::Op;
@@ -59,9 +59,15 @@ impl SandboxHandle {
 
     /// The sandbox's whole view of a room: the room object with `status` (whatever
     /// `get_room_omits_status` says) and every field an update can set (whatever
-    /// `room_extra_fields` says), so tests can check owner, managers and the rest.
+    /// `room_extra_fields` says), so tests can check owner, managers and the rest; and `bans`,
+    /// as `GET /_sandbox/rooms/{id}` shows them.
     pub fn room(&self, id: &str) -> Option<serde_json::Value> {
-        self.shared.room_json(id, true)
+        self.shared.room_view(id)
+    }
+
+    /// The clients banned in `room`, in ban order; `None` if the room does not exist.
+    pub fn banned(&self, room: &str) -> Option<Vec<String>> {
+        self.shared.banned(room)
     }
 
     /// The client object, as the mute endpoint answers it.
@@ -153,18 +159,14 @@ impl SandboxHandle {
     }
 }
 
-/// The kind and path of the request carrying `op`, as the sandbox classifies it.
+/// The kind and path of the request carrying `op`, as the sandbox classifies it (by its
+/// route, so that a ban and a mute, both POSTs, count apart).
 fn op_kind_path(op: &Op) -> (OpKind, String) {
     let r = crate::api::request::Request::for_op(op);
-    let kind = match r.method.as_str() {
-        "PUT" => {
-            let body = r.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
-            put_kind(body.as_bytes())
-        }
-        "POST" => OpKind::Mute,
-        "DELETE" => OpKind::Unmute,
-        _ => OpKind::Get,
-    };
+    let body = r.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
+    let kind = Route::parse(r.method.as_str(), &r.path).map_or(OpKind::Unknown, |route| {
+        op_kind(route.endpoint, body.as_bytes())
+    });
     (kind, r.path)
 }
 

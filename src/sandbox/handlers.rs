@@ -14,9 +14,11 @@
 //! - A body of only `status` answers with the freeze page's messages ("Room frozen
 //!   successfully"; for 1 "Room unfrozen successfully", by the same pattern) and its 403
 //!   wording; any other body with the update page's.
-//! - Any valid client token may read a room; the API key is not accepted on room endpoints
-//!   (the documented way) unless `api_key_on_rooms` emulates the deployments NOTES.md calls
-//!   possible.
+//! - Any valid client token may read a room. The API key is accepted on room and ban
+//!   endpoints as a platform admin (the vendor documents it as able to call every API; see
+//!   docs/api.md, The API key on every endpoint); with `api_key_on_rooms` off they take only
+//!   the client key + token their pages document, and the API key alone is answered their 401.
+//! - Ban, unban and the ban list: [`super::ban_api`].
 //! - Muting an already muted room answers 200 with one entry (mute is a set).
 //! - A path segment that is not valid UTF-8 once decoded is read lossily (U+FFFD), so it
 //!   names no existing id and answers 404.
@@ -39,6 +41,8 @@ use serde_json::{Value, json};
 
 use std::time::Duration;
 
+use super::ban_api;
+use super::config::ADMIN_ID;
 use super::faults::{self, Fault};
 use super::limit::Bucket;
 use super::route::{Endpoint, OpKind, Route, op_kind};
@@ -51,12 +55,12 @@ use crate::sync::lock;
 const MAX_BODY: usize = 64 * 1024;
 
 /// `{"RC":0,"RM":rm,"result":result}`.
-fn ok(rm: &str, result: Value) -> Response {
+pub(super) fn ok(rm: &str, result: Value) -> Response {
     axum::Json(json!({"RC": 0, "RM": rm, "result": result})).into_response()
 }
 
 /// The documented error envelope `{"RC":..,"RM":..,"error":{"code":..,"message":..}}`.
-fn error(status: StatusCode, rm: &str, code: &str, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, rm: &str, code: &str, message: &str) -> Response {
     let body = json!({
         "RC": status.as_u16(),
         "RM": rm,
@@ -83,7 +87,7 @@ fn flat_error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn invalid_token(sb: &Shared) -> Response {
+pub(super) fn invalid_token(sb: &Shared) -> Response {
     if sb.config.flat_401 {
         // Only the API key's flat 401 is documented; the token's follows it with the room
         // pages' message.
@@ -198,17 +202,30 @@ fn fault_response(fault: Fault, retry_after: u64) -> Option<Response> {
     })
 }
 
-/// Who a client key + token belongs to.
-enum Caller {
+/// Who a request acts as: a platform admin (the admin token; the API key where it is
+/// accepted) or the user of a non-admin token.
+pub(super) enum Caller {
     Admin,
     User(String),
+}
+
+impl Caller {
+    /// The caller's client id: [`ADMIN_ID`] for a platform admin.
+    pub(super) fn client_id(&self) -> &str {
+        match self {
+            Caller::Admin => ADMIN_ID,
+            Caller::User(id) => id,
+        }
+    }
 }
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn caller(sb: &Shared, h: &HeaderMap) -> Option<Caller> {
+/// Who a request to a room or ban endpoint acts as; `None` when no accepted credential
+/// authenticates it (answered 401).
+pub(super) fn caller(sb: &Shared, h: &HeaderMap) -> Option<Caller> {
     let creds = &sb.config.credentials;
     if sb.config.api_key_on_rooms && header_str(h, "IM-API-KEY") == Some(&creds.api_key) {
         return Some(Caller::Admin);
@@ -224,9 +241,9 @@ fn caller(sb: &Shared, h: &HeaderMap) -> Option<Caller> {
 }
 
 /// The rate-limit bucket of a request: the credential that actually authenticates it (the
-/// API key on mute endpoints, and on room endpoints when `api_key_on_rooms` lets it in; else
-/// the client token). `None` for a request no credential authenticates: it is answered 401
-/// and counts against no one's budget (the documented limit is per API key).
+/// API key on mute endpoints, and on room and ban endpoints when `api_key_on_rooms` lets it
+/// in; else the client token). `None` for a request no credential authenticates: it is
+/// answered 401 and counts against no one's budget (the documented limit is per API key).
 fn bucket(sb: &Shared, endpoint: Endpoint, h: &HeaderMap) -> Option<Bucket> {
     let creds = &sb.config.credentials;
     let api_key_ok = header_str(h, "IM-API-KEY") == Some(creds.api_key.as_str());
@@ -487,6 +504,9 @@ fn handle(sb: &Shared, route: &Route, h: &HeaderMap, body: &[u8]) -> (Response, 
         Endpoint::GetRoom => (get_room(sb, route, h), false),
         Endpoint::PutRoom => put_room(sb, route, h, body),
         Endpoint::Mute | Endpoint::Unmute => mute(sb, route, h),
+        Endpoint::Ban => ban_api::ban(sb, route, h),
+        Endpoint::Unban => ban_api::unban(sb, route, h),
+        Endpoint::ListBans => (ban_api::list(sb, route, h), false),
     }
 }
 
@@ -543,7 +563,7 @@ fn put_room(sb: &Shared, route: &Route, h: &HeaderMap, body: &[u8]) -> (Response
         (true, _) => "Room unfrozen successfully",
         _ => "OK",
     };
-    let state::World { rooms, clients } = &mut *world;
+    let state::World { rooms, clients, .. } = &mut *world;
     let Some(room) = rooms.get_mut(&route.room) else {
         return (room_not_found(route.endpoint), false);
     };

@@ -20,7 +20,7 @@ use crate::units::Rate;
 /// Whose budget a request spends. Holds a token only in memory, never in logs or answers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Bucket {
-    /// `IM-API-KEY` (mute endpoints; room endpoints under `api_key_on_rooms`).
+    /// `IM-API-KEY` (mute endpoints; room and ban endpoints under `api_key_on_rooms`).
     ApiKey,
     /// `IM-CLIENT-KEY` + this `IM-Authorization` token.
     Token(String),

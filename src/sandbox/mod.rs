@@ -3,8 +3,9 @@
 //!
 //! - `config`: what a sandbox starts with (credentials, rooms, clients, users, faults)
 //! - `state`: rooms and clients, their JSON objects, partial updates, mute sets
+//! - `bans`: the ban book (who is banned where, by whom, since when) and its JSON objects
 //! - `route`: what a request is (endpoint, decoded ids, canonical key, kind)
-//! - `handlers`: the endpoints and their documented answers
+//! - `handlers`: the endpoints and their documented answers; `ban_api`: the ban endpoints
 //! - `faults`: seeded, replayable fault decisions
 //! - `limit`: the per-credential rate limit; `timer`: precise latency
 //! - `tracking`: counters, applied counts and the log ring, and the reports built from them
@@ -17,6 +18,8 @@
 //! [`spawn`] runs the same server in process on a free loopback port for `run --sandbox` and
 //! the tests.
 
+mod ban_api;
+mod bans;
 mod config;
 mod control;
 mod faults;

@@ -1,5 +1,6 @@
 //! What a request is: the endpoint it names, its decoded ids, the canonical key that fault
-//! replay and the counts go by, and its kind (freeze, unfreeze, update, get, mute, unmute).
+//! replay and the counts go by, and its kind (freeze, unfreeze, update, get, mute, unmute,
+//! ban, unban, bans).
 //! Routing goes on the raw path, each id one percent-decoded segment, so an encoded id can
 //! never reach another endpoint.
 
@@ -20,18 +21,25 @@ pub enum OpKind {
     Get,
     Mute,
     Unmute,
+    Ban,
+    Unban,
+    /// A read of a room's ban list.
+    Bans,
     /// No such route (answered 404 `NOT_FOUND`).
     Unknown,
 }
 
 impl OpKind {
-    pub(crate) const ALL: [OpKind; 7] = [
+    pub(crate) const ALL: [OpKind; 10] = [
         OpKind::Freeze,
         OpKind::Unfreeze,
         OpKind::Update,
         OpKind::Get,
         OpKind::Mute,
         OpKind::Unmute,
+        OpKind::Ban,
+        OpKind::Unban,
+        OpKind::Bans,
         OpKind::Unknown,
     ];
 
@@ -43,6 +51,9 @@ impl OpKind {
             OpKind::Get => "get",
             OpKind::Mute => "mute",
             OpKind::Unmute => "unmute",
+            OpKind::Ban => "ban",
+            OpKind::Unban => "unban",
+            OpKind::Bans => "bans",
             OpKind::Unknown => "unknown",
         }
     }
@@ -61,15 +72,21 @@ pub(crate) enum Endpoint {
     PutRoom,
     Mute,
     Unmute,
+    Ban,
+    Unban,
+    ListBans,
 }
 
 impl Endpoint {
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 7;
     pub const ALL: [Endpoint; Endpoint::COUNT] = [
         Endpoint::GetRoom,
         Endpoint::PutRoom,
         Endpoint::Mute,
         Endpoint::Unmute,
+        Endpoint::Ban,
+        Endpoint::Unban,
+        Endpoint::ListBans,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +95,9 @@ impl Endpoint {
             Endpoint::PutRoom => "PUT /rooms/{id}",
             Endpoint::Mute => "POST /admin/clients/{uid}/mute/{room}",
             Endpoint::Unmute => "DELETE /admin/clients/{uid}/mute/{room}",
+            Endpoint::Ban => "POST /blockStatus/room/{roomID}/{blockee}",
+            Endpoint::Unban => "DELETE /blockStatus/room/{roomID}/{blockee}",
+            Endpoint::ListBans => "GET /blockStatus/room/{roomID}",
         }
     }
 
@@ -114,6 +134,19 @@ impl Route {
             {
                 (Endpoint::Unmute, *room, Some(*uid))
             }
+            (m, ["blockStatus", "room", room, blockee])
+                if !room.is_empty() && !blockee.is_empty() && (m == "POST" || m == "DELETE") =>
+            {
+                let e = if m == "POST" {
+                    Endpoint::Ban
+                } else {
+                    Endpoint::Unban
+                };
+                (e, *room, Some(*blockee))
+            }
+            ("GET", ["blockStatus", "room", room]) if !room.is_empty() => {
+                (Endpoint::ListBans, *room, None)
+            }
             _ => return None,
         };
         Some(Route {
@@ -125,23 +158,27 @@ impl Route {
 
     pub fn method(&self) -> &'static str {
         match self.endpoint {
-            Endpoint::GetRoom => "GET",
+            Endpoint::GetRoom | Endpoint::ListBans => "GET",
             Endpoint::PutRoom => "PUT",
-            Endpoint::Mute => "POST",
-            Endpoint::Unmute => "DELETE",
+            Endpoint::Mute | Endpoint::Ban => "POST",
+            Endpoint::Unmute | Endpoint::Unban => "DELETE",
         }
     }
 
     /// `METHOD /path` with canonically encoded ids: the key of fault replay and applied counts.
     pub fn key(&self) -> String {
-        match &self.client {
-            Some(c) => format!(
-                "{} /admin/clients/{}/mute/{}",
-                self.method(),
-                segment(c),
-                segment(&self.room)
-            ),
-            None => format!("{} /rooms/{}", self.method(), segment(&self.room)),
+        let room = segment(&self.room);
+        let client = || segment(self.client.as_deref().unwrap_or_default());
+        let method = self.method();
+        match self.endpoint {
+            Endpoint::GetRoom | Endpoint::PutRoom => format!("{method} /rooms/{room}"),
+            Endpoint::Mute | Endpoint::Unmute => {
+                format!("{method} /admin/clients/{}/mute/{room}", client())
+            }
+            Endpoint::Ban | Endpoint::Unban => {
+                format!("{method} /blockStatus/room/{room}/{}", client())
+            }
+            Endpoint::ListBans => format!("{method} /blockStatus/room/{room}"),
         }
     }
 }
@@ -171,6 +208,9 @@ pub(crate) fn op_kind(endpoint: Endpoint, body: &[u8]) -> OpKind {
         Endpoint::PutRoom => put_kind(body),
         Endpoint::Mute => OpKind::Mute,
         Endpoint::Unmute => OpKind::Unmute,
+        Endpoint::Ban => OpKind::Ban,
+        Endpoint::Unban => OpKind::Unban,
+        Endpoint::ListBans => OpKind::Bans,
     }
 }
 
@@ -193,5 +233,41 @@ mod tests {
             Route::parse("GET", "/rooms/%41").unwrap().key(),
             "GET /rooms/A"
         );
+    }
+
+    #[test]
+    fn ban_routes_put_the_room_first() {
+        let r = Route::parse("POST", "/blockStatus/room/demo-room/c%2Fc").unwrap();
+        assert_eq!(r.endpoint, Endpoint::Ban);
+        assert_eq!(
+            (r.room.as_str(), r.client.as_deref()),
+            ("demo-room", Some("c/c"))
+        );
+        assert_eq!(r.key(), "POST /blockStatus/room/demo-room/c%2Fc");
+        let r = Route::parse("DELETE", "/blockStatus/room/%41/b").unwrap();
+        assert_eq!(
+            (r.endpoint, r.key().as_str()),
+            (Endpoint::Unban, "DELETE /blockStatus/room/A/b")
+        );
+        let r = Route::parse("GET", "/blockStatus/room/demo-room").unwrap();
+        assert_eq!(
+            (r.endpoint, r.client.as_deref()),
+            (Endpoint::ListBans, None)
+        );
+        assert_eq!(r.key(), "GET /blockStatus/room/demo-room");
+        assert_eq!(op_kind(r.endpoint, b""), OpKind::Bans);
+        for (m, p) in [
+            ("GET", "/blockStatus/room/r/c"),
+            ("PUT", "/blockStatus/room/r/c"),
+            ("POST", "/blockStatus/room/r"),
+            ("DELETE", "/blockStatus/room/r"),
+            ("POST", "/blockStatus/room//c"),
+            ("POST", "/blockStatus/room/r/"),
+            ("GET", "/blockStatus/room/"),
+            ("POST", "/blockStatus/room/r/c/d"),
+        ] {
+            assert!(Route::parse(m, p).is_none(), "{m} {p}");
+        }
+        assert_eq!(OpKind::parse("BANS"), Some(OpKind::Bans));
     }
 }

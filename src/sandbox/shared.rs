@@ -1,6 +1,6 @@
-//! The state every request shares: the configuration, the world of rooms and clients (and
-//! the one it started as, for reset), the books on requests, the per-credential rate limiter
-//! and the precise latency timer; and the views of them that the control API and
+//! The state every request shares: the configuration, the world of rooms, clients and bans
+//! (and the one it started as, for reset), the books on requests, the per-credential rate
+//! limiter and the precise latency timer; and the views of them that the control API and
 //! [`super::SandboxHandle`] read. The accept loop builds one [`Shared`] per server; the
 //! handlers reach it through axum's state.
 
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::bans::control_json;
 use super::config::SandboxConfig;
 use super::faults::Fault;
 use super::limit::FixedWindow;
@@ -170,6 +171,38 @@ impl Shared {
         w.rooms.get(id).map(|r| r.to_json(id, &w.clients, extra))
     }
 
+    /// The control API's whole view of a room: the room object with every field an update
+    /// can set, and `bans`, its bans in ban order (`blockee`, `blocker`, `createdAt`,
+    /// `updatedAt`).
+    pub fn room_view(&self, id: &str) -> Option<serde_json::Value> {
+        let w = lock(&self.world);
+        let mut room = w.rooms.get(id)?.to_json(id, &w.clients, true);
+        let bans: Vec<serde_json::Value> = w
+            .bans
+            .of_room(id)
+            .into_iter()
+            .map(|(blockee, ban)| control_json(blockee, ban))
+            .collect();
+        drop(w);
+        if let Some(o) = room.as_object_mut() {
+            o.insert("bans".into(), serde_json::Value::Array(bans));
+        }
+        Some(room)
+    }
+
+    /// The clients banned in a room, in ban order; `None` when there is no such room.
+    pub fn banned(&self, room: &str) -> Option<Vec<String>> {
+        let w = lock(&self.world);
+        w.rooms.get(room)?;
+        Some(
+            w.bans
+                .of_room(room)
+                .into_iter()
+                .map(|(c, _)| c.to_owned())
+                .collect(),
+        )
+    }
+
     pub fn client_json(&self, id: &str) -> Option<serde_json::Value> {
         lock(&self.world).clients.get(id).map(|c| c.to_json(id))
     }
@@ -182,7 +215,7 @@ fn new_limiter(config: &SandboxConfig) -> Option<Arc<FixedWindow>> {
 /// `path` with its ids canonically encoded, when it is one of the API's paths (any method's
 /// route will do: only the path is kept).
 fn canonical_path(path: &str) -> String {
-    ["PUT", "POST"]
+    ["PUT", "POST", "GET"]
         .iter()
         .find_map(|m| Route::parse(m, path))
         .and_then(|r| r.key().split_once(' ').map(|(_, p)| p.to_owned()))

@@ -1,16 +1,18 @@
 //! The emulated platform's data: rooms and clients, the JSON objects the vendor pages show
 //! for them, and the state changes of the endpoints (partial room update with a type check
-//! on every field, mute as a set). No HTTP here: [`super::handlers`] maps outcomes to answers.
+//! on every field, mute as a set) and the world's ban book ([`super::bans`]). No HTTP here:
+//! [`super::handlers`] maps outcomes to answers.
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use super::bans::BanBook;
 use super::config::{MessageSeed, Profile, SandboxConfig};
 use crate::op::{Field, FieldKind, FieldValue, RoomFields};
 
-/// App id shown in client objects.
-const APP_ID: &str = "SandboxApp";
+/// App id shown in client objects and ban records.
+pub(crate) const APP_ID: &str = "SandboxApp";
 
 #[derive(Clone, Debug)]
 pub struct Room {
@@ -38,11 +40,12 @@ pub struct Client {
     pub profile: Profile,
 }
 
-/// All rooms and clients.
+/// All rooms and clients, and who is banned where.
 #[derive(Clone, Debug, Default)]
 pub struct World {
     pub rooms: HashMap<String, Room>,
     pub clients: HashMap<String, Client>,
+    pub bans: BanBook,
 }
 
 /// A validated partial update of a room: the fields of [`RoomFields`] the body gives (read
@@ -384,11 +387,31 @@ impl World {
             }
             rooms.insert(id.clone(), Room::new(id, s));
         }
-        for client in c.users.values() {
+        for client in c.users.values().chain(c.bans.values().flatten()) {
             ensure(client);
         }
-        World { rooms, clients }
+        let bans = seeded_bans(c, &rooms);
+        World {
+            rooms,
+            clients,
+            bans,
+        }
     }
+}
+
+/// The bans a config seeds, each made by its room's owner; a ban in a room that does not
+/// exist is left out ([`SandboxConfig::check`] refuses such a config).
+fn seeded_bans(c: &SandboxConfig, rooms: &HashMap<String, Room>) -> BanBook {
+    let mut book = BanBook::default();
+    for (room_id, blockees) in &c.bans {
+        let Some(room) = rooms.get(room_id) else {
+            continue;
+        };
+        for blockee in blockees {
+            book.ban(room_id, blockee, &room.owner);
+        }
+    }
+    book
 }
 
 #[cfg(test)]

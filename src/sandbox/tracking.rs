@@ -51,7 +51,8 @@ pub struct LogEntry {
     pub at_ms: u64,
     /// `METHOD /path`, ids canonically encoded (an unknown route's path as sent).
     pub request: String,
-    /// freeze, unfreeze, update, get, mute, unmute or unknown.
+    /// freeze, unfreeze, update, get, mute, unmute, ban, unban, bans (a ban list read) or
+    /// unknown.
     pub kind: OpKind,
     /// `None` when the connection was dropped.
     pub status: Option<u16>,

@@ -3,6 +3,7 @@
 //!   the binary; property tests.
 //! - `sandbox`: the emulator against the vendor's pages (docs/api.md): answers, permissions,
 //!   faults, the rate limit, the control API, the `sandbox` command.
+//! - `sandbox_bans`: the emulator's ban endpoints, the API key on room and ban endpoints.
 //! - `api_client`: the HTTP client, and the scheduler driving it, against small doubles.
 //! - `run`: jobs against the sandbox: what a job delivers (`run::delivery`), the binary's
 //!   signals, exit codes and output (`run::binary`), pacing figures (`run::pacing`).
@@ -23,4 +24,5 @@ mod journal;
 mod manifest;
 mod run;
 mod sandbox;
+mod sandbox_bans;
 mod util;
