@@ -25,7 +25,7 @@ use super::handlers::{Caller, caller, error, invalid_token, ok};
 use super::route::Route;
 use super::shared::Shared;
 use super::state::{APP_ID, Client, World};
-use super::sync::lock;
+use crate::sync::lock;
 
 const BAN_DENIED: &str = "Only platform admin and room owner can block users in group chat rooms";
 const UNBAN_DENIED: &str = "Only room owner can unblock users in group chat rooms";
