@@ -6,6 +6,7 @@
 //! endpoints used by demos and tests; [`cli`] is the command line over all of it.
 
 pub mod api;
+pub mod budget;
 pub mod cli;
 pub mod journal;
 pub mod manifest;
