@@ -9,6 +9,7 @@
 //! journal path, a manifest's load options), prints what they return and picks exit codes.
 
 pub mod api;
+pub mod budget;
 pub mod cli;
 pub mod journal;
 pub mod manifest;

@@ -10,6 +10,7 @@
 //! - `journal`: the journal and its commands (`status`, `report`, `revert`), refusals,
 //!   `--fresh`, `--retry-failed`.
 //! - `crash`: `kill -9` at seeded moments, then resume.
+//! - `budget`: the shared rate ledger, in process, on the host (files) and in a real Redis.
 //!
 //! Shared helpers (paths, the binary, the one credential set, a sandbox on its own runtime)
 //! live in `util`.
@@ -19,6 +20,7 @@
 #![allow(clippy::too_many_lines)]
 
 mod api_client;
+mod budget;
 mod crash;
 mod journal;
 mod manifest;

@@ -1,0 +1,226 @@
+//! The host ledger: one small file per credential in a private directory (`imkit-batch/`
+//! under `$XDG_RUNTIME_DIR`, else `imkit-batch-UID/` in the system temp dir), named by the
+//! credential's [`LedgerKey`] and holding only the TAT. A draw opens the file, takes an
+//! exclusive `flock`, reads the TAT, decides, writes the new TAT and closes it: a few
+//! microseconds under the lock, never across an `await`.
+//!
+//! Safe against a run killed -9 mid-draw: the kernel drops a `flock` with the last
+//! descriptor of the process that held it, so no lock outlives its run, and a torn or foreign
+//! content reads as "no state" (the ledger starts over, one request early at worst), never
+//! as a stall or a panic.
+
+use std::ffi::OsString;
+use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::gcra::{Decision, Gcra};
+use super::key::LedgerKey;
+
+/// Longest a draw waits for another process's lock before the ledger counts as lost. A hold
+/// is a few microseconds; this is only reached when the holder is stopped (SIGSTOP, a
+/// debugger), and then stopping safely beats waiting for ever.
+pub const LOCK_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The record's fixed frame: the prefix, 20 digits of microseconds, a newline.
+const RECORD_PREFIX: &str = "imkit-batch budget v1 tat_us=";
+const RECORD_LEN: usize = RECORD_PREFIX.len() + 20 + 1;
+
+/// The directory of this user's host ledgers.
+pub fn default_dir() -> PathBuf {
+    ledger_dir(
+        std::env::var_os("XDG_RUNTIME_DIR"),
+        std::env::temp_dir(),
+        rustix::process::geteuid().as_raw(),
+    )
+}
+
+/// `$XDG_RUNTIME_DIR/imkit-batch` when that is set to an absolute path (the XDG rule: a
+/// relative one is ignored), else `TEMP/imkit-batch-UID` (the temp dir is shared by every
+/// user, so each gets a directory of its own).
+fn ledger_dir(xdg: Option<OsString>, temp: PathBuf, uid: u32) -> PathBuf {
+    match xdg.map(PathBuf::from).filter(|p| p.is_absolute()) {
+        Some(runtime) => runtime.join("imkit-batch"),
+        None => temp.join(format!("imkit-batch-{uid}")),
+    }
+}
+
+/// One credential's file in a ledger directory.
+#[derive(Debug)]
+pub(crate) struct HostLedger {
+    path: PathBuf,
+}
+
+impl HostLedger {
+    /// Opens (creating them: directory 0700, file 0600) the ledger of `key` in `dir`, and
+    /// checks the directory is this user's alone.
+    pub(crate) fn open(dir: &Path, key: &LedgerKey) -> io::Result<HostLedger> {
+        ensure_private_dir(dir)?;
+        let ledger = HostLedger {
+            path: dir.join(format!("{}.budget", key.id())),
+        };
+        open_file(&ledger.path)?;
+        Ok(ledger)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// One draw, blocking (for `spawn_blocking`): lock, read, decide, write, unlock.
+    pub(crate) fn draw_blocking(&self, gcra: &Gcra) -> io::Result<Decision> {
+        let file = match open_file(&self.path) {
+            // The directory went (a logout cleans `$XDG_RUNTIME_DIR`): make it again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(dir) = self.path.parent() {
+                    ensure_private_dir(dir)?;
+                }
+                open_file(&self.path)?
+            }
+            other => other?,
+        };
+        lock_with_patience(&file)?;
+        // The clock is read under the lock: a draw that waited for it decides on the time it
+        // holds it. Wall-clock time, because the TAT is compared across processes, which share
+        // the system's real-time clock (an `Instant` means nothing outside its process).
+        let now = now_us();
+        let decision = gcra.decide(read_tat(&file), now);
+        if let Decision::Grant { tat } = decision {
+            let record = format!("{RECORD_PREFIX}{tat:020}\n");
+            file.write_all_at(record.as_bytes(), 0)?;
+            if file.metadata()?.len() != record.len() as u64 {
+                file.set_len(record.len() as u64)?;
+            }
+        }
+        // Closing the file drops the lock too; unlocking first makes it explicit.
+        file.unlock()?;
+        Ok(decision)
+    }
+}
+
+/// Microseconds since the Unix epoch on the system's real-time clock.
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn open_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Creates `dir` (0700) if missing; refuses one another user owns or a symlink (someone
+/// could read or steer the ledger through it), and tightens our own if it is open to others.
+fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a directory of user {me} (a symlink, or another user's)",
+                dir.display()
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Takes the exclusive lock, polling while another process holds it, for at most
+/// [`LOCK_PATIENCE`].
+fn lock_with_patience(file: &File) -> io::Result<()> {
+    let started = Instant::now();
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::Error(e)) => return Err(e),
+            Err(TryLockError::WouldBlock) if started.elapsed() >= LOCK_PATIENCE => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "another process has held the ledger's lock for over {}s (stopped?)",
+                        LOCK_PATIENCE.as_secs()
+                    ),
+                ));
+            }
+            Err(TryLockError::WouldBlock) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// The stored TAT, or `None` for an empty, torn or foreign content.
+fn read_tat(file: &File) -> Option<u64> {
+    let mut buf = Vec::with_capacity(RECORD_LEN + 1);
+    // `Read` on `&File` reads from the descriptor's offset, which is 0 in a fresh open.
+    let reader = file;
+    reader
+        .take(RECORD_LEN as u64 + 1)
+        .read_to_end(&mut buf)
+        .ok()?;
+    parse_record(&buf)
+}
+
+fn parse_record(buf: &[u8]) -> Option<u64> {
+    let digits = buf
+        .strip_prefix(RECORD_PREFIX.as_bytes())?
+        .strip_suffix(b"\n")?;
+    if digits.len() != 20 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_directory_is_the_runtime_dir_else_a_per_user_temp_dir() {
+        let temp = PathBuf::from("/tmp");
+        assert_eq!(
+            ledger_dir(Some("/run/user/1000".into()), temp.clone(), 1000),
+            PathBuf::from("/run/user/1000/imkit-batch")
+        );
+        for xdg in [None, Some(OsString::new()), Some("relative/dir".into())] {
+            assert_eq!(
+                ledger_dir(xdg, temp.clone(), 1000),
+                PathBuf::from("/tmp/imkit-batch-1000")
+            );
+        }
+    }
+
+    #[test]
+    fn records_parse_exactly_or_not_at_all() {
+        let record = format!("{RECORD_PREFIX}{:020}\n", 1_234_567u64);
+        assert_eq!(record.len(), RECORD_LEN);
+        assert_eq!(parse_record(record.as_bytes()), Some(1_234_567));
+        let torn = &record.as_bytes()[..record.len() - 3];
+        let long = format!("{record}x");
+        let bad = record.replace('5', "x");
+        for garbage in [&b""[..], torn, long.as_bytes(), bad.as_bytes(), b"\xff\xfe"] {
+            assert_eq!(parse_record(garbage), None, "{garbage:?}");
+        }
+        let huge = format!("{RECORD_PREFIX}99999999999999999999\n");
+        assert_eq!(parse_record(huge.as_bytes()), None, "over u64");
+    }
+}
