@@ -26,14 +26,18 @@
 
 pub mod command;
 mod csvout;
+mod diff;
 mod error;
 mod import;
 mod lock;
 mod open;
+mod resume;
 mod revert;
 mod schema;
+mod sniff;
 mod store;
 mod types;
+mod wal;
 mod writer;
 
 pub use error::JournalError;
@@ -46,3 +50,6 @@ pub use types::{
     RunInfo, Snapshot,
 };
 pub use writer::JournalWriter;
+
+/// The target a job run with `--sandbox` records, in place of a base URL.
+pub const SANDBOX_TARGET: &str = "sandbox";

@@ -34,10 +34,16 @@ pub async fn run_job(config: JobConfig) -> anyhow::Result<Exit> {
         checksum: config.manifest.checksum.clone(),
         name: config.manifest.name.clone(),
         settings: config.settings_json(),
+        target: Some(match &config.target {
+            Target::Remote { base_url } => base_url.to_string(),
+            Target::Sandbox => crate::journal::SANDBOX_TARGET.to_string(),
+        }),
     };
     let opts = OpenOptions {
         fresh: config.fresh,
         retry_failed: config.retry_failed,
+        replan: config.args.replan,
+        retarget: config.args.retarget,
     };
     let journal = Journal::open_for_run(&config.journal_path, &config.manifest, &meta, opts)
         .map_err(|e| ExitError::new(Exit::Invalid, e.to_string()))?;
