@@ -212,16 +212,16 @@ fn target_mismatch(path: &Path, recorded: &str, target: &str) -> String {
     let (r, t) = (describe_target(recorded), describe_target(target));
     let sandbox = [recorded, target].contains(&super::SANDBOX_TARGET);
     let retarget = if sandbox {
-        String::new()
+        "Use".to_string()
     } else {
         format!(
-            " If {t} is the same service as {r} under another address, run again with \
-             --retarget to resume against it;"
+            "If {t} is the same service as {r} under another address, run again with \
+             --retarget to resume against it. Otherwise use"
         )
     };
     format!(
         "journal {} recorded a run against {r}; it cannot be resumed against {t}: what it \
-         records as done was done there, not on {t}. Nothing was sent.{retarget} Use --journal \
+         records as done was done there, not on {t}. Nothing was sent. {retarget} --journal \
          PATH for a separate journal of this run, or --fresh to start a new job in its place \
          (the old journal is kept, renamed)",
         path.display()

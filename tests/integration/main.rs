@@ -8,6 +8,9 @@
 //!   signals, exit codes and output (`run::binary`), pacing figures (`run::pacing`).
 //! - `journal`: the journal and its commands (`status`, `report`, `revert`), refusals,
 //!   `--fresh`, `--retry-failed`.
+//! - `journal_safety`: a journal bound to its target, resumed by what the manifest means
+//!   (`--replan`), and never stranded by a full disk, a missing directory, a read-only place
+//!   or a manifest given for it.
 //! - `crash`: `kill -9` at seeded moments, then resume.
 //!
 //! Shared helpers (paths, the binary, the one credential set, a sandbox on its own runtime)
@@ -16,6 +19,7 @@
 mod api_client;
 mod crash;
 mod journal;
+mod journal_safety;
 mod manifest;
 mod run;
 mod sandbox;
