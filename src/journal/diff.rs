@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use super::OpState;
 use crate::manifest::{Location, PlannedOp};
-use crate::op::Op;
+use crate::op::{Action, Op};
 
 /// The most examples a refusal names.
 const MAX_EXAMPLES: usize = 5;
@@ -255,17 +255,22 @@ pub(super) fn examples(
     ops: &[PlannedOp],
     places: &Places<'_>,
 ) -> Vec<String> {
+    // Removed ops by action and target, in order, to pair with the added ones.
+    let mut removed: HashMap<(Action, Target<'_>), Vec<usize>> = HashMap::new();
+    for &r in d.removed.iter().rev() {
+        let op = &plan[r].op;
+        removed.entry((op.action, target(op))).or_default().push(r);
+    }
     let mut out = Vec::new();
-    let mut removed: Vec<usize> = d.removed.clone();
     let mut added = Vec::new();
     for &i in &d.added {
         let op = &ops[i];
-        match removed
-            .iter()
-            .position(|&r| same_target(&plan[r].op, &op.op))
-        {
-            Some(k) => {
-                let r = &plan[removed.remove(k)];
+        let pair = removed
+            .get_mut(&(op.op.action, target(&op.op)))
+            .and_then(Vec::pop);
+        match pair {
+            Some(r) => {
+                let r = &plan[r];
                 out.push(format!(
                     "changed: {} ({}; was {}, {})",
                     op.op,
@@ -276,9 +281,14 @@ pub(super) fn examples(
             }
             None => added.push(format!("added: {} ({})", op.op, (places.manifest)(op))),
         }
+        if out.len() >= MAX_EXAMPLES {
+            break;
+        }
     }
     out.extend(added);
-    out.extend(removed.iter().map(|&r| {
+    let mut left: Vec<usize> = removed.into_values().flatten().collect();
+    left.sort_unstable();
+    out.extend(left.iter().take(MAX_EXAMPLES).map(|&r| {
         let r = &plan[r];
         format!(
             "removed: {} (was {}, {})",
