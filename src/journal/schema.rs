@@ -1,4 +1,5 @@
-//! The journal's on-disk format: the SQL schema, its version (`PRAGMA user_version`), the
+//! The journal's on-disk format: the SQL schema, its versions (`PRAGMA user_version`; 2 adds
+//! what a `--replan` records, and a journal moves to it at its first replan), the
 //! application id that marks a SQLite file as an imkit-batch journal, the durability
 //! settings of every connection, and the checks that tell a journal from a torn, corrupt or
 //! foreign file *before* anything is written to it.
@@ -38,7 +39,8 @@ ALTER TABLE ops ADD COLUMN removed_at INTEGER;
 PRAGMA user_version = 2;
 ";
 
-/// The whole schema of version 1. Times are Unix milliseconds (UTC), small and sortable;
+/// The whole schema of version 1 (version 2 is it plus [`MIGRATE_V2`]). Times are Unix
+/// milliseconds (UTC), small and sortable;
 /// `status` and `report` render them as RFC 3339.
 pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE job (

@@ -33,9 +33,11 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// For `run`: creates the journal (mode 0600, the whole plan imported in one transaction)
-    /// or resumes it; refuses a journal whose checksum differs from `manifest`'s, one locked
-    /// by another process, or a damaged one, each with a message that says what to do.
+    /// For `run`: creates the journal (mode 0600, the whole plan imported in one transaction;
+    /// its directory 0700 when missing) or resumes it; refuses a journal run against another
+    /// target than `meta.target`, one whose ops differ from what `manifest` means (unless
+    /// `opts.replan`), one locked by another process, a damaged one, or a place where it
+    /// cannot be written, each with a message that says what to do.
     ///
     /// The lock (`PATH.lock`, exclusive, advisory) is held until the [`JournalWriter`] is
     /// finished or the process ends. `meta.settings` must not hold credentials.

@@ -617,3 +617,91 @@ fn a_manifest_given_for_a_journal_is_named_as_such() {
     }
     assert!(!out.exists());
 }
+
+/// What `--replan` records, through the library: an op done or failed that the manifest no
+/// longer has stays as it is but leaves the plan (so `--retry-failed` does not send it), a
+/// pending one is skipped, the new ops are pending after the rest; the journal moves to
+/// schema version 2 and then resumes with that manifest as it is.
+#[tokio::test]
+async fn replan_keeps_final_ops_and_retry_failed_leaves_removed_ones_alone() {
+    use imkit_batch::Exit;
+    use imkit_batch::journal::{JobMeta, JournalError, OpRecord, OpenOptions};
+    use imkit_batch::manifest::Manifest;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.journal");
+    let ops = |rooms: &[&str]| rooms.iter().map(|r| Op::freeze(*r)).collect::<Vec<_>>();
+    let m1 = Manifest::from_ops(dir.path().join("job.csv"), ops(&["a", "b", "c", "e"]));
+    let meta = |m: &Manifest| JobMeta {
+        manifest_path: m.path.clone(),
+        checksum: m.checksum.clone(),
+        name: None,
+        settings: serde_json::json!({}),
+        target: Some("https://api.example".into()),
+    };
+    let open = |m: &Manifest, opts: OpenOptions| Journal::open_for_run(&path, m, &meta(m), opts);
+    let w = open(&m1, OpenOptions::default())
+        .unwrap()
+        .start_writer()
+        .unwrap();
+    let outcome = |seq, state| OpRecord {
+        seq,
+        state: Some(state),
+        attempts: 1,
+        http_status: Some(if state == OpState::Done { 200 } else { 404 }),
+        ..Default::default()
+    };
+    w.record(outcome(0, OpState::Done)).unwrap();
+    w.record(outcome(1, OpState::Failed)).unwrap();
+    w.finish(Exit::Stopped).await.unwrap();
+
+    // b (failed) and e (pending) removed, d added.
+    let m2 = Manifest::from_ops(dir.path().join("job.csv"), ops(&["a", "c", "d"]));
+    let err = open(&m2, OpenOptions::default()).err().unwrap();
+    assert!(
+        matches!(
+            err,
+            JournalError::ManifestChanged {
+                added: 1,
+                removed: 2,
+                changed: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let replan = OpenOptions {
+        replan: true,
+        ..Default::default()
+    };
+    let j = open(&m2, replan).unwrap();
+    let pending: Vec<String> = j
+        .pending()
+        .unwrap()
+        .iter()
+        .map(|o| o.op.room.to_string())
+        .collect();
+    assert_eq!(pending, ["c", "d"]);
+    assert_eq!(j.job().unwrap().schema_version, 2);
+    drop(j);
+    let retry = OpenOptions {
+        retry_failed: true,
+        ..Default::default()
+    };
+    let j = open(&m2, retry).unwrap();
+    let c = j.counts().unwrap();
+    assert_eq!(
+        (c.done, c.failed, c.skipped, c.pending),
+        (1, 1, 1, 2),
+        "{c:?}"
+    );
+    assert_eq!(j.job().unwrap().total_ops, 5);
+    drop(j);
+    let rows = journal_rows(&path);
+    let e = rows.iter().find(|r| &*r.op.room == "e").unwrap();
+    assert_eq!(e.state, OpState::Skipped);
+    // The old manifest is now a change of its own.
+    assert!(matches!(
+        open(&m1, OpenOptions::default()),
+        Err(JournalError::ManifestChanged { .. })
+    ));
+}
