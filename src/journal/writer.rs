@@ -400,8 +400,8 @@ fn record_progress(tx: &Transaction, run_id: i64, tally: &Tally) -> Result<(), S
 /// A write error as the run's message gives it: a full disk says what to do.
 fn describe(e: &rusqlite::Error) -> String {
     if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
-        "the disk holding the journal is full; free space there, then run again to resume \
-         (every outcome committed so far is kept)"
+        "the disk holding the journal is full (free space there before running again; every \
+         outcome committed so far is kept)"
             .into()
     } else {
         e.to_string()

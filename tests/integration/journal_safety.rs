@@ -446,7 +446,7 @@ fn a_full_disk_stops_the_run_and_the_job_resumes_once_space_is_freed() {
     assert_eq!(full.code, 3, "{full:?}");
     assert!(
         full.stderr.contains(
-            "the disk holding the journal is full; free space there, then run again to resume"
+            "the disk holding the journal is full (free space there before running again"
         ),
         "{}",
         full.stderr
