@@ -63,6 +63,7 @@ fn meta(m: &Manifest) -> JobMeta {
         checksum: m.checksum.clone(),
         name: m.name.clone(),
         settings: serde_json::json!({"concurrency": 8, "rate": "800/min"}),
+        target: None,
     }
 }
 

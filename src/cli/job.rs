@@ -212,6 +212,8 @@ pub(super) fn from_parts(
     job.snapshot = args.snapshot.resolve(job.manifest.settings.snapshot);
     job.fresh = args.fresh;
     job.retry_failed = args.retry_failed;
+    job.replan = args.replan;
+    job.retarget = args.retarget;
     job.progress = args.progress;
     job.log_format = global.log_format;
     let errors = check_job(&job);

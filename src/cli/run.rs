@@ -73,6 +73,17 @@ pub(super) struct RunArgs {
     #[arg(long)]
     pub(super) retry_failed: bool,
 
+    /// Resume a job whose manifest's ops changed: ops done or failed stay as they are (nothing
+    /// done is sent again), added and changed ops are sent, pending ops no longer in the
+    /// manifest are skipped.
+    #[arg(long, conflicts_with = "fresh")]
+    pub(super) replan: bool,
+
+    /// Resume a job recorded against another base URL, when this one is the same service
+    /// under another address (never a sandbox job against an API, nor the other way round).
+    #[arg(long, conflicts_with = "fresh")]
+    pub(super) retarget: bool,
+
     /// Run against an in-process emulator seeded with every room and client of the manifest
     /// (a base URL from --base-url or IMKIT_BASE_URL is then ignored, with a warning).
     #[arg(long)]

@@ -9,30 +9,50 @@ use crate::Exit;
 /// gives the process exit status it calls for.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    /// The journal belongs to a manifest whose bytes have changed since the job started.
+    /// The manifest no longer means the ops the journal holds (added, removed or changed
+    /// ops; a change of comments or layout alone is not one). Nothing was written.
     #[error(
-        "the manifest changed since this job started: journal {path} was written for checksum \
-         {journal_checksum}, but {manifest} now has checksum {manifest_checksum}. Run with \
-         --fresh to start a new job (the old journal is kept, renamed), or restore the original \
-         manifest to resume"
+        "the manifest changed since this job started: the ops of {manifest} are not those \
+         journal {path} holds ({added} added, {removed} removed, {changed} changed){}\n\
+         Nothing was sent. To go on without sending again what is done, run again with \
+         --replan: ops done or failed stay as they are, added and changed ops are sent, and \
+         pending ops no longer in the manifest are skipped. Or run with --fresh to start a new \
+         job that sends every op again (the old journal is kept, renamed), or restore the \
+         manifest to resume",
+        examples.iter().map(|e| format!("\n  {e}")).collect::<String>()
     )]
-    ChecksumMismatch {
+    ManifestChanged {
         path: PathBuf,
         manifest: PathBuf,
-        journal_checksum: String,
-        manifest_checksum: String,
+        added: u64,
+        removed: u64,
+        changed: u64,
+        /// A few of the ops, each with its manifest line.
+        examples: Vec<String>,
     },
-    /// The manifest has the journal's checksum but expands to a different number of ops
-    /// (e.g. another imkit-batch version expands it differently).
+    /// `--replan` would send an op after one that the manifest puts after it.
     #[error(
-        "journal {path} holds {journal_ops} ops but the manifest now expands to {manifest_ops}; \
-         it cannot be resumed safely. Run with --fresh to start a new job (the old journal is \
-         kept, renamed)"
+        "--replan cannot keep the manifest's order: {op} comes before {final_op}, which journal \
+         {path} records as {state}; sent now, it would act after it. Nothing was sent. Move it \
+         after that op in the manifest, or run with --fresh to start a new job (the old journal \
+         is kept, renamed)"
     )]
-    PlanMismatch {
+    ReplanOutOfOrder {
         path: PathBuf,
-        journal_ops: u64,
-        manifest_ops: u64,
+        /// The op still to send, with its manifest line.
+        op: String,
+        /// The op already final, with its manifest line.
+        final_op: String,
+        state: &'static str,
+    },
+    /// The journal records a job run against another target (another base URL, or the
+    /// sandbox when this run is against an API, or the other way round).
+    #[error("{}", target_mismatch(path, recorded, target))]
+    TargetMismatch {
+        path: PathBuf,
+        /// The recorded target: a base URL, or `sandbox`.
+        recorded: String,
+        target: String,
     },
     /// Another process holds the job's lock.
     #[error(
@@ -58,6 +78,29 @@ pub enum JournalError {
         found: i32,
         supported: i32,
     },
+    /// A file that is no journal at all (a manifest, another text file, a directory),
+    /// given where a journal was expected.
+    #[error("{message}")]
+    NotAJournal { path: PathBuf, message: String },
+    /// The journal (or its lock file, or its directory) cannot be written there: a
+    /// read-only file system, or no permission. Nothing was sent.
+    #[error(
+        "cannot write the journal {path}: {source}. Nothing was sent. `run` needs a writable \
+         place for its journal: give another path with --journal PATH, or make {} writable",
+        dir_of(path).display()
+    )]
+    NotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file system holding the journal is full.
+    #[error(
+        "journal {path}: cannot {action}: the disk holding it is full. Free space there, then \
+         run again: the journal keeps every outcome committed so far, and the job resumes where \
+         it stopped"
+    )]
+    DiskFull { path: PathBuf, action: &'static str },
     /// No journal at that path (`status`, `report`, `revert`).
     #[error("no journal at {path}: check the path (`run` writes MANIFEST.journal by default)")]
     NotFound { path: PathBuf },
@@ -111,6 +154,17 @@ impl JournalError {
                 path: path.to_path_buf(),
                 reason: format!("SQLite found it malformed while trying to {action} ({source})"),
             },
+            Some(C::DiskFull) => JournalError::DiskFull {
+                path: path.to_path_buf(),
+                action,
+            },
+            Some(C::ReadOnly) => JournalError::NotWritable {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("SQLite cannot write to it ({source})"),
+                ),
+            },
             _ => JournalError::Sqlite {
                 path: path.to_path_buf(),
                 action,
@@ -125,6 +179,69 @@ impl JournalError {
             action,
             source,
         }
+    }
+
+    /// Maps an I/O error writing `path` (creating it, or its directory, or the lock file),
+    /// recognising a place where nothing can be written and a full disk.
+    pub(super) fn io_write(path: &Path, action: &'static str, source: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        if matches!(source.kind(), K::ReadOnlyFilesystem | K::PermissionDenied) {
+            return JournalError::NotWritable {
+                path: path.to_path_buf(),
+                source,
+            };
+        }
+        if source.kind() == K::StorageFull {
+            return JournalError::DiskFull {
+                path: path.to_path_buf(),
+                action,
+            };
+        }
+        JournalError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    }
+}
+
+/// The refusal of a resume against another target: what happened and what to do. Moving
+/// from one API address to another may be right (`--retarget`); a rehearsal against the
+/// sandbox never stands for a real run, nor the other way round.
+fn target_mismatch(path: &Path, recorded: &str, target: &str) -> String {
+    let (r, t) = (describe_target(recorded), describe_target(target));
+    let sandbox = [recorded, target].contains(&super::SANDBOX_TARGET);
+    let retarget = if sandbox {
+        "Use".to_string()
+    } else {
+        format!(
+            "If {t} is the same service as {r} under another address, run again with \
+             --retarget to resume against it. Otherwise use"
+        )
+    };
+    format!(
+        "journal {} recorded a run against {r}; it cannot be resumed against {t}: what it \
+         records as done was done there, not on {t}. Nothing was sent. {retarget} --journal \
+         PATH for a separate journal of this run, or --fresh to start a new job in its place \
+         (the old journal is kept, renamed)",
+        path.display()
+    )
+}
+
+/// A target as messages name it: `the sandbox`, or the base URL.
+fn describe_target(t: &str) -> String {
+    if t == super::SANDBOX_TARGET {
+        "the sandbox".into()
+    } else {
+        t.to_string()
+    }
+}
+
+/// The directory of `path` (`.` for a bare file name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     }
 }
 

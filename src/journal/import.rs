@@ -6,13 +6,13 @@ use std::fs::{File, OpenOptions as FsOpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, Transaction, params};
+use rusqlite::{Connection, OpenFlags, Statement, Transaction, params};
 
 use super::open::suffixed;
 use super::schema;
 use super::types::now_ms;
 use super::{JobMeta, JournalError};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, PlannedOp};
 
 /// Creates a new journal at `path` (mode 0600) and imports the plan, unless a file appeared
 /// there first (`None`). The caller holds the run lock.
@@ -31,7 +31,7 @@ pub(super) fn create_new(
     {
         Ok(file) => drop(file),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
-        Err(e) => return Err(JournalError::io(path, "create the journal", e)),
+        Err(e) => return Err(JournalError::io_write(path, "create the journal", e)),
     }
     let conn = match create(path, manifest, meta, settings) {
         Ok(conn) => conn,
@@ -102,7 +102,7 @@ fn create_schema(tx: &Transaction, path: &Path) -> Result<(), JournalError> {
     tx.execute_batch(schema::SCHEMA_V1).map_err(err)?;
     tx.pragma_update(None, "application_id", schema::APPLICATION_ID)
         .map_err(err)?;
-    tx.pragma_update(None, "user_version", schema::SCHEMA_VERSION)
+    tx.pragma_update(None, "user_version", schema::FIRST_VERSION)
         .map_err(err)
 }
 
@@ -140,30 +140,42 @@ fn import_plan(tx: &Transaction, path: &Path, manifest: &Manifest) -> Result<(),
         st.execute(params![i as i64, p.to_string_lossy()])
             .map_err(err("record the sources"))?;
     }
-    let mut st = tx
-        .prepare(
-            "INSERT INTO ops (seq, source_file, line, action, room, client, fields) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .map_err(err("import the plan"))?;
+    let mut st = tx.prepare(INSERT_OP).map_err(err("import the plan"))?;
     for (seq, p) in manifest.ops.iter().enumerate() {
-        let fields = match &p.op.fields {
-            Some(f) => Some(serde_json::to_string(&**f).map_err(|e| {
-                JournalError::Other(format!("cannot encode the fields of op {seq}: {e}"))
-            })?),
-            None => None,
-        };
-        st.execute(params![
-            seq as i64,
-            p.source.file,
-            p.source.line,
-            p.op.action.as_str(),
-            &*p.op.room,
-            p.op.client.as_deref(),
-            fields,
-        ])
-        .map_err(err("import the plan"))?;
+        insert_op(&mut st, path, seq as i64, i64::from(p.source.file), p)?;
     }
+    Ok(())
+}
+
+/// The statement [`insert_op`] runs.
+pub(super) const INSERT_OP: &str = "INSERT INTO ops (seq, source_file, line, action, room, \
+     client, fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Inserts `p` as a pending op at `seq`, from the journal's source `file`, through `st`
+/// (prepared from [`INSERT_OP`]).
+pub(super) fn insert_op(
+    st: &mut Statement,
+    path: &Path,
+    seq: i64,
+    file: i64,
+    p: &PlannedOp,
+) -> Result<(), JournalError> {
+    let fields = match &p.op.fields {
+        Some(f) => Some(serde_json::to_string(&**f).map_err(|e| {
+            JournalError::Other(format!("cannot encode the fields of op {seq}: {e}"))
+        })?),
+        None => None,
+    };
+    st.execute(params![
+        seq,
+        file,
+        p.source.line,
+        p.op.action.as_str(),
+        &*p.op.room,
+        p.op.client.as_deref(),
+        fields,
+    ])
+    .map_err(|e| JournalError::sqlite(path, "import the plan", e))?;
     Ok(())
 }
 

@@ -28,7 +28,7 @@ pub(super) fn take_lock(path: &Path) -> Result<File, JournalError> {
         .truncate(false)
         .mode(0o600)
         .open(&lp)
-        .map_err(|e| JournalError::io(&lp, "open the lock file", e))?;
+        .map_err(|e| JournalError::io_write(path, "open its lock file (PATH.lock)", e))?;
     // `status` takes a shared lock for an instant to see whether a run is going; a few
     // quick retries keep that instant from refusing a run.
     match retry_briefly(|| f.try_lock()) {
@@ -47,7 +47,7 @@ pub(super) fn take_lock(path: &Path) -> Result<File, JournalError> {
     f.set_len(0)
         .and_then(|_| f.seek(SeekFrom::Start(0)))
         .and_then(|_| writeln!(f, "{pid}"))
-        .map_err(|e| JournalError::io(&lp, "write the lock file", e))?;
+        .map_err(|e| JournalError::io_write(path, "write its lock file (PATH.lock)", e))?;
     Ok(f)
 }
 

@@ -11,31 +11,45 @@
 //! settings JSON is built by the runner from flags and manifest settings, op fields come
 //! from the manifest, snapshots keep only the room's updatable fields.
 //!
+//! A journal is bound to the target of its first run (a base URL, or the sandbox: see
+//! [`JobMeta::target`]) and to what its manifest means, not to the manifest's bytes: a
+//! resume against another target is refused, as is one whose manifest's ops changed, unless
+//! `--replan` (see `resume`).
+//!
 //! Layout, one concern per file:
 //! - `store`: [`Journal`] itself, its two ways of opening and every read query;
-//! - `open`: an existing journal, checked before anything is written, and resumed; the files
-//!   beside it (`--fresh` and an interrupted import rename them aside, a read tidies the WAL
-//!   files it made);
+//! - `open`: an existing journal, checked before anything is written; the files beside it
+//!   (`--fresh` and an interrupted import rename them aside, a read tidies the WAL files it
+//!   made), and the directory `run` creates for it;
+//! - `resume`: what a resume checks (target, the manifest's ops) and updates (a new checksum,
+//!   `--replan`, `--retarget`, `--retry-failed`); `diff`: how the manifest's ops line up with
+//!   the journal's plan;
 //! - `import`: a new journal, created 0600 with the whole plan in one transaction;
 //! - `lock`: the run lock;
 //! - `writer`: [`JournalWriter`] and the thread that commits outcomes in groups;
-//! - `schema`: the on-disk format, its version, the durability settings, the damage checks;
+//! - `schema`: the on-disk format, its versions, the durability settings, the damage checks;
+//!   `wal`: what a journal's WAL holds, for a main file cut short by a full disk; `sniff`:
+//!   what a file given for a journal is when it is none (a manifest, say);
 //! - `types`: the records stored and read back; `error`: [`JournalError`];
 //! - `revert`: the inverse of what a job changed; `csvout`: the CSV manifests `report
 //!   --failed` and `revert` write; `status`: what `status` shows; `report`: the report, the
 //!   failed-ops manifest and the revert manifest written from a journal.
 
 mod csvout;
+mod diff;
 mod error;
 mod import;
 mod lock;
 mod open;
 pub mod report;
+mod resume;
 mod revert;
 mod schema;
+mod sniff;
 pub mod status;
 mod store;
 mod types;
+mod wal;
 mod writer;
 
 pub use error::JournalError;
@@ -48,3 +62,6 @@ pub use types::{
     RunInfo, Snapshot,
 };
 pub use writer::JournalWriter;
+
+/// The target a job run with `--sandbox` records, in place of a base URL.
+pub const SANDBOX_TARGET: &str = "sandbox";

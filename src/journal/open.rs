@@ -1,8 +1,8 @@
 //! Opening a journal that is already on disk, safely: the checks made through a read-only
 //! connection before anything is written (header, identity, schema version, `quick_check`),
-//! the checks and updates of a resume (checksum, plan size, WAL mode, `--retry-failed`),
 //! and the files beside a journal (SQLite's companions, renaming aside for `--fresh` and
-//! after an interrupted import, tidying the WAL files a read leaves).
+//! after an interrupted import, tidying the WAL files a read leaves). What a resume checks
+//! and updates is in `resume`.
 //!
 //! Safety rules: an existing file is checked before a read-write connection is opened, so
 //! a torn, corrupt or foreign file is reported and never written to; `--fresh` renames,
@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 use super::JournalError;
-use super::schema::{self, IdentityError};
-use crate::manifest::Manifest;
+use super::schema::{self, HeaderError, IdentityError};
+use super::sniff;
 
 /// SQLite's companion files of a database.
 const COMPANIONS: [&str; 3] = ["-wal", "-shm", "-journal"];
@@ -33,6 +33,25 @@ pub(super) fn suffixed(path: &Path, suffix: &str) -> PathBuf {
 /// remove afterwards (see [`TidyWal`]).
 pub(super) fn no_wal(path: &Path) -> bool {
     !suffixed(path, "-wal").exists()
+}
+
+/// Creates the directory of the journal at `path` when it does not exist yet (mode 0700,
+/// like every directory it creates on the way), for `run`.
+pub(super) fn ensure_parent_dir(path: &Path) -> Result<(), JournalError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if dir.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| JournalError::io_write(path, "create its directory", e))?;
+    tracing::info!(journal = %path.display(), dir = %dir.display(), "created the journal's directory {} (mode 0700)", dir.display());
+    Ok(())
 }
 
 /// For `--fresh`: renames the journal at `path` and its companions aside (never deleted),
@@ -69,126 +88,6 @@ pub(super) fn set_aside_interrupted_import(path: &Path) -> Result<bool, JournalE
     Ok(true)
 }
 
-/// Opens the existing journal of `manifest` at `path` for a resumed run: checks it without
-/// writing, then opens it for writing and applies the updates a resume starts with.
-pub(super) fn resume(
-    path: &Path,
-    manifest: &Manifest,
-    retry_failed: bool,
-) -> Result<Connection, JournalError> {
-    check_resumable(path, manifest)?;
-    let mut conn = open_read_write(path)?;
-    start_resume(&mut conn, path, retry_failed)?;
-    Ok(conn)
-}
-
-/// Checks, without writing, that the journal at `path` is healthy and was written for
-/// `manifest`. SQLite's read-only look creates an empty `-wal` and `-shm` when there were
-/// none; a refused run removes them again (as `status` does), so it leaves the directory as
-/// it found it.
-fn check_resumable(path: &Path, manifest: &Manifest) -> Result<(), JournalError> {
-    let no_wal_before = no_wal(path);
-    let checked = check_written_for(path, manifest);
-    // Only a journal that passed the checks is touched (a damaged one never is).
-    if let Err(e) = &checked
-        && no_wal_before
-        && matches!(
-            e,
-            JournalError::ChecksumMismatch { .. } | JournalError::PlanMismatch { .. }
-        )
-    {
-        drop(TidyWal(path.to_path_buf()));
-    }
-    checked
-}
-
-/// Refuses the journal at `path` when it is damaged, or when its checksum or its number of
-/// ops differs from `manifest`'s.
-fn check_written_for(path: &Path, manifest: &Manifest) -> Result<(), JournalError> {
-    let ro = open_checked(path)?;
-    let (checksum, total): (String, i64) = ro
-        .query_row(
-            "SELECT checksum, total_ops FROM job WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(|e| JournalError::sqlite(path, "read the job record", e))?;
-    if checksum != manifest.checksum {
-        return Err(JournalError::ChecksumMismatch {
-            path: path.to_path_buf(),
-            manifest: manifest.path.clone(),
-            journal_checksum: checksum,
-            manifest_checksum: manifest.checksum.clone(),
-        });
-    }
-    if total as u64 != manifest.ops.len() as u64 {
-        return Err(JournalError::PlanMismatch {
-            path: path.to_path_buf(),
-            journal_ops: total as u64,
-            manifest_ops: manifest.ops.len() as u64,
-        });
-    }
-    Ok(())
-}
-
-/// A configured read-write connection to the checked journal at `path`, in WAL mode.
-fn open_read_write(path: &Path) -> Result<Connection, JournalError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| JournalError::sqlite(path, "open", e))?;
-    schema::configure(&conn).map_err(|e| JournalError::sqlite(path, "configure", e))?;
-    // A run killed between the import's commit and the switch to WAL left a complete journal
-    // in rollback mode: switch now, or this run's commits would lock out `status`.
-    let mode: String = conn
-        .pragma_query_value(None, "journal_mode", |r| r.get(0))
-        .map_err(|e| JournalError::sqlite(path, "read the journal mode", e))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
-            .map_err(|e| JournalError::sqlite(path, "turn on WAL mode", e))?;
-    }
-    Ok(conn)
-}
-
-/// The updates a resumed run starts with, in one transaction: `--retry-failed` puts failed
-/// ops back to pending, and a finished job left without an end time gets one.
-fn start_resume(
-    conn: &mut Connection,
-    path: &Path,
-    retry_failed: bool,
-) -> Result<(), JournalError> {
-    let tx = conn
-        .transaction()
-        .map_err(|e| JournalError::sqlite(path, "update the job", e))?;
-    if retry_failed {
-        let err = |e| JournalError::sqlite(path, "reset failed ops", e);
-        let n = tx
-            .execute(
-                "UPDATE ops SET state = 'pending' WHERE state = 'failed'",
-                [],
-            )
-            .map_err(err)?;
-        if n > 0 {
-            tx.execute("UPDATE job SET ended_at = NULL WHERE id = 1", [])
-                .map_err(err)?;
-        }
-        tracing::info!(journal = %path.display(), ops = n, "--retry-failed: {n} failed ops set back to pending");
-    }
-    // A run killed after its last outcome was committed but before it recorded its end left
-    // a finished job without an end time: give it the time of its last attempt, so `status`
-    // does not show a complete job as never ended.
-    tx.execute(
-        "UPDATE job SET ended_at = (SELECT max(last_attempt_at) FROM ops) \
-         WHERE id = 1 AND ended_at IS NULL \
-         AND NOT EXISTS (SELECT 1 FROM ops WHERE state = 'pending')",
-        [],
-    )
-    .map_err(|e| JournalError::sqlite(path, "record the end of the job", e))?;
-    tx.commit()
-        .map_err(|e| JournalError::sqlite(path, "update the job", e))
-}
-
 /// Opens an existing journal read-only after checking it: the file and its header, then
 /// the identity and schema version, then SQLite's `quick_check`. Nothing is written to it.
 pub(super) fn open_checked(path: &Path) -> Result<Connection, JournalError> {
@@ -210,6 +109,7 @@ pub(super) fn open_checked(path: &Path) -> Result<Connection, JournalError> {
 fn check_file(path: &Path) -> Result<(), JournalError> {
     match path.metadata() {
         Ok(m) if m.is_file() => {}
+        Ok(m) if m.is_dir() => return Err(sniff::directory(path)),
         Ok(_) => {
             return Err(JournalError::Corrupt {
                 path: path.to_path_buf(),
@@ -234,9 +134,17 @@ fn check_file(path: &Path) -> Result<(), JournalError> {
             ),
         });
     }
-    schema::check_header(path).map_err(|reason| JournalError::Corrupt {
-        path: path.to_path_buf(),
-        reason,
+    schema::check_header(path).map_err(|e| match e {
+        HeaderError::NotSqlite(reason) => {
+            sniff::not_a_journal(path).unwrap_or_else(|| JournalError::Corrupt {
+                path: path.to_path_buf(),
+                reason,
+            })
+        }
+        HeaderError::Damaged(reason) => JournalError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        },
     })
 }
 

@@ -1,4 +1,5 @@
-//! The journal's on-disk format: the SQL schema, its version (`PRAGMA user_version`), the
+//! The journal's on-disk format: the SQL schema, its versions (`PRAGMA user_version`; 2 adds
+//! what a `--replan` records, and a journal moves to it at its first replan), the
 //! application id that marks a SQLite file as an imkit-batch journal, the durability
 //! settings of every connection, and the checks that tell a journal from a torn, corrupt or
 //! foreign file *before* anything is written to it.
@@ -17,13 +18,29 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
+use super::open::suffixed;
+use super::wal;
+
 /// `PRAGMA application_id` of every imkit-batch journal: "IMKB".
 pub(super) const APPLICATION_ID: i32 = 0x494D_4B42;
 
-/// The schema version this build writes and reads (`PRAGMA user_version`).
-pub(super) const SCHEMA_VERSION: i32 = 1;
+/// The newest schema version this build reads and writes (`PRAGMA user_version`).
+pub(super) const SCHEMA_VERSION: i32 = 2;
 
-/// The whole schema of version 1. Times are Unix milliseconds (UTC), small and sortable;
+/// The version a new journal is created at. Version 2 only adds what a `--replan` needs,
+/// and a journal moves to it at its first replan ([`MIGRATE_V2`]): a journal never
+/// replanned stays readable by the builds that read version 1.
+pub(super) const FIRST_VERSION: i32 = 1;
+
+/// Version 1 to 2: `ops.removed_at`, when a `--replan` took the op out of the plan (the
+/// manifest no longer had it); `NULL` for an op of the plan.
+pub(super) const MIGRATE_V2: &str = "
+ALTER TABLE ops ADD COLUMN removed_at INTEGER;
+PRAGMA user_version = 2;
+";
+
+/// The whole schema of version 1 (version 2 is it plus [`MIGRATE_V2`]). Times are Unix
+/// milliseconds (UTC), small and sortable;
 /// `status` and `report` render them as RFC 3339.
 pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE job (
@@ -92,28 +109,36 @@ pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// What a look at the raw bytes says about a would-be journal, before SQLite opens it.
-pub(super) fn check_header(path: &Path) -> Result<(), String> {
-    let mut f = File::open(path).map_err(|e| format!("cannot be read ({e})"))?;
-    let len = f
-        .metadata()
-        .map_err(|e| format!("cannot be read ({e})"))?
-        .len();
+/// Why [`check_header`] refused a file.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum HeaderError {
+    /// The file does not start with the SQLite header: not a database at all.
+    NotSqlite(String),
+    /// A SQLite file that is torn or truncated.
+    Damaged(String),
+}
+
+/// What a look at the raw bytes says about a would-be journal, before SQLite opens it. A
+/// main file shorter than its header says is whole when its WAL holds the missing pages (a
+/// checkpoint cut short, by a full disk say: see `wal`); otherwise it is truncated.
+pub(super) fn check_header(path: &Path) -> Result<(), HeaderError> {
+    let unreadable = |e: std::io::Error| HeaderError::Damaged(format!("cannot be read ({e})"));
+    let mut f = File::open(path).map_err(unreadable)?;
+    let len = f.metadata().map_err(unreadable)?.len();
     if len == 0 {
-        return Err("the file is empty (0 bytes)".into());
+        return Err(HeaderError::Damaged("the file is empty (0 bytes)".into()));
     }
     let mut head = [0u8; 100];
     if len < head.len() as u64 {
-        return Err(format!(
+        return Err(HeaderError::NotSqlite(format!(
             "the file is only {len} bytes long, shorter than a SQLite header"
-        ));
+        )));
     }
-    f.read_exact(&mut head)
-        .map_err(|e| format!("cannot be read ({e})"))?;
+    f.read_exact(&mut head).map_err(unreadable)?;
     if &head[..16] != b"SQLite format 3\0" {
-        return Err(format!(
+        return Err(HeaderError::NotSqlite(format!(
             "the file ({len} bytes) is not a SQLite database (its first bytes are not the SQLite header)"
-        ));
+        )));
     }
     let page_size = match u16::from_be_bytes([head[16], head[17]]) {
         1 => 65536u64,
@@ -125,10 +150,20 @@ pub(super) fn check_header(path: &Path) -> Result<(), String> {
     // The in-header size is only meaningful when "version-valid-for" matches the change
     // counter (SQLite file format §1.3.7).
     if page_size >= 512 && change == valid_for && pages > 0 && len < pages * page_size {
-        return Err(format!(
+        if wal::committed(&suffixed(path, "-wal"), page_size)
+            .is_some_and(|c| c.covers(len / page_size, pages))
+        {
+            tracing::debug!(
+                journal = %path.display(),
+                "the file is shorter than its header says, but its WAL holds the missing pages \
+                 (a checkpoint was cut short, e.g. by a full disk): it is whole"
+            );
+            return Ok(());
+        }
+        return Err(HeaderError::Damaged(format!(
             "the file is truncated: its header says {} bytes ({pages} pages of {page_size}) but it holds {len}",
             pages * page_size
-        ));
+        )));
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::lock::{running_pid, take_lock};
 use super::open::{self, TidyWal, open_checked};
+use super::resume;
 use super::{
     Counts, FailureGroup, JobInfo, JobMeta, JournalError, JournalOp, JournalWriter, OpRow, OpState,
     OpenOptions, RunInfo, Snapshot, import, writer,
@@ -32,9 +33,11 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// For `run`: creates the journal (mode 0600, the whole plan imported in one transaction)
-    /// or resumes it; refuses a journal whose checksum differs from `manifest`'s, one locked
-    /// by another process, or a damaged one, each with a message that says what to do.
+    /// For `run`: creates the journal (mode 0600, the whole plan imported in one transaction;
+    /// its directory 0700 when missing) or resumes it; refuses a journal run against another
+    /// target than `meta.target`, one whose ops differ from what `manifest` means (unless
+    /// `opts.replan`), one locked by another process, a damaged one, or a place where it
+    /// cannot be written, each with a message that says what to do.
     ///
     /// The lock (`PATH.lock`, exclusive, advisory) is held until the [`JournalWriter`] is
     /// finished or the process ends. `meta.settings` must not hold credentials.
@@ -44,9 +47,9 @@ impl Journal {
         meta: &JobMeta,
         opts: OpenOptions,
     ) -> Result<Journal, JournalError> {
+        open::ensure_parent_dir(path)?;
         let lock = take_lock(path)?;
-        let settings = serde_json::to_string(&meta.settings)
-            .map_err(|e| JournalError::Other(format!("cannot encode the settings: {e}")))?;
+        let settings = settings_json(meta)?;
         if opts.fresh {
             open::set_aside_for_fresh(path)?;
         }
@@ -59,7 +62,7 @@ impl Journal {
         }
         let conn = match created {
             Some(conn) => conn,
-            None => open::resume(path, manifest, opts.retry_failed)?,
+            None => resume::resume(path, manifest, meta, opts)?,
         };
         Ok(Journal {
             path: path.to_path_buf(),
@@ -227,6 +230,7 @@ impl Journal {
             manifest_path: PathBuf::from(j.manifest_path),
             checksum: j.checksum,
             name: j.name,
+            target: resume::recorded_target(&j.settings),
             settings: j.settings,
         })
     }
@@ -476,7 +480,7 @@ impl Journal {
     }
 }
 
-fn parse_op(
+pub(super) fn parse_op(
     action: &str,
     room: String,
     client: Option<String>,
@@ -495,6 +499,17 @@ fn parse_op(
         client: client.map(Into::into),
         fields,
     })
+}
+
+/// The settings JSON of `meta`, with its target as `base_url` when it does not say one.
+fn settings_json(meta: &JobMeta) -> Result<String, JournalError> {
+    let mut settings = meta.settings.clone();
+    if let (Some(target), Some(s)) = (&meta.target, settings.as_object_mut()) {
+        s.entry("base_url")
+            .or_insert_with(|| serde_json::Value::String(target.clone()));
+    }
+    serde_json::to_string(&settings)
+        .map_err(|e| JournalError::Other(format!("cannot encode the settings: {e}")))
 }
 
 fn opt_u16(v: Option<i64>) -> Option<u16> {

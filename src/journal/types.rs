@@ -16,6 +16,11 @@ pub struct JobMeta {
     pub name: Option<String>,
     /// The effective settings of this run (concurrency, rate, ...), for `status`.
     pub settings: serde_json::Value,
+    /// What the job sends to: the base URL, or [`SANDBOX_TARGET`](super::SANDBOX_TARGET).
+    /// A journal is bound to the target of its first run (recorded as `base_url` in its
+    /// settings): resuming it against another is refused. `None` checks nothing.
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 /// The state of one op.
@@ -62,6 +67,13 @@ pub struct OpenOptions {
     pub fresh: bool,
     /// Put ops that failed permanently back to pending.
     pub retry_failed: bool,
+    /// Resume a job whose manifest's ops changed: ops done or failed stay as they are, new
+    /// ops are added as pending, pending ops no longer in the manifest are skipped.
+    pub replan: bool,
+    /// Resume a job recorded against another base URL (the same service under another
+    /// address), and bind it to the new one. Never resumes a sandbox job against an API,
+    /// nor the other way round.
+    pub retarget: bool,
 }
 
 /// An op still to run, as stored.

@@ -324,10 +324,11 @@ impl Thread {
             .ok_or_else(|| "the journal is closed".to_string())?;
         let tx = conn
             .transaction()
-            .map_err(|e| format!("cannot start a transaction: {e}"))?;
+            .map_err(|e| format!("cannot start a transaction: {}", describe(&e)))?;
         let tally = apply(&tx, group)?;
         record_progress(&tx, self.run_id, &tally)?;
-        tx.commit().map_err(|e| format!("cannot commit: {e}"))
+        tx.commit()
+            .map_err(|e| format!("cannot commit: {}", describe(&e)))
     }
 }
 
@@ -358,9 +359,9 @@ fn apply(tx: &Transaction, group: &[Msg]) -> Result<Tally, String> {
             Msg::Snapshot {
                 room, prior, at, ..
             } => {
-                st.snapshot
-                    .execute(params![room, prior, at])
-                    .map_err(|e| format!("cannot record the snapshot of {room:?}: {e}"))?;
+                st.snapshot.execute(params![room, prior, at]).map_err(|e| {
+                    format!("cannot record the snapshot of {room:?}: {}", describe(&e))
+                })?;
             }
             Msg::Flush(_) => {}
             Msg::Finish(exit, _) => tally.finish = Some(*exit),
@@ -378,22 +379,33 @@ fn record_progress(tx: &Transaction, run_id: i64, tally: &Tally) -> Result<(), S
          outcomes = outcomes + ?4 WHERE id = ?1",
         params![run_id, now, tally.finalized, tally.outcomes],
     )
-    .map_err(|e| format!("cannot record the run's progress: {e}"))?;
+    .map_err(|e| format!("cannot record the run's progress: {}", describe(&e)))?;
     if let Some(exit) = tally.finish {
         tx.execute(
             "UPDATE runs SET ended_at = ?2, exit_code = ?3, exit = ?4 WHERE id = ?1",
             params![run_id, now, exit.code(), exit_name(exit)],
         )
-        .map_err(|e| format!("cannot record the end of the run: {e}"))?;
+        .map_err(|e| format!("cannot record the end of the run: {}", describe(&e)))?;
         tx.execute(
             "UPDATE job SET ended_at = CASE \
              WHEN EXISTS (SELECT 1 FROM ops WHERE state = 'pending') THEN NULL ELSE ?1 END \
              WHERE id = 1",
             [now],
         )
-        .map_err(|e| format!("cannot record the end of the job: {e}"))?;
+        .map_err(|e| format!("cannot record the end of the job: {}", describe(&e)))?;
     }
     Ok(())
+}
+
+/// A write error as the run's message gives it: a full disk says what to do.
+fn describe(e: &rusqlite::Error) -> String {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        "the disk holding the journal is full (free space there before running again; every \
+         outcome committed so far is kept)"
+            .into()
+    } else {
+        e.to_string()
+    }
 }
 
 /// The statements a group is applied with, prepared once per connection (cached).
@@ -457,7 +469,7 @@ impl<'c> Statements<'c> {
                 at
             ]),
         }
-        .map_err(|e| format!("cannot record op {}: {e}", r.seq))?;
+        .map_err(|e| format!("cannot record op {}: {}", r.seq, describe(&e)))?;
         if n == 0 && r.state.is_some() {
             tracing::warn!(seq = r.seq, "outcome for an op the journal does not hold");
         }

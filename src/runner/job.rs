@@ -76,6 +76,11 @@ pub struct Job {
     pub fresh: bool,
     /// Also re-attempt the ops that failed permanently in earlier runs.
     pub retry_failed: bool,
+    /// Resume although the manifest's ops changed: what is done stays done, added and
+    /// changed ops are sent, pending ops no longer in the manifest are skipped.
+    pub replan: bool,
+    /// Resume a job recorded against another base URL (the same service, another address).
+    pub retarget: bool,
     pub progress: ProgressMode,
     pub log_format: LogFormat,
     /// Retry timing. No flag sets it (the defaults suit the real API); library callers and
@@ -104,6 +109,8 @@ impl Job {
             snapshot: s.snapshot.unwrap_or(false),
             fresh: false,
             retry_failed: false,
+            replan: false,
+            retarget: false,
             progress: ProgressMode::Auto,
             log_format: LogFormat::Text,
             backoff: Backoff::default(),

@@ -89,10 +89,16 @@ fn open_journal(job: &Job) -> anyhow::Result<(Journal, Vec<JournalOp>, Counts)> 
         checksum: job.manifest.checksum.clone(),
         name: job.manifest.name.clone(),
         settings: job.settings_json(),
+        target: Some(match &job.target {
+            Target::Remote { base_url } => base_url.to_string(),
+            Target::Sandbox => crate::journal::SANDBOX_TARGET.to_string(),
+        }),
     };
     let opts = OpenOptions {
         fresh: job.fresh,
         retry_failed: job.retry_failed,
+        replan: job.replan,
+        retarget: job.retarget,
     };
     let journal = Journal::open_for_run(&job.journal_path, &job.manifest, &meta, opts)
         .map_err(|e| ExitError::new(Exit::Invalid, e.to_string()))?;

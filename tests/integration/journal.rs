@@ -55,6 +55,7 @@ fn meta(m: &Manifest) -> JobMeta {
         checksum: m.checksum.clone(),
         name: m.name.clone(),
         settings: json!({"concurrency": 8, "rate": "800/min"}),
+        target: None,
     }
 }
 
@@ -321,24 +322,27 @@ async fn a_changed_manifest_is_refused_with_the_way_out() {
     w.record(done(0)).unwrap();
     w.finish(Exit::Stopped).await.unwrap();
     let before = bytes(&path);
-    let changed = manifest(dir.path(), SUM_B, freezes(3));
+    // Other ops (one more): refused, saying what changed.
+    let changed = manifest(dir.path(), SUM_B, freezes(4));
     let err = open(&path, &changed, OpenOptions::default())
         .err()
         .expect("refused");
     match &err {
-        JournalError::ChecksumMismatch {
-            journal_checksum,
-            manifest_checksum,
+        JournalError::ManifestChanged {
+            added,
+            removed,
+            changed,
+            examples,
             ..
         } => {
-            assert_eq!(journal_checksum, SUM_A);
-            assert_eq!(manifest_checksum, SUM_B);
+            assert_eq!((*added, *removed, *changed), (1, 0, 0));
+            assert!(examples[0].contains("room-3"), "{examples:?}");
         }
         other => panic!("wrong error: {other}"),
     }
     let msg = err.to_string();
     assert!(msg.contains("manifest changed"), "{msg}");
-    assert!(msg.contains("--fresh"), "{msg}");
+    assert!(msg.contains("--fresh") && msg.contains("--replan"), "{msg}");
     assert!(msg.contains(&path.display().to_string()), "{msg}");
     assert_eq!(err.exit(), Exit::Invalid);
     let as_exit = imkit_batch::ExitError::from(err);
@@ -350,14 +354,16 @@ async fn a_changed_manifest_is_refused_with_the_way_out() {
     let other_plan = manifest(dir.path(), SUM_A, freezes(4));
     assert!(matches!(
         open(&path, &other_plan, OpenOptions::default()),
-        Err(JournalError::PlanMismatch {
-            journal_ops: 3,
-            manifest_ops: 4,
-            ..
-        })
+        Err(JournalError::ManifestChanged { added: 1, .. })
     ));
     assert_eq!(bytes(&path), before);
     assert_eq!(files_in(dir.path()), ["job.journal", "job.journal.lock"]);
+    // Other bytes meaning the same ops: resumed, the new checksum recorded.
+    let same_ops = manifest(dir.path(), SUM_B, freezes(3));
+    let j = open(&path, &same_ops, OpenOptions::default()).unwrap();
+    assert_eq!(j.meta().unwrap().checksum, SUM_B);
+    assert_eq!(j.counts().unwrap().done, 1);
+    assert_eq!(j.pending().unwrap().len(), 2);
 }
 
 #[test]
@@ -377,9 +383,9 @@ fn a_changed_manifest_is_refused_and_fresh_keeps_the_old_journal() {
     assert_eq!(first.code, 0, "{first:?}");
     assert_eq!(sb.requests_total(), 20);
 
-    // One more row: the manifest's checksum no longer matches the journal's.
-    let mut text = std::fs::read_to_string(&manifest).unwrap();
-    text.push_str("r-0\n");
+    // One row less: the manifest's ops no longer match the journal's.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let text = text.replace("r-19\n", "");
     std::fs::write(&manifest, &text).unwrap();
     let journal_bytes = bytes(&journal);
     let files_before = files_in(dir.path());
@@ -399,11 +405,11 @@ fn a_changed_manifest_is_refused_and_fresh_keeps_the_old_journal() {
     );
 
     // --fresh: the old journal is renamed (kept whole), a new job runs every op of the new
-    // manifest (the duplicate row runs once).
+    // manifest.
     let before = files_in(dir.path());
     let fresh = run(&["--fresh"]);
     assert_eq!(fresh.code, 0, "{fresh:?}");
-    assert_eq!(sb.requests_total(), 40);
+    assert_eq!(sb.requests_total(), 39);
     let after = files_in(dir.path());
     let kept: Vec<&String> = after
         .iter()
@@ -421,14 +427,14 @@ fn a_changed_manifest_is_refused_and_fresh_keeps_the_old_journal() {
     let old = Journal::open_read_only(&old).unwrap();
     assert_eq!(old.counts().unwrap().done, 20);
     let new = Journal::open_read_only(&journal).unwrap();
-    assert_eq!(new.counts().unwrap().done, 20);
+    assert_eq!(new.counts().unwrap().done, 19);
     assert_eq!(new.runs().unwrap().len(), 1);
     assert_ne!(new.meta().unwrap().checksum, old.meta().unwrap().checksum);
 
     // The new job is complete: re-running it sends nothing.
     let again = run(&[]);
     assert_eq!(again.code, 0, "{again:?}");
-    assert_eq!(sb.requests_total(), 40);
+    assert_eq!(sb.requests_total(), 39);
 }
 
 /// The journal files as a kill -9 of the run would leave them now (main file and WAL),
@@ -471,6 +477,8 @@ async fn fresh_after_a_kill_folds_the_wal_into_the_kept_copy() {
     let fresh = OpenOptions {
         fresh: true,
         retry_failed: false,
+        replan: false,
+        retarget: false,
     };
     let j = open(&copy, &manifest(crash.path(), SUM_B, freezes(5)), fresh).unwrap();
     assert_eq!(j.counts().unwrap().pending, 5);
@@ -647,6 +655,8 @@ async fn fresh_renames_the_old_journal_and_never_deletes_it() {
     let fresh = OpenOptions {
         fresh: true,
         retry_failed: false,
+        replan: false,
+        retarget: false,
     };
     let j = open(&path, &changed, fresh).unwrap();
     assert_eq!(
@@ -707,6 +717,8 @@ async fn retry_failed_puts_failed_ops_back_to_pending() {
         OpenOptions {
             fresh: false,
             retry_failed: true,
+            replan: false,
+            retarget: false,
         },
     )
     .unwrap();
@@ -850,7 +862,7 @@ fn retry_failed_completes_a_404_once_the_room_exists_and_report_failed_is_a_mani
     let mut config = config;
     config.add_room("ghost-room", "owner-1", &[]);
     let sb2 = Sandbox::start(config.clone());
-    let retry = run(&sb2.url(), &["--retry-failed"]);
+    let retry = run(&sb2.url(), &["--retry-failed", "--retarget"]);
     assert_eq!(retry.code, 0, "{retry:?}");
     assert_eq!(sb2.requests_total(), 1);
     assert_eq!(sb2.applied_op(&Op::freeze("ghost-room")), 1);
@@ -899,6 +911,8 @@ async fn a_locked_journal_is_refused_and_still_readable() {
     let fresh = OpenOptions {
         fresh: true,
         retry_failed: false,
+        replan: false,
+        retarget: false,
     };
     assert!(matches!(
         open(&path, &m, fresh),
@@ -967,7 +981,11 @@ fn a_journal_locked_by_a_running_job_is_refused_and_nothing_is_sent() {
     first.kill().unwrap();
     first.wait().unwrap();
     // Once the first run is gone, the job resumes from the other sandbox.
-    let resumed = exec(run_cmd(&other.url(), &manifest, &["--action", "freeze"]));
+    let resumed = exec(run_cmd(
+        &other.url(),
+        &manifest,
+        &["--action", "freeze", "--retarget"],
+    ));
     assert_eq!(resumed.code, 0, "{resumed:?}");
     let done_at_slow = slow.stats().applied_total;
     assert!(other.requests_total() >= 50 - done_at_slow);

@@ -9,6 +9,9 @@
 //!   signals, exit codes and output (`run::binary`), pacing figures (`run::pacing`).
 //! - `journal`: the journal and its commands (`status`, `report`, `revert`), refusals,
 //!   `--fresh`, `--retry-failed`.
+//! - `journal_safety`: a journal bound to its target, resumed by what the manifest means
+//!   (`--replan`), and never stranded by a full disk, a missing directory, a read-only place
+//!   or a manifest given for it.
 //! - `crash`: `kill -9` at seeded moments, then resume.
 //! - `budget`: the shared rate ledger, in process, on the host (files) and in a real Redis.
 //!
@@ -23,6 +26,7 @@ mod api_client;
 mod budget;
 mod crash;
 mod journal;
+mod journal_safety;
 mod manifest;
 mod run;
 mod sandbox;
