@@ -74,7 +74,7 @@ pub(super) fn check_flags(args: &RunArgs) -> Result<CheckedFlags, Vec<String>> {
     let journal_path = args
         .journal
         .clone()
-        .unwrap_or_else(|| default_journal_path(&args.manifest.manifest));
+        .unwrap_or_else(|| default_journal_path(&args.manifest.manifest, args.sandbox));
     if errors.is_empty() {
         Ok(CheckedFlags {
             base_url,

@@ -46,7 +46,7 @@ pub(super) fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
     let path = args
         .journal
         .clone()
-        .unwrap_or_else(|| crate::runner::default_journal_path(&a.manifest));
+        .unwrap_or_else(|| crate::runner::default_journal_path(&a.manifest, false));
     let snapshot = args.snapshot.resolve(m.settings.snapshot);
     let view = if path.exists() {
         let view = JournalView::read(&path, snapshot)

@@ -30,10 +30,16 @@ pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 6;
 /// Timeout of one request.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The journal of a manifest when none is named: the manifest's path + `.journal`.
-pub(crate) fn default_journal_path(manifest: &Path) -> PathBuf {
+/// The journal of a manifest when none is named: the manifest's path with `.journal`
+/// appended, or `.sandbox.journal` for a rehearsal on the sandbox, so that the real run
+/// never picks up (and calls complete) what only the sandbox saw.
+pub(crate) fn default_journal_path(manifest: &Path, sandbox: bool) -> PathBuf {
     let mut s = manifest.as_os_str().to_owned();
-    s.push(".journal");
+    s.push(if sandbox {
+        ".sandbox.journal"
+    } else {
+        ".journal"
+    });
     PathBuf::from(s)
 }
 
@@ -95,7 +101,7 @@ impl Job {
     pub fn new(manifest: Manifest, target: Target, credentials: Credentials) -> Job {
         let s = &manifest.settings;
         Job {
-            journal_path: default_journal_path(&manifest.path),
+            journal_path: default_journal_path(&manifest.path, matches!(target, Target::Sandbox)),
             target,
             credentials,
             concurrency: s.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
@@ -214,10 +220,17 @@ mod tests {
     #[test]
     fn journal_path_appends() {
         assert_eq!(
-            default_journal_path(Path::new("jobs/a.yaml")),
+            default_journal_path(Path::new("jobs/a.yaml"), false),
             PathBuf::from("jobs/a.yaml.journal")
         );
-        assert_eq!(job(None).journal_path, PathBuf::from("x.csv.journal"));
+        assert_eq!(
+            default_journal_path(Path::new("jobs/a.yaml"), true),
+            PathBuf::from("jobs/a.yaml.sandbox.journal")
+        );
+        assert_eq!(
+            job(None).journal_path,
+            PathBuf::from("x.csv.sandbox.journal")
+        );
     }
 
     #[test]

@@ -43,9 +43,11 @@ fn s(p: &Path) -> &str {
 // ---------------------------------------------------------------------------------------
 // Case 1: a journal is bound to its target.
 
-/// A rehearsal with `--sandbox`, then the same manifest against an API: refused (exit 2,
-/// what happened and what to do), nothing sent; `--retarget` does not change that; another
-/// journal, or `--fresh`, runs the job for real. And the other way round.
+/// A rehearsal with `--sandbox` writes its own journal (`MANIFEST.sandbox.journal`), so the
+/// real run that follows starts its own and sends every op. A real run pointed at the
+/// rehearsal's journal is refused (exit 2, what happened and what to do), nothing sent, and
+/// `--retarget` does not change that; `--fresh` in its place runs the job for real. And the
+/// other way round.
 #[test]
 fn a_sandbox_rehearsal_never_stands_for_the_real_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -54,36 +56,49 @@ fn a_sandbox_rehearsal_never_stands_for_the_real_run() {
     let freeze = ["--action", "freeze"];
     let rehearsal = run_sandbox(&manifest, &freeze);
     assert_eq!(rehearsal.code, 0, "{rehearsal:?}");
+    let rehearsed = dir.path().join("night.csv.sandbox.journal");
+    assert!(rehearsed.exists(), "the rehearsal's own journal");
+    assert!(
+        !journal_of(&manifest).exists(),
+        "the real run's journal is untouched"
+    );
 
-    for extra in [&freeze[..], &["--action", "freeze", "--retarget"]] {
-        let real = exec(run_cmd(&sb.url(), &manifest, extra));
-        assert_eq!(real.code, 2, "{real:?}");
-        let journal = journal_of(&manifest);
-        let want = format!(
-            "journal {} recorded a run against the sandbox; it cannot be resumed against http://127.0.0.1",
-            journal.display()
-        );
-        assert!(real.stderr.contains(&want), "{}", real.stderr);
-        assert!(
-            real.stderr.contains("Nothing was sent")
-                && real.stderr.contains("--journal PATH")
-                && real.stderr.contains("--fresh")
-                && !real.stderr.contains("--retarget"),
-            "{}",
-            real.stderr
-        );
-        assert_eq!(sb.requests_total(), 0, "a refused run sent something");
-    }
-
-    // Its own journal: the real job runs.
-    let real_journal = dir.path().join("real.journal");
-    let mut with_journal = freeze.to_vec();
-    with_journal.extend(["--journal", s(&real_journal)]);
-    let real = exec(run_cmd(&sb.url(), &manifest, &with_journal));
+    // The real run, as the README says it: its own journal, every op sent.
+    let real = exec(run_cmd(&sb.url(), &manifest, &freeze));
     assert_eq!(real.code, 0, "{real:?}");
     assert_eq!(sb.requests_total(), 5);
+    assert!(journal_of(&manifest).exists());
+
+    // Pointed at the rehearsal's journal: refused, whatever --retarget says.
+    let mut at_rehearsal = freeze.to_vec();
+    at_rehearsal.extend(["--journal", s(&rehearsed)]);
+    for extra in [
+        &at_rehearsal[..],
+        &[&at_rehearsal[..], &["--retarget"]].concat(),
+    ] {
+        let refused = exec(run_cmd(&sb.url(), &manifest, extra));
+        assert_eq!(refused.code, 2, "{refused:?}");
+        let want = format!(
+            "journal {} recorded a run against the sandbox; it cannot be resumed against http://127.0.0.1",
+            rehearsed.display()
+        );
+        assert!(refused.stderr.contains(&want), "{}", refused.stderr);
+        assert!(
+            refused.stderr.contains("Nothing was sent")
+                && refused.stderr.contains("--journal PATH")
+                && refused.stderr.contains("--fresh")
+                && !refused.stderr.contains("--retarget"),
+            "{}",
+            refused.stderr
+        );
+        assert_eq!(sb.requests_total(), 5, "a refused run sent something");
+    }
+
     // The real job's journal is not a rehearsal's either.
-    let back = run_sandbox(&manifest, &with_journal);
+    let mut at_real = freeze.to_vec();
+    let real_journal = journal_of(&manifest);
+    at_real.extend(["--journal", s(&real_journal)]);
+    let back = run_sandbox(&manifest, &at_real);
     assert_eq!(back.code, 2, "{back:?}");
     assert!(
         back.stderr
@@ -99,7 +114,7 @@ fn a_sandbox_rehearsal_never_stands_for_the_real_run() {
     let fresh = exec(run_cmd(
         &sb.url(),
         &manifest,
-        &["--action", "freeze", "--fresh"],
+        &[&at_rehearsal[..], &["--fresh"]].concat(),
     ));
     assert_eq!(fresh.code, 0, "{fresh:?}");
     assert_eq!(sb.requests_total(), 10);

@@ -582,7 +582,7 @@ fn every_example_job_runs_on_the_sandbox_and_a_rerun_sends_nothing() {
         let err = String::from_utf8_lossy(&first.stderr);
         assert_eq!(first.status.code(), Some(0), "{job}: {err}");
         assert!(err.contains("run complete: every op done"), "{job}: {err}");
-        let rows = journal_rows(&dir.path().join(format!("{job}.journal")));
+        let rows = journal_rows(&dir.path().join(format!("{job}.sandbox.journal")));
         assert!(!rows.is_empty());
         assert!(rows.iter().all(|r| r.state == OpState::Done), "{job}");
         let again = run(job);
@@ -590,7 +590,7 @@ fn every_example_job_runs_on_the_sandbox_and_a_rerun_sends_nothing() {
         assert_eq!(again.status.code(), Some(0), "{job} again: {err}");
         assert!(err.contains("already complete"), "{job} again: {err}");
         assert_eq!(
-            journal_rows(&dir.path().join(format!("{job}.journal"))),
+            journal_rows(&dir.path().join(format!("{job}.sandbox.journal"))),
             rows,
             "{job}"
         );
@@ -637,7 +637,7 @@ fn windows_and_until_decide_when_the_binary_sends() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("has already passed: nothing is sent"), "{err}");
-    let rows = journal_rows(&dir.path().join("past.yaml.journal"));
+    let rows = journal_rows(&dir.path().join("past.yaml.sandbox.journal"));
     assert_eq!(rows.len(), 3);
     assert!(
         rows.iter()
@@ -674,7 +674,7 @@ fn windows_and_until_decide_when_the_binary_sends() {
         err.contains(&format!("waiting until the window's start, {start}")),
         "{err}"
     );
-    let rows = journal_rows(&dir.path().join("later.yaml.journal"));
+    let rows = journal_rows(&dir.path().join("later.yaml.sandbox.journal"));
     assert_eq!(rows.len(), 3);
     for r in &rows {
         assert_eq!(r.state, OpState::Done);
@@ -706,7 +706,7 @@ fn windows_and_until_decide_when_the_binary_sends() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("--until 2020-01-01T00:00:00Z"), "{err}");
-    let rows = journal_rows(&dir.path().join("rooms.csv.journal"));
+    let rows = journal_rows(&dir.path().join("rooms.csv.sandbox.journal"));
     assert_eq!(rows.len(), 2);
     assert!(
         rows.iter()
