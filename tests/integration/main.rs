@@ -19,4 +19,5 @@ mod journal;
 mod manifest;
 mod run;
 mod sandbox;
+mod unreachable;
 mod util;
