@@ -15,6 +15,7 @@
 
 mod api_client;
 mod crash;
+mod env_file;
 mod journal;
 mod manifest;
 mod run;
