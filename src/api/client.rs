@@ -71,6 +71,13 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
     host.trim_end_matches('.').eq_ignore_ascii_case("localhost")
 }
 
+/// The connect timeout, kept under the whole request's: a connect that does not finish must
+/// end as a connect failure (the request never reached the server), not as the request's
+/// timeout (after which the server may have seen it).
+fn connect_timeout(options: &ClientOptions) -> Duration {
+    options.connect_timeout.min(options.timeout.mul_f64(0.9))
+}
+
 /// The IMKIT API client. Cheap to share behind an `Arc`.
 pub struct ApiClient {
     http: reqwest::Client,
@@ -114,7 +121,7 @@ impl ApiClient {
             // The runner's retries are the only layer (SPEC §4): none in the client.
             .retry(reqwest::retry::never())
             .timeout(options.timeout)
-            .connect_timeout(options.connect_timeout)
+            .connect_timeout(connect_timeout(&options))
             .pool_max_idle_per_host(options.pool_size.max(1))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("imkit-batch/", env!("CARGO_PKG_VERSION")))

@@ -145,6 +145,22 @@ async fn connect_failures_are_told_apart_from_requests_that_may_have_arrived() {
         Some(UnreachedKind::Tls)
     );
 
+    // A connect that never completes (a listener whose accept queue is full drops the SYN)
+    // ends as a connect timeout, under the request's own timeout.
+    let full = tokio::net::TcpSocket::new_v4().unwrap();
+    full.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = full.listen(0).unwrap();
+    let full_addr = full.local_addr().unwrap();
+    let _queued = tokio::net::TcpStream::connect(full_addr).await.unwrap();
+    let a = client(&format!("http://{full_addr}"), Duration::from_millis(500))
+        .send(&op)
+        .await;
+    assert_eq!(
+        unreached_kind(&a.reach),
+        Some(UnreachedKind::ConnectTimeout),
+        "{a:?}"
+    );
+
     // A reset after connecting, and a timeout after sending: the request may have arrived.
     let a = client(&format!("http://{closing}"), short).send(&op).await;
     assert_eq!(a.reach, Reach::NoAnswer, "{a:?}");
