@@ -9,6 +9,10 @@
 //! - `journal`: the journal and its commands (`status`, `report`, `revert`), refusals,
 //!   `--fresh`, `--retry-failed`.
 //! - `crash`: `kill -9` at seeded moments, then resume.
+//! - `env_file`: `run --env-file`: the base URL and credentials it gives, precedence, no value
+//!   printed.
+//! - `unreachable`: a host no request reaches (DNS, refused, TLS) stops the run early with
+//!   every op pending; a server that answered and then fails to connect does not.
 //!
 //! Shared helpers (paths, the binary, the one credential set, a sandbox on its own runtime)
 //! live in `util`.
