@@ -32,7 +32,7 @@ pub enum Exit {
     OpsFailed,
     /// 2: invalid manifest, usage or configuration; nothing was sent.
     Invalid,
-    /// 3: aborted (credentials rejected, failure bound passed).
+    /// 3: aborted (credentials rejected, failure bound passed, API host never reached).
     Aborted,
     /// 4: stopped before the end (deadline, signal); resumable.
     Stopped,

@@ -1,7 +1,7 @@
 //! The HTTP client: one shared `reqwest::Client` (rustls, pool sized to the concurrency,
 //! connect and request timeouts, no retry layer: retries belong to the runner alone), the
 //! credential headers, bodies read under a size cap, and the mapping of every answer or
-//! network failure to an [`Attempt`].
+//! network failure to an [`Attempt`], which also says how far the request got ([`Reach`]).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -10,6 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::api::classify::{Outcome, classify, parse_envelope};
 use crate::api::credentials::Credentials;
+use crate::api::reach::{self, Reach};
 use crate::api::request::{Method, Request};
 use crate::op::{Credential, Op};
 
@@ -23,6 +24,8 @@ pub struct Attempt {
     pub outcome: Outcome,
     /// From sending the request to the end of the body.
     pub latency: Duration,
+    /// Whether the server answered, or might have seen the request, or never did.
+    pub reach: Reach,
 }
 
 /// Client settings.
@@ -68,10 +71,19 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
     host.trim_end_matches('.').eq_ignore_ascii_case("localhost")
 }
 
+/// The connect timeout, kept under the whole request's: a connect that does not finish must
+/// end as a connect failure (the request never reached the server), not as the request's
+/// timeout (after which the server may have seen it).
+fn connect_timeout(options: &ClientOptions) -> Duration {
+    options.connect_timeout.min(options.timeout.mul_f64(0.9))
+}
+
 /// The IMKIT API client. Cheap to share behind an `Arc`.
 pub struct ApiClient {
     http: reqwest::Client,
     base: Url,
+    /// The base URL's host, with its port when the URL gives one (for messages).
+    host: String,
     credentials: Credentials,
 }
 
@@ -104,10 +116,12 @@ impl ApiClient {
         }
         let http = builder
             .use_rustls_tls()
+            // The system's resolver, with failures typed so they are told apart (see reach).
+            .dns_resolver(std::sync::Arc::new(reach::Resolver))
             // The runner's retries are the only layer (SPEC §4): none in the client.
             .retry(reqwest::retry::never())
             .timeout(options.timeout)
-            .connect_timeout(options.connect_timeout)
+            .connect_timeout(connect_timeout(&options))
             .pool_max_idle_per_host(options.pool_size.max(1))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("imkit-batch/", env!("CARGO_PKG_VERSION")))
@@ -119,9 +133,15 @@ impl ApiClient {
         base.set_path(&trimmed);
         base.set_query(None);
         base.set_fragment(None);
+        let host = match (base.host_str(), base.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => String::new(),
+        };
         Ok(ApiClient {
             http,
             base,
+            host,
             credentials,
         })
     }
@@ -209,6 +229,7 @@ impl ApiClient {
                 Attempt {
                     outcome,
                     latency: Duration::ZERO,
+                    reach: Reach::NotSent,
                 },
                 None,
             )
@@ -236,15 +257,28 @@ impl ApiClient {
         match result {
             Ok(answer) => {
                 let outcome = redact(answer.outcome(action, credential), &self.credentials);
-                (Attempt { outcome, latency }, Some(answer.body))
-            }
-            Err(e) => (
-                Attempt {
-                    outcome: redact(network_outcome(&e), &self.credentials),
+                let attempt = Attempt {
+                    outcome,
                     latency,
-                },
-                None,
-            ),
+                    reach: Reach::Answered,
+                };
+                (attempt, Some(answer.body))
+            }
+            Err(ReadError { error, answered }) => {
+                let tls = self.base.scheme() == "https";
+                let reach = match reach::unreached(&error, &self.host, tls) {
+                    Some(u) => Reach::Unreached(u),
+                    None if answered => Reach::Answered,
+                    None => Reach::NoAnswer,
+                };
+                let outcome = redact(network_outcome(&error, &reach), &self.credentials);
+                let attempt = Attempt {
+                    outcome,
+                    latency,
+                    reach,
+                };
+                (attempt, None)
+            }
         }
     }
 }
@@ -258,15 +292,29 @@ struct Answer {
     truncated: bool,
 }
 
+/// A request that failed before its answer was read to the end.
+struct ReadError {
+    error: reqwest::Error,
+    /// The answer's status line had arrived (the body was then cut short).
+    answered: bool,
+}
+
 impl Answer {
     /// Sends the request and reads the answer, keeping at most [`BODY_CAP`] bytes of body.
-    async fn read(builder: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
-        let mut resp = builder.send().await?;
+    async fn read(builder: reqwest::RequestBuilder) -> Result<Answer, ReadError> {
+        let mut resp = builder.send().await.map_err(|error| ReadError {
+            error,
+            answered: false,
+        })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let mut body = Vec::new();
         let mut truncated = false;
-        while let Some(chunk) = resp.chunk().await? {
+        let cut = |error| ReadError {
+            error,
+            answered: true,
+        };
+        while let Some(chunk) = resp.chunk().await.map_err(cut)? {
             let room = BODY_CAP.saturating_sub(body.len());
             body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             if chunk.len() > room {
@@ -406,7 +454,17 @@ fn sniff_rc(body: &[u8]) -> Option<i64> {
 }
 
 /// A network failure is transient: timeouts, refused or reset connections, cut-off bodies.
-fn network_outcome(e: &reqwest::Error) -> Outcome {
+/// One that never reached the server says so, and why, in its reason.
+fn network_outcome(e: &reqwest::Error, reach: &Reach) -> Outcome {
+    if let Reach::Unreached(u) = reach {
+        let code = if e.is_timeout() { "TIMEOUT" } else { "CONNECT" };
+        return Outcome::Transient {
+            status: None,
+            code: Some(code.to_string()),
+            reason: format!("cannot reach {u}"),
+            retry_after: None,
+        };
+    }
     let (code, what) = if e.is_timeout() {
         ("TIMEOUT", "request timed out")
     } else if e.is_connect() {

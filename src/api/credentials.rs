@@ -1,6 +1,9 @@
 //! Credentials: the secret values behind [`Credential`](crate::op::Credential) names, read
 //! only from the process environment or an env file, and a [`Secret`] wrapper that never
-//! prints its value (no `Serialize`, redacted `Debug` and `Display`).
+//! prints its value (no `Serialize`, redacted `Debug` and `Display`). The env file may also
+//! give the base URL ([`EnvSources`]); for every variable the environment wins over the
+//! file, and `--base-url` over both. When two sources set a variable, an info line names the
+//! one used (the variable's name and the sources, never a value).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,6 +14,7 @@ use crate::op::Credential;
 const ENV_CLIENT_KEY: &str = "IMKIT_CLIENT_KEY";
 const ENV_TOKEN: &str = "IMKIT_TOKEN";
 const ENV_API_KEY: &str = "IMKIT_API_KEY";
+const ENV_BASE_URL: &str = "IMKIT_BASE_URL";
 
 /// A secret value. It can be read with [`Secret::expose`] (to put it in a header) but it
 /// never prints, serialises or appears in an error.
@@ -60,12 +64,17 @@ pub enum CredentialsError {
     BadValue { var: &'static str },
 }
 
-impl Credentials {
-    /// Reads `IMKIT_CLIENT_KEY`, `IMKIT_TOKEN` and `IMKIT_API_KEY` from the process
-    /// environment and, when given, from `env_file` (dotenv syntax). The environment wins;
-    /// the process environment is never modified. Empty values count as missing.
-    pub(crate) fn from_env(env_file: Option<&Path>) -> Result<Credentials, CredentialsError> {
-        let mut file_vars = HashMap::new();
+/// The variables of an env file (none without one), read once, beside the process
+/// environment (never modified). No `Debug`: the values may be secrets.
+#[derive(Default)]
+pub(crate) struct EnvSources {
+    file: HashMap<String, String>,
+}
+
+impl EnvSources {
+    /// Reads `env_file` (dotenv syntax), when given.
+    pub(crate) fn read(env_file: Option<&Path>) -> Result<EnvSources, CredentialsError> {
+        let mut file = HashMap::new();
         if let Some(path) = env_file {
             let err = |reason: String| CredentialsError::EnvFile {
                 path: path.display().to_string(),
@@ -74,14 +83,83 @@ impl Credentials {
             let iter = dotenvy::from_path_iter(path).map_err(|e| err(describe_dotenv(&e)))?;
             for item in iter {
                 let (k, v) = item.map_err(|e| err(describe_dotenv(&e)))?;
-                file_vars.insert(k, v);
+                file.insert(k, v);
             }
         }
-        Credentials::from_sources(|k| std::env::var(k).ok(), &file_vars)
+        Ok(EnvSources { file })
     }
 
-    /// The pure part of [`from_env`](Self::from_env): `env` looks a variable up in the
-    /// process environment, `file` holds the env file's variables.
+    /// `IMKIT_CLIENT_KEY`, `IMKIT_TOKEN` and `IMKIT_API_KEY`: each from the environment, else
+    /// from the file. Empty values count as missing.
+    pub(crate) fn credentials(&self) -> Result<Credentials, CredentialsError> {
+        for note in credential_notes(env_var, &self.file) {
+            tracing::info!("{note}");
+        }
+        Credentials::from_sources(env_var, &self.file)
+    }
+
+    /// The base URL: `given` (from `--base-url`, or from `IMKIT_BASE_URL` in the environment,
+    /// which the flag parser has already put there), else the file's `IMKIT_BASE_URL`.
+    pub(crate) fn base_url(&self, given: Option<String>) -> Option<String> {
+        let (url, note) = pick_base_url(given, env_var, &self.file);
+        if let Some(note) = note {
+            tracing::info!("{note}");
+        }
+        url
+    }
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|v| !v.is_empty())
+}
+
+/// For each credential variable set (not empty) in both the environment and the file: which
+/// one is used, by names only.
+fn credential_notes(
+    env: impl Fn(&str) -> Option<String>,
+    file: &HashMap<String, String>,
+) -> Vec<String> {
+    [ENV_CLIENT_KEY, ENV_TOKEN, ENV_API_KEY]
+        .into_iter()
+        .filter(|var| non_empty(env(var)).is_some() && non_empty(file.get(*var).cloned()).is_some())
+        .map(|var| format!("{var}: from the environment (the env file's value is ignored)"))
+        .collect()
+}
+
+/// The base URL by precedence (`given`: the flag's or else the environment's; then the
+/// file's), and a note naming the source used when the file sets one too.
+fn pick_base_url(
+    given: Option<String>,
+    env: impl Fn(&str) -> Option<String>,
+    file: &HashMap<String, String>,
+) -> (Option<String>, Option<String>) {
+    let in_file = non_empty(file.get(ENV_BASE_URL).cloned());
+    let Some(given) = non_empty(given) else {
+        return (in_file, None);
+    };
+    if in_file.is_none() {
+        return (Some(given), None);
+    }
+    let in_env = non_empty(env(ENV_BASE_URL));
+    let note = match in_env {
+        Some(e) if e == given => {
+            format!("{ENV_BASE_URL}: from the environment (the env file's value is ignored)")
+        }
+        Some(_) => format!(
+            "{ENV_BASE_URL}: from --base-url (the environment's and the env file's values are ignored)"
+        ),
+        None => format!("{ENV_BASE_URL}: from --base-url (the env file's value is ignored)"),
+    };
+    (Some(given), Some(note))
+}
+
+impl Credentials {
+    /// Each credential from `env` (a lookup in the process environment), else from `file`
+    /// (the env file's variables); empty values count as missing.
     pub fn from_sources(
         env: impl Fn(&str) -> Option<String>,
         file: &HashMap<String, String>,
@@ -230,12 +308,80 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("creds.env");
         std::fs::write(&p, "IMKIT_ZZ_UNUSED=1\nIMKIT_API_KEY=\"from-file-xyz\"\n").unwrap();
-        let c = Credentials::from_env(Some(&p)).unwrap();
+        let c = EnvSources::read(Some(&p)).unwrap().credentials().unwrap();
         if std::env::var(ENV_API_KEY).is_err() {
             assert_eq!(c.api_key.unwrap().expose(), "from-file-xyz");
         }
         assert!(std::env::var("IMKIT_ZZ_UNUSED").is_err());
-        let e = Credentials::from_env(Some(&dir.path().join("nope.env"))).unwrap_err();
+        let e = EnvSources::read(Some(&dir.path().join("nope.env")))
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("nope.env"));
+    }
+
+    #[test]
+    fn a_variable_set_twice_is_taken_from_the_environment_and_said_so_by_name() {
+        let file: HashMap<String, String> = [
+            (ENV_TOKEN.to_string(), "file-token-v".to_string()),
+            (ENV_API_KEY.to_string(), "file-key-v".to_string()),
+            (ENV_CLIENT_KEY.to_string(), "file-ck-v".to_string()),
+        ]
+        .into();
+        let env = |k: &str| match k {
+            "IMKIT_TOKEN" => Some("env-token-v".to_string()),
+            "IMKIT_CLIENT_KEY" => Some(String::new()),
+            _ => None,
+        };
+        let notes = credential_notes(env, &file);
+        assert_eq!(
+            notes,
+            vec!["IMKIT_TOKEN: from the environment (the env file's value is ignored)"]
+        );
+        assert!(notes.iter().all(|n| !n.contains("-v")));
+    }
+
+    #[test]
+    fn the_base_url_comes_from_the_flag_then_the_environment_then_the_file() {
+        let file: HashMap<String, String> =
+            [(ENV_BASE_URL.to_string(), "https://file.example".to_string())].into();
+        let no_env = |_: &str| None;
+        let env = |k: &str| (k == ENV_BASE_URL).then(|| "https://env.example".to_string());
+        let given = |s: &str| Some(s.to_string());
+        // Only the file: it is used, nothing to say.
+        assert_eq!(
+            pick_base_url(None, no_env, &file),
+            (given("https://file.example"), None)
+        );
+        assert_eq!(
+            pick_base_url(given(""), no_env, &file).0,
+            given("https://file.example")
+        );
+        // The environment (which the flag parser put in `given`) wins over the file.
+        let (url, note) = pick_base_url(given("https://env.example"), env, &file);
+        assert_eq!(url, given("https://env.example"));
+        assert_eq!(
+            note.as_deref(),
+            Some("IMKIT_BASE_URL: from the environment (the env file's value is ignored)")
+        );
+        // The flag wins over both.
+        let (url, note) = pick_base_url(given("https://flag.example"), env, &file);
+        assert_eq!(url, given("https://flag.example"));
+        assert_eq!(
+            note.as_deref(),
+            Some(
+                "IMKIT_BASE_URL: from --base-url (the environment's and the env file's values are ignored)"
+            )
+        );
+        let (_, note) = pick_base_url(given("https://flag.example"), no_env, &file);
+        assert!(
+            note.unwrap()
+                .starts_with("IMKIT_BASE_URL: from --base-url (the env file's")
+        );
+        // No file value: nothing to say.
+        assert_eq!(
+            pick_base_url(given("https://flag.example"), env, &HashMap::new()),
+            (given("https://flag.example"), None)
+        );
+        assert_eq!(pick_base_url(None, no_env, &HashMap::new()), (None, None));
     }
 }

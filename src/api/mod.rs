@@ -4,10 +4,12 @@
 mod classify;
 pub(crate) mod client;
 mod credentials;
+mod reach;
 pub mod request;
 
 pub use classify::Outcome;
 pub use client::{ApiClient, Attempt, ClientError, ClientOptions};
-pub(crate) use credentials::Secret;
 pub use credentials::{Credentials, CredentialsError};
+pub(crate) use credentials::{EnvSources, Secret};
+pub use reach::{Reach, Unreached, UnreachedKind};
 pub use request::{Method, Request};

@@ -163,6 +163,20 @@ fn needed_credentials(manifest: &Manifest) -> Vec<Credential> {
 
 /// Checks flags, loads the manifest and the credentials; any problem exits 2.
 pub(super) fn from_args(args: &RunArgs, global: &GlobalArgs) -> anyhow::Result<Job> {
+    // The env file gives the credentials and, under the flag and the environment, the base
+    // URL; the sandbox brings its own of both.
+    let sources = if args.sandbox {
+        None
+    } else {
+        let s = crate::api::EnvSources::read(args.env_file.as_deref())
+            .map_err(|e| ExitError::new(Exit::Invalid, e.to_string()))?;
+        Some(s)
+    };
+    let mut args = args.clone();
+    if let Some(s) = &sources {
+        args.base_url = s.base_url(args.base_url.take());
+    }
+    let args = &args;
     let flags = check_flags(args).map_err(invalid_list)?;
     let opts = LoadOptions {
         action: args.manifest.action,
@@ -177,11 +191,11 @@ pub(super) fn from_args(args: &RunArgs, global: &GlobalArgs) -> anyhow::Result<J
         );
         ExitError::new(Exit::Invalid, msg)
     })?;
-    let credentials = if args.sandbox {
-        Credentials::default()
-    } else {
-        Credentials::from_env(args.env_file.as_deref())
-            .map_err(|e| ExitError::new(Exit::Invalid, e.to_string()))?
+    let credentials = match &sources {
+        None => Credentials::default(),
+        Some(s) => s
+            .credentials()
+            .map_err(|e| ExitError::new(Exit::Invalid, e.to_string()))?,
     };
     from_parts(args, global, flags, manifest, credentials)
 }

@@ -30,7 +30,8 @@ use crate::output::LogFormat;
 const AFTER_HELP: &str = "\
 Exit codes: 0 every op done; 1 finished, some ops failed permanently; 2 invalid manifest,
 usage or configuration (nothing was sent); 3 aborted (credentials rejected, failure bound
-passed); 4 stopped before the end (deadline, SIGINT/SIGTERM), resumable.
+passed, API host never reached); 4 stopped before the end (deadline, SIGINT/SIGTERM),
+resumable.
 
 Credentials come only from the environment (or --env-file): IMKIT_CLIENT_KEY and IMKIT_TOKEN
 for room ops, IMKIT_API_KEY for mute and unmute.

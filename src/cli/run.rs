@@ -16,12 +16,15 @@ pub(super) struct RunArgs {
     #[command(flatten)]
     pub(super) manifest: ManifestArgs,
 
-    /// API base URL; https:// unless the host is a loopback address.
+    /// API base URL; https:// unless the host is a loopback address. The flag wins over
+    /// IMKIT_BASE_URL in the environment, which wins over the one in --env-file.
     #[arg(long, env = "IMKIT_BASE_URL", value_name = "URL")]
     pub(super) base_url: Option<String>,
 
-    /// Read credentials (IMKIT_CLIENT_KEY, IMKIT_TOKEN, IMKIT_API_KEY) from this file too;
-    /// variables already in the environment win.
+    /// Read IMKIT_BASE_URL and the credentials (IMKIT_CLIENT_KEY, IMKIT_TOKEN,
+    /// IMKIT_API_KEY) from this file too (KEY=VALUE lines). The environment wins over the
+    /// file, and --base-url over both; when two set a variable, the one used is logged (by
+    /// name, never its value).
     #[arg(long, value_name = "FILE")]
     pub(super) env_file: Option<PathBuf>,
 

@@ -221,6 +221,11 @@ fn conclude(report: &RunReport, before: &Counts) -> (Exit, String, Option<String
                 "aborted: {why}; {pending} ops stay pending (run again to resume, after checking `imkit-batch report`)"
             )),
         ),
+        StopReason::Unreachable(u) => (
+            Exit::Aborted,
+            "run aborted: the API cannot be reached".into(),
+            Some(StopReason::unreachable_message(u, pending)),
+        ),
         StopReason::Journal(e) => (
             Exit::Aborted,
             "run aborted: the journal failed".into(),

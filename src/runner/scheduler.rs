@@ -29,6 +29,13 @@
 //!   answers overlap the journal's next group commit instead.
 //! - At a stop (deadline, signal, abort) retries not yet sent are dropped: those ops stay
 //!   pending. A second signal aborts the requests in flight; those ops stay pending too.
+//! - A host that never answers: while no request of this run has reached the server (every
+//!   one failed in DNS, connect or TLS), such failures are retried with the backoff as any
+//!   transient one, but no op is failed for them: the first op to fail so
+//!   [`UNREACHED_ATTEMPTS`] times stops the run (exit 3), every op still pending, with one
+//!   warning, not one per attempt. Once the server has answered, or may have seen a request
+//!   (a timeout or a reset after connecting), connect failures are transient as any other:
+//!   a flaky network must not abort a job.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -42,7 +49,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Attempt, Outcome};
+use crate::api::{Attempt, Outcome, Reach, Unreached};
 use crate::journal::{JournalOp, OpRecord, OpState};
 use crate::op::{Credential, LockKey};
 use crate::output::Progress;
@@ -119,6 +126,8 @@ pub enum StopReason {
     Signal { cancelled_in_flight: bool },
     /// An outcome could not be recorded; nothing more is sent.
     Journal(String),
+    /// No request of the run reached the server ([`UNREACHED_ATTEMPTS`]); the last failure.
+    Unreachable(Unreached),
 }
 
 impl StopReason {
@@ -131,9 +140,16 @@ impl StopReason {
             StopReason::Completed => 0,
             StopReason::Deadline(_) | StopReason::Signal { .. } => 1,
             StopReason::FailureBound(_) => 2,
-            StopReason::CredentialsRejected { .. } => 3,
+            StopReason::CredentialsRejected { .. } | StopReason::Unreachable(_) => 3,
             StopReason::Journal(_) => 4,
         }
+    }
+
+    /// The message of a run stopped because nothing reached the server, `pending` ops left.
+    pub(crate) fn unreachable_message(u: &Unreached, pending: u64) -> String {
+        format!(
+            "cannot reach {u}; nothing reached the server; {pending} ops stay pending; check --base-url / IMKIT_BASE_URL, DNS, the network, then run again"
+        )
     }
 
     /// Whether `new` should replace `current` as the run's reason to stop.
@@ -178,6 +194,38 @@ enum Event {
 }
 
 const NONE: u32 = u32::MAX;
+
+/// Attempts of one op that never reached the server, while none of the run has, before the
+/// run stops (or fewer when `max_attempts` is lower). Three attempts of one op are spaced by
+/// the backoff (ceilings 0.5 s then 1 s by default), a window that lets a blip pass (a
+/// resolver or a load balancer restarting) and still stops a wrong `--base-url` within
+/// seconds. Counting failures across ops instead would stop within milliseconds at a high
+/// concurrency (the whole first wave fails at once) and take long at a low one; waiting for
+/// all of `max_attempts` gains nothing, since a stop fails no op and a re-run resumes.
+pub(crate) const UNREACHED_ATTEMPTS: u32 = 3;
+
+/// Whether a request of this run has reached the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Contact {
+    /// None has: each failed to connect (or was refused on our side).
+    Never,
+    /// One may have: it was sent and no answer came (a timeout, a reset).
+    Possibly,
+    /// The server answered one (any HTTP status).
+    Answered,
+}
+
+impl Contact {
+    /// The contact once `reach` is known too.
+    fn after(self, reach: &Reach) -> Contact {
+        let seen = match reach {
+            Reach::Answered => Contact::Answered,
+            Reach::NoAnswer => Contact::Possibly,
+            Reach::Unreached(_) | Reach::NotSent => Contact::Never,
+        };
+        self.max(seen)
+    }
+}
 
 fn cred_index(c: Credential) -> usize {
     match c {
@@ -390,6 +438,10 @@ struct Scheduler<E, R> {
     /// Rooms whose prior state the journal holds.
     snapshotted: HashSet<String>,
     started: Instant,
+    /// Whether a request of this run has reached the server.
+    contact: Contact,
+    /// The warning that the server cannot be reached was printed.
+    unreached_warned: bool,
 }
 
 impl<E: Executor, R: Recorder> Scheduler<E, R> {
@@ -438,6 +490,8 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             stats,
             snapshotted,
             started,
+            contact: Contact::Never,
+            unreached_warned: false,
         }
     }
 
@@ -687,12 +741,34 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
                 .push(attempt.latency.as_micros().min(u64::MAX as u128) as u64);
         }
         let mut record = answer_record(&self.shared.ops[i as usize], n, attempt);
+        self.contact = self.contact.after(&attempt.reach);
         let o = &attempt.outcome;
-        let stop = match o {
+        let stop = match (o, &attempt.reach) {
+            (Outcome::Transient { .. }, Reach::Unreached(u)) if self.contact == Contact::Never => {
+                self.on_unreached(i, n, u)
+            }
+            _ => self.on_outcome(i, n, o, sent_at, &mut record),
+        };
+        if let Err(e) = self.shared.rec.record(record) {
+            return Some(StopReason::Journal(e.to_string()));
+        }
+        stop
+    }
+
+    /// Acts on the outcome of attempt `n` of op `i`, filling its `record`.
+    fn on_outcome(
+        &mut self,
+        i: u32,
+        n: u32,
+        o: &Outcome,
+        sent_at: Instant,
+        record: &mut OpRecord,
+    ) -> Option<StopReason> {
+        match o {
             Outcome::Done {
                 already_in_state, ..
             } => {
-                self.on_done(i, *already_in_state, &mut record);
+                self.on_done(i, *already_in_state, record);
                 None
             }
             Outcome::Transient {
@@ -706,7 +782,7 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
                     hint: *retry_after,
                     sent_at,
                 };
-                self.on_transient(i, o, retry, &mut record)
+                self.on_transient(i, o, retry, record)
             }
             Outcome::CredentialsRejected {
                 credential,
@@ -723,12 +799,8 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
                     message: message.clone(),
                 })
             }
-            Outcome::Permanent { .. } => self.on_permanent(i, o, &mut record),
-        };
-        if let Err(e) = self.shared.rec.record(record) {
-            return Some(StopReason::Journal(e.to_string()));
+            Outcome::Permanent { .. } => self.on_permanent(i, o, record),
         }
-        stop
     }
 
     fn on_done(&mut self, i: u32, already_in_state: bool, record: &mut OpRecord) {
@@ -791,6 +863,34 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             }
             None
         }
+    }
+
+    /// Attempt `n` of op `i` never reached the server, and no request of the run has: retried
+    /// after the backoff, never failed; the op's [`UNREACHED_ATTEMPTS`]-th (or last) such
+    /// attempt stops the run. One warning says so, at the first.
+    fn on_unreached(&mut self, i: u32, n: u32, u: &Unreached) -> Option<StopReason> {
+        if !self.unreached_warned {
+            self.unreached_warned = true;
+            tracing::warn!(
+                "cannot reach {u}; no request has reached the server yet: retrying a few times before stopping"
+            );
+        }
+        if n >= UNREACHED_ATTEMPTS.min(self.opts.max_attempts) {
+            return Some(StopReason::Unreachable(u.clone()));
+        }
+        let delay = self.opts.backoff.delay(n, None, &mut self.rng);
+        let jop = &self.shared.ops[i as usize];
+        tracing::debug!(
+            seq = jop.seq,
+            attempt = n,
+            "{}: cannot reach {u}; retrying in {delay:?}",
+            jop.op
+        );
+        if self.stop.is_none() {
+            self.stats.retries += 1;
+            self.queues.retry_at(Instant::now() + delay, i);
+        }
+        None
     }
 
     fn on_permanent(&mut self, i: u32, o: &Outcome, record: &mut OpRecord) -> Option<StopReason> {

@@ -9,10 +9,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::api::{Attempt, Outcome};
+use crate::api::{Attempt, Outcome, Reach, Unreached, UnreachedKind};
 use crate::journal::{JournalOp, OpState};
 use crate::op::{Credential, Op};
 use crate::output::Progress;
+use crate::runner::scheduler::UNREACHED_ATTEMPTS;
 
 type Script = Box<dyn Fn(&Op, u32) -> (Outcome, Duration) + Send + Sync>;
 
@@ -50,6 +51,42 @@ fn transient(status: u16, hint: Option<Duration>) -> Outcome {
         code: Some("X".into()),
         reason: format!("HTTP {status}"),
         retry_after: hint,
+    }
+}
+
+/// A connection refused: the request never reached the server (see [`reach_of`]).
+fn refused() -> Outcome {
+    Outcome::Transient {
+        status: None,
+        code: Some("CONNECT".into()),
+        reason: "cannot reach 127.0.0.1:9: connection refused".into(),
+        retry_after: None,
+    }
+}
+
+/// A timeout after the request went out: it may have reached the server.
+fn timed_out() -> Outcome {
+    Outcome::Transient {
+        status: None,
+        code: Some("TIMEOUT".into()),
+        reason: "request timed out".into(),
+        retry_after: None,
+    }
+}
+
+/// How far a scripted attempt got, as the client would say: an outcome with a status was
+/// answered, [`refused`] never reached the server, anything else was sent without an answer.
+fn reach_of(o: &Outcome) -> Reach {
+    match o {
+        Outcome::Transient {
+            status: None, code, ..
+        } if code.as_deref() == Some("CONNECT") => Reach::Unreached(Unreached {
+            host: "127.0.0.1:9".into(),
+            kind: UnreachedKind::Refused,
+            detail: String::new(),
+        }),
+        o if o.status().is_some() => Reach::Answered,
+        _ => Reach::NoAnswer,
     }
 }
 
@@ -126,7 +163,12 @@ impl Executor for Fake {
             .unwrap()
             .push(Ev::End(key(op), Instant::now()));
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        Attempt { outcome, latency }
+        let reach = reach_of(&outcome);
+        Attempt {
+            outcome,
+            latency,
+            reach,
+        }
     }
 
     async fn read_room(&self, room: &str) -> Result<serde_json::Value, Attempt> {
@@ -828,6 +870,7 @@ impl Executor for Instantly {
         Attempt {
             outcome: done(),
             latency: Duration::from_micros(50),
+            reach: Reach::Answered,
         }
     }
 
@@ -1067,4 +1110,126 @@ async fn a_401_while_a_deadline_drains_still_ends_the_run_as_rejected() {
     // The three other requests on the wire are recorded with their truthful outcome.
     assert_eq!(report.stats.done, 3);
     assert_eq!(finals(&rec).len(), 3);
+}
+
+/// A host nothing of the run reaches: the run stops after the first op's
+/// [`UNREACHED_ATTEMPTS`], no op failed nor recorded final, every op pending.
+#[tokio::test(start_paused = true)]
+async fn a_host_never_reached_stops_the_run_with_every_op_pending() {
+    let fake = Fake::new(|_, _| (refused(), Duration::from_millis(1)));
+    let ops: Vec<Op> = (0..20).map(|i| Op::freeze(format!("r-{i}"))).collect();
+    let opts = RunnerOptions {
+        concurrency: 4,
+        ..fast()
+    };
+    let started = Instant::now();
+    let (report, rec) = go(ops, &fake, opts.clone(), Controls::default()).await;
+    match &report.stop {
+        StopReason::Unreachable(u) => {
+            assert_eq!(u.host, "127.0.0.1:9");
+            assert_eq!(u.kind, UnreachedKind::Refused);
+        }
+        s => panic!("{s:?}"),
+    }
+    assert_eq!(report.stats.failed, 0);
+    assert_eq!(report.stats.pending(), 20);
+    assert!(finals(&rec).is_empty(), "{:?}", rec.records());
+    // Each failed attempt is still recorded (attempts and message), with the op pending.
+    assert!(rec.records().iter().all(|r| r.state.is_none()));
+    // The first op to fail so UNREACHED_ATTEMPTS times stopped it (whichever its backoff
+    // let go first).
+    let most = fake.tries.lock().unwrap().values().copied().max();
+    assert_eq!(most, Some(UNREACHED_ATTEMPTS));
+    // Three attempts of one op, spaced by the backoff: at most its two ceilings.
+    let bound = opts.backoff.ceiling(1) + opts.backoff.ceiling(2) + Duration::from_millis(50);
+    assert!(started.elapsed() <= bound, "{:?}", started.elapsed());
+    let msg = StopReason::unreachable_message(
+        match &report.stop {
+            StopReason::Unreachable(u) => u,
+            _ => unreachable!(),
+        },
+        report.stats.pending(),
+    );
+    assert!(
+        msg.contains("cannot reach 127.0.0.1:9: connection refused")
+            && msg.contains("nothing reached the server; 20 ops stay pending")
+            && msg.contains("--base-url / IMKIT_BASE_URL"),
+        "{msg}"
+    );
+}
+
+/// With `--max-attempts` under the bound, the op's last attempt stops the run instead of
+/// failing the op.
+#[tokio::test(start_paused = true)]
+async fn an_unreached_last_attempt_stops_instead_of_failing() {
+    let fake = Fake::new(|_, _| (refused(), Duration::from_millis(1)));
+    let opts = RunnerOptions {
+        max_attempts: 1,
+        concurrency: 1,
+        ..fast()
+    };
+    let (report, rec) = go(
+        vec![Op::freeze("a"), Op::freeze("b")],
+        &fake,
+        opts,
+        Controls::default(),
+    )
+    .await;
+    assert!(
+        matches!(report.stop, StopReason::Unreachable(_)),
+        "{report:?}"
+    );
+    assert_eq!((report.stats.failed, report.stats.pending()), (0, 2));
+    assert!(finals(&rec).is_empty());
+    assert_eq!(fake.sends.load(Ordering::SeqCst), 1);
+}
+
+/// Once the server has answered, connect failures are transient as any other: retried, and
+/// an op whose attempts all fail so is failed; the run is not stopped.
+#[tokio::test(start_paused = true)]
+async fn once_answered_connect_failures_are_transient() {
+    let fake = Fake::new(|op, n| match (&*op.room, n) {
+        ("a", _) => (done(), Duration::from_millis(1)),
+        // Refused more often than the bound, then answered.
+        ("b", n) if n <= 4 => (refused(), Duration::from_millis(5)),
+        ("b", _) => (done(), Duration::from_millis(1)),
+        _ => (refused(), Duration::from_millis(5)),
+    });
+    let opts = RunnerOptions {
+        max_attempts: 6,
+        ..fast()
+    };
+    let (report, rec) = go(
+        vec![Op::freeze("a"), Op::freeze("b"), Op::freeze("c")],
+        &fake,
+        opts,
+        Controls::default(),
+    )
+    .await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!((report.stats.done, report.stats.failed), (2, 1));
+    let f = finals(&rec);
+    assert_eq!(f[&1].state, Some(OpState::Done));
+    assert_eq!(f[&1].attempts, 5);
+    assert_eq!(f[&2].state, Some(OpState::Failed));
+    assert_eq!(f[&2].attempts, 6);
+}
+
+/// A request that may have reached the server (sent, then timed out) means the host is
+/// there: later connect failures are transient as any other.
+#[tokio::test(start_paused = true)]
+async fn a_request_that_may_have_arrived_disables_the_early_stop() {
+    let fake = Fake::new(|_, n| match n {
+        1 => (timed_out(), Duration::from_millis(1)),
+        _ => (refused(), Duration::from_millis(1)),
+    });
+    let opts = RunnerOptions {
+        max_attempts: 4,
+        concurrency: 1,
+        ..fast()
+    };
+    let (report, _) = go(vec![Op::freeze("a")], &fake, opts, Controls::default()).await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(report.stats.failed, 1);
+    assert_eq!(fake.sends.load(Ordering::SeqCst), 4);
 }

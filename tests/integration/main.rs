@@ -14,6 +14,10 @@
 //!   or a manifest given for it.
 //! - `crash`: `kill -9` at seeded moments, then resume.
 //! - `budget`: the shared rate ledger, in process, on the host (files) and in a real Redis.
+//! - `env_file`: `run --env-file`: the base URL and credentials it gives, precedence, no value
+//!   printed.
+//! - `unreachable`: a host no request reaches (DNS, refused, TLS) stops the run early with
+//!   every op pending; a server that answered and then fails to connect does not.
 //!
 //! Shared helpers (paths, the binary, the one credential set, a sandbox on its own runtime)
 //! live in `util`.
@@ -25,10 +29,12 @@
 mod api_client;
 mod budget;
 mod crash;
+mod env_file;
 mod journal;
 mod journal_safety;
 mod manifest;
 mod run;
 mod sandbox;
 mod sandbox_bans;
+mod unreachable;
 mod util;
