@@ -101,7 +101,8 @@ fn check_written_for(
 ) -> Result<Checked, JournalError> {
     let ro = open_checked(path)?;
     let job = read_job(&ro, path)?;
-    let retarget = check_target(path, &job.settings, meta, opts.retarget)?;
+    let untouched = nothing_answered(&ro, path)?;
+    let retarget = check_target(path, &job.settings, meta, opts.retarget, untouched)?;
     let update = check_plan(&ro, path, &job, manifest, opts)?;
     Ok(Checked { retarget, update })
 }
@@ -167,6 +168,19 @@ fn user_version(conn: &Connection) -> rusqlite::Result<i32> {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
 }
 
+/// True when no op of the journal has an outcome or an answer recorded: whatever target it
+/// was bound to saw nothing that counts (a run that never reached its host, or one killed
+/// before its first commit), so it may be bound to another without `--retarget`: the new
+/// target gets every op, as a first run would send them.
+fn nothing_answered(conn: &Connection, path: &Path) -> Result<bool, JournalError> {
+    conn.query_row(
+        "SELECT NOT EXISTS (SELECT 1 FROM ops WHERE state <> 'pending' OR http_status IS NOT NULL)",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(|e| JournalError::sqlite(path, "look for recorded answers", e))
+}
+
 /// The target recorded in a job's settings JSON (`base_url`: a URL, or `sandbox`).
 pub(super) fn recorded_target(settings: &serde_json::Value) -> Option<String> {
     settings.get("base_url")?.as_str().map(str::to_owned)
@@ -174,12 +188,15 @@ pub(super) fn recorded_target(settings: &serde_json::Value) -> Option<String> {
 
 /// Refuses to resume against `meta.target` a job whose first run recorded another target;
 /// with `retarget`, a job recorded against another base URL is resumed, and the new target
-/// returned to be recorded. A journal or a caller that names no target is not checked.
+/// returned to be recorded; so is a job whose journal records no answer at all
+/// (`untouched`: see [`nothing_answered`]), whatever the two targets are. A journal or a
+/// caller that names no target is not checked.
 fn check_target(
     path: &Path,
     settings: &str,
     meta: &JobMeta,
     retarget: bool,
+    untouched: bool,
 ) -> Result<Option<String>, JournalError> {
     let Some(target) = meta.target.as_deref() else {
         return Ok(None);
@@ -194,7 +211,7 @@ fn check_target(
         return Ok(None);
     }
     let sandbox = [recorded.as_str(), target].contains(&super::SANDBOX_TARGET);
-    if retarget && !sandbox {
+    if untouched || (retarget && !sandbox) {
         return Ok(Some(target.to_string()));
     }
     Err(JournalError::TargetMismatch {
@@ -214,7 +231,8 @@ fn record_target(tx: &Transaction, path: &Path, target: &str) -> Result<(), Jour
     tracing::warn!(
         journal = %path.display(),
         target,
-        "--retarget: the job now sends to {target}; what the journal records as done stays done"
+        "the job now sends to {target} (--retarget, or no answer was ever recorded from the \
+         target it had); what the journal records as done stays done"
     );
     Ok(())
 }

@@ -554,7 +554,16 @@ fn plan_cli_of_a_finished_job() {
         "20000/s",
     ]));
     assert_eq!(run.code, 0, "{run:?}");
-    let r = plan_of(&p, &[]);
+    // The rehearsal's own journal (a real run would start a new one: `plan` says so without
+    // --journal).
+    let fresh = plan_of(&p, &[]);
+    assert!(
+        fresh.stdout.contains("journal: none yet"),
+        "{}",
+        fresh.stdout
+    );
+    let rehearsal = dir.path().join("job.csv.sandbox.journal");
+    let r = plan_of(&p, &["--journal", rehearsal.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.stdout

@@ -292,6 +292,36 @@ fn a_closed_port_stops_the_run_early_and_a_live_server_then_completes_it() {
     assert_eq!(v["counts"]["pending"], 0, "{v}");
 }
 
+/// The operator mistyped the base URL: the run stops early with every op pending, and the
+/// corrected URL resumes the job (no `--retarget`: nothing answered on the wrong one), every
+/// op sent once, the journal now bound to the corrected URL.
+#[test]
+fn a_corrected_base_url_resumes_a_job_that_never_reached_its_host() {
+    const OPS: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, config) = freeze_job(dir.path(), "freeze.csv", OPS);
+    let wrong = format!("http://{}", closed_port());
+    let r = exec(run_cmd(&wrong, &manifest, &["--action", "freeze"]));
+    assert_eq!(r.code, 3, "{r:?}");
+
+    let sb = Sandbox::start(config);
+    let r = exec(run_cmd(&sb.url(), &manifest, &["--action", "freeze"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("the job now sends to"), "{}", r.stderr);
+    assert_eq!(sb.stats().applied_total, OPS as u64);
+    let v = status(&journal_of(&manifest));
+    assert_eq!(v["counts"]["done"], OPS, "{v}");
+
+    // Bound to the corrected URL now: the wrong one is refused, as any other target is.
+    let r = exec(run_cmd(&wrong, &manifest, &["--action", "freeze"]));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("cannot be resumed against"),
+        "{}",
+        r.stderr
+    );
+}
+
 /// A server that answers and drops connections (before and after applying a change) is a
 /// flaky network: retried, never a reason to stop; the job completes.
 #[test]
