@@ -178,10 +178,21 @@ pub(super) fn from_args(args: &RunArgs, global: &GlobalArgs) -> anyhow::Result<J
     }
     let args = &args;
     let flags = check_flags(args).map_err(invalid_list)?;
-    let opts = LoadOptions {
-        action: args.manifest.action,
-    };
-    let manifest = crate::manifest::load(&args.manifest.manifest, &opts).map_err(|e| {
+    let recorded = super::resume::recorded(&flags.journal_path, args.fresh);
+    let action =
+        super::resume::action(args.manifest.action, recorded.as_ref(), &flags.journal_path)?;
+    let path = &args.manifest.manifest;
+    let mut loaded = crate::manifest::load(path, &LoadOptions { action });
+    let mut action = action;
+    if loaded.is_err() && args.manifest.action.is_none() && action.is_some() {
+        // The journal's --action is for a CSV without an action column: one that has one
+        // now loads without it (its ops are then compared with the journal's as always).
+        if let Ok(m) = crate::manifest::load(path, &LoadOptions { action: None }) {
+            loaded = Ok(m);
+            action = None;
+        }
+    }
+    let manifest = loaded.map_err(|e| {
         let msg = format!(
             "{} is not a valid manifest ({} error{}); nothing was sent:\n{e}\n\
              Fix the lines above and check with `imkit-batch validate`.",
@@ -197,7 +208,12 @@ pub(super) fn from_args(args: &RunArgs, global: &GlobalArgs) -> anyhow::Result<J
             .credentials()
             .map_err(|e| ExitError::new(Exit::Invalid, e.to_string()))?,
     };
-    from_parts(args, global, flags, manifest, credentials)
+    let mut job = from_parts(args, global, flags, manifest, credentials)?;
+    job.action = action;
+    if let Some(r) = &recorded {
+        super::resume::apply(&mut job, args, r);
+    }
+    Ok(job)
 }
 
 /// The pure part: applies the flags over the manifest's settings and checks the result and

@@ -10,6 +10,7 @@ mod files;
 mod job;
 mod plan;
 mod report;
+mod resume;
 mod revert;
 mod run;
 mod sandbox;

@@ -15,6 +15,7 @@ use super::retry::Backoff;
 use super::scheduler::RunnerOptions;
 use crate::api::Credentials;
 use crate::manifest::Manifest;
+use crate::op::Action;
 use crate::output::{LogFormat, ProgressMode};
 use crate::units::Rate;
 
@@ -58,6 +59,9 @@ pub enum Target {
 #[derive(Debug)]
 pub struct Job {
     pub manifest: Manifest,
+    /// The `--action` given for a CSV without an action column (recorded, so that a resume
+    /// need not repeat it).
+    pub action: Option<Action>,
     pub journal_path: PathBuf,
     pub target: Target,
     /// Never printed: `Secret` redacts itself.
@@ -101,6 +105,7 @@ impl Job {
     pub fn new(manifest: Manifest, target: Target, credentials: Credentials) -> Job {
         let s = &manifest.settings;
         Job {
+            action: None,
             journal_path: default_journal_path(&manifest.path, matches!(target, Target::Sandbox)),
             target,
             credentials,
@@ -131,6 +136,7 @@ impl Job {
                 Target::Remote { base_url } => serde_json::Value::String(base_url.to_string()),
                 Target::Sandbox => serde_json::Value::String("sandbox".into()),
             },
+            "action": self.action.map(Action::as_str),
             "concurrency": self.concurrency,
             "rate": self.rate.to_string(),
             "max_attempts": self.max_attempts,

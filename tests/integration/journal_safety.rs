@@ -720,3 +720,113 @@ async fn replan_keeps_final_ops_and_retry_failed_leaves_removed_ones_alone() {
         Err(JournalError::ManifestChanged { .. })
     ));
 }
+
+// ---------------------------------------------------------------------------------------
+// Case 3: settings stick.
+
+/// A job started with `--action freeze --snapshot --concurrency 2` and stopped part way
+/// resumes with a bare `run MANIFEST`: the action need not be retyped, every room is still
+/// read before its change (so `revert` can restore all of them), the pace is the one it was
+/// started with, and the run says what it kept. Another `--action` is refused as another
+/// job; `--no-snapshot` is warned about.
+#[test]
+fn a_resumed_job_keeps_the_settings_it_was_started_with() {
+    const ROOMS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, mut config) = freeze_job(dir.path(), "rooms.csv", ROOMS);
+    config.latency = Duration::from_millis(20);
+    let sb = Sandbox::start(config);
+    let first = exec(run_cmd(
+        &sb.url(),
+        &manifest,
+        &[
+            "--action",
+            "freeze",
+            "--snapshot",
+            "--concurrency",
+            "2",
+            "--max-duration",
+            "300ms",
+        ],
+    ));
+    assert_eq!(first.code, 4, "{first:?}");
+    let done_first = sb.stats().applied_total;
+    assert!(
+        done_first > 0 && (done_first as usize) < ROOMS,
+        "{done_first}"
+    );
+
+    let refused = exec(run_cmd(&sb.url(), &manifest, &["--action", "unfreeze"]));
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains(
+            "records a job started with --action freeze; --action unfreeze would be another job"
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        sb.stats().applied_total,
+        done_first,
+        "a refused run sent something"
+    );
+
+    let resumed = exec(run_cmd(&sb.url(), &manifest, &[]));
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert!(
+        resumed.stderr.contains(
+            "resuming as the job was started: --action freeze, --snapshot, --concurrency 2"
+        ),
+        "{}",
+        resumed.stderr
+    );
+    assert_eq!(sb.stats().applied_total, ROOMS as u64);
+    let snaps = Journal::open_read_only(&journal_of(&manifest))
+        .unwrap()
+        .snapshots()
+        .unwrap();
+    assert_eq!(snaps.len(), ROOMS, "every room read before its change");
+}
+
+/// `--no-snapshot` on the resume of a job started with `--snapshot` warns that `revert`
+/// will not restore what changes from then on; the run goes on.
+#[test]
+fn turning_the_snapshot_off_on_a_resume_is_warned_about() {
+    const ROOMS: usize = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, mut config) = freeze_job(dir.path(), "rooms.csv", ROOMS);
+    config.latency = Duration::from_millis(20);
+    let sb = Sandbox::start(config);
+    let first = exec(run_cmd(
+        &sb.url(),
+        &manifest,
+        &[
+            "--action",
+            "freeze",
+            "--snapshot",
+            "--concurrency",
+            "1",
+            "--max-duration",
+            "200ms",
+        ],
+    ));
+    assert_eq!(first.code, 4, "{first:?}");
+    let off = exec(run_cmd(&sb.url(), &manifest, &["--no-snapshot"]));
+    assert_eq!(off.code, 0, "{off:?}");
+    assert!(
+        off.stderr.contains(
+            "this job was started with --snapshot; --no-snapshot turns it off for this run"
+        ),
+        "{}",
+        off.stderr
+    );
+    let snaps = Journal::open_read_only(&journal_of(&manifest))
+        .unwrap()
+        .snapshots()
+        .unwrap();
+    assert!(
+        snaps.len() < ROOMS,
+        "no room read after the flag: {}",
+        snaps.len()
+    );
+}
