@@ -153,6 +153,31 @@ fn check_base_url(raw: &str) -> Result<Url, String> {
     }
 }
 
+/// The metrics file must be writable where it is asked for: its directory exists (checked
+/// before any request, rather than found out at the end of the run).
+fn check_metrics_dir(path: &std::path::Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if path.is_dir() {
+        return Err(format!(
+            "--metrics-file {} is a directory: name the file to write (e.g. {}/imkit-batch.prom)",
+            path.display(),
+            path.display()
+        ));
+    }
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(format!(
+            "--metrics-file {}: the directory {} does not exist (nothing was sent)",
+            path.display(),
+            dir.display()
+        ))
+    }
+}
+
 /// The credentials the manifest's ops need, in a stable order.
 fn needed_credentials(manifest: &Manifest) -> Vec<Credential> {
     let mut v: Vec<Credential> = manifest.ops.iter().map(|p| p.op.credential()).collect();
@@ -164,6 +189,9 @@ fn needed_credentials(manifest: &Manifest) -> Vec<Credential> {
 /// Checks flags, loads the manifest and the credentials; any problem exits 2.
 pub(super) fn from_args(args: &RunArgs, global: &GlobalArgs) -> anyhow::Result<Job> {
     let flags = check_flags(args).map_err(invalid_list)?;
+    if let Some(p) = &args.metrics_file {
+        check_metrics_dir(p).map_err(|e| invalid_list(vec![e]))?;
+    }
     let opts = LoadOptions {
         action: args.manifest.action,
     };
@@ -214,6 +242,7 @@ pub(super) fn from_parts(
     job.retry_failed = args.retry_failed;
     job.progress = args.progress;
     job.log_format = global.log_format;
+    job.metrics_file = args.metrics_file.clone();
     let errors = check_job(&job);
     if errors.is_empty() {
         Ok(job)

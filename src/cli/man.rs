@@ -172,6 +172,7 @@ mod tests {
         for flag in [
             r"\-\-max\-failure\-ratio",
             r"\-\-retry\-failed",
+            r"\-\-metrics\-file",
             r"\-\-format",
             r"\-\-log\-format",
         ] {

@@ -19,6 +19,8 @@
 //! - `import`: a new journal, created 0600 with the whole plan in one transaction;
 //! - `lock`: the run lock;
 //! - `writer`: [`JournalWriter`] and the thread that commits outcomes in groups;
+//! - `series`: the per-second counts of requests, retries, 429s and outcomes of every run,
+//!   written with each group (a table added `IF NOT EXISTS`, so older journals read too);
 //! - `schema`: the on-disk format, its version, the durability settings, the damage checks;
 //! - `types`: the records stored and read back; `error`: [`JournalError`];
 //! - `revert`: the inverse of what a job changed; `csvout`: the CSV manifests `report
@@ -33,6 +35,7 @@ mod open;
 pub mod report;
 mod revert;
 mod schema;
+mod series;
 pub mod status;
 mod store;
 mod types;

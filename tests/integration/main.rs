@@ -9,6 +9,7 @@
 //! - `journal`: the journal and its commands (`status`, `report`, `revert`), refusals,
 //!   `--fresh`, `--retry-failed`.
 //! - `crash`: `kill -9` at seeded moments, then resume.
+//! - `observe`: what a job leaves behind: the `--metrics-file`, `report --format html`.
 //!
 //! Shared helpers (paths, the binary, the one credential set, a sandbox on its own runtime)
 //! live in `util`.
@@ -17,6 +18,7 @@ mod api_client;
 mod crash;
 mod journal;
 mod manifest;
+mod observe;
 mod run;
 mod sandbox;
 mod util;

@@ -1,0 +1,292 @@
+//! What a job leaves behind: the `--metrics-file` of every run (Prometheus text format,
+//! parsed here), and the HTML page of `report --format html`, both from real runs of the
+//! binary against a sandbox with failures and injected 429s.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::util::{self, Sandbox, exec, freeze_job, journal_of, run_cmd};
+
+/// A parsed metrics file: family name -> (type, samples as (labels, value)).
+type Families = BTreeMap<String, (String, Vec<(BTreeMap<String, String>, f64)>)>;
+
+/// Parses the text exposition format strictly enough for these files: `# HELP` then
+/// `# TYPE` before each family's samples, `name{k="v",...} value` samples with escaped
+/// label values.
+fn parse_metrics(text: &str) -> Families {
+    let mut out = Families::new();
+    let mut helped = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP name text");
+            assert!(!help.is_empty(), "{line}");
+            helped = Some(name.to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert_eq!(helped.as_deref(), Some(name), "HELP before TYPE: {line}");
+            assert!(kind == "counter" || kind == "gauge", "{line}");
+            assert!(!name.ends_with("_total") || kind == "counter", "{line}");
+            let fresh = out.insert(name.into(), (kind.into(), vec![])).is_none();
+            assert!(fresh, "{name} declared twice");
+        } else {
+            let (name, rest) = line.split_once('{').expect("labels");
+            let (labels, value) = rest.rsplit_once("} ").expect("value");
+            let fam = out.get_mut(name).expect("a sample after its TYPE");
+            fam.1
+                .push((parse_labels(labels), value.parse().expect("a number")));
+        }
+    }
+    out
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut chars = s.chars().peekable();
+    while chars.peek().is_some() {
+        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        assert_eq!(chars.next(), Some('"'));
+        let mut value = String::new();
+        loop {
+            match chars.next().expect("closing quote") {
+                '\\' => value.push(match chars.next() {
+                    Some('n') => '\n',
+                    Some(c @ ('\\' | '"')) => c,
+                    o => panic!("bad escape {o:?}"),
+                }),
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        labels.insert(key, value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    labels
+}
+
+/// The one sample of `name`, checked to carry `job`.
+fn value(f: &Families, name: &str, job: &str) -> f64 {
+    let (_, samples) = f.get(name).unwrap_or_else(|| panic!("no {name}"));
+    assert_eq!(samples.len(), 1, "{name}");
+    assert_eq!(samples[0].0["job"], job, "{name}");
+    samples[0].1
+}
+
+/// `imkit_batch_ops` by outcome.
+fn ops(f: &Families) -> BTreeMap<String, f64> {
+    let (kind, samples) = &f["imkit_batch_ops"];
+    assert_eq!(kind, "gauge");
+    samples
+        .iter()
+        .map(|(l, v)| (l["outcome"].clone(), *v))
+        .collect()
+}
+
+fn read_metrics(p: &Path) -> Families {
+    parse_metrics(&std::fs::read_to_string(p).expect("the metrics file"))
+}
+
+fn now_s() -> f64 {
+    jiff::Timestamp::now().as_millisecond() as f64 / 1000.0
+}
+
+/// `status --json` of a journal.
+fn status_json(journal: &Path) -> serde_json::Value {
+    let st = exec(util::imkit(&[
+        "status",
+        journal.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(st.code, 0, "{st:?}");
+    serde_json::from_str(&st.stdout).unwrap()
+}
+
+/// A freeze job of 40 rooms plus two the sandbox lacks (404), against a sandbox that
+/// answers 15% of requests with a 429 (hint 0 s).
+fn failing_job(dir: &Path) -> (PathBuf, Sandbox) {
+    let (manifest, mut config) = freeze_job(dir, "nightly.csv", 40);
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("ghost-1\nghost-2\n");
+    std::fs::write(&manifest, text).unwrap();
+    config.faults.too_many_requests = 0.15;
+    config.fault_retry_after_secs = 0;
+    config.fault_seed = 11;
+    (manifest, Sandbox::start(config))
+}
+
+/// After a run with failures, then a re-run of the finished job, then `--retry-failed` once
+/// the missing rooms exist: the figures of each, read back from the file.
+#[test]
+fn metrics_file_after_failures_a_rerun_and_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, sb) = failing_job(dir.path());
+    let journal = journal_of(&manifest);
+    let metrics = dir.path().join("imkit.prom");
+    let m = metrics.to_str().unwrap();
+    let t0 = now_s();
+    let first = exec(run_cmd(
+        &sb.url(),
+        &manifest,
+        &["--action", "freeze", "--metrics-file", m],
+    ));
+    assert_eq!(first.code, 1, "{first:?}");
+    let f = read_metrics(&metrics);
+    let job = "nightly.csv";
+    assert_eq!(
+        ops(&f),
+        BTreeMap::from([
+            ("done".into(), 40.0),
+            ("failed".into(), 2.0),
+            ("pending".into(), 0.0),
+            ("skipped".into(), 0.0)
+        ])
+    );
+    let st = status_json(&journal);
+    let served_429 = sb.stats().responses.get("429").copied().unwrap_or(0);
+    assert!(served_429 > 0, "the sandbox injected no 429");
+    assert_eq!(
+        value(&f, "imkit_batch_requests_total", job),
+        sb.requests_total() as f64
+    );
+    assert_eq!(
+        value(&f, "imkit_batch_requests_total", job),
+        st["attempts"].as_f64().unwrap()
+    );
+    assert_eq!(
+        value(&f, "imkit_batch_retries_total", job),
+        st["retries"].as_f64().unwrap()
+    );
+    assert_eq!(
+        value(&f, "imkit_batch_rate_limited_total", job),
+        served_429 as f64
+    );
+    assert_eq!(value(&f, "imkit_batch_last_exit_code", job), 1.0);
+    let end = value(&f, "imkit_batch_last_run_end_timestamp_seconds", job);
+    assert!(end >= t0 && end <= now_s(), "{t0} <= {end}");
+    assert!(!f.contains_key("imkit_batch_last_success_timestamp_seconds"));
+    for (kind, _) in f.values() {
+        assert!(kind == "gauge" || kind == "counter");
+    }
+
+    // The finished job re-run: nothing sent, the file written again, the same counters.
+    let sent = sb.requests_total();
+    let again = exec(run_cmd(
+        &sb.url(),
+        &manifest,
+        &["--action", "freeze", "--metrics-file", m],
+    ));
+    assert_eq!(again.code, 1, "{again:?}");
+    assert_eq!(sb.requests_total(), sent);
+    let g = read_metrics(&metrics);
+    assert_eq!(ops(&g), ops(&f));
+    for c in [
+        "imkit_batch_requests_total",
+        "imkit_batch_retries_total",
+        "imkit_batch_rate_limited_total",
+        "imkit_batch_last_exit_code",
+    ] {
+        assert_eq!(value(&g, c, job), value(&f, c, job), "{c}");
+    }
+    assert!(value(&g, "imkit_batch_last_run_end_timestamp_seconds", job) >= end);
+
+    // The missing rooms created, --retry-failed: every op done, a success time, and the
+    // counters went on from where they were (two more requests at least).
+    let mut config = sb.config().clone();
+    config.add_room("ghost-1", "owner-1", &[]);
+    config.add_room("ghost-2", "owner-1", &[]);
+    config.faults.too_many_requests = 0.0;
+    drop(sb);
+    let sb2 = Sandbox::start(config);
+    let t1 = now_s();
+    let retry = exec(run_cmd(
+        &sb2.url(),
+        &manifest,
+        &["--action", "freeze", "--retry-failed", "--metrics-file", m],
+    ));
+    assert_eq!(retry.code, 0, "{retry:?}");
+    let h = read_metrics(&metrics);
+    assert_eq!(ops(&h)["done"], 42.0);
+    assert_eq!(ops(&h)["failed"], 0.0);
+    assert_eq!(
+        value(&h, "imkit_batch_requests_total", job),
+        value(&f, "imkit_batch_requests_total", job) + 2.0
+    );
+    assert_eq!(
+        value(&h, "imkit_batch_retries_total", job),
+        value(&f, "imkit_batch_retries_total", job) + 2.0
+    );
+    assert_eq!(
+        value(&h, "imkit_batch_rate_limited_total", job),
+        served_429 as f64
+    );
+    assert_eq!(value(&h, "imkit_batch_last_exit_code", job), 0.0);
+    let success = value(&h, "imkit_batch_last_success_timestamp_seconds", job);
+    assert!(success >= t1 && success <= now_s(), "{t1} <= {success}");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("prom"))
+        .collect();
+    assert_eq!(
+        names,
+        vec!["imkit.prom".to_string()],
+        "no temporary file left"
+    );
+}
+
+/// A run stopped at once (its deadline passed) writes the file too: exit 4, every op
+/// pending, nothing sent; the manifest's `name` is the job label.
+#[test]
+fn a_stopped_run_writes_its_metrics_labelled_with_the_manifest_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "version: 1\nname: \"night \\\"mute\\\"\"\nops:\n  - action: freeze\n    rooms: [a, b, c]\n";
+    let manifest = util::write(dir.path(), "job.yaml", yaml);
+    let metrics = dir.path().join("m.prom");
+    let r = exec(util::imkit(&[
+        "run",
+        manifest.to_str().unwrap(),
+        "--sandbox",
+        "--progress",
+        "never",
+        "--until",
+        "2020-01-01T00:00:00Z",
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, 4, "{r:?}");
+    let f = read_metrics(&metrics);
+    let job = "night \"mute\"";
+    assert_eq!(ops(&f)["pending"], 3.0);
+    assert_eq!(value(&f, "imkit_batch_requests_total", job), 0.0);
+    assert_eq!(value(&f, "imkit_batch_last_exit_code", job), 4.0);
+    assert!(
+        std::fs::read_to_string(&metrics)
+            .unwrap()
+            .contains(r#"job="night \"mute\"""#)
+    );
+}
+
+/// A metrics file in a directory that does not exist is refused before anything is sent
+/// (exit 2, no journal created).
+#[test]
+fn a_metrics_file_in_a_missing_directory_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, config) = freeze_job(dir.path(), "f.csv", 3);
+    let sb = Sandbox::start(config);
+    let missing = dir.path().join("no-such-dir").join("m.prom");
+    let r = exec(run_cmd(
+        &sb.url(),
+        &manifest,
+        &[
+            "--action",
+            "freeze",
+            "--metrics-file",
+            missing.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+    assert_eq!(sb.requests_total(), 0);
+    assert!(!journal_of(&manifest).exists());
+}
