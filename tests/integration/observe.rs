@@ -290,3 +290,135 @@ fn a_metrics_file_in_a_missing_directory_is_refused_up_front() {
     assert_eq!(sb.requests_total(), 0);
     assert!(!journal_of(&manifest).exists());
 }
+
+/// Runs a job with failures (one in a room whose id is markup), 429s and retries, and
+/// writes its page; returns the page, the sandbox's URL and its 429 count.
+fn html_report_of_a_failing_job(dir: &Path) -> (String, String, u64) {
+    let (manifest, mut config) = freeze_job(dir, "night.csv", 40);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    // The markup room comes first: it is among the examples shown.
+    let text =
+        text.replacen("room\n", "room\n<script>alert(1)</script>\n", 1) + "ghost-1\nghost-2\n";
+    std::fs::write(&manifest, text).unwrap();
+    config.faults.too_many_requests = 0.15;
+    config.fault_retry_after_secs = 0;
+    config.fault_seed = 11;
+    let sb = Sandbox::start(config);
+    let r = exec(run_cmd(&sb.url(), &manifest, &["--action", "freeze"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    let page = dir.join("report.html");
+    let rep = exec(util::imkit(&[
+        "report",
+        journal_of(&manifest).to_str().unwrap(),
+        "--format",
+        "html",
+        "-o",
+        page.to_str().unwrap(),
+    ]));
+    assert_eq!(rep.code, 0, "{rep:?}");
+    let served_429 = sb.stats().responses.get("429").copied().unwrap_or(0);
+    (
+        std::fs::read_to_string(&page).unwrap(),
+        sb.url(),
+        served_429,
+    )
+}
+
+/// The page holds the counts, the failures with their code, status and examples, the runs
+/// and three inline charts; ids and messages are escaped; nothing is fetched from anywhere.
+#[test]
+fn html_report_shows_counts_failures_runs_and_charts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (page, url, served_429) = html_report_of_a_failing_job(dir.path());
+    assert!(page.starts_with("<!DOCTYPE html>"), "{}", &page[..100]);
+    assert!(page.trim_end().ends_with("</html>"));
+    // Outcome counts per action: 43 freezes, 40 done, 3 failed.
+    assert!(
+        page.contains(
+            "<td>freeze</td><td class=\"n\">43</td><td class=\"n\">40</td><td class=\"n\">3</td>\
+             <td class=\"n\">0</td><td class=\"n\">0</td>"
+        ),
+        "{page}"
+    );
+    // The failures: the code, how many, the status, and the op whose id is markup, escaped.
+    assert!(
+        page.contains("<code>ROOM_NOT_FOUND</code> <span class=\"count\">3 ops · HTTP 404</span>")
+    );
+    assert!(
+        page.contains("room &lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(page.contains("<code>") && page.contains("night.csv:2</code>"));
+    assert!(
+        !page.to_ascii_lowercase().contains("<script"),
+        "unescaped markup"
+    );
+    // Three charts, drawn inline.
+    assert_eq!(page.matches("<svg class=\"chart\"").count(), 3);
+    assert!(page.contains("<rect") && page.contains("<polyline"));
+    // Figures: requests, retries, the 429s the sandbox served; the run and its exit.
+    assert!(served_429 > 0);
+    let st = status_json(&journal_of(&dir.path().join("night.csv")));
+    let card = format!(
+        "<div class=\"v\">{}</div><div class=\"d\">{} retries, {served_429} answered 429</div>",
+        st["attempts"], st["retries"]
+    );
+    assert!(page.contains(&card), "{card}");
+    assert!(page.contains("1 (ops_failed)"));
+    // Self-contained: no reference to any resource; the only URL is the run's base URL,
+    // shown as text among its settings.
+    for reference in [
+        "src=", "href=", "url(", "@import", "<link", "<img", "<iframe", "<object",
+    ] {
+        assert!(!page.contains(reference), "{reference}");
+    }
+    let without_base_url = page.replace(url.trim_end_matches('/'), "");
+    assert!(!without_base_url.contains("http://") && !without_base_url.contains("https://"));
+    assert!(page.contains("Content-Security-Policy\" content=\"default-src 'none'"));
+}
+
+/// A job that never sent anything: empty charts say so, the run is listed, nothing fails.
+#[test]
+fn html_report_of_a_job_that_sent_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = util::write(dir.path(), "j.csv", "room\na\nb\n");
+    let r = exec(util::imkit(&[
+        "run",
+        manifest.to_str().unwrap(),
+        "--action",
+        "freeze",
+        "--sandbox",
+        "--progress",
+        "never",
+        "--until",
+        "2020-01-01T00:00:00Z",
+    ]));
+    assert_eq!(r.code, 4, "{r:?}");
+    let rep = exec(util::imkit(&[
+        "report",
+        journal_of(&manifest).to_str().unwrap(),
+        "--format",
+        "html",
+    ]));
+    assert_eq!(rep.code, 0, "{rep:?}");
+    let page = rep.stdout;
+    assert_eq!(page.matches("nothing recorded yet").count(), 3);
+    assert!(page.contains("No op failed."));
+    assert!(page.contains("4 (stopped)"));
+    assert!(page.contains("<td class=\"n\">2</td><td class=\"n\">0</td><td class=\"n\">0</td><td class=\"n\">0</td><td class=\"n\">2</td>"), "{page}");
+}
+
+/// `--failed` writes a CSV manifest: it cannot be an HTML page.
+#[test]
+fn report_failed_as_html_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = exec(util::imkit(&[
+        "report",
+        dir.path().join("x.journal").to_str().unwrap(),
+        "--failed",
+        "--format",
+        "html",
+    ]));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--format html"), "{}", r.stderr);
+}
