@@ -422,3 +422,67 @@ fn report_failed_as_html_is_refused() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("--format html"), "{}", r.stderr);
 }
+
+/// A journal written before the time series existed (here: its table dropped) still gives
+/// a page, with the ops finished over time taken from the ops and the 429s marked as not
+/// recorded; its next run adds the table and the metrics count from there.
+#[test]
+fn a_journal_without_the_series_still_reports_and_gains_it_on_its_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manifest, config) = freeze_job(dir.path(), "old.csv", 5);
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("ghost-1\n");
+    std::fs::write(&manifest, text).unwrap();
+    let journal = journal_of(&manifest);
+    let sb = Sandbox::start(config.clone());
+    let r = exec(run_cmd(&sb.url(), &manifest, &["--action", "freeze"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    let c = rusqlite::Connection::open(&journal).unwrap();
+    c.execute_batch("DROP TABLE run_series").unwrap();
+    drop(c);
+    let rep = exec(util::imkit(&[
+        "report",
+        journal.to_str().unwrap(),
+        "--format",
+        "html",
+    ]));
+    assert_eq!(rep.code, 0, "{rep:?}");
+    let page = rep.stdout;
+    assert!(page.contains("429s not recorded"), "{page}");
+    assert!(
+        page.contains("Not recorded: this job ran with a build"),
+        "{page}"
+    );
+    // Ops finished per second and latency are still drawn, from the ops' own times.
+    assert_eq!(page.matches("<svg class=\"chart\"").count(), 2);
+    assert!(
+        page.contains("\ndone: 5") || page.contains("done: 5"),
+        "{page}"
+    );
+
+    let mut config = config;
+    config.add_room("ghost-1", "owner-1", &[]);
+    drop(sb);
+    let sb = Sandbox::start(config);
+    let metrics = dir.path().join("old.prom");
+    let r = exec(run_cmd(
+        &sb.url(),
+        &manifest,
+        &[
+            "--action",
+            "freeze",
+            "--retry-failed",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    let f = read_metrics(&metrics);
+    assert_eq!(value(&f, "imkit_batch_requests_total", "old.csv"), 7.0);
+    assert_eq!(value(&f, "imkit_batch_rate_limited_total", "old.csv"), 0.0);
+    let c = rusqlite::Connection::open(&journal).unwrap();
+    let rows: i64 = c
+        .query_row("SELECT sum(requests) FROM run_series", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1, "the new run's one request is in the series");
+}
