@@ -79,4 +79,31 @@ mod tests {
         assert!(text(Shell::Elvish).contains("set edit:completion:arg-completer[imkit-batch]"));
         assert!(text(Shell::PowerShell).contains("Register-ArgumentCompleter"));
     }
+
+    /// The bash script parses (`bash -n`), where bash is installed.
+    #[test]
+    fn the_bash_script_parses() {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let Ok(mut child) = Command::new("bash")
+            .arg("-n")
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("no bash here: not checked");
+            return;
+        };
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(&script(Shell::Bash))
+            .expect("write the script");
+        drop(stdin);
+        let out = child.wait_with_output().expect("bash ran");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
