@@ -3,7 +3,8 @@
 //! Data flows one way: [`manifest`] parses and validates a CSV or YAML file into [`op::Op`]s,
 //! the [`journal`] records them, the [`runner`] schedules them through the [`api`] client and
 //! writes every outcome back to the journal, printing progress and its summary through
-//! [`output`]. The [`sandbox`] is a local emulator of the IMKIT endpoints used by demos and
+//! [`output`]; `observe` turns a journal into what monitoring and people read afterwards
+//! (the metrics file, the HTML report). The [`sandbox`] is a local emulator of the IMKIT endpoints used by demos and
 //! tests. [`cli`] is the command line over all of it, and the only module that knows clap:
 //! it turns flags into the plain typed values the modules below take (a [`runner::Job`], a
 //! journal path, a manifest's load options), prints what they return and picks exit codes.
@@ -13,6 +14,7 @@ pub mod budget;
 pub mod cli;
 pub mod journal;
 pub mod manifest;
+mod observe;
 pub mod op;
 pub mod output;
 pub mod runner;

@@ -153,6 +153,31 @@ fn check_base_url(raw: &str) -> Result<Url, String> {
     }
 }
 
+/// The metrics file must be writable where it is asked for: its directory exists (checked
+/// before any request, rather than found out at the end of the run).
+fn check_metrics_dir(path: &std::path::Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if path.is_dir() {
+        return Err(format!(
+            "--metrics-file {} is a directory: name the file to write (e.g. {}/imkit-batch.prom)",
+            path.display(),
+            path.display()
+        ));
+    }
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(format!(
+            "--metrics-file {}: the directory {} does not exist (nothing was sent)",
+            path.display(),
+            dir.display()
+        ))
+    }
+}
+
 /// The credentials the manifest's ops need, in a stable order.
 fn needed_credentials(manifest: &Manifest) -> Vec<Credential> {
     let mut v: Vec<Credential> = manifest.ops.iter().map(|p| p.op.credential()).collect();
@@ -178,6 +203,9 @@ pub(super) fn from_args(args: &RunArgs, global: &GlobalArgs) -> anyhow::Result<J
     }
     let args = &args;
     let flags = check_flags(args).map_err(invalid_list)?;
+    if let Some(p) = &args.metrics_file {
+        check_metrics_dir(p).map_err(|e| invalid_list(vec![e]))?;
+    }
     let recorded = super::resume::recorded(&flags.journal_path, args.fresh);
     let action =
         super::resume::action(args.manifest.action, recorded.as_ref(), &flags.journal_path)?;
@@ -246,6 +274,7 @@ pub(super) fn from_parts(
     job.retarget = args.retarget;
     job.progress = args.progress;
     job.log_format = global.log_format;
+    job.metrics_file = args.metrics_file.clone();
     let errors = check_job(&job);
     if errors.is_empty() {
         Ok(job)

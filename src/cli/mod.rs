@@ -1,13 +1,16 @@
 //! The command line: clap definitions for every command of SPEC §3, logging set-up, and the
 //! dispatch from a parsed command to its handler, one file per command (`validate`,
-//! `plan`, `run`, `status`, `report`, `revert`). A handler turns its flags into the
+//! `plan`, `run`, `status`, `report`, `revert`, `sandbox`, and `completions` and `man`,
+//! which print the shell completion scripts and the man page made from these definitions). A handler turns its flags into the
 //! plain values the library takes, prints what comes back and picks the exit code. Raw `run`
 //! flags become a checked [`crate::runner::Job`] in `job` (the second stage), so nothing
 //! past this module ever sees an unchecked flag; `signal` turns SIGINT/SIGTERM into the
 //! run's shutdown, and `values` parses the flags that take one of a few words.
 
+mod completions;
 mod files;
 mod job;
+mod man;
 mod plan;
 mod report;
 mod resume;
@@ -100,6 +103,10 @@ enum Command {
     Revert(revert::RevertArgs),
     /// Serve a local IMKIT emulator for rehearsals and tests.
     Sandbox(Box<sandbox::SandboxArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff), generated from the same definitions as --help.
+    Man(man::ManArgs),
 }
 
 /// Where the manifest is and how to read it.
@@ -175,6 +182,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Report(args) => report::report(&args),
         Command::Revert(args) => revert::revert(&args),
         Command::Sandbox(args) => runtime()?.block_on(sandbox::command(*args)),
+        Command::Completions(args) => completions::completions(&args),
+        Command::Man(args) => man::man(&args),
     }
 }
 

@@ -1,5 +1,5 @@
-//! `report`: one row per op with its outcome (CSV or JSON), or with `--failed` the failed
-//! ops as a CSV manifest `run` accepts.
+//! `report`: one row per op with its outcome (CSV or JSON), one self-contained page for
+//! people (HTML), or with `--failed` the failed ops as a CSV manifest `run` accepts.
 
 use std::path::PathBuf;
 
@@ -13,6 +13,7 @@ use crate::journal::report::{write_failed_manifest, write_report_csv, write_repo
 enum ReportFormat {
     Csv,
     Json,
+    Html,
 }
 
 #[derive(Debug, Args)]
@@ -21,7 +22,8 @@ pub(super) struct ReportArgs {
     #[arg(value_name = "JOURNAL")]
     journal: PathBuf,
 
-    /// Output format.
+    /// Output format: csv and json (stable, one row per op), or html (one self-contained
+    /// page for people: counts, charts over time, failures, runs).
     #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
     format: ReportFormat,
 
@@ -47,6 +49,15 @@ pub(super) fn report(args: &ReportArgs) -> anyhow::Result<Exit> {
         )
         .into());
     }
+    if args.failed && matches!(args.format, ReportFormat::Html) {
+        return Err(crate::ExitError::new(
+            Exit::Invalid,
+            "--failed writes the failed ops as a CSV manifest (the input `run` takes), so it \
+             cannot be combined with --format html: drop --format html, or drop --failed for the \
+             page (it lists the failures by error code)",
+        )
+        .into());
+    }
     let journal = open_journal(&args.journal)?;
     if args.failed {
         write_manifest(
@@ -62,6 +73,7 @@ pub(super) fn report(args: &ReportArgs) -> anyhow::Result<Exit> {
         match args.format {
             ReportFormat::Csv => write_report_csv(&journal, w),
             ReportFormat::Json => write_report_json(&journal, w),
+            ReportFormat::Html => crate::observe::html::write_report_html(&journal, w),
         }
     })?;
     Ok(Exit::Success)

@@ -92,6 +92,11 @@ pub(super) struct RunArgs {
     #[arg(long)]
     pub(super) sandbox: bool,
 
+    /// At the end of every run, write the job's figures here in the Prometheus text format
+    /// (atomically), e.g. for node_exporter's textfile collector.
+    #[arg(long, value_name = "PATH")]
+    pub(super) metrics_file: Option<PathBuf>,
+
     /// Live progress bar: auto (on a terminal only), always, never.
     #[arg(long, value_parser = values::progress_mode(), default_value = "auto")]
     pub(super) progress: ProgressMode,

@@ -27,6 +27,8 @@
 //! - `import`: a new journal, created 0600 with the whole plan in one transaction;
 //! - `lock`: the run lock;
 //! - `writer`: [`JournalWriter`] and the thread that commits outcomes in groups;
+//! - `series`: the per-second counts of requests, retries, 429s and outcomes of every run,
+//!   written with each group (a table added `IF NOT EXISTS`, so older journals read too);
 //! - `schema`: the on-disk format, its versions, the durability settings, the damage checks;
 //!   `wal`: what a journal's WAL holds, for a main file cut short by a full disk; `sniff`:
 //!   what a file given for a journal is when it is none (a manifest, say);
@@ -45,6 +47,7 @@ pub mod report;
 mod resume;
 mod revert;
 mod schema;
+mod series;
 mod sniff;
 pub mod status;
 mod store;
@@ -55,6 +58,7 @@ mod writer;
 pub use error::JournalError;
 pub use lock::{lock_path, running_pid};
 pub(crate) use revert::revert_plan;
+pub(crate) use series::{Counters, SeriesPoint};
 pub use store::Journal;
 pub(crate) use types::fmt_ms;
 pub use types::{

@@ -113,6 +113,11 @@ impl Journal {
         &self.path
     }
 
+    /// The connection, for the queries of the other files of this module (`series`).
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     /// True when `--retry-failed` was asked for when opening.
     pub fn retry_failed(&self) -> bool {
         self.retry_failed

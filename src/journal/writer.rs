@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{CachedStatement, Connection, Transaction, params};
 use tokio::sync::{Notify, oneshot};
 
+use super::series::{self, GroupSeries};
 use super::types::now_ms;
 use super::{JournalError, OpRecord, OpState};
 use crate::Exit;
@@ -78,6 +79,7 @@ pub(super) fn record_run_start(
     retry_failed: bool,
 ) -> Result<i64, JournalError> {
     let err = |e| JournalError::sqlite(path, "record the start of the run", e);
+    series::create(conn).map_err(err)?;
     let now = now_ms();
     conn.execute(
         "INSERT INTO runs (pid, tool_version, settings, retry_failed, started_at) \
@@ -327,6 +329,7 @@ impl Thread {
             .map_err(|e| format!("cannot start a transaction: {}", describe(&e)))?;
         let tally = apply(&tx, group)?;
         record_progress(&tx, self.run_id, &tally)?;
+        tally.series.write(&tx, self.run_id)?;
         tx.commit()
             .map_err(|e| format!("cannot commit: {}", describe(&e)))
     }
@@ -341,6 +344,8 @@ struct Tally {
     outcomes: i64,
     /// The end of the run, when the group holds it.
     finish: Option<Exit>,
+    /// The group's outcomes by second, for the time series.
+    series: GroupSeries,
 }
 
 /// Applies the outcomes and snapshots of `group` in `tx`.
@@ -354,6 +359,7 @@ fn apply(tx: &Transaction, group: &[Msg]) -> Result<Tally, String> {
                     tally.finalized += 1;
                 }
                 st.record(r, *at)?;
+                tally.series.add(r, *at);
                 tally.outcomes += 1;
             }
             Msg::Snapshot {

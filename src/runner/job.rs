@@ -93,6 +93,8 @@ pub struct Job {
     pub retarget: bool,
     pub progress: ProgressMode,
     pub log_format: LogFormat,
+    /// Where the job's figures are written (Prometheus text format) at the end of the run.
+    pub metrics_file: Option<PathBuf>,
     /// Retry timing. No flag sets it (the defaults suit the real API); library callers and
     /// tests against a local sandbox shorten it.
     pub backoff: Backoff,
@@ -124,8 +126,22 @@ impl Job {
             retarget: false,
             progress: ProgressMode::Auto,
             log_format: LogFormat::Text,
+            metrics_file: None,
             backoff: Backoff::default(),
             manifest,
+        }
+    }
+
+    /// The job's name in the metrics: the manifest's `name`, else its file name.
+    pub(crate) fn label(&self) -> String {
+        match &self.manifest.name {
+            Some(n) => n.clone(),
+            None => self
+                .manifest
+                .path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| self.manifest.path.display().to_string()),
         }
     }
 

@@ -1,8 +1,8 @@
 //! Delivery: scheduling that keeps ops on one room or client in order, rate limiting per
 //! credential, retries with backoff and the server's hints, deadlines, shutdown and progress
 //! (SPEC §4). [`run_job`] wires the pieces for one [`Job`]: journal, target (API or
-//! sandbox), scheduler, summary and exit status; it is told to stop from outside through a
-//! [`Shutdown`].
+//! sandbox), scheduler, summary, exit status and, last, the job's metrics file; it is told
+//! to stop from outside through a [`Shutdown`].
 
 pub mod executor;
 mod job;
@@ -34,27 +34,48 @@ use crate::output;
 use crate::{Exit, ExitError};
 
 /// Runs (or resumes) a job to its end, or until `shutdown` stops it, and returns the exit
-/// status.
+/// status. Every run that opened the journal ends by writing the metrics file, when the
+/// job has one.
 pub async fn run_job(job: Job, shutdown: Shutdown) -> anyhow::Result<Exit> {
     let (journal, pending, before) = open_journal(&job)?;
-    if pending.is_empty() {
-        let message = format!(
-            "job already complete ({}): {} done, {} failed, {} skipped; nothing to send",
-            job.journal_path.display(),
-            before.done,
-            before.failed,
-            before.skipped
-        );
-        output::print_already_complete(&message, &before, job.log_format);
-        return Ok(completed_exit(&before, 0));
-    }
+    let result = if pending.is_empty() {
+        drop(journal);
+        Ok(already_complete(&job, &before))
+    } else {
+        run_pending(&job, journal, pending, &before, shutdown).await
+    };
+    write_metrics(&job, &result);
+    result
+}
+
+/// A re-run of a finished job: sends nothing and exits with the recorded outcome.
+fn already_complete(job: &Job, before: &Counts) -> Exit {
+    let message = format!(
+        "job already complete ({}): {} done, {} failed, {} skipped; nothing to send",
+        job.journal_path.display(),
+        before.done,
+        before.failed,
+        before.skipped
+    );
+    output::print_already_complete(&message, before, job.log_format);
+    completed_exit(before, 0)
+}
+
+/// Sends the `pending` ops of the job and records their outcomes in `journal`.
+async fn run_pending(
+    job: &Job,
+    journal: Journal,
+    pending: Vec<JournalOp>,
+    before: &Counts,
+    shutdown: Shutdown,
+) -> anyhow::Result<Exit> {
     let snapshotted = if job.snapshot {
         journal.snapshotted_rooms().map_err(journal_error)?
     } else {
         HashSet::new()
     };
     let writer = journal.start_writer().map_err(journal_error)?;
-    let (client, _sandbox) = connect(&job).await?;
+    let (client, _sandbox) = connect(job).await?;
     tracing::info!(
         ops = pending.len(),
         base_url = %client.base_url,
@@ -78,7 +99,28 @@ pub async fn run_job(job: Job, shutdown: Shutdown) -> anyhow::Result<Exit> {
         &mut progress,
     );
     let report = shutdown.drive(work, &controls).await;
-    finish(&report, &before, writer, job.log_format).await
+    finish(&report, before, writer, job.log_format).await
+}
+
+/// Writes the job's metrics file, if it has one, after a run that ended with `result`. A
+/// failure is logged and leaves the exit status as it is: the job's outcome does not depend
+/// on its monitoring (whose staleness shows in the file's last run time).
+fn write_metrics(job: &Job, result: &anyhow::Result<Exit>) {
+    let Some(path) = &job.metrics_file else {
+        return;
+    };
+    let exit = match result {
+        Ok(exit) => *exit,
+        Err(e) => crate::exit_for_error(e),
+    };
+    let last = crate::observe::metrics::LastRun {
+        exit,
+        ended_at_ms: jiff::Timestamp::now().as_millisecond(),
+    };
+    match crate::observe::metrics::write(path, &job.journal_path, &job.label(), last) {
+        Ok(()) => tracing::debug!(path = %path.display(), "metrics file written"),
+        Err(e) => tracing::error!("the metrics file was not written: {e:#}"),
+    }
 }
 
 /// Opens (or creates) the job's journal for this run: the journal, the ops still to send

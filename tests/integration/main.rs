@@ -18,6 +18,7 @@
 //!   printed.
 //! - `unreachable`: a host no request reaches (DNS, refused, TLS) stops the run early with
 //!   every op pending; a server that answered and then fails to connect does not.
+//! - `observe`: what a job leaves behind: the `--metrics-file`, `report --format html`.
 //!
 //! Shared helpers (paths, the binary, the one credential set, a sandbox on its own runtime)
 //! live in `util`.
@@ -33,6 +34,7 @@ mod env_file;
 mod journal;
 mod journal_safety;
 mod manifest;
+mod observe;
 mod run;
 mod sandbox;
 mod sandbox_bans;
