@@ -49,7 +49,7 @@ pub(super) fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
         .unwrap_or_else(|| crate::runner::default_journal_path(&a.manifest, false));
     let snapshot = args.snapshot.resolve(m.settings.snapshot);
     let view = if path.exists() {
-        let view = JournalView::read(&path, snapshot)
+        let view = JournalView::read(&path, &m, snapshot)
             .with_context(|| format!("cannot read the journal {}", path.display()))?;
         Some(view)
     } else {
@@ -111,10 +111,11 @@ fn render_journal(s: &mut String, m: &Manifest, journal: &JournalState<'_>) {
         JournalState::OtherManifest { path, checksum } => {
             let _ = writeln!(
                 s,
-                "WARNING: the journal {} was written for a different manifest (checksum {} \
-                 there, {} now): `run` would refuse to resume it and exit 2. Use `run --fresh` \
-                 to start a new job (the old journal is kept, renamed). The plan below is that \
-                 of a fresh run.",
+                "WARNING: the journal {} holds other ops than this manifest means (it was \
+                 written for checksum {}, the manifest is {} now): `run` would refuse to resume \
+                 it, exit 2 and say what changed. `run --replan` goes on without sending again \
+                 what is done; `run --fresh` starts a new job (the old journal is kept, \
+                 renamed). The plan below is that of a fresh run.",
                 path.display(),
                 short(checksum),
                 short(&m.checksum)
@@ -365,16 +366,36 @@ mod tests {
     }
 
     #[test]
-    fn plan_warns_on_checksum_mismatch() {
+    fn plan_warns_when_the_ops_changed() {
         let m = manifest(vec![Op::freeze("a")]);
         let j = JournalView {
             path: "m.csv.journal".into(),
             checksum: "ffff".into(),
+            ops_changed: true,
             ..JournalView::default()
         };
         let s = plan(&m, Some(&j), 10);
         assert!(s.contains("would refuse"), "{s}");
-        assert!(s.contains("--fresh"), "{s}");
+        assert!(s.contains("--replan") && s.contains("--fresh"), "{s}");
+        assert!(s.contains("to send: 1 requests"), "{s}");
+    }
+
+    /// Other bytes, the same ops (a comment added): `run` resumes, so `plan` says so.
+    #[test]
+    fn plan_of_other_bytes_with_the_same_ops_resumes() {
+        let m = manifest(vec![Op::freeze("a"), Op::freeze("b")]);
+        let j = JournalView {
+            path: "m.csv.journal".into(),
+            checksum: "ffff".into(),
+            pending: vec![JournalOp {
+                seq: 1,
+                op: Op::freeze("b"),
+                attempts: 0,
+            }],
+            ..JournalView::default()
+        };
+        let s = plan(&m, Some(&j), 10);
+        assert!(!s.contains("WARNING"), "{s}");
         assert!(s.contains("to send: 1 requests"), "{s}");
     }
 
@@ -486,6 +507,7 @@ mod tests {
         let j = JournalView {
             path: "m.csv.journal".into(),
             checksum: m.checksum.clone(),
+            ops_changed: false,
             pending: vec![
                 JournalOp {
                     seq: 2,

@@ -107,50 +107,36 @@ pub(super) fn apply(job: &mut Job, args: &RunArgs, recorded: &Recorded) {
             kept.push("--snapshot".into());
         }
     }
-    let mut keep = |flag: bool, setting: bool, name: &str, shown: Option<String>| -> bool {
-        let take = !flag && !setting && shown.is_some();
-        if take && let Some(v) = shown {
-            kept.push(format!("--{name} {v}"));
-        }
-        take
-    };
-    if keep(
-        args.concurrency.is_some(),
-        s.concurrency.is_some(),
-        "concurrency",
-        recorded.concurrency.map(|c| c.to_string()),
-    ) && let Some(c) = recorded.concurrency
+    // A recorded value is kept where neither a flag nor the manifest sets it, and said only
+    // where it differs from what this run would otherwise use (the defaults go unsaid).
+    let free = |flag: bool, setting: bool| !flag && !setting;
+    if let Some(c) = recorded.concurrency
+        && free(args.concurrency.is_some(), s.concurrency.is_some())
+        && c != job.concurrency
     {
         job.concurrency = c;
+        kept.push(format!("--concurrency {c}"));
     }
-    if keep(
-        args.rate.is_some(),
-        s.rate.is_some(),
-        "rate",
-        recorded.rate.map(|r| r.to_string()),
-    ) && let Some(r) = recorded.rate
+    if let Some(r) = recorded.rate
+        && free(args.rate.is_some(), s.rate.is_some())
+        && r != job.rate
     {
         job.rate = r;
+        kept.push(format!("--rate {r}"));
     }
-    if keep(
-        args.max_attempts.is_some(),
-        s.max_attempts.is_some(),
-        "max-attempts",
-        recorded.max_attempts.map(|n| n.to_string()),
-    ) && let Some(n) = recorded.max_attempts
+    if let Some(n) = recorded.max_attempts
+        && free(args.max_attempts.is_some(), s.max_attempts.is_some())
+        && n != job.max_attempts
     {
         job.max_attempts = n;
+        kept.push(format!("--max-attempts {n}"));
     }
-    if keep(
-        args.timeout.is_some(),
-        s.timeout.is_some(),
-        "timeout",
-        recorded
-            .timeout
-            .map(|t| humantime::format_duration(t).to_string()),
-    ) && let Some(t) = recorded.timeout
+    if let Some(t) = recorded.timeout
+        && free(args.timeout.is_some(), s.timeout.is_some())
+        && t != job.timeout
     {
         job.timeout = t;
+        kept.push(format!("--timeout {}", humantime::format_duration(t)));
     }
     if !kept.is_empty() {
         tracing::info!(

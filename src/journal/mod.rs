@@ -57,6 +57,7 @@ mod writer;
 
 pub use error::JournalError;
 pub use lock::{lock_path, running_pid};
+pub(crate) use resume::same_ops;
 pub(crate) use revert::revert_plan;
 pub(crate) use series::{Counters, SeriesPoint};
 pub use store::Journal;

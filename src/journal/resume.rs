@@ -149,6 +149,23 @@ fn check_plan(
     Ok(Update::Replan(plan, d))
 }
 
+/// Whether the ops `manifest` means are the ones the journal holds (whatever its bytes):
+/// what `plan` needs to say whether `run` would resume the job or refuse it as changed.
+pub(crate) fn same_ops(
+    journal: &super::Journal,
+    manifest: &Manifest,
+) -> Result<bool, JournalError> {
+    let (conn, path) = (journal.conn(), journal.path());
+    let job = read_job(conn, path)?;
+    if job.checksum == manifest.checksum
+        && plan_len(conn, path, job.version)? == manifest.ops.len() as u64
+    {
+        return Ok(true);
+    }
+    let plan = read_plan(conn, path, job.version)?;
+    Ok(diff::diff(&plan, &manifest.ops).is_same())
+}
+
 fn read_job(conn: &Connection, path: &Path) -> Result<JobRecord, JournalError> {
     let err = |e| JournalError::sqlite(path, "read the job record", e);
     let version = user_version(conn).map_err(err)?;

@@ -17,6 +17,9 @@ pub struct JournalView {
     pub path: PathBuf,
     /// The manifest checksum the journal was written for.
     pub checksum: String,
+    /// The manifest's ops are not those the journal holds (a change of bytes alone, such
+    /// as a comment, leaves them the same: `run` resumes).
+    pub ops_changed: bool,
     /// Ops not yet final, in manifest order.
     pub pending: Vec<JournalOp>,
     /// Ops per state.
@@ -28,9 +31,14 @@ pub struct JournalView {
 impl JournalView {
     /// Reads the journal at `path` (read-only); the rooms it snapshotted only when
     /// `snapshot` is on.
-    pub fn read(path: &Path, snapshot: bool) -> Result<JournalView, JournalError> {
+    pub fn read(
+        path: &Path,
+        manifest: &Manifest,
+        snapshot: bool,
+    ) -> Result<JournalView, JournalError> {
         let j = Journal::open_read_only(path)?;
         let meta = j.meta()?;
+        let ops_changed = !crate::journal::same_ops(&j, manifest)?;
         let pending = j.pending()?;
         let counts = j.counts()?;
         let snapshotted = if snapshot {
@@ -41,6 +49,7 @@ impl JournalView {
         Ok(JournalView {
             path: path.to_path_buf(),
             checksum: meta.checksum,
+            ops_changed,
             pending,
             counts,
             snapshotted,
@@ -53,8 +62,8 @@ impl JournalView {
 pub enum JournalState<'a> {
     /// No journal yet: `run` starts a new job.
     None,
-    /// Written for another manifest (its checksum): `run` would refuse it; the plan is that
-    /// of a fresh run.
+    /// Written for other ops (its manifest's checksum): `run` would refuse it; the plan is
+    /// that of a fresh run.
     OtherManifest { path: &'a Path, checksum: &'a str },
     /// Nothing pending: `run` would send nothing.
     Complete { path: &'a Path, counts: Counts },
@@ -154,7 +163,7 @@ pub fn plan<'a>(
     let no_rooms = HashSet::new();
     let (state, todo, snapshotted) = match journal {
         None => (JournalState::None, all(), &no_rooms),
-        Some(j) if j.checksum != m.checksum => {
+        Some(j) if j.ops_changed => {
             let state = JournalState::OtherManifest {
                 path: &j.path,
                 checksum: &j.checksum,

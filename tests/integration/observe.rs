@@ -202,7 +202,15 @@ fn metrics_file_after_failures_a_rerun_and_a_retry() {
     let retry = exec(run_cmd(
         &sb2.url(),
         &manifest,
-        &["--action", "freeze", "--retry-failed", "--metrics-file", m],
+        // The same service on another port (the journal is bound to its base URL).
+        &[
+            "--action",
+            "freeze",
+            "--retry-failed",
+            "--retarget",
+            "--metrics-file",
+            m,
+        ],
     ));
     assert_eq!(retry.code, 0, "{retry:?}");
     let h = read_metrics(&metrics);
@@ -394,9 +402,10 @@ fn html_report_of_a_job_that_sent_nothing() {
         "2020-01-01T00:00:00Z",
     ]));
     assert_eq!(r.code, 4, "{r:?}");
+    let rehearsal = dir.path().join("j.csv.sandbox.journal");
     let rep = exec(util::imkit(&[
         "report",
-        journal_of(&manifest).to_str().unwrap(),
+        rehearsal.to_str().unwrap(),
         "--format",
         "html",
     ]));
@@ -475,6 +484,7 @@ fn a_journal_without_the_series_still_reports_and_gains_it_on_its_next_run() {
             "--action",
             "freeze",
             "--retry-failed",
+            "--retarget",
             "--metrics-file",
             metrics.to_str().unwrap(),
         ],
