@@ -597,6 +597,80 @@ fn every_example_job_runs_on_the_sandbox_and_a_rerun_sends_nothing() {
     }
 }
 
+/// The README's first command (`run jobs/examples/maintenance-freeze.yaml --sandbox`) leaves
+/// nothing git would pick up, however often it runs (`--fresh` included): its journal, the
+/// journal's companions, its lock and the copies `--fresh` sets aside are all ignored by the
+/// repository's `.gitignore`; so the README's two setup commands work in either order on a
+/// clone. Run in a scratch repository holding a copy of `.gitignore` and `jobs/`.
+#[test]
+fn the_readme_rehearsal_leaves_nothing_for_git() {
+    let git = |dir: &Path, args: &[&str]| {
+        std::process::Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .output()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    if git(dir.path(), &["init", "-q"]).is_err() {
+        println!("skipped: git is not installed");
+        return;
+    }
+    let root = crate::util::repo_root();
+    std::fs::copy(root.join(".gitignore"), dir.path().join(".gitignore")).unwrap();
+    let examples = dir.path().join("jobs/examples");
+    std::fs::create_dir_all(&examples).unwrap();
+    for e in std::fs::read_dir(root.join("jobs/examples")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.contains(".journal") {
+            std::fs::copy(&p, examples.join(&name)).unwrap();
+        }
+    }
+    let status = || {
+        let out = git(
+            dir.path(),
+            &["status", "--porcelain", "--untracked-files=all"],
+        )
+        .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let before = status();
+    for extra in [&[][..], &[], &["--fresh"]] {
+        let mut c = crate::util::bin();
+        c.current_dir(dir.path()).args([
+            "run",
+            "jobs/examples/maintenance-freeze.yaml",
+            "--sandbox",
+            "--progress",
+            "never",
+            "--rate",
+            "1000/s",
+        ]);
+        c.args(extra);
+        for v in [
+            "IMKIT_BASE_URL",
+            "IMKIT_CLIENT_KEY",
+            "IMKIT_TOKEN",
+            "IMKIT_API_KEY",
+        ] {
+            c.env_remove(v);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {out:?}");
+    }
+    let left: Vec<String> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".journal"))
+        .collect();
+    assert!(
+        left.iter().any(|n| n.ends_with(".sandbox.journal"))
+            && left.iter().any(|n| n.contains(".sandbox.journal.")),
+        "the rehearsal's journal and the copy --fresh set aside: {left:?}"
+    );
+    assert_eq!(status(), before, "files git would pick up: {left:?}");
+}
+
 /// A YAML `window` through the binary: past its end, `run` sends nothing and exits 4 saying
 /// so (the ops stay pending, resumable in a later window); with a window open now, it runs.
 #[test]
