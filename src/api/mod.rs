@@ -7,6 +7,7 @@ mod credentials;
 pub mod request;
 
 pub use classify::Outcome;
+pub(crate) use classify::UNBAN_OWNER_ONLY;
 pub use client::{ApiClient, Attempt, ClientError, ClientOptions};
 pub(crate) use credentials::Secret;
 pub use credentials::{Credentials, CredentialsError};

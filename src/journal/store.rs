@@ -220,6 +220,61 @@ impl Journal {
         Ok(out)
     }
 
+    /// Rooms whose ban list was already read before their first ban or unban
+    /// (`--snapshot`); a read refused (list unknown) counts too, as for rooms.
+    pub fn snapshotted_ban_rooms(&self) -> Result<HashSet<String>, JournalError> {
+        let err = |e| JournalError::sqlite(&self.path, "read the ban snapshots", e);
+        if !self.has_ban_snapshots().map_err(err)? {
+            return Ok(HashSet::new());
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT room FROM ban_snapshots")
+            .map_err(err)?;
+        st.query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect())
+            .map_err(err)
+    }
+
+    /// Every ban-list snapshot, by room: `prior` is `{"banned": [client ids]}`, or `None`
+    /// when the list could not be read.
+    pub fn ban_snapshots(&self) -> Result<HashMap<String, Snapshot>, JournalError> {
+        let err = |e| JournalError::sqlite(&self.path, "read the ban snapshots", e);
+        if !self.has_ban_snapshots().map_err(err)? {
+            return Ok(HashMap::new());
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT room, prior, taken_at FROM ban_snapshots")
+            .map_err(err)?;
+        let mut rows = st.query([]).map_err(err)?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next().map_err(err)? {
+            let room: String = r.get(0).map_err(err)?;
+            let prior: Option<String> = r.get(1).map_err(err)?;
+            let prior = match prior {
+                Some(p) => Some(
+                    serde_json::from_str(&p)
+                        .map_err(|e| self.corrupt(format!("ban snapshot of {room:?}: {e}")))?,
+                ),
+                None => None,
+            };
+            let taken_at = r.get(2).map_err(err)?;
+            out.insert(room, Snapshot { prior, taken_at });
+        }
+        Ok(out)
+    }
+
+    /// Whether the journal has the `ban_snapshots` table: one written by a build from before
+    /// ban snapshots has none until a run opens it.
+    fn has_ban_snapshots(&self) -> rusqlite::Result<bool> {
+        self.conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'ban_snapshots'",
+            [],
+            |r| r.get(0),
+        )
+    }
+
     /// What the journal records about the job (for `plan` and `status`).
     pub fn meta(&self) -> Result<JobMeta, JournalError> {
         let j = self.job()?;

@@ -51,6 +51,7 @@ struct SettingsDoc {
     snapshot: Option<Spanned<Scalar>>,
     max_attempts: Option<Spanned<Scalar>>,
     timeout: Option<Spanned<String>>,
+    room_auth: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -359,7 +360,14 @@ fn check_alias_budget(text: &str) -> Result<(), (u32, Option<u32>, String)> {
 /// The keys each mapping of a manifest may hold (the fields of [`Doc`] and its parts).
 const TOP_KEYS: &[&str] = &["version", "name", "window", "settings", "ops"];
 const WINDOW_KEYS: &[&str] = &["start", "end"];
-const SETTINGS_KEYS: &[&str] = &["rate", "concurrency", "snapshot", "max_attempts", "timeout"];
+const SETTINGS_KEYS: &[&str] = &[
+    "rate",
+    "concurrency",
+    "snapshot",
+    "max_attempts",
+    "timeout",
+    "room_auth",
+];
 const OP_KEYS: &[&str] = &[
     "action",
     "room",
@@ -886,6 +894,19 @@ fn settings(path: &Path, text: &str, s: SettingsDoc, errs: &mut ManifestErrors) 
                 Err(m) => err(&t.referenced, m),
             },
             Err(m) => err(&t.referenced, format!("settings.timeout: {m}")),
+        }
+    }
+    if let Some(a) = s.room_auth {
+        match crate::op::RoomAuth::parse(&a.value) {
+            Some(v) => out.room_auth = Some(v),
+            None => err(
+                &a.referenced,
+                format!(
+                    "settings.room_auth must be token or api-key (the credential of room ops \
+                     and bans), not {:?}",
+                    a.value
+                ),
+            ),
         }
     }
     out

@@ -1,7 +1,7 @@
 //! Scheduler tests against a scripted fake executor, with tokio's time paused: deterministic
 //! and instant however long the simulated waits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::api::{Attempt, Outcome};
 use crate::journal::{JournalOp, OpState};
-use crate::op::{Credential, Op};
+use crate::op::{Auth, Credential, Op};
 use crate::output::Progress;
 
 type Script = Box<dyn Fn(&Op, u32) -> (Outcome, Duration) + Send + Sync>;
@@ -21,6 +21,7 @@ enum Ev {
     Start(String, Instant),
     End(String, Instant),
     Read(String),
+    ReadBans(String),
 }
 
 struct Fake {
@@ -40,8 +41,13 @@ struct Fake {
 fn done() -> Outcome {
     Outcome::Done {
         status: 200,
-        already_in_state: false,
+        already: None,
     }
+}
+
+/// The credential `op` goes out with when every credential is set.
+fn cred(op: &Op) -> Credential {
+    Auth::default().for_op(op)
 }
 
 fn transient(status: u16, hint: Option<Duration>) -> Outcome {
@@ -97,7 +103,7 @@ fn key(op: &Op) -> String {
 }
 
 impl Executor for Fake {
-    async fn send(&self, op: &Op) -> Attempt {
+    async fn send(&self, op: &Op, credential: Credential) -> Attempt {
         let n = {
             let mut t = self.tries.lock().unwrap();
             let e = t.entry(key(op)).or_default();
@@ -105,7 +111,7 @@ impl Executor for Fake {
             *e
         };
         self.sends.fetch_add(1, Ordering::SeqCst);
-        let c = match op.credential() {
+        let c = match credential {
             Credential::ClientToken => 0,
             Credential::ApiKey => 1,
         };
@@ -129,9 +135,17 @@ impl Executor for Fake {
         Attempt { outcome, latency }
     }
 
-    async fn read_room(&self, room: &str) -> Result<serde_json::Value, Attempt> {
+    async fn read_room(&self, room: &str, _: Credential) -> Result<serde_json::Value, Attempt> {
         self.events.lock().unwrap().push(Ev::Read(room.to_string()));
         Ok(serde_json::json!({"_id": room, "status": 1}))
+    }
+
+    async fn read_bans(&self, room: &str, _: Credential) -> Result<serde_json::Value, Attempt> {
+        self.events
+            .lock()
+            .unwrap()
+            .push(Ev::ReadBans(room.to_string()));
+        Ok(serde_json::json!({"data": []}))
     }
 }
 
@@ -243,7 +257,7 @@ async fn same_key_ops_run_one_at_a_time_in_manifest_order() {
                 order.entry(l).or_default().push(k.clone());
             }
             Ev::End(k, _) => *open.get_mut(&lock_of(k)).unwrap() -= 1,
-            Ev::Read(_) => {}
+            Ev::Read(_) | Ev::ReadBans(_) => {}
         }
     }
     for (l, started) in order {
@@ -339,7 +353,7 @@ async fn a_429_pauses_every_request_on_that_credential_only() {
     let first = Arc::new(AtomicUsize::new(0));
     let f2 = first.clone();
     let fake = Fake::new(move |op, _| {
-        if op.credential() == Credential::ClientToken && f2.fetch_add(1, Ordering::SeqCst) == 0 {
+        if cred(op) == Credential::ClientToken && f2.fetch_add(1, Ordering::SeqCst) == 0 {
             (
                 transient(429, Some(Duration::from_secs(5))),
                 Duration::from_millis(10),
@@ -428,7 +442,7 @@ async fn a_401_stops_within_concurrency_requests_and_leaves_ops_pending() {
     let fake = Fake::new(|op, _| {
         (
             Outcome::CredentialsRejected {
-                credential: op.credential(),
+                credential: cred(op),
                 status: 401,
                 code: Some("INVALID_TOKEN".into()),
                 message: Some("Invalid or expired token".into()),
@@ -460,7 +474,7 @@ async fn a_401_stops_within_concurrency_requests_and_leaves_ops_pending() {
 async fn a_401_on_one_credential_lets_requests_on_the_wire_finish_truthfully() {
     // Room ops take 50 ms; the API key is rejected after 10 ms. The room ops already sent
     // are recorded done (their change was applied); nothing new goes out on either credential.
-    let fake = Fake::new(|op, _| match op.credential() {
+    let fake = Fake::new(|op, _| match cred(op) {
         Credential::ApiKey => (
             Outcome::CredentialsRejected {
                 credential: Credential::ApiKey,
@@ -775,7 +789,7 @@ async fn unmute_already_in_state_counts_as_done() {
         (
             Outcome::Done {
                 status: 400,
-                already_in_state: true,
+                already: Some("ROOM_NOT_MUTED"),
             },
             Duration::from_millis(1),
         )
@@ -823,7 +837,7 @@ async fn resumed_ops_count_attempts_across_runs() {
 struct Instantly(AtomicUsize);
 
 impl Executor for Instantly {
-    async fn send(&self, _op: &Op) -> Attempt {
+    async fn send(&self, _op: &Op, _: Credential) -> Attempt {
         self.0.fetch_add(1, Ordering::Relaxed);
         Attempt {
             outcome: done(),
@@ -831,7 +845,11 @@ impl Executor for Instantly {
         }
     }
 
-    async fn read_room(&self, _room: &str) -> Result<serde_json::Value, Attempt> {
+    async fn read_room(&self, _room: &str, _: Credential) -> Result<serde_json::Value, Attempt> {
+        Ok(serde_json::Value::Null)
+    }
+
+    async fn read_bans(&self, _room: &str, _: Credential) -> Result<serde_json::Value, Attempt> {
         Ok(serde_json::Value::Null)
     }
 }
@@ -945,6 +963,14 @@ impl Recorder for SlowDisk {
         prior: Option<serde_json::Value>,
     ) -> Result<(), crate::journal::JournalError> {
         self.memory.record_snapshot(room, prior).await
+    }
+
+    async fn record_ban_snapshot(
+        &self,
+        room: &str,
+        prior: Option<serde_json::Value>,
+    ) -> Result<(), crate::journal::JournalError> {
+        self.memory.record_ban_snapshot(room, prior).await
     }
 }
 
