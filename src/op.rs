@@ -264,6 +264,17 @@ impl Auth {
     /// only): `room ops and bans: API key (IMKIT_API_KEY)`, `mutes: API key (IMKIT_API_KEY)`.
     /// Room ops and bans share a line when both are there.
     pub fn describe(self, kinds: impl IntoIterator<Item = ActionKind>) -> Vec<String> {
+        self.uses(kinds)
+            .into_iter()
+            .map(|(what, c)| format!("{what}: {}", c.describe()))
+            .collect()
+    }
+
+    /// What [`Auth::describe`] says, as (the kinds of op, their credential) pairs.
+    pub fn uses(
+        self,
+        kinds: impl IntoIterator<Item = ActionKind>,
+    ) -> Vec<(&'static str, Credential)> {
         let mut kinds: Vec<ActionKind> = kinds.into_iter().collect();
         kinds.sort();
         kinds.dedup();
@@ -276,10 +287,10 @@ impl Auth {
         };
         let mut out = Vec::new();
         if let Some(what) = rooms {
-            out.push(format!("{what}: {}", self.rooms.describe()));
+            out.push((what, self.rooms));
         }
         if has(ActionKind::Mute) {
-            out.push(format!("mutes: {}", Credential::ApiKey.describe()));
+            out.push(("mutes", Credential::ApiKey));
         }
         out
     }

@@ -44,7 +44,7 @@ pub(crate) use revert::revert_plan;
 pub use store::Journal;
 pub(crate) use types::fmt_ms;
 pub use types::{
-    Counts, FailureGroup, JobInfo, JobMeta, JournalOp, OpRecord, OpRow, OpState, OpenOptions,
-    RunInfo, Snapshot,
+    ActionCounts, Counts, FailureGroup, JobInfo, JobMeta, JournalOp, OpRecord, OpRow, OpState,
+    OpenOptions, RunInfo, Snapshot,
 };
 pub use writer::JournalWriter;

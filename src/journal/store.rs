@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension};
 use super::lock::{running_pid, take_lock};
 use super::open::{self, TidyWal, open_checked};
 use super::{
-    Counts, FailureGroup, JobInfo, JobMeta, JournalError, JournalOp, JournalWriter, OpRow, OpState,
-    OpenOptions, RunInfo, Snapshot, import, writer,
+    ActionCounts, Counts, FailureGroup, JobInfo, JobMeta, JournalError, JournalOp, JournalWriter,
+    OpRow, OpState, OpenOptions, RunInfo, Snapshot, import, writer,
 };
 use crate::manifest::Manifest;
 use crate::op::{Action, Op, RoomFields};
@@ -413,6 +413,52 @@ impl Journal {
     }
 
     /// Failed ops grouped by error code, most frequent first.
+    /// The ops of each action the job holds, per state, in [`Action::ALL`] order (actions
+    /// with no op left out). A done op with an error code was answered "already in state".
+    pub fn counts_by_action(&self) -> Result<Vec<ActionCounts>, JournalError> {
+        let err = |e| JournalError::sqlite(&self.path, "count the ops per action", e);
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT action, state, count(*), \
+                 sum(state = 'done' AND error_code IS NOT NULL) \
+                 FROM ops GROUP BY action, state",
+            )
+            .map_err(err)?;
+        let mut rows = st.query([]).map_err(err)?;
+        let mut out: Vec<ActionCounts> = Vec::new();
+        while let Some(r) = rows.next().map_err(err)? {
+            let action: String = r.get(0).map_err(err)?;
+            let state: String = r.get(1).map_err(err)?;
+            let n = r.get::<_, i64>(2).map_err(err)? as u64;
+            let already = r.get::<_, Option<i64>>(3).map_err(err)?.unwrap_or(0) as u64;
+            let action = Action::parse(&action)
+                .ok_or_else(|| self.corrupt(format!("unknown action {action:?}")))?;
+            let i = match out.iter().position(|c| c.action == action) {
+                Some(i) => i,
+                None => {
+                    out.push(ActionCounts {
+                        action,
+                        counts: Counts::default(),
+                        already: 0,
+                    });
+                    out.len() - 1
+                }
+            };
+            let c = &mut out[i];
+            c.already += already;
+            match OpState::parse(&state) {
+                Some(OpState::Pending) => c.counts.pending += n,
+                Some(OpState::Done) => c.counts.done += n,
+                Some(OpState::Failed) => c.counts.failed += n,
+                Some(OpState::Skipped) => c.counts.skipped += n,
+                None => return Err(self.corrupt(format!("unknown op state {state:?}"))),
+            }
+        }
+        out.sort_by_key(|c| c.action.index());
+        Ok(out)
+    }
+
     pub(crate) fn failures_by_code(&self) -> Result<Vec<FailureGroup>, JournalError> {
         let err = |e| JournalError::sqlite(&self.path, "group the failures", e);
         let mut st = self

@@ -1094,3 +1094,196 @@ async fn a_401_while_a_deadline_drains_still_ends_the_run_as_rejected() {
     assert_eq!(report.stats.done, 3);
     assert_eq!(finals(&rec).len(), 3);
 }
+
+/// Bans lock the (client, room) pair: one client's sweep over many rooms runs at the full
+/// concurrency, while that client's mutes still go one at a time (one mute array).
+#[tokio::test(start_paused = true)]
+async fn a_ban_sweep_of_one_client_runs_concurrently_its_mutes_do_not() {
+    let fake = Fake::new(|_, _| (done(), Duration::from_millis(20)));
+    let sweep: Vec<Op> = (0..64).map(|i| Op::ban("spam", format!("r{i}"))).collect();
+    let opts = RunnerOptions {
+        concurrency: 8,
+        ..fast()
+    };
+    let (report, _) = go(sweep, &fake, opts.clone(), Controls::default()).await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(fake.max_in_flight.load(Ordering::SeqCst), 8);
+
+    let fake = Fake::new(|_, _| (done(), Duration::from_millis(20)));
+    let mutes: Vec<Op> = (0..16).map(|i| Op::mute("spam", format!("r{i}"))).collect();
+    let (report, _) = go(mutes, &fake, opts.clone(), Controls::default()).await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(fake.max_in_flight.load(Ordering::SeqCst), 1);
+
+    // Ops on one ban pair keep their order and never overlap.
+    let fake = Fake::new(|op, _| {
+        let ms = if op.action == crate::op::Action::Ban {
+            30
+        } else {
+            1
+        };
+        (done(), Duration::from_millis(ms))
+    });
+    let pair = vec![
+        Op::ban("u", "r"),
+        Op::unban("u", "r"),
+        Op::ban("u", "r"),
+        Op::ban("v", "r"),
+    ];
+    let (report, _) = go(pair, &fake, opts, Controls::default()).await;
+    assert_eq!(report.stop, StopReason::Completed);
+    let starts: Vec<String> = fake
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::Start(k, _) if k.contains("\"u\"") => Some(k),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "ban client \"u\" in room \"r\"",
+            "unban client \"u\" in room \"r\"",
+            "ban client \"u\" in room \"r\"",
+        ]
+    );
+    assert_eq!(fake.max_in_flight.load(Ordering::SeqCst), 2);
+}
+
+/// With the API key for room ops (no token), every op goes out on it and waits for its
+/// one pace: 40 room ops and 40 mutes at 20/s take as long as 80 requests on one credential.
+#[tokio::test(start_paused = true)]
+async fn room_ops_and_mutes_on_the_api_key_share_its_one_pace() {
+    let mut ops = Vec::new();
+    for i in 0..40 {
+        ops.push(Op::freeze(format!("r{i}")));
+        ops.push(Op::mute(format!("u{i}"), "r"));
+    }
+    let run_with = |auth: Auth| {
+        let ops = ops.clone();
+        async move {
+            let fake = Fake::new(|_, _| (done(), Duration::from_millis(1)));
+            let opts = RunnerOptions {
+                concurrency: 8,
+                rate: "20/s".parse().unwrap(),
+                auth,
+                ..fast()
+            };
+            let t0 = Instant::now();
+            let (report, _) = go(ops, &fake, opts, Controls::default()).await;
+            assert_eq!(report.stop, StopReason::Completed);
+            let by_cred = [0, 1].map(|c| fake.sends_by_cred[c].load(Ordering::SeqCst));
+            (t0.elapsed(), by_cred)
+        }
+    };
+    let key_only = Auth::resolve(None, false);
+    let (one_pace, by_cred) = run_with(key_only).await;
+    assert_eq!(by_cred, [0, 80]);
+    let (two_paces, by_cred) = run_with(Auth::default()).await;
+    assert_eq!(by_cred, [40, 40]);
+    // 80 requests at 20/s (less the burst and the 1% headroom) on one credential, against
+    // 40 on each of two.
+    assert!(one_pace >= Duration::from_millis(3700), "{one_pace:?}");
+    assert!(two_paces <= Duration::from_millis(2100), "{two_paces:?}");
+}
+
+/// Before a room's first ban or unban, `--snapshot` reads its ban list (once per room, with
+/// the bans' credential) and records it with the ban recorder; mutes read nothing; a
+/// refused read is recorded as unknown and the ban goes on.
+#[tokio::test(start_paused = true)]
+async fn ban_lists_are_read_once_per_room_before_its_first_ban() {
+    struct Refusing(Arc<Fake>);
+    impl Executor for Refusing {
+        async fn send(&self, op: &Op, c: Credential) -> Attempt {
+            self.0.send(op, c).await
+        }
+        async fn read_room(&self, room: &str, c: Credential) -> Result<serde_json::Value, Attempt> {
+            self.0.read_room(room, c).await
+        }
+        async fn read_bans(&self, room: &str, c: Credential) -> Result<serde_json::Value, Attempt> {
+            if room == "closed" {
+                return Err(Attempt {
+                    outcome: permanent(403, "INSUFFICIENT_PERMISSIONS"),
+                    latency: Duration::from_millis(1),
+                });
+            }
+            self.0.read_bans(room, c).await
+        }
+    }
+    let fake = Fake::new(|op, _| match op.action {
+        crate::op::Action::Ban if &*op.room == "b" => (
+            Outcome::Done {
+                status: 409,
+                already: Some("USER_ALREADY_BLOCKED"),
+            },
+            Duration::from_millis(1),
+        ),
+        _ => (done(), Duration::from_millis(1)),
+    });
+    let exec = Arc::new(Refusing(fake.clone()));
+    let ops = vec![
+        Op::ban("u", "a"),
+        Op::mute("u", "a"),
+        Op::unban("v", "a"),
+        Op::ban("u", "b"),
+        Op::ban("u", "closed"),
+        Op::freeze("a"),
+    ];
+    let rec = Arc::new(MemoryRecorder::default());
+    let opts = RunnerOptions {
+        snapshot: true,
+        concurrency: 1,
+        ..fast()
+    };
+    let report = run(
+        jops(ops),
+        exec,
+        rec.clone(),
+        opts,
+        Controls::default(),
+        HashSet::new(),
+        &mut Progress::log_only(None),
+    )
+    .await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(report.stats.done, 6);
+    assert_eq!(
+        (report.stats.snapshots, report.stats.snapshots_unknown),
+        (4, 1)
+    );
+    let bans: Vec<(String, bool)> = rec
+        .ban_snapshots()
+        .into_iter()
+        .map(|(r, p)| (r, p.is_some()))
+        .collect();
+    assert_eq!(
+        bans,
+        [
+            ("a".to_string(), true),
+            ("b".to_string(), true),
+            ("closed".to_string(), false)
+        ]
+    );
+    let rooms: Vec<String> = rec.snapshots().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(rooms, ["a"]);
+    let ev = fake.events();
+    let read = ev
+        .iter()
+        .position(|e| *e == Ev::ReadBans("a".into()))
+        .unwrap();
+    let first_ban = ev
+        .iter()
+        .position(|e| matches!(e, Ev::Start(k, _) if k == "ban client \"u\" in room \"a\""))
+        .unwrap();
+    assert!(read < first_ban);
+    // The 409 is done, recorded as already in state with its code.
+    let b = &finals(&rec)[&3];
+    assert_eq!(b.state, Some(OpState::Done));
+    assert_eq!(b.error_code.as_deref(), Some("USER_ALREADY_BLOCKED"));
+    assert_eq!(
+        b.message.as_deref(),
+        Some("already in the desired state (USER_ALREADY_BLOCKED)")
+    );
+    assert_eq!(report.stats.already_by_code["USER_ALREADY_BLOCKED"], 1);
+}
