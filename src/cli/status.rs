@@ -117,6 +117,9 @@ fn render_job(o: &mut String, s: &StatusReport) {
 /// One line per action the job holds (the done ops answered "already in state" counted
 /// apart), then the credential of each kind of op.
 fn render_actions(o: &mut String, s: &StatusReport) {
+    if !s.by_action.is_empty() {
+        let _ = writeln!(o, "ops by action:");
+    }
     for a in &s.by_action {
         let c = &a.counts;
         let already = if a.already > 0 {
