@@ -592,7 +592,9 @@ fn the_example_ban_sweep_runbook_on_the_sandbox() {
     assert!(c.add_ban(room, client));
     c.admin_may_unban = true;
     let sb = Sandbox::start(c);
-    let r = exec(run_cmd(&sb.url(), &m, &[]));
+    // With --snapshot, each room's ban list is read first (the admin may, here) and
+    // recorded: `report` shows it on the room's ban.
+    let r = exec(run_cmd(&sb.url(), &m, &["--snapshot"]));
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.stderr
@@ -600,6 +602,22 @@ fn the_example_ban_sweep_runbook_on_the_sandbox() {
         "{}",
         r.stderr
     );
+    assert!(
+        r.stderr
+            .contains(&format!("{} rooms snapshotted\n", ops.len())),
+        "{}",
+        r.stderr
+    );
+    let report = exec(imkit(&[
+        "report",
+        journal_of(&m).to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(rows[2]["prior"], serde_json::json!({"banned": [client]}));
+    assert_eq!(rows[0]["prior"], serde_json::json!({"banned": []}));
+    assert_eq!(rows[2]["error_code"], "USER_ALREADY_BLOCKED");
     let lift = dir.path().join("lift.csv");
     let (text, _) = revert_to(&journal_of(&m), &lift);
     assert_eq!(
