@@ -780,10 +780,12 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             ActionKind::Ban => &mut self.snapshotted.bans,
             _ => &mut self.snapshotted.rooms,
         };
-        set.insert(op.room.to_string());
-        self.stats.snapshots += 1;
-        if snap == Snap::Unknown {
-            self.stats.snapshots_unknown += 1;
+        // Bans of one room on different clients may both have read its list: count it once.
+        if set.insert(op.room.to_string()) {
+            self.stats.snapshots += 1;
+            if snap == Snap::Unknown {
+                self.stats.snapshots_unknown += 1;
+            }
         }
     }
 
