@@ -587,6 +587,58 @@ mod tests {
         assert!(s.contains("GET /rooms/c%2F1"), "{s}");
     }
 
+    /// Bans: with snapshots, one ban-list read per room before its first ban or unban (none
+    /// for mutes, the room reads apart); the credential lines follow the plan's `Auth`, and
+    /// the variables not set are named.
+    #[test]
+    fn plan_of_bans_reads_ban_lists_and_names_credentials() {
+        let m = manifest(vec![
+            Op::ban("u", "a"),
+            Op::unban("v", "a"),
+            Op::mute("u", "a"),
+            Op::ban("u", "b/1"),
+        ]);
+        let mut o = opts(10, true);
+        o.auth = Auth::resolve(None, false);
+        o.available = Some(Credentials::default());
+        let s = render_plan(&m, None, &o);
+        assert!(s.contains("to send: 6 requests"), "{s}");
+        assert!(
+            s.contains("  ban lists 2 (GET /blockStatus/room/{id}, one per room before its first ban or unban)"),
+            "{s}"
+        );
+        assert!(!s.contains("  snapshot  "), "{s}");
+        assert!(
+            s.contains(
+                "credentials: bans: API key (IMKIT_API_KEY)\ncredentials: mutes: API key (IMKIT_API_KEY)\n"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "missing credentials: IMKIT_API_KEY not set: `run` would refuse to start (exit 2)"
+            ),
+            "{s}"
+        );
+        let listed: Vec<&str> = s
+            .lines()
+            .skip_while(|l| !l.starts_with("first "))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                "  GET /blockStatus/room/a  (snapshot, before m.csv:2)",
+                "  POST /blockStatus/room/a/u  (m.csv:2)",
+                "  DELETE /blockStatus/room/a/v  (m.csv:3)",
+                "  POST /admin/clients/u/mute/a  (m.csv:4)",
+                "  GET /blockStatus/room/b%2F1  (snapshot, before m.csv:5)",
+                "  POST /blockStatus/room/b%2F1/u  (m.csv:5)",
+            ]
+        );
+    }
+
     /// A finished journal: the job is complete, a re-run sends nothing and exits with the
     /// recorded outcome (0, or 1 when some ops failed).
     #[test]

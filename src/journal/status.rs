@@ -198,3 +198,44 @@ pub fn status_report(journal: &Journal) -> Result<StatusReport, JournalError> {
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The credentials a run recorded, one line per kind (room ops and bans together), and
+    /// none for a journal written before they were recorded.
+    #[test]
+    fn credentials_come_from_the_runs_settings() {
+        let lines = |v: serde_json::Value| -> Vec<String> {
+            credentials_of(&v)
+                .iter()
+                .map(StatusCredential::line)
+                .collect()
+        };
+        assert_eq!(
+            lines(
+                json!({"credentials": {"rooms": "api_key", "mutes": "api_key", "bans": "api_key"}})
+            ),
+            [
+                "room ops and bans: API key (IMKIT_API_KEY)",
+                "mutes: API key (IMKIT_API_KEY)"
+            ]
+        );
+        assert_eq!(
+            lines(json!({"credentials": {"rooms": null, "mutes": null, "bans": "client_token"}})),
+            ["bans: client key and token (IMKIT_CLIENT_KEY, IMKIT_TOKEN)"]
+        );
+        assert_eq!(
+            lines(json!({"credentials": {"rooms": null, "mutes": "api_key", "bans": null}})),
+            ["mutes: API key (IMKIT_API_KEY)"]
+        );
+        assert!(lines(json!({"rate": "800/min"})).is_empty());
+        let c = &credentials_of(&json!({"credentials": {"bans": "api_key"}}))[0];
+        assert_eq!(
+            serde_json::to_value(c).unwrap(),
+            json!({"ops": "bans", "credential": "api_key", "env": ["IMKIT_API_KEY"]})
+        );
+    }
+}
