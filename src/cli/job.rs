@@ -163,19 +163,21 @@ fn missing_credentials(job: &Job) -> Option<String> {
     if missing.is_empty() {
         return None;
     }
-    let rooms_on_key = job.room_auth.is_none()
+    // Room ops and bans alone fall back to the API key for want of a full token: setting
+    // both token variables would do too (with mutes, the API key is needed anyway).
+    let kinds = job.kinds();
+    let or_token = job.room_auth.is_none()
         && auth.rooms == Credential::ApiKey
-        && job.kinds().iter().any(|k| *k != ActionKind::Mute);
-    let or_token = if rooms_on_key {
-        " (room ops and bans could use IMKIT_CLIENT_KEY and IMKIT_TOKEN instead, both set; \
-         mute and unmute always need IMKIT_API_KEY)"
+        && !kinds.contains(&ActionKind::Mute);
+    let or_token = if or_token {
+        " (or both IMKIT_CLIENT_KEY and IMKIT_TOKEN, which room ops and bans use when set)"
     } else {
         ""
     };
-    let uses = auth.describe(job.kinds()).join("; ");
+    let uses = auth.describe(kinds).join("; ");
     Some(format!(
-        "missing credentials for this manifest: set {} in the environment or in an --env-file{or_token}; \
-         this job sends {uses} (nothing was sent)",
+        "missing credentials for this manifest: set {} in the environment or in an \
+         --env-file{or_token}; this job would send {uses} (nothing was sent)",
         missing.join(", ")
     ))
 }
@@ -491,7 +493,7 @@ mod tests {
         );
 
         // A client key without its token: room ops fall back to the API key, so the API key
-        // is all that is missing, and the message says what the token would change.
+        // is all that is missing (the mutes need it anyway).
         let both = manifest(
             vec![Op::freeze("r"), Op::unmute("u", "r")],
             Settings::default(),
@@ -506,12 +508,23 @@ mod tests {
         .unwrap_err();
         let t = err_text(e);
         assert!(t.contains("set IMKIT_API_KEY in the environment"), "{t}");
+        assert!(!t.contains("or both"), "{t}");
         assert!(
-            t.contains("room ops and bans could use IMKIT_CLIENT_KEY and IMKIT_TOKEN instead"),
+            t.contains(
+                "this job would send room ops: API key (IMKIT_API_KEY); mutes: API key \
+                 (IMKIT_API_KEY)"
+            ),
             "{t}"
         );
+        // Without mutes, the token would do instead, and the message says so.
+        let bans = manifest(vec![Op::ban("u", "r")], Settings::default());
+        let e = from_parts(&a, &g, check_flags(&a).unwrap(), bans, creds(&[])).unwrap_err();
+        let t = err_text(e);
         assert!(
-            t.contains("room ops: API key (IMKIT_API_KEY); mutes: API key (IMKIT_API_KEY)"),
+            t.contains(
+                "set IMKIT_API_KEY in the environment or in an --env-file (or both \
+                 IMKIT_CLIENT_KEY and IMKIT_TOKEN, which room ops and bans use when set)"
+            ),
             "{t}"
         );
         // The API key alone runs room ops, bans and mutes.
@@ -540,7 +553,7 @@ mod tests {
         .unwrap_err();
         let t = err_text(e);
         assert!(t.contains("set IMKIT_TOKEN in the environment"), "{t}");
-        assert!(!t.contains("could use"), "{t}");
+        assert!(!t.contains("or both"), "{t}");
         // A ban-only job with the token needs no API key.
         let bans = manifest(vec![Op::unban("u", "r")], Settings::default());
         let job = from_parts(
