@@ -1,6 +1,7 @@
-//! The operation model: the five actions of SPEC §1, their targets and update fields, the
-//! rules every id must obey, and what each op needs to run (its credential and the key that
-//! serialises it against other ops on the same room or client). [`Field`] is the one model
+//! The operation model: the seven actions of docs/behaviour.md §1, their targets and update
+//! fields, the rules every id must obey, and what each op needs to run (the credential it is
+//! sent with, see [`Auth`], and the key that serialises it against other ops on the same
+//! room, client or pair). [`Field`] is the one model
 //! of the update fields (name, kind, CSV cell form, access in [`RoomFields`]) that manifests,
 //! duplicate detection, CSV writing, revert and the sandbox all go through.
 //!
@@ -28,16 +29,33 @@ pub enum Action {
     Mute,
     /// `DELETE /admin/clients/{client}/mute/{room}`
     Unmute,
+    /// `POST /blockStatus/room/{room}/{client}`
+    Ban,
+    /// `DELETE /blockStatus/room/{room}/{client}`
+    Unban,
+}
+
+/// What an action changes: a room itself, a client's mute list, or a room's ban list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ActionKind {
+    /// Freeze, unfreeze, update.
+    Room,
+    /// Mute, unmute.
+    Mute,
+    /// Ban, unban.
+    Ban,
 }
 
 impl Action {
     /// Every action, in the order used for counts and reports.
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 7] = [
         Action::Freeze,
         Action::Unfreeze,
         Action::Update,
         Action::Mute,
         Action::Unmute,
+        Action::Ban,
+        Action::Unban,
     ];
 
     /// How many actions there are.
@@ -56,6 +74,8 @@ impl Action {
             Action::Update => "update",
             Action::Mute => "mute",
             Action::Unmute => "unmute",
+            Action::Ban => "ban",
+            Action::Unban => "unban",
         }
     }
 
@@ -64,23 +84,49 @@ impl Action {
         Action::ALL.into_iter().find(|a| a.as_str() == s)
     }
 
-    /// True for mute and unmute, which act on a (client, room) pair.
+    /// What this action changes.
+    pub const fn kind(self) -> ActionKind {
+        match self {
+            Action::Freeze | Action::Unfreeze | Action::Update => ActionKind::Room,
+            Action::Mute | Action::Unmute => ActionKind::Mute,
+            Action::Ban | Action::Unban => ActionKind::Ban,
+        }
+    }
+
+    /// True for mute, unmute, ban and unban, which act on a (client, room) pair.
     pub fn needs_client(self) -> bool {
-        matches!(self, Action::Mute | Action::Unmute)
+        self.kind() != ActionKind::Room
     }
 
     /// True for freeze, unfreeze and update, which change the room itself (its status or
-    /// fields); mute and unmute change a client's mute list.
+    /// fields); mute and unmute change a client's mute list, ban and unban a room's ban list.
     pub fn changes_room(self) -> bool {
-        matches!(self, Action::Freeze | Action::Unfreeze | Action::Update)
+        self.kind() == ActionKind::Room
     }
 
-    /// The credential this action is sent with (api/NOTES.md, Endpoints).
-    pub fn credential(self) -> Credential {
-        if self.needs_client() {
-            Credential::ApiKey
-        } else {
-            Credential::ClientToken
+    /// The action that undoes this one on the same target, for the actions that have one
+    /// (an update has none: its inverse is another update).
+    pub fn inverse(self) -> Option<Action> {
+        match self {
+            Action::Freeze => Some(Action::Unfreeze),
+            Action::Unfreeze => Some(Action::Freeze),
+            Action::Update => None,
+            Action::Mute => Some(Action::Unmute),
+            Action::Unmute => Some(Action::Mute),
+            Action::Ban => Some(Action::Unban),
+            Action::Unban => Some(Action::Ban),
+        }
+    }
+
+    /// The error code of the answer that means this action's desired state already holds,
+    /// with its HTTP status: an unmute answered 400 `ROOM_NOT_MUTED`, a ban 409
+    /// `USER_ALREADY_BLOCKED`, an unban 404 `BLOCK_NOT_FOUND` (docs/api.md, Status codes).
+    pub fn already_answer(self) -> Option<(u16, &'static str)> {
+        match self {
+            Action::Unmute => Some((400, "ROOM_NOT_MUTED")),
+            Action::Ban => Some((409, "USER_ALREADY_BLOCKED")),
+            Action::Unban => Some((404, "BLOCK_NOT_FOUND")),
+            _ => None,
         }
     }
 }
@@ -116,6 +162,137 @@ impl Credential {
             Credential::ClientToken => "client key and token (IMKIT_CLIENT_KEY, IMKIT_TOKEN)",
             Credential::ApiKey => "API key (IMKIT_API_KEY)",
         }
+    }
+}
+
+/// How room ops and bans authenticate when the operator says so (`--room-auth`,
+/// `settings.room_auth`); without a choice, [`Auth::resolve`] picks one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoomAuth {
+    /// The client key and token (`IMKIT_CLIENT_KEY` + `IMKIT_TOKEN`).
+    Token,
+    /// The API key (`IMKIT_API_KEY`).
+    ApiKey,
+}
+
+impl RoomAuth {
+    /// Both choices, in the order `--help` lists them.
+    pub const ALL: [RoomAuth; 2] = [RoomAuth::Token, RoomAuth::ApiKey];
+
+    /// The spelling of the flag and the setting.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomAuth::Token => "token",
+            RoomAuth::ApiKey => "api-key",
+        }
+    }
+
+    /// Parses the spelling of the flag and the setting (exact).
+    pub fn parse(s: &str) -> Option<RoomAuth> {
+        RoomAuth::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// The credential this choice sends room ops and bans with.
+    pub fn credential(self) -> Credential {
+        match self {
+            RoomAuth::Token => Credential::ClientToken,
+            RoomAuth::ApiKey => Credential::ApiKey,
+        }
+    }
+}
+
+impl fmt::Display for RoomAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which credential each kind of op is sent with (docs/behaviour.md §1): room ops (freeze,
+/// unfreeze, update, and the `--snapshot` room read) and bans (ban, unban, the ban-list
+/// read) share one, `rooms`; mute and unmute always use the API key. The default is that of a job with
+/// every credential set: room ops and bans on the client key and token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Auth {
+    /// The credential of room ops and bans.
+    pub rooms: Credential,
+}
+
+impl Default for Auth {
+    fn default() -> Auth {
+        Auth {
+            rooms: Credential::ClientToken,
+        }
+    }
+}
+
+impl Auth {
+    /// The operator's choice when there is one; otherwise the client key and token when both
+    /// are set (`token_set`), else the API key, which the vendor documents as a platform
+    /// admin that may call every endpoint.
+    pub fn resolve(choice: Option<RoomAuth>, token_set: bool) -> Auth {
+        let rooms = match choice {
+            Some(c) => c.credential(),
+            None if token_set => Credential::ClientToken,
+            None => Credential::ApiKey,
+        };
+        Auth { rooms }
+    }
+
+    /// The credential `action` is sent with.
+    pub fn for_action(self, action: Action) -> Credential {
+        match action.kind() {
+            ActionKind::Mute => Credential::ApiKey,
+            ActionKind::Room | ActionKind::Ban => self.rooms,
+        }
+    }
+
+    /// The credential `op` is sent with.
+    pub fn for_op(self, op: &Op) -> Credential {
+        self.for_action(op.action)
+    }
+
+    /// The credentials `actions` are sent with, each once, in a stable order.
+    pub fn needed(self, actions: impl IntoIterator<Item = Action>) -> Vec<Credential> {
+        let mut v: Vec<Credential> = actions.into_iter().map(|a| self.for_action(a)).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// One line per kind of op among `kinds`, saying which credential it is sent with (names
+    /// only): `room ops and bans: API key (IMKIT_API_KEY)`, `mutes: API key (IMKIT_API_KEY)`.
+    /// Room ops and bans share a line when both are there.
+    pub fn describe(self, kinds: impl IntoIterator<Item = ActionKind>) -> Vec<String> {
+        self.uses(kinds)
+            .into_iter()
+            .map(|(what, c)| format!("{what}: {}", c.describe()))
+            .collect()
+    }
+
+    /// What [`Auth::describe`] says, as (the kinds of op, their credential) pairs.
+    pub fn uses(
+        self,
+        kinds: impl IntoIterator<Item = ActionKind>,
+    ) -> Vec<(&'static str, Credential)> {
+        let mut kinds: Vec<ActionKind> = kinds.into_iter().collect();
+        kinds.sort();
+        kinds.dedup();
+        let has = |k: ActionKind| kinds.contains(&k);
+        let rooms = match (has(ActionKind::Room), has(ActionKind::Ban)) {
+            (true, true) => Some("room ops and bans"),
+            (true, false) => Some("room ops"),
+            (false, true) => Some("bans"),
+            (false, false) => None,
+        };
+        let mut out = Vec::new();
+        if let Some(what) = rooms {
+            out.push((what, self.rooms));
+        }
+        if has(ActionKind::Mute) {
+            out.push(("mutes", Credential::ApiKey));
+        }
+        out
     }
 }
 
@@ -459,7 +636,7 @@ fn split_list(v: &str) -> Vec<String> {
 pub struct Op {
     pub action: Action,
     pub room: Box<str>,
-    /// Present exactly for mute and unmute.
+    /// Present exactly for mute, unmute, ban and unban.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<Box<str>>,
     /// Present exactly for update, and then never empty.
@@ -471,8 +648,15 @@ pub struct Op {
 /// manifest order (SPEC §1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LockKey<'a> {
+    /// Freeze, unfreeze, update: the room.
     Room(&'a str),
+    /// Mute, unmute: every mute of one client, whatever the room. Each mute adds the room to
+    /// the client's one mute array (docs/api.md, Endpoints), a read-modify-write of one
+    /// record that concurrent mutes of the client could race on the server.
     Client(&'a str),
+    /// Ban, unban: the (client, room) pair. A ban is a record of its own per pair, so a
+    /// sweep of one client over many rooms runs concurrently.
+    Ban { client: &'a str, room: &'a str },
 }
 
 impl Op {
@@ -521,19 +705,38 @@ impl Op {
         }
     }
 
-    /// The key that serialises this op: the room for room ops, the client for mute/unmute.
+    pub fn ban(client: impl Into<Box<str>>, room: impl Into<Box<str>>) -> Op {
+        Op {
+            action: Action::Ban,
+            room: room.into(),
+            client: Some(client.into()),
+            fields: None,
+        }
+    }
+
+    pub fn unban(client: impl Into<Box<str>>, room: impl Into<Box<str>>) -> Op {
+        Op {
+            action: Action::Unban,
+            room: room.into(),
+            client: Some(client.into()),
+            fields: None,
+        }
+    }
+
+    /// The key that serialises this op (see [`LockKey`]): the room for room ops, the client
+    /// for mute and unmute, the (client, room) pair for ban and unban.
     pub fn lock_key(&self) -> LockKey<'_> {
-        match &self.client {
-            Some(c) if self.action.needs_client() => LockKey::Client(c),
+        match (&self.client, self.action.kind()) {
+            (Some(c), ActionKind::Mute) => LockKey::Client(c),
+            (Some(c), ActionKind::Ban) => LockKey::Ban {
+                client: c,
+                room: &self.room,
+            },
             _ => LockKey::Room(&self.room),
         }
     }
 
-    pub fn credential(&self) -> Credential {
-        self.action.credential()
-    }
-
-    /// Checks the structural rules: ids valid, client present exactly for mute/unmute,
+    /// Checks the structural rules: ids valid, client present exactly for pair actions,
     /// fields present and non-empty exactly for update, enum-like fields in range.
     pub fn check(&self) -> Result<(), String> {
         validate_id(&self.room).map_err(|e| format!("room: {e}"))?;
@@ -666,6 +869,69 @@ mod tests {
     fn lock_keys_follow_the_target() {
         assert_eq!(Op::freeze("r").lock_key(), LockKey::Room("r"));
         assert_eq!(Op::mute("c", "r").lock_key(), LockKey::Client("c"));
+        assert_eq!(Op::unmute("c", "s").lock_key(), LockKey::Client("c"));
+        let pair = LockKey::Ban {
+            client: "c",
+            room: "r",
+        };
+        assert_eq!(Op::ban("c", "r").lock_key(), pair);
+        assert_eq!(Op::unban("c", "r").lock_key(), pair);
+        // One client's bans in two rooms, and a ban and a mute of one pair, do not wait for
+        // each other.
+        assert_ne!(Op::ban("c", "s").lock_key(), pair);
+        assert_ne!(Op::mute("c", "r").lock_key(), pair);
+    }
+
+    #[test]
+    fn credentials_per_kind_of_op() {
+        let all = Auth::resolve(None, true);
+        assert_eq!(all, Auth::default());
+        assert_eq!(all.for_op(&Op::freeze("r")), Credential::ClientToken);
+        assert_eq!(all.for_op(&Op::ban("c", "r")), Credential::ClientToken);
+        assert_eq!(all.for_op(&Op::mute("c", "r")), Credential::ApiKey);
+        // Without a token (or without the client key), room ops and bans fall back to the
+        // API key; a choice wins either way.
+        let key_only = Auth::resolve(None, false);
+        for a in Action::ALL {
+            assert_eq!(key_only.for_action(a), Credential::ApiKey, "{a}");
+        }
+        assert_eq!(key_only.needed(Action::ALL), vec![Credential::ApiKey]);
+        assert_eq!(
+            Auth::resolve(Some(RoomAuth::ApiKey), true).rooms,
+            Credential::ApiKey
+        );
+        let forced = Auth::resolve(Some(RoomAuth::Token), false);
+        assert_eq!(forced.for_action(Action::Unban), Credential::ClientToken);
+        assert_eq!(forced.for_action(Action::Unmute), Credential::ApiKey);
+        assert_eq!(
+            forced.needed([Action::Unban, Action::Mute, Action::Freeze]),
+            vec![Credential::ClientToken, Credential::ApiKey]
+        );
+        for c in RoomAuth::ALL {
+            assert_eq!(RoomAuth::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(RoomAuth::parse("api_key"), None);
+    }
+
+    #[test]
+    fn credential_lines_name_each_kind_once() {
+        let key_only = Auth::resolve(None, false);
+        assert_eq!(
+            key_only.describe([ActionKind::Ban, ActionKind::Room, ActionKind::Mute]),
+            [
+                "room ops and bans: API key (IMKIT_API_KEY)",
+                "mutes: API key (IMKIT_API_KEY)"
+            ]
+        );
+        assert_eq!(
+            Auth::default().describe([ActionKind::Ban]),
+            ["bans: client key and token (IMKIT_CLIENT_KEY, IMKIT_TOKEN)"]
+        );
+        assert_eq!(
+            Auth::default().describe([ActionKind::Room, ActionKind::Room]),
+            ["room ops: client key and token (IMKIT_CLIENT_KEY, IMKIT_TOKEN)"]
+        );
+        assert!(Auth::default().describe([]).is_empty());
     }
 
     #[test]
@@ -819,6 +1085,28 @@ mod tests {
             assert_eq!(a.index(), i);
             assert_eq!(Action::parse(a.as_str()), Some(a));
             assert_eq!(a.changes_room(), !a.needs_client());
+            if let Some(b) = a.inverse() {
+                assert_eq!((b.inverse(), b.kind()), (Some(a), a.kind()), "{a}");
+            }
         }
+        assert_eq!(Action::parse("ban"), Some(Action::Ban));
+        assert_eq!(Action::parse("unban"), Some(Action::Unban));
+        assert!(Op::ban("c", "r").check().is_ok());
+        assert!(Op::unban("c", "r").check().is_ok());
+        let mut no_client = Op::ban("c", "r");
+        no_client.client = None;
+        assert_eq!(no_client.check(), Err("ban needs a client".into()));
+        let answers: Vec<_> = Action::ALL
+            .iter()
+            .filter_map(|a| a.already_answer())
+            .collect();
+        assert_eq!(
+            answers,
+            [
+                (400, "ROOM_NOT_MUTED"),
+                (409, "USER_ALREADY_BLOCKED"),
+                (404, "BLOCK_NOT_FOUND")
+            ]
+        );
     }
 }

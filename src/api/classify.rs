@@ -16,8 +16,13 @@ const MAX_HINT: Duration = Duration::from_secs(3600);
 /// What an attempt means for its op.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    /// 2xx with `RC == 0`, or unmute answered 400 `ROOM_NOT_MUTED` (`already_in_state`).
-    Done { status: u16, already_in_state: bool },
+    /// 2xx with `RC == 0`; or an answer that says the desired state already holds
+    /// (`already`, its error code): an unmute answered 400 `ROOM_NOT_MUTED`, a ban 409
+    /// `USER_ALREADY_BLOCKED`, an unban 404 `BLOCK_NOT_FOUND`.
+    Done {
+        status: u16,
+        already: Option<&'static str>,
+    },
     /// Retry later: 408, 429, 500, 502, 503, 504, a non-JSON 5xx, a network failure.
     Transient {
         status: Option<u16>,
@@ -55,11 +60,7 @@ impl Outcome {
 
     pub(crate) fn code(&self) -> Option<&str> {
         match self {
-            Outcome::Done {
-                already_in_state: true,
-                ..
-            } => Some("ROOM_NOT_MUTED"),
-            Outcome::Done { .. } => None,
+            Outcome::Done { already, .. } => *already,
             Outcome::Transient { code, .. }
             | Outcome::CredentialsRejected { code, .. }
             | Outcome::Permanent { code, .. } => code.as_deref(),
@@ -286,7 +287,7 @@ pub(crate) fn classify(
         return match env.rc {
             Some(0) => Outcome::Done {
                 status,
-                already_in_state: false,
+                already: None,
             },
             rc => Outcome::Permanent {
                 status: Some(status),
@@ -303,13 +304,13 @@ pub(crate) fn classify(
             },
         };
     }
-    if status == 400
-        && action == Some(Action::Unmute)
-        && env.code.as_deref() == Some("ROOM_NOT_MUTED")
+    if let Some((s, code)) = action.and_then(Action::already_answer)
+        && status == s
+        && env.code.as_deref() == Some(code)
     {
         return Outcome::Done {
             status,
-            already_in_state: true,
+            already: Some(code),
         };
     }
     if status == 401 {
@@ -332,11 +333,30 @@ pub(crate) fn classify(
             retry_after: hint(),
         };
     }
+    let message = match (action, status) {
+        (Some(Action::Unban), 403) => Some(with_hint(env.message, UNBAN_OWNER_ONLY)),
+        _ => env.message,
+    };
     Outcome::Permanent {
         status: Some(status),
         rc: env.rc,
         code: env.code,
-        message: env.message,
+        message,
+    }
+}
+
+/// What a 403 on an unban adds to the server's message: the unban page lets only a room's
+/// owner unban, while the ban page lets platform admins ban too, so a credential that could
+/// ban may still be refused here.
+pub(crate) const UNBAN_OWNER_ONLY: &str = "the vendor documents unban as room-owner only: \
+     lift these bans with the room owner's token (IMKIT_TOKEN), or on a deployment that lets \
+     the platform admin (the API key) unban";
+
+/// `message` followed by `hint` in parentheses (the hint alone when there is no message).
+fn with_hint(message: Option<String>, hint: &str) -> String {
+    match message {
+        Some(m) => format!("{m} ({hint})"),
+        None => hint.to_string(),
     }
 }
 
@@ -365,7 +385,7 @@ mod tests {
     fn c(action: Action, status: u16, headers: &[(&str, &str)], body: &str) -> Outcome {
         classify(
             Some(action),
-            action.credential(),
+            crate::op::Auth::default().for_action(action),
             status,
             &h(headers),
             body.as_bytes(),
@@ -382,14 +402,14 @@ mod tests {
             c(Action::Freeze, 200, &[], ok),
             Outcome::Done {
                 status: 200,
-                already_in_state: false
+                already: None
             }
         );
         assert_eq!(
             c(Action::Mute, 204, &[], r#"{"RC":0}"#),
             Outcome::Done {
                 status: 204,
-                already_in_state: false
+                already: None
             }
         );
         match c(Action::Freeze, 200, &[], r#"{"RC":7,"RM":"Something odd"}"#) {
@@ -425,14 +445,14 @@ mod tests {
             c(Action::Unmute, 400, &[], body),
             Outcome::Done {
                 status: 400,
-                already_in_state: true
+                already: Some("ROOM_NOT_MUTED")
             }
         );
         let flat = r#"{"error":"ROOM_NOT_MUTED","message":"Room is not muted"}"#;
         assert!(matches!(
             c(Action::Unmute, 400, &[], flat),
             Outcome::Done {
-                already_in_state: true,
+                already: Some("ROOM_NOT_MUTED"),
                 ..
             }
         ));
@@ -447,6 +467,72 @@ mod tests {
             c(Action::Unmute, 400, &[], r#"{"error":"BAD_REQUEST"}"#),
             Outcome::Permanent { .. }
         ));
+    }
+
+    /// The ban pages' answers: 409 on a ban and 404 `BLOCK_NOT_FOUND` on an unban say the
+    /// desired state holds; 404 `ROOM_OR_USER_NOT_FOUND` and 403 are permanent, the unban's
+    /// 403 with the owner-only hint; each code only on its own action and status.
+    #[test]
+    fn ban_answers_follow_the_pages() {
+        let conflict = r#"{"RC":409,"RM":"User already blocked","error":{"code":"USER_ALREADY_BLOCKED","message":"This user is already blocked in this room"}}"#;
+        let no_block = r#"{"RC":404,"RM":"Block relationship not found","error":{"code":"BLOCK_NOT_FOUND","message":"No block relationship exists for this user in the specified room"}}"#;
+        let missing = r#"{"RC":404,"RM":"Resource not found","error":{"code":"ROOM_OR_USER_NOT_FOUND","message":"The specified room or user does not exist"}}"#;
+        let denied = r#"{"RC":403,"RM":"Access denied","error":{"code":"INSUFFICIENT_PERMISSIONS","message":"Only room owner can unblock users in group chat rooms"}}"#;
+        let done = |a, s, b| match c(a, s, &[], b) {
+            Outcome::Done { status, already } => Some((status, already)),
+            _ => None,
+        };
+        assert_eq!(
+            done(Action::Ban, 409, conflict),
+            Some((409, Some("USER_ALREADY_BLOCKED")))
+        );
+        assert_eq!(
+            done(Action::Unban, 404, no_block),
+            Some((404, Some("BLOCK_NOT_FOUND")))
+        );
+        let ok = r#"{"RC":0,"RM":"OK","result":{"room":"r"}}"#;
+        assert_eq!(done(Action::Ban, 200, ok), Some((200, None)));
+        // Each code means "already" only for its own action and status.
+        assert_eq!(done(Action::Unban, 409, conflict), None);
+        assert_eq!(done(Action::Ban, 404, no_block), None);
+        assert_eq!(done(Action::Unmute, 404, no_block), None);
+        assert_eq!(done(Action::Ban, 400, conflict), None);
+        for a in [Action::Ban, Action::Unban] {
+            match c(a, 404, &[], missing) {
+                Outcome::Permanent {
+                    status: Some(404),
+                    code,
+                    ..
+                } => assert_eq!(code.as_deref(), Some("ROOM_OR_USER_NOT_FOUND")),
+                o => panic!("{a}: {o:?}"),
+            }
+        }
+        match c(Action::Unban, 403, &[], denied) {
+            Outcome::Permanent {
+                status: Some(403),
+                message: Some(m),
+                ..
+            } => {
+                assert!(m.starts_with("Only room owner can unblock users"), "{m}");
+                assert!(
+                    m.contains("the vendor documents unban as room-owner only"),
+                    "{m}"
+                );
+            }
+            o => panic!("{o:?}"),
+        }
+        // A ban refused 403 keeps the server's message as it is.
+        match c(Action::Ban, 403, &[], denied) {
+            Outcome::Permanent {
+                message: Some(m), ..
+            } => assert!(!m.contains("vendor"), "{m}"),
+            o => panic!("{o:?}"),
+        }
+        let o = c(Action::Ban, 409, &[], conflict);
+        assert_eq!(
+            (o.status(), o.code(), o.message()),
+            (Some(409), Some("USER_ALREADY_BLOCKED"), None)
+        );
     }
 
     #[test]

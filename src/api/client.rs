@@ -12,7 +12,7 @@ use crate::api::classify::{Outcome, classify, parse_envelope};
 use crate::api::credentials::Credentials;
 use crate::api::reach::{self, Reach};
 use crate::api::request::{Method, Request};
-use crate::op::{Credential, Op};
+use crate::op::{Auth, Credential, Op};
 
 /// Largest body read; the rest is dropped. An error answer is a few hundred bytes, but a
 /// room object lists its members, so a success can be large: see [`sniff_rc`].
@@ -85,6 +85,8 @@ pub struct ApiClient {
     /// The base URL's host, with its port when the URL gives one (for messages).
     host: String,
     credentials: Credentials,
+    /// Which credential [`ApiClient::send`] and the reads use for each kind of op.
+    auth: Auth,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -143,20 +145,43 @@ impl ApiClient {
             base,
             host,
             credentials,
+            auth: Auth::default(),
         })
     }
 
-    /// Sends the one request that carries `op` and classifies the answer.
+    /// The client sending room ops and bans with `auth`'s credential (by default the client
+    /// key and token).
+    pub fn with_auth(mut self, auth: Auth) -> ApiClient {
+        self.auth = auth;
+        self
+    }
+
+    /// Sends the one request that carries `op`, with the credential the client's [`Auth`]
+    /// gives it, and classifies the answer.
     pub async fn send(&self, op: &Op) -> Attempt {
+        self.send_as(op, self.auth.for_op(op)).await
+    }
+
+    /// [`ApiClient::send`] with `credential`, as the scheduler decided.
+    pub(crate) async fn send_as(&self, op: &Op, credential: Credential) -> Attempt {
         let req = Request::for_op(op);
-        self.execute(&req, Some(op.action), op.credential()).await.0
+        self.execute(&req, Some(op.action), credential).await.0
     }
 
     /// `GET /rooms/{room}` for `--snapshot`: the room object (`result`, or the whole body when
     /// it has none), exactly as returned; fields the API left out stay absent.
     pub async fn get_room(&self, room: &str) -> Result<serde_json::Value, Attempt> {
-        let req = Request::get_room(room);
-        let (attempt, body) = self.execute(&req, None, Credential::ClientToken).await;
+        self.read(&Request::get_room(room), self.auth.rooms).await
+    }
+
+    /// A read before a change (`GET /rooms/{room}`, `GET /blockStatus/room/{room}`) with
+    /// `credential`: the answer's `result` (or the whole body when it has none).
+    pub(crate) async fn read(
+        &self,
+        req: &Request,
+        credential: Credential,
+    ) -> Result<serde_json::Value, Attempt> {
+        let (attempt, body) = self.execute(req, None, credential).await;
         match (&attempt.outcome, body) {
             (Outcome::Done { .. }, Some(body)) => match parse_envelope(&body) {
                 Some(env) => Ok(env.result.unwrap_or_else(|| {
@@ -338,7 +363,7 @@ impl Answer {
             match sniff_rc(&self.body) {
                 Some(0) => Outcome::Done {
                     status,
-                    already_in_state: false,
+                    already: None,
                 },
                 rc => Outcome::Permanent {
                     status: Some(status),

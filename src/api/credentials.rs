@@ -184,8 +184,7 @@ impl Credentials {
     }
 
     /// True when every variable of `credential` is set.
-    #[cfg(test)]
-    fn has(&self, credential: Credential) -> bool {
+    pub(crate) fn has(&self, credential: Credential) -> bool {
         match credential {
             Credential::ClientToken => self.client_key.is_some() && self.token.is_some(),
             Credential::ApiKey => self.api_key.is_some(),

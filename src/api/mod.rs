@@ -8,6 +8,7 @@ mod reach;
 pub mod request;
 
 pub use classify::Outcome;
+pub(crate) use classify::UNBAN_OWNER_ONLY;
 pub use client::{ApiClient, Attempt, ClientError, ClientOptions};
 pub use credentials::{Credentials, CredentialsError};
 pub(crate) use credentials::{EnvSources, Secret};

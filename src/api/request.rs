@@ -89,6 +89,27 @@ impl Request {
                 path: format!("/admin/clients/{}/mute/{}", client(), room),
                 body: None,
             },
+            // The room comes first here, the reverse of the mute path.
+            Action::Ban => Request {
+                method: Method::Post,
+                path: format!("/blockStatus/room/{}/{}", room, client()),
+                body: None,
+            },
+            Action::Unban => Request {
+                method: Method::Delete,
+                path: format!("/blockStatus/room/{}/{}", room, client()),
+                body: None,
+            },
+        }
+    }
+
+    /// `GET /blockStatus/room/{room}`, the room's ban list, read by `--snapshot` before the
+    /// room's first ban or unban.
+    pub(crate) fn get_bans(room: &str) -> Request {
+        Request {
+            method: Method::Get,
+            path: format!("/blockStatus/room/{}", segment(room)),
+            body: None,
         }
     }
 
@@ -153,5 +174,18 @@ mod tests {
         let r = Request::for_op(&Op::update("r", f));
         assert_eq!(r.to_string(), r#"PUT /rooms/r {"name":"Help"}"#);
         assert_eq!(Request::get_room("a/b").path, "/rooms/a%2Fb");
+    }
+
+    #[test]
+    fn ban_paths_put_the_room_first_each_id_one_segment() {
+        let r = Request::for_op(&Op::ban("u/1", "r 1"));
+        assert_eq!(r.to_string(), "POST /blockStatus/room/r%201/u%2F1");
+        assert_eq!(r.body, None);
+        let r = Request::for_op(&Op::unban("..", "../admin"));
+        assert_eq!(r.to_string(), "DELETE /blockStatus/room/..%2Fadmin/%2E%2E");
+        assert_eq!(
+            Request::get_bans("a/b?c").to_string(),
+            "GET /blockStatus/room/a%2Fb%3Fc"
+        );
     }
 }

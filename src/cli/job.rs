@@ -14,7 +14,7 @@ use super::GlobalArgs;
 use super::run::RunArgs;
 use crate::api::Credentials;
 use crate::manifest::{LoadOptions, Manifest};
-use crate::op::Credential;
+use crate::op::{ActionKind, Credential};
 use crate::runner::{Job, Target, default_journal_path};
 use crate::units::{Rate, check_concurrency, check_max_attempts};
 use crate::{Exit, ExitError};
@@ -178,12 +178,33 @@ fn check_metrics_dir(path: &std::path::Path) -> Result<(), String> {
     }
 }
 
-/// The credentials the manifest's ops need, in a stable order.
-fn needed_credentials(manifest: &Manifest) -> Vec<Credential> {
-    let mut v: Vec<Credential> = manifest.ops.iter().map(|p| p.op.credential()).collect();
-    v.sort();
-    v.dedup();
-    v
+/// The environment variables the job's ops need and are not set, and what the message
+/// about them adds: with room ops or bans that fall back to the API key for want of a full
+/// client key and token, that setting both would do instead. Empty when nothing is missing.
+fn missing_credentials(job: &Job) -> Option<String> {
+    let auth = job.auth();
+    let needed = auth.needed(job.manifest.ops.iter().map(|p| p.op.action));
+    let missing = job.credentials.missing(needed);
+    if missing.is_empty() {
+        return None;
+    }
+    // Room ops and bans alone fall back to the API key for want of a full token: setting
+    // both token variables would do too (with mutes, the API key is needed anyway).
+    let kinds = job.kinds();
+    let or_token = job.room_auth.is_none()
+        && auth.rooms == Credential::ApiKey
+        && !kinds.contains(&ActionKind::Mute);
+    let or_token = if or_token {
+        " (or both IMKIT_CLIENT_KEY and IMKIT_TOKEN, which room ops and bans use when set)"
+    } else {
+        ""
+    };
+    let uses = auth.describe(kinds).join("; ");
+    Some(format!(
+        "missing credentials for this manifest: set {} in the environment or in an \
+         --env-file{or_token}; this job would send {uses} (nothing was sent)",
+        missing.join(", ")
+    ))
 }
 
 /// Checks flags, loads the manifest and the credentials; any problem exits 2.
@@ -268,6 +289,7 @@ pub(super) fn from_parts(
     job.max_failures = args.max_failures;
     job.max_failure_ratio = args.max_failure_ratio;
     job.snapshot = args.snapshot.resolve(job.manifest.settings.snapshot);
+    job.room_auth = args.room_auth.or(job.room_auth);
     job.fresh = args.fresh;
     job.retry_failed = args.retry_failed;
     job.replan = args.replan;
@@ -295,14 +317,10 @@ fn check_job(job: &Job) -> Vec<String> {
         errors.push(e);
     }
     check_timeout(job.timeout, "timeout", &mut errors);
-    if matches!(job.target, Target::Remote { .. }) {
-        let missing = job.credentials.missing(needed_credentials(&job.manifest));
-        if !missing.is_empty() {
-            errors.push(format!(
-                "missing credentials for this manifest: set {} in the environment or in an --env-file (nothing was sent)",
-                missing.join(", ")
-            ));
-        }
+    if matches!(job.target, Target::Remote { .. })
+        && let Some(m) = missing_credentials(job)
+    {
+        errors.push(m);
     }
     errors
 }
@@ -321,7 +339,7 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use crate::manifest::Settings;
-    use crate::op::Op;
+    use crate::op::{Op, RoomAuth};
     use clap::Parser;
 
     fn parse(argv: &[&str]) -> (RunArgs, GlobalArgs) {
@@ -441,6 +459,7 @@ mod tests {
             snapshot: Some(true),
             max_attempts: None,
             timeout: Some(Duration::from_secs(5)),
+            room_auth: None,
         };
         let m = manifest(vec![Op::freeze("r")], settings);
         let c = from_parts(
@@ -491,6 +510,37 @@ mod tests {
         assert!(e.contains("cannot be used with"), "{e}");
     }
 
+    /// `--room-auth` wins over `settings.room_auth`, which wins over the credentials set.
+    #[test]
+    fn room_auth_flag_setting_and_default() {
+        let all = creds(&["IMKIT_CLIENT_KEY", "IMKIT_TOKEN", "IMKIT_API_KEY"]);
+        let with = |setting: Option<RoomAuth>, argv: &[&str]| {
+            let mut full = vec!["--base-url", "https://x.io"];
+            full.extend_from_slice(argv);
+            let (a, g) = parse(&full);
+            let settings = Settings {
+                room_auth: setting,
+                ..Settings::default()
+            };
+            let m = manifest(vec![Op::freeze("r")], settings);
+            let job = from_parts(&a, &g, check_flags(&a).unwrap(), m, all.clone()).unwrap();
+            (job.auth().rooms, job.settings_json())
+        };
+        assert_eq!(with(None, &[]).0, Credential::ClientToken);
+        assert_eq!(with(Some(RoomAuth::ApiKey), &[]).0, Credential::ApiKey);
+        let (rooms, settings) = with(Some(RoomAuth::ApiKey), &["--room-auth", "token"]);
+        assert_eq!(rooms, Credential::ClientToken);
+        assert_eq!(settings["room_auth"], "token");
+        assert_eq!(settings["credentials"]["rooms"], "client_token");
+        assert_eq!(settings["credentials"]["mutes"], serde_json::Value::Null);
+        let (rooms, settings) = with(None, &["--room-auth", "api-key"]);
+        assert_eq!(rooms, Credential::ApiKey);
+        assert_eq!(settings["credentials"]["rooms"], "api_key");
+        let e = Cli::try_parse_from(["imkit-batch", "run", "x.csv", "--room-auth", "apikey"]);
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("possible values: token, api-key"), "{e}");
+    }
+
     #[test]
     fn missing_credentials_name_only_the_needed_vars() {
         let (a, g) = parse(&["--base-url", "https://x.io"]);
@@ -503,6 +553,8 @@ mod tests {
             "{t}"
         );
 
+        // A client key without its token: room ops fall back to the API key, so the API key
+        // is all that is missing (the mutes need it anyway).
         let both = manifest(
             vec![Op::freeze("r"), Op::unmute("u", "r")],
             Settings::default(),
@@ -516,8 +568,64 @@ mod tests {
         )
         .unwrap_err();
         let t = err_text(e);
-        assert!(t.contains("IMKIT_TOKEN, IMKIT_API_KEY"), "{t}");
-        assert!(!t.contains("IMKIT_CLIENT_KEY,"), "{t}");
+        assert!(t.contains("set IMKIT_API_KEY in the environment"), "{t}");
+        assert!(!t.contains("or both"), "{t}");
+        assert!(
+            t.contains(
+                "this job would send room ops: API key (IMKIT_API_KEY); mutes: API key \
+                 (IMKIT_API_KEY)"
+            ),
+            "{t}"
+        );
+        // Without mutes, the token would do instead, and the message says so.
+        let bans = manifest(vec![Op::ban("u", "r")], Settings::default());
+        let e = from_parts(&a, &g, check_flags(&a).unwrap(), bans, creds(&[])).unwrap_err();
+        let t = err_text(e);
+        assert!(
+            t.contains(
+                "set IMKIT_API_KEY in the environment or in an --env-file (or both \
+                 IMKIT_CLIENT_KEY and IMKIT_TOKEN, which room ops and bans use when set)"
+            ),
+            "{t}"
+        );
+        // The API key alone runs room ops, bans and mutes.
+        let all = manifest(
+            vec![Op::freeze("r"), Op::ban("u", "r"), Op::mute("u", "r")],
+            Settings::default(),
+        );
+        let job = from_parts(
+            &a,
+            &g,
+            check_flags(&a).unwrap(),
+            all.clone(),
+            creds(&["IMKIT_API_KEY"]),
+        )
+        .unwrap();
+        assert_eq!(job.auth().rooms, Credential::ApiKey);
+        // --room-auth token insists on the token, and names only what it lacks.
+        let (t_args, t_g) = parse(&["--base-url", "https://x.io", "--room-auth", "token"]);
+        let e = from_parts(
+            &t_args,
+            &t_g,
+            check_flags(&t_args).unwrap(),
+            all.clone(),
+            creds(&["IMKIT_API_KEY", "IMKIT_CLIENT_KEY"]),
+        )
+        .unwrap_err();
+        let t = err_text(e);
+        assert!(t.contains("set IMKIT_TOKEN in the environment"), "{t}");
+        assert!(!t.contains("or both"), "{t}");
+        // A ban-only job with the token needs no API key.
+        let bans = manifest(vec![Op::unban("u", "r")], Settings::default());
+        let job = from_parts(
+            &a,
+            &g,
+            check_flags(&a).unwrap(),
+            bans,
+            creds(&["IMKIT_CLIENT_KEY", "IMKIT_TOKEN"]),
+        )
+        .unwrap();
+        assert_eq!(job.auth().rooms, Credential::ClientToken);
 
         // The sandbox brings its own credentials.
         let (a, g) = parse(&["--sandbox"]);

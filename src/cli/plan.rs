@@ -9,11 +9,12 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::validate::{counts_block, render_errors};
-use super::{ManifestArgs, SnapshotArgs};
-use crate::Exit;
-use crate::api::Request;
+use super::{ManifestArgs, SnapshotArgs, values};
+use crate::api::{Credentials, Request};
 use crate::manifest::plan::{JournalState, JournalView, Plan, Planned, WindowState, plan};
 use crate::manifest::{LoadOptions, Manifest};
+use crate::op::{Auth, Credential, RoomAuth};
+use crate::{Exit, ExitError};
 
 #[derive(Debug, Args)]
 pub(super) struct PlanArgs {
@@ -31,6 +32,20 @@ pub(super) struct PlanArgs {
     /// As for `run`: list the room reads (GET /rooms/{id}) a run with --snapshot makes.
     #[command(flatten)]
     snapshot: SnapshotArgs,
+
+    /// As for `run`: the credential of room ops and bans (token or api-key).
+    #[arg(long, value_name = "WHICH", value_parser = values::room_auth())]
+    room_auth: Option<RoomAuth>,
+
+    /// As for `run`: read the credentials from this file too. Only whether each is set is
+    /// used (to say which one each kind of op would use); no value is shown.
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+
+    /// As for `run`: the plan of a run against the in-process sandbox, which brings every
+    /// credential.
+    #[arg(long)]
+    sandbox: bool,
 }
 
 /// Prints the plan of the manifest; exit 2 when the manifest is invalid.
@@ -46,7 +61,7 @@ pub(super) fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
     let path = args
         .journal
         .clone()
-        .unwrap_or_else(|| crate::runner::default_journal_path(&a.manifest, false));
+        .unwrap_or_else(|| crate::runner::default_journal_path(&a.manifest, args.sandbox));
     let snapshot = args.snapshot.resolve(m.settings.snapshot);
     let view = if path.exists() {
         let view = JournalView::read(&path, &m, snapshot)
@@ -55,17 +70,31 @@ pub(super) fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
     } else {
         None
     };
+    let room_auth = args.room_auth.or(m.settings.room_auth);
+    let (auth, available) = if args.sandbox {
+        (Auth::resolve(room_auth, true), None)
+    } else {
+        let c = crate::api::EnvSources::read(args.env_file.as_deref())
+            .and_then(|s| s.credentials())
+            .map_err(|e| ExitError::new(Exit::Invalid, e.to_string()))?;
+        (
+            Auth::resolve(room_auth, c.has(Credential::ClientToken)),
+            Some(c),
+        )
+    };
     let options = PlanOptions {
         show: args.show,
         snapshot,
         now: jiff::Timestamp::now(),
+        auth,
+        available,
     };
     print!("{}", render_plan(&m, view.as_ref(), &options));
     Ok(Exit::Success)
 }
 
 /// What `plan` is asked, besides the manifest and the journal.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct PlanOptions {
     /// How many requests to list.
     show: usize,
@@ -73,11 +102,17 @@ struct PlanOptions {
     snapshot: bool,
     /// The time the plan is for (now, outside tests): the YAML window is compared with it.
     now: jiff::Timestamp,
+    /// The credential each kind of op would be sent with.
+    auth: Auth,
+    /// The credentials set (never shown; only whether each is set matters), or `None` for
+    /// the sandbox, which brings them all.
+    available: Option<Credentials>,
 }
 
 /// The text of `plan`: the journal and the window as `run` would find them, then (unless
-/// nothing would be sent) counts per action, the snapshot reads, the credentials needed and
-/// the first `show` requests in dispatch order; the manifest's warnings last.
+/// nothing would be sent) counts per action, the snapshot reads, the credential of each kind
+/// of op (and those missing) and the first `show` requests in dispatch order; the
+/// manifest's warnings last.
 fn render_plan(m: &Manifest, journal: Option<&JournalView>, o: &PlanOptions) -> String {
     let p = plan(m, journal, o.snapshot, o.now);
     let mut s = String::new();
@@ -92,7 +127,9 @@ fn render_plan(m: &Manifest, journal: Option<&JournalView>, o: &PlanOptions) -> 
         render_window(&mut s, &p, o.now);
     }
     if !complete && !matches!(p.window, WindowState::Closed(_)) {
-        render_requests(&mut s, m, &p, o.show);
+        render_counts(&mut s, &p);
+        render_credentials(&mut s, &p, o);
+        render_first(&mut s, m, &p, o.show);
     }
     for w in &m.warnings {
         let _ = writeln!(s, "warning: {w}");
@@ -206,22 +243,37 @@ fn render_window(s: &mut String, p: &Plan<'_>, now: jiff::Timestamp) {
     }
 }
 
-/// What would be sent: counts, snapshot reads, credentials and the first `show` requests.
-fn render_requests(s: &mut String, m: &Manifest, p: &Plan<'_>, show: usize) {
+/// What would be sent: counts and snapshot reads.
+fn render_counts(s: &mut String, p: &Plan<'_>) {
     let _ = writeln!(s, "to send: {} requests", p.requests.len());
     counts_block(s, &p.per_action());
+    let earlier = |n: usize, what: &str| {
+        if n == 0 {
+            String::new()
+        } else {
+            format!("; {n} {what} read by an earlier run")
+        }
+    };
     if p.snapshot {
-        let _ = writeln!(
-            s,
-            "  {:<9} {} (GET /rooms/{{id}}, one per room before its first change{})",
-            "snapshot",
-            p.reads(),
-            if p.snapshotted_earlier == 0 {
-                String::new()
-            } else {
-                format!("; {} rooms read by an earlier run", p.snapshotted_earlier)
-            }
-        );
+        if p.changes_rooms() || !p.changes_bans() {
+            let _ = writeln!(
+                s,
+                "  {:<9} {} (GET /rooms/{{id}}, one per room before its first change{})",
+                "snapshot",
+                p.reads(),
+                earlier(p.snapshotted_earlier, "rooms")
+            );
+        }
+        if p.changes_bans() {
+            let _ = writeln!(
+                s,
+                "  {:<9} {} (GET /blockStatus/room/{{id}}, one per room before its first ban \
+                 or unban{})",
+                "ban lists",
+                p.ban_list_reads(),
+                earlier(p.ban_lists_earlier, "ban lists")
+            );
+        }
     } else if p.changes_rooms() {
         let _ = writeln!(
             s,
@@ -229,11 +281,28 @@ fn render_requests(s: &mut String, m: &Manifest, p: &Plan<'_>, show: usize) {
              --snapshot or `settings.snapshot: true` turns it on)"
         );
     }
-    let creds = p.credentials();
-    if !creds.is_empty() {
-        let c: Vec<&str> = creds.iter().map(|c| c.describe()).collect();
-        let _ = writeln!(s, "credentials needed: {}", c.join("; "));
+}
+
+/// Which credential each kind of op still to run would be sent with (names only), and those
+/// of them not set, which `run` would refuse to start without.
+fn render_credentials(s: &mut String, p: &Plan<'_>, o: &PlanOptions) {
+    for line in o.auth.describe(p.kinds()) {
+        let _ = writeln!(s, "credentials: {line}");
     }
+    if let Some(c) = &o.available {
+        let missing = c.missing(p.credentials(o.auth));
+        if !missing.is_empty() {
+            let _ = writeln!(
+                s,
+                "missing credentials: {} not set: `run` would refuse to start (exit 2)",
+                missing.join(", ")
+            );
+        }
+    }
+}
+
+/// The first `show` requests in dispatch order.
+fn render_first(s: &mut String, m: &Manifest, p: &Plan<'_>, show: usize) {
     if p.requests.is_empty() || show == 0 {
         return;
     }
@@ -258,13 +327,17 @@ fn request_line(m: &Manifest, r: &Planned<'_>) -> String {
                 .unwrap_or_default();
             format!("{}{at}", Request::for_op(op))
         }
-        Planned::Read { room, seq } => {
+        Planned::Read { room, seq } | Planned::ReadBans { room, seq } => {
             let at = m
                 .ops
                 .get(seq as usize)
                 .map(|p| format!("  (snapshot, before {})", m.describe(p.source)))
                 .unwrap_or_else(|| "  (snapshot)".into());
-            format!("{}{at}", Request::get_room(room))
+            let read = match *r {
+                Planned::ReadBans { .. } => Request::get_bans(room),
+                _ => Request::get_room(room),
+            };
+            format!("{read}{at}")
         }
     }
 }
@@ -308,12 +381,14 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// A fixed "now", far from every window boundary used below.
+    /// A fixed "now", far from every window boundary used below; every credential set.
     fn opts(show: usize, snapshot: bool) -> PlanOptions {
         PlanOptions {
             show,
             snapshot,
             now: ts("2026-11-22T12:00:00Z"),
+            auth: Auth::default(),
+            available: None,
         }
     }
 
@@ -526,12 +601,65 @@ mod tests {
                 ..Counts::default()
             },
             snapshotted: ["a".to_string()].into_iter().collect(),
+            ..JournalView::default()
         };
         let s = render_plan(&m, Some(&j), &opts(10, true));
         assert!(s.contains("to send: 3 requests"), "{s}");
         assert!(s.contains("  snapshot  1 ("), "{s}");
         assert!(!s.contains("GET /rooms/a "), "{s}");
         assert!(s.contains("GET /rooms/c%2F1"), "{s}");
+    }
+
+    /// Bans: with snapshots, one ban-list read per room before its first ban or unban (none
+    /// for mutes, the room reads apart); the credential lines follow the plan's `Auth`, and
+    /// the variables not set are named.
+    #[test]
+    fn plan_of_bans_reads_ban_lists_and_names_credentials() {
+        let m = manifest(vec![
+            Op::ban("u", "a"),
+            Op::unban("v", "a"),
+            Op::mute("u", "a"),
+            Op::ban("u", "b/1"),
+        ]);
+        let mut o = opts(10, true);
+        o.auth = Auth::resolve(None, false);
+        o.available = Some(Credentials::default());
+        let s = render_plan(&m, None, &o);
+        assert!(s.contains("to send: 6 requests"), "{s}");
+        assert!(
+            s.contains("  ban lists 2 (GET /blockStatus/room/{id}, one per room before its first ban or unban)"),
+            "{s}"
+        );
+        assert!(!s.contains("  snapshot  "), "{s}");
+        assert!(
+            s.contains(
+                "credentials: bans: API key (IMKIT_API_KEY)\ncredentials: mutes: API key (IMKIT_API_KEY)\n"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "missing credentials: IMKIT_API_KEY not set: `run` would refuse to start (exit 2)"
+            ),
+            "{s}"
+        );
+        let listed: Vec<&str> = s
+            .lines()
+            .skip_while(|l| !l.starts_with("first "))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                "  GET /blockStatus/room/a  (snapshot, before m.csv:2)",
+                "  POST /blockStatus/room/a/u  (m.csv:2)",
+                "  DELETE /blockStatus/room/a/v  (m.csv:3)",
+                "  POST /admin/clients/u/mute/a  (m.csv:4)",
+                "  GET /blockStatus/room/b%2F1  (snapshot, before m.csv:5)",
+                "  POST /blockStatus/room/b%2F1/u  (m.csv:5)",
+            ]
+        );
     }
 
     /// A finished journal: the job is complete, a re-run sends nothing and exits with the

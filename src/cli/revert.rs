@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::files::{open_journal, write_manifest};
 use crate::Exit;
-use crate::journal::report::{unmute_assumption_note, write_revert_manifest};
+use crate::journal::report::{unban_note, unmute_assumption_note, write_revert_manifest};
 use crate::journal::running_pid;
 
 #[derive(Debug, Args)]
@@ -39,6 +39,7 @@ pub(super) fn revert(args: &RevertArgs) -> anyhow::Result<Exit> {
         );
     }
     let mut assumed = 0;
+    let mut unbans = 0;
     write_manifest(
         args.output.as_deref(),
         &args.journal,
@@ -47,11 +48,15 @@ pub(super) fn revert(args: &RevertArgs) -> anyhow::Result<Exit> {
         |w| {
             let r = write_revert_manifest(&journal, w)?;
             assumed = r.unmutes_assumed;
+            unbans = r.unbans;
             Ok((r.written, r.apart))
         },
     )?;
     if assumed > 0 {
         eprintln!("note: {}", unmute_assumption_note(assumed));
+    }
+    if unbans > 0 {
+        eprintln!("note: {}", unban_note(unbans));
     }
     Ok(Exit::Success)
 }

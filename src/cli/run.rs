@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::{GlobalArgs, ManifestArgs, SnapshotArgs, job, signal, values};
 use crate::Exit;
+use crate::op::RoomAuth;
 use crate::output::ProgressMode;
 use crate::units::Rate;
 
@@ -67,6 +68,13 @@ pub(super) struct RunArgs {
 
     #[command(flatten)]
     pub(super) snapshot: SnapshotArgs,
+
+    /// The credential of room ops and bans: token (IMKIT_CLIENT_KEY + IMKIT_TOKEN) or
+    /// api-key (IMKIT_API_KEY). Default: the token when both its variables are set, else the
+    /// API key (or the manifest's `settings.room_auth`). Mute and unmute always use the API
+    /// key.
+    #[arg(long, value_name = "WHICH", value_parser = values::room_auth())]
+    pub(super) room_auth: Option<RoomAuth>,
 
     /// Start a new job even if the journal exists (the old one is renamed, never deleted).
     #[arg(long, conflicts_with = "retry_failed")]

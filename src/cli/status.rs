@@ -45,6 +45,7 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<Exit> {
 fn render_status(s: &StatusReport) -> String {
     let mut o = String::new();
     render_job(&mut o, s);
+    render_actions(&mut o, s);
     render_runs(&mut o, s);
     render_failures(&mut o, s);
     o
@@ -111,6 +112,35 @@ fn render_job(o: &mut String, s: &StatusReport) {
         "ended      {}",
         s.job.ended_at.as_deref().unwrap_or("not yet")
     );
+}
+
+/// One line per action the job holds (the done ops answered "already in state" counted
+/// apart), then the credential of each kind of op.
+fn render_actions(o: &mut String, s: &StatusReport) {
+    if !s.by_action.is_empty() {
+        let _ = writeln!(o, "ops by action:");
+    }
+    for a in &s.by_action {
+        let c = &a.counts;
+        let already = if a.already > 0 {
+            format!(" ({} already in state)", a.already)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            o,
+            "  {:<9} {}: {} done{already}, {} failed, {} skipped, {} pending",
+            a.action.as_str(),
+            c.total(),
+            c.done,
+            c.failed,
+            c.skipped,
+            c.pending
+        );
+    }
+    for c in &s.credentials {
+        let _ = writeln!(o, "credentials {}", c.line());
+    }
 }
 
 /// The count of runs and the last exit, then one line per run.

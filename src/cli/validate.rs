@@ -21,9 +21,9 @@ Manifests (README.md, section \"Manifests\"; jobs/examples/ has one of each kind
         roomTags and managers are ;-separated, botMode true|false, opening and status 0|1.
         Without an action column, --action ACTION applies to every row.
   YAML  version: 1, optional name, window {start, end} and settings {rate, concurrency,
-        snapshot, max_attempts, timeout}, and ops: each with an action, room/rooms,
-        client/clients, rooms_file/clients_file (CSV files relative to the manifest) and,
-        for update, set: {field: value}.
+        snapshot, max_attempts, timeout, room_auth}, and ops: each with an action,
+        room/rooms, client/clients, rooms_file/clients_file (CSV files relative to the
+        manifest) and, for update, set: {field: value}.
 
 Exit codes: 0 valid, 2 invalid (every error is listed with file:line:column).";
 
@@ -98,6 +98,9 @@ fn render_validate(m: &Summary) -> String {
     }
     if let Some(t) = st.timeout {
         set.push(format!("timeout {}", humantime::format_duration(t)));
+    }
+    if let Some(a) = st.room_auth {
+        set.push(format!("room_auth {a}"));
     }
     if !set.is_empty() {
         let _ = writeln!(s, "settings: {}", set.join(", "));

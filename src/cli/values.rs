@@ -1,11 +1,11 @@
 //! clap value parsers for the closed sets of words the flags take (`--action`,
-//! `--log-format`, `--progress`), so the domain's enums need not know clap. Each lists its
+//! `--room-auth`, `--log-format`, `--progress`), so the domain's enums need not know clap. Each lists its
 //! words as the flag's possible values in `--help`, and a wrong word gets clap's usual error
 //! (`invalid value ... [possible values: ...]`, with a tip naming a similar word).
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
-use crate::op::Action;
+use crate::op::{Action, RoomAuth};
 use crate::output::{LogFormat, ProgressMode};
 
 /// A parser of one of the words of `table`, each with its value and an optional help line
@@ -41,6 +41,8 @@ fn action_help(a: Action) -> &'static str {
         Action::Update => "`PUT /rooms/{room}` with only the given fields",
         Action::Mute => "`POST /admin/clients/{client}/mute/{room}`",
         Action::Unmute => "`DELETE /admin/clients/{client}/mute/{room}`",
+        Action::Ban => "`POST /blockStatus/room/{room}/{client}`",
+        Action::Unban => "`DELETE /blockStatus/room/{room}/{client}`",
     }
 }
 
@@ -50,6 +52,22 @@ pub(crate) fn action() -> impl TypedValueParser<Value = Action> {
         Action::ALL
             .into_iter()
             .map(|a| (a.as_str(), a, Some(action_help(a))))
+            .collect(),
+    )
+}
+
+/// `--room-auth token|api-key`.
+pub(crate) fn room_auth() -> impl TypedValueParser<Value = RoomAuth> {
+    one_of(
+        RoomAuth::ALL
+            .into_iter()
+            .map(|a| {
+                let help = match a {
+                    RoomAuth::Token => "IMKIT_CLIENT_KEY + IMKIT_TOKEN",
+                    RoomAuth::ApiKey => "IMKIT_API_KEY",
+                };
+                (a.as_str(), a, Some(help))
+            })
             .collect(),
     )
 }

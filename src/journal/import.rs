@@ -100,6 +100,7 @@ fn create(
 fn create_schema(tx: &Transaction, path: &Path) -> Result<(), JournalError> {
     let err = |e| JournalError::sqlite(path, "create the schema", e);
     tx.execute_batch(schema::SCHEMA_V1).map_err(err)?;
+    tx.execute_batch(schema::BAN_SNAPSHOTS).map_err(err)?;
     tx.pragma_update(None, "application_id", schema::APPLICATION_ID)
         .map_err(err)?;
     tx.pragma_update(None, "user_version", schema::FIRST_VERSION)

@@ -63,8 +63,8 @@ pub(crate) use series::{Counters, SeriesPoint};
 pub use store::Journal;
 pub(crate) use types::fmt_ms;
 pub use types::{
-    Counts, FailureGroup, JobInfo, JobMeta, JournalOp, OpRecord, OpRow, OpState, OpenOptions,
-    RunInfo, Snapshot,
+    ActionCounts, Counts, FailureGroup, JobInfo, JobMeta, JournalOp, OpRecord, OpRow, OpState,
+    OpenOptions, RunInfo, Snapshot,
 };
 pub use writer::JournalWriter;
 

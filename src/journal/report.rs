@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::csvout::ManifestWriter;
 use super::fmt_ms;
 use super::{Journal, JournalError, OpRow, OpState, revert_plan};
+use crate::op::{Action, ActionKind};
 
 /// The columns of `report --format csv`, in order.
 pub const REPORT_COLUMNS: [&str; 17] = [
@@ -52,23 +53,33 @@ struct ReportRow<'a> {
     first_attempt_at: Option<String>,
     last_attempt_at: Option<String>,
     /// The room as read before this op, its first change (`--snapshot`): the fields an
-    /// update can set. On the room's first changing op only.
+    /// update can set. On the room's first changing op only. For the room's first ban or
+    /// unban, its ban list read before it: `{"banned": [client ids]}`.
     prior: Option<serde_json::Value>,
 }
 
-/// Hands each room's snapshot to the room's first changing op, in manifest order.
-struct Priors(std::collections::HashMap<String, super::Snapshot>);
+/// Hands each room's snapshot to the room's first changing op, and each room's ban-list
+/// snapshot to its first ban or unban, in manifest order.
+struct Priors {
+    rooms: std::collections::HashMap<String, super::Snapshot>,
+    bans: std::collections::HashMap<String, super::Snapshot>,
+}
 
 impl Priors {
     fn load(journal: &Journal) -> anyhow::Result<Priors> {
-        Ok(Priors(journal.snapshots()?))
+        Ok(Priors {
+            rooms: journal.snapshots()?,
+            bans: journal.ban_snapshots()?,
+        })
     }
 
     fn take(&mut self, r: &OpRow) -> Option<serde_json::Value> {
-        if r.op.action.needs_client() {
-            return None;
-        }
-        self.0.remove(&*r.op.room).and_then(|s| s.prior)
+        let from = match r.op.action.kind() {
+            ActionKind::Room => &mut self.rooms,
+            ActionKind::Ban => &mut self.bans,
+            ActionKind::Mute => return None,
+        };
+        from.remove(&*r.op.room).and_then(|s| s.prior)
     }
 }
 
@@ -190,6 +201,15 @@ pub(crate) fn unmute_assumption_note(n: usize) -> String {
     )
 }
 
+/// What `revert` says of the unbans it writes: who may run them.
+pub(crate) fn unban_note(n: usize) -> String {
+    format!(
+        "{n} unban op(s) lift only bans this job made (bans answered USER_ALREADY_BLOCKED were \
+         another moderator's and are kept); {}",
+        crate::api::UNBAN_OWNER_ONLY
+    )
+}
+
 /// The revert manifest written by [`write_revert_manifest`]: what it holds besides its rows.
 #[derive(Debug, Default)]
 pub(crate) struct RevertWritten {
@@ -198,6 +218,8 @@ pub(crate) struct RevertWritten {
     pub(crate) apart: Vec<String>,
     /// Unmutes written on the assumption that the pair was not muted before the job.
     pub(crate) unmutes_assumed: usize,
+    /// Unbans written (lifting bans this job made).
+    pub(crate) unbans: usize,
 }
 
 /// Writes the revert manifest.
@@ -213,7 +235,12 @@ pub(crate) fn write_revert_manifest(
         rows.push(row);
         Ok(())
     })?;
-    let plan = revert_plan(rows, &journal.snapshots()?, &journal.runs()?);
+    let plan = revert_plan(
+        rows,
+        &journal.snapshots()?,
+        &journal.ban_snapshots()?,
+        &journal.runs()?,
+    );
     let mut w = ManifestWriter::new(out)?;
     let mut apart: Vec<String> = plan
         .unknown
@@ -227,12 +254,15 @@ pub(crate) fn write_revert_manifest(
         .collect();
     let mut written = 0;
     let mut unmutes_written = 0;
+    let mut unbans_written = 0;
     for op in &plan.ops {
         match w.op(op)? {
             Ok(()) => {
                 written += 1;
-                if op.action == crate::op::Action::Unmute {
-                    unmutes_written += 1;
+                match op.action {
+                    Action::Unmute => unmutes_written += 1,
+                    Action::Unban => unbans_written += 1,
+                    _ => {}
                 }
             }
             Err(reason) => apart.push(format!("{op}: cannot be written back: {reason}")),
@@ -243,6 +273,9 @@ pub(crate) fn write_revert_manifest(
     let unmutes_assumed = plan.unmutes_assumed.min(unmutes_written);
     if unmutes_assumed > 0 {
         w.comment(&unmute_assumption_note(unmutes_assumed))?;
+    }
+    if unbans_written > 0 {
+        w.comment(&unban_note(unbans_written))?;
     }
     if !apart.is_empty() {
         w.comment(&format!(
@@ -258,5 +291,6 @@ pub(crate) fn write_revert_manifest(
         written,
         apart,
         unmutes_assumed,
+        unbans: unbans_written,
     })
 }

@@ -25,6 +25,12 @@
 //!   applied (a dropped connection, a timeout, a 5xx, or any retried op: the journal keeps
 //!   only the last answer) are listed apart too, as is an unmute whose `ROOM_NOT_MUTED`
 //!   came on a retry (the lost first answer may have been the unmute).
+//! - Ban pairs need no assumption (see `bans`): the answers tell the prior state, so a pair
+//!   the job banned is unbanned and one it unbanned is banned again, while a ban answered
+//!   `USER_ALREADY_BLOCKED` (another moderator's) or an unban answered `BLOCK_NOT_FOUND`
+//!   changed nothing. When such an answer may have been to the job's own earlier, unrecorded
+//!   attempt, the room's ban list read before its first ban change (`--snapshot`) decides;
+//!   without a usable one, the pair is listed apart.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -33,7 +39,9 @@ use serde_json::Value;
 use super::{OpRow, OpState, RunInfo, Snapshot};
 // A field value, in a form that can be compared and written back.
 use crate::op::FieldValue as Val;
-use crate::op::{Action, Field, FieldKind, Op, RoomFields, validate_id};
+use crate::op::{Action, ActionKind, Field, FieldKind, Op, RoomFields, validate_id};
+
+mod bans;
 
 /// An op whose effect cannot be reverted from what the journal knows.
 #[derive(Clone, Debug, PartialEq)]
@@ -157,13 +165,28 @@ type RoomObject = serde_json::Map<String, Value>;
 #[derive(Default)]
 struct Targets {
     rooms: HashMap<String, RoomWork>,
-    /// By (client, room).
+    /// Mute pairs, by (client, room).
     pairs: HashMap<(String, String), PairWork>,
+    /// Ban pairs, by (client, room).
+    ban_pairs: HashMap<(String, String), PairWork>,
+    /// Per room, its ban ops (any state): what dating the room's ban-list snapshot needs.
+    ban_rooms: HashMap<String, RoomWork>,
 }
 
 impl Targets {
     fn add(&mut self, row: OpRow) {
         if row.op.action.needs_client() {
+            let bans = row.op.action.kind() == ActionKind::Ban;
+            if bans {
+                let w = self
+                    .ban_rooms
+                    .entry(row.op.room.to_string())
+                    .or_insert_with(|| RoomWork {
+                        settled_at: i64::MIN,
+                        ..Default::default()
+                    });
+                w.note_attempts(&row);
+            }
             if row.state != OpState::Done {
                 return;
             }
@@ -171,7 +194,12 @@ impl Targets {
                 row.op.client.as_deref().unwrap_or_default().to_owned(),
                 row.op.room.to_string(),
             );
-            let w = self.pairs.entry(key).or_insert_with(|| PairWork {
+            let pairs = if bans {
+                &mut self.ban_pairs
+            } else {
+                &mut self.pairs
+            };
+            let w = pairs.entry(key).or_insert_with(|| PairWork {
                 first_seq: row.seq,
                 done: Vec::with_capacity(1),
             });
@@ -207,6 +235,17 @@ struct RoomWork {
 impl RoomWork {
     /// Takes in an op on the room, in manifest order (any state).
     fn add(&mut self, row: OpRow) {
+        self.note_attempts(&row);
+        if row.state == OpState::Done {
+            self.first_seq = self.first_seq.min(row.seq);
+            self.done.push(row);
+        }
+    }
+}
+
+impl RoomWork {
+    /// Takes in when `row` was attempted and whether it is settled (any state).
+    fn note_attempts(&mut self, row: &OpRow) {
         let settled = match (row.state, row.last_attempt_at) {
             (OpState::Pending, _) | (_, None) => i64::MAX,
             (_, Some(t)) => t,
@@ -216,10 +255,6 @@ impl RoomWork {
             && let Some(t) = row.first_attempt_at
         {
             self.first_attempt_at = Some(self.first_attempt_at.map_or(t, |f| f.min(t)));
-        }
-        if row.state == OpState::Done {
-            self.first_seq = self.first_seq.min(row.seq);
-            self.done.push(row);
         }
     }
 }
@@ -237,24 +272,31 @@ struct KilledRun {
 }
 
 fn killed_runs_without_snapshot(runs: &[RunInfo]) -> Vec<KilledRun> {
-    runs.iter()
-        .filter(|r| r.settings.get("snapshot").and_then(Value::as_bool) != Some(true))
-        .filter_map(|r| {
-            let how = match r.exit_code {
-                None => "was killed",
-                Some(c) if c == crate::Exit::Stopped.code() => {
-                    "was stopped (a second signal cancels the requests in flight unrecorded)"
-                }
-                Some(_) => return None,
-            };
-            Some(KilledRun {
-                id: r.id,
-                started_at: r.started_at,
-                ended_by: r.last_commit_at.unwrap_or(r.started_at).max(r.started_at),
-                how,
-            })
+    killed_runs(
+        runs.iter()
+            .filter(|r| r.settings.get("snapshot").and_then(Value::as_bool) != Some(true)),
+    )
+}
+
+/// The runs (with or without `--snapshot`) that may have left requests applied but
+/// unrecorded, as [`killed_runs_without_snapshot`] tells them.
+fn killed_runs<'a>(runs: impl Iterator<Item = &'a RunInfo>) -> Vec<KilledRun> {
+    runs.filter_map(|r| {
+        let how = match r.exit_code {
+            None => "was killed",
+            Some(c) if c == crate::Exit::Stopped.code() => {
+                "was stopped (a second signal cancels the requests in flight unrecorded)"
+            }
+            Some(_) => return None,
+        };
+        Some(KilledRun {
+            id: r.id,
+            started_at: r.started_at,
+            ended_by: r.last_commit_at.unwrap_or(r.started_at).max(r.started_at),
+            how,
         })
-        .collect()
+    })
+    .collect()
 }
 
 #[derive(Default)]
@@ -264,10 +306,12 @@ struct PairWork {
 }
 
 /// Computes the revert of a job from all its ops (any state; only done ops are reverted) in
-/// manifest order, its snapshots and its runs (oldest first).
+/// manifest order, its snapshots (of rooms, and of rooms' ban lists) and its runs (oldest
+/// first).
 pub(crate) fn revert_plan(
     ops: impl IntoIterator<Item = OpRow>,
     snapshots: &HashMap<String, Snapshot>,
+    ban_snapshots: &HashMap<String, Snapshot>,
     runs: &[RunInfo],
 ) -> RevertPlan {
     let killed = killed_runs_without_snapshot(runs);
@@ -288,6 +332,15 @@ pub(crate) fn revert_plan(
     }
     for ((client, room), w) in &targets.pairs {
         plan.revert_pair(client, room, w);
+    }
+    let bans = bans::Context {
+        snapshots: ban_snapshots,
+        rooms: &targets.ban_rooms,
+        killed_without_snapshot: &killed,
+        interrupted: &killed_runs(runs.iter()),
+    };
+    for ((client, room), w) in &targets.ban_pairs {
+        plan.revert_ban_pair(client, room, w, &bans);
     }
     plan.finish()
 }
@@ -644,6 +697,7 @@ mod tests {
                 row(1, Op::unfreeze("r"), OpState::Done),
             ],
             &snaps(&[("r", Some(json!({"status": 1})), 10)]),
+            &HashMap::new(),
             &[],
         );
         assert_eq!(plan, RevertPlan::default());
@@ -659,6 +713,7 @@ mod tests {
                 row(2, Op::unfreeze("r"), OpState::Done),
             ],
             &snaps(&[("r", Some(json!({"status": 0})), 10)]),
+            &HashMap::new(),
             &[],
         );
         assert_eq!(plan.ops, vec![Op::freeze("r")]);
@@ -674,6 +729,7 @@ mod tests {
         let plan = revert_plan(
             [row(0, Op::update("r", f), OpState::Done)],
             &snaps(&[("r", Some(json!({"status": 1})), 10)]),
+            &HashMap::new(),
             &[],
         );
         assert_eq!(plan.ops, vec![Op::unfreeze("r")]);
@@ -694,6 +750,7 @@ mod tests {
                 refused(2, Op::mute("c", "a"), 403, 403, "INSUFFICIENT_PERMISSIONS"),
                 refused(3, Op::freeze("d"), 200, 7, "SOMETHING"),
             ],
+            &HashMap::new(),
             &HashMap::new(),
             &[],
         );
@@ -751,6 +808,7 @@ mod tests {
                 ),
             ],
             &HashMap::new(),
+            &HashMap::new(),
             &[],
         );
         assert!(plan.ops.is_empty(), "{:?}", plan.ops);
@@ -793,6 +851,7 @@ mod tests {
                 ("late", Some(json!({"status": 1})), 5_000),
                 ("weird", Some(json!([1, 2])), 10),
             ]),
+            &HashMap::new(),
             &[],
         );
         assert!(plan.ops.is_empty());
@@ -825,6 +884,7 @@ mod tests {
         let plan = revert_plan(
             [row(0, Op::update("r", f), OpState::Done)],
             &snaps(&[("r", Some(json!({"description": "", "roomTags": []})), 10)]),
+            &HashMap::new(),
             &[],
         );
         assert!(plan.ops.is_empty(), "{:?}", plan.ops);
@@ -853,6 +913,7 @@ mod tests {
                 ),
                 10,
             )]),
+            &HashMap::new(),
             &[],
         );
         assert_eq!(
@@ -882,6 +943,7 @@ mod tests {
                 row(3, Op::unmute("c4", "r"), OpState::Done),
                 row(4, Op::mute("c4", "r"), OpState::Done),
             ],
+            &HashMap::new(),
             &HashMap::new(),
             &[],
         );
@@ -927,6 +989,7 @@ mod tests {
                 })),
                 10,
             )]),
+            &HashMap::new(),
             &[],
         );
         assert_eq!(
@@ -968,6 +1031,7 @@ mod tests {
         };
         let plan = revert_plan(
             [row(0, Op::update("r", f), OpState::Done)],
+            &HashMap::new(),
             &HashMap::new(),
             &[],
         );
@@ -1035,7 +1099,7 @@ mod tests {
             run_info(2, false, 1_000, 1_600, None),
             run_info(3, true, 2_800, 3_200, Some(0)),
         ];
-        let plan = revert_plan(ops(), &snapshots, &killed);
+        let plan = revert_plan(ops(), &snapshots, &HashMap::new(), &killed);
         assert!(plan.unknown.iter().any(|u| {
             u.reason
                 .contains("run #2 (without --snapshot) was killed while")
@@ -1065,7 +1129,7 @@ mod tests {
             run_info(2, false, 1_000, 1_600, Some(4)),
             run_info(3, true, 2_800, 3_200, Some(0)),
         ];
-        let plan = revert_plan(ops(), &snapshots, &stopped);
+        let plan = revert_plan(ops(), &snapshots, &HashMap::new(), &stopped);
         assert_eq!(plan.ops, vec![Op::unfreeze("w")]);
         assert!(plan.unknown.iter().any(|u| u.seq == 0 && u.reason.contains("run #2 (without --snapshot) was stopped")));
         // The same runs, but run 2 ended otherwise (aborted: its requests in flight were
@@ -1082,7 +1146,7 @@ mod tests {
                 run_info(3, true, 2_800, 3_200, Some(0)),
             ],
         ] {
-            let plan = revert_plan(ops(), &snapshots, &runs);
+            let plan = revert_plan(ops(), &snapshots, &HashMap::new(), &runs);
             assert_eq!(
                 plan.ops,
                 vec![Op::unfreeze("w"), Op::unfreeze("v")],

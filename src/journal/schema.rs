@@ -101,6 +101,19 @@ CREATE TABLE snapshots (
 ) WITHOUT ROWID;
 ";
 
+/// The ban lists read before each room's first ban or unban (`--snapshot`): `prior` is
+/// `{"banned": [client ids]}`, or NULL when the list is unknown (the read was refused).
+/// Added to version 1 without changing it: a journal written before ban snapshots existed
+/// gets this table when a run opens it (`IF NOT EXISTS`), reads of one without it find no ban
+/// snapshot, and an older build reading a newer journal ignores a table it does not know.
+pub(super) const BAN_SNAPSHOTS: &str = "
+CREATE TABLE IF NOT EXISTS ban_snapshots (
+    room     TEXT PRIMARY KEY,
+    prior    TEXT,
+    taken_at INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 /// Settings every connection gets. `busy_timeout` lets a reader wait out a checkpoint.
 pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;

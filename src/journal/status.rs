@@ -1,11 +1,13 @@
 //! What `status` shows of a job, gathered from its journal into one value
 //! ([`StatusReport`], also the stable `status --json` format): the job, its state, counts
-//! and progress, the attempts, every run, the rate so far and the failures by error code.
+//! and progress (also per action), the credential each kind of op is sent with (names
+//! only), the attempts, every run, the rate so far and the failures by error code.
 
 use serde::Serialize;
 
-use super::{Counts, Journal, JournalError};
+use super::{ActionCounts, Counts, Journal, JournalError};
 use super::{FailureGroup, JobInfo, RunInfo, fmt_ms, running_pid};
+use crate::op::{ActionKind, Auth, Credential};
 
 /// `status --json`: a stable format for scripts. Times are RFC 3339 (UTC).
 #[derive(Debug, Serialize)]
@@ -18,6 +20,11 @@ pub struct StatusReport {
     pub running_pid: Option<u32>,
     pub total: u64,
     pub counts: Counts,
+    /// Per action the job holds, in the order of `validate`.
+    pub by_action: Vec<ActionCounts>,
+    /// Which credential each kind of op is sent with, as the latest run recorded it (empty
+    /// for a journal written before this was recorded).
+    pub credentials: Vec<StatusCredential>,
     /// Final ops (done, failed, skipped) over the total, in percent.
     pub progress_percent: f64,
     pub attempts: u64,
@@ -57,6 +64,51 @@ pub struct StatusRun {
     pub settings: serde_json::Value,
 }
 
+/// The credential of one kind of op, by name: `ops` is `room ops`, `bans`, `room ops and
+/// bans` or `mutes`; `credential` is `client_token` or `api_key`; `env` its variables.
+#[derive(Debug, Serialize)]
+pub struct StatusCredential {
+    pub ops: &'static str,
+    pub credential: Credential,
+    pub env: &'static [&'static str],
+}
+
+impl StatusCredential {
+    /// `room ops and bans: API key (IMKIT_API_KEY)`.
+    pub fn line(&self) -> String {
+        format!("{}: {}", self.ops, self.credential.describe())
+    }
+}
+
+/// The credentials of the run whose settings are `settings` (`settings.credentials`, as
+/// `runner::Job` records it: per kind, the credential's name or null when the job has none).
+fn credentials_of(settings: &serde_json::Value) -> Vec<StatusCredential> {
+    let c = &settings["credentials"];
+    let named = |k: &str| serde_json::from_value::<Credential>(c[k].clone()).ok();
+    let (rooms, mutes, bans) = (named("rooms"), named("mutes"), named("bans"));
+    let kinds = [
+        (rooms, ActionKind::Room),
+        (mutes, ActionKind::Mute),
+        (bans, ActionKind::Ban),
+    ];
+    // Room ops and bans share one credential; without either, only the mutes' line shows.
+    let auth = Auth {
+        rooms: rooms.or(bans).unwrap_or(Credential::ClientToken),
+    };
+    let present = kinds
+        .into_iter()
+        .filter(|(c, _)| c.is_some())
+        .map(|(_, k)| k);
+    auth.uses(present)
+        .into_iter()
+        .map(|(ops, credential)| StatusCredential {
+            ops,
+            credential,
+            env: credential.env_vars(),
+        })
+        .collect()
+}
+
 #[derive(Debug, Serialize)]
 pub struct StatusExit {
     pub code: u8,
@@ -69,6 +121,7 @@ pub fn status_report(journal: &Journal) -> Result<StatusReport, JournalError> {
     let counts = journal.counts()?;
     let (attempts, retries) = journal.attempt_totals()?;
     let runs: Vec<RunInfo> = journal.runs()?;
+    let credentials = credentials_of(runs.last().map_or(&job.settings, |r| &r.settings));
     let running_pid = running_pid(journal.path());
     let total = counts.total();
     let final_ops = counts.done + counts.failed + counts.skipped;
@@ -100,6 +153,8 @@ pub fn status_report(journal: &Journal) -> Result<StatusReport, JournalError> {
         running_pid: running_pid.flatten(),
         total,
         counts,
+        by_action: journal.counts_by_action()?,
+        credentials,
         progress_percent: if total == 0 {
             100.0
         } else {
@@ -142,4 +197,45 @@ pub fn status_report(journal: &Journal) -> Result<StatusReport, JournalError> {
 
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The credentials a run recorded, one line per kind (room ops and bans together), and
+    /// none for a journal written before they were recorded.
+    #[test]
+    fn credentials_come_from_the_runs_settings() {
+        let lines = |v: serde_json::Value| -> Vec<String> {
+            credentials_of(&v)
+                .iter()
+                .map(StatusCredential::line)
+                .collect()
+        };
+        assert_eq!(
+            lines(
+                json!({"credentials": {"rooms": "api_key", "mutes": "api_key", "bans": "api_key"}})
+            ),
+            [
+                "room ops and bans: API key (IMKIT_API_KEY)",
+                "mutes: API key (IMKIT_API_KEY)"
+            ]
+        );
+        assert_eq!(
+            lines(json!({"credentials": {"rooms": null, "mutes": null, "bans": "client_token"}})),
+            ["bans: client key and token (IMKIT_CLIENT_KEY, IMKIT_TOKEN)"]
+        );
+        assert_eq!(
+            lines(json!({"credentials": {"rooms": null, "mutes": "api_key", "bans": null}})),
+            ["mutes: API key (IMKIT_API_KEY)"]
+        );
+        assert!(lines(json!({"rate": "800/min"})).is_empty());
+        let c = &credentials_of(&json!({"credentials": {"bans": "api_key"}}))[0];
+        assert_eq!(
+            serde_json::to_value(c).unwrap(),
+            json!({"ops": "bans", "credential": "api_key", "env": ["IMKIT_API_KEY"]})
+        );
+    }
 }

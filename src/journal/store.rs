@@ -12,8 +12,8 @@ use super::lock::{running_pid, take_lock};
 use super::open::{self, TidyWal, open_checked};
 use super::resume;
 use super::{
-    Counts, FailureGroup, JobInfo, JobMeta, JournalError, JournalOp, JournalWriter, OpRow, OpState,
-    OpenOptions, RunInfo, Snapshot, import, writer,
+    ActionCounts, Counts, FailureGroup, JobInfo, JobMeta, JournalError, JournalOp, JournalWriter,
+    OpRow, OpState, OpenOptions, RunInfo, Snapshot, import, writer,
 };
 use crate::manifest::Manifest;
 use crate::op::{Action, Op, RoomFields};
@@ -228,6 +228,61 @@ impl Journal {
         Ok(out)
     }
 
+    /// Rooms whose ban list was already read before their first ban or unban
+    /// (`--snapshot`); a read refused (list unknown) counts too, as for rooms.
+    pub fn snapshotted_ban_rooms(&self) -> Result<HashSet<String>, JournalError> {
+        let err = |e| JournalError::sqlite(&self.path, "read the ban snapshots", e);
+        if !self.has_ban_snapshots().map_err(err)? {
+            return Ok(HashSet::new());
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT room FROM ban_snapshots")
+            .map_err(err)?;
+        st.query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect())
+            .map_err(err)
+    }
+
+    /// Every ban-list snapshot, by room: `prior` is `{"banned": [client ids]}`, or `None`
+    /// when the list could not be read.
+    pub fn ban_snapshots(&self) -> Result<HashMap<String, Snapshot>, JournalError> {
+        let err = |e| JournalError::sqlite(&self.path, "read the ban snapshots", e);
+        if !self.has_ban_snapshots().map_err(err)? {
+            return Ok(HashMap::new());
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT room, prior, taken_at FROM ban_snapshots")
+            .map_err(err)?;
+        let mut rows = st.query([]).map_err(err)?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next().map_err(err)? {
+            let room: String = r.get(0).map_err(err)?;
+            let prior: Option<String> = r.get(1).map_err(err)?;
+            let prior = match prior {
+                Some(p) => Some(
+                    serde_json::from_str(&p)
+                        .map_err(|e| self.corrupt(format!("ban snapshot of {room:?}: {e}")))?,
+                ),
+                None => None,
+            };
+            let taken_at = r.get(2).map_err(err)?;
+            out.insert(room, Snapshot { prior, taken_at });
+        }
+        Ok(out)
+    }
+
+    /// Whether the journal has the `ban_snapshots` table: one written by a build from before
+    /// ban snapshots has none until a run opens it.
+    fn has_ban_snapshots(&self) -> rusqlite::Result<bool> {
+        self.conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'ban_snapshots'",
+            [],
+            |r| r.get(0),
+        )
+    }
+
     /// What the journal records about the job (for `plan` and `status`).
     pub fn meta(&self) -> Result<JobMeta, JournalError> {
         let j = self.job()?;
@@ -367,6 +422,52 @@ impl Journal {
     }
 
     /// Failed ops grouped by error code, most frequent first.
+    /// The ops of each action the job holds, per state, in [`Action::ALL`] order (actions
+    /// with no op left out). A done op with an error code was answered "already in state".
+    pub fn counts_by_action(&self) -> Result<Vec<ActionCounts>, JournalError> {
+        let err = |e| JournalError::sqlite(&self.path, "count the ops per action", e);
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT action, state, count(*), \
+                 sum(state = 'done' AND error_code IS NOT NULL) \
+                 FROM ops GROUP BY action, state",
+            )
+            .map_err(err)?;
+        let mut rows = st.query([]).map_err(err)?;
+        let mut out: Vec<ActionCounts> = Vec::new();
+        while let Some(r) = rows.next().map_err(err)? {
+            let action: String = r.get(0).map_err(err)?;
+            let state: String = r.get(1).map_err(err)?;
+            let n = r.get::<_, i64>(2).map_err(err)? as u64;
+            let already = r.get::<_, Option<i64>>(3).map_err(err)?.unwrap_or(0) as u64;
+            let action = Action::parse(&action)
+                .ok_or_else(|| self.corrupt(format!("unknown action {action:?}")))?;
+            let i = match out.iter().position(|c| c.action == action) {
+                Some(i) => i,
+                None => {
+                    out.push(ActionCounts {
+                        action,
+                        counts: Counts::default(),
+                        already: 0,
+                    });
+                    out.len() - 1
+                }
+            };
+            let c = &mut out[i];
+            c.already += already;
+            match OpState::parse(&state) {
+                Some(OpState::Pending) => c.counts.pending += n,
+                Some(OpState::Done) => c.counts.done += n,
+                Some(OpState::Failed) => c.counts.failed += n,
+                Some(OpState::Skipped) => c.counts.skipped += n,
+                None => return Err(self.corrupt(format!("unknown op state {state:?}"))),
+            }
+        }
+        out.sort_by_key(|c| c.action.index());
+        Ok(out)
+    }
+
     pub(crate) fn failures_by_code(&self) -> Result<Vec<FailureGroup>, JournalError> {
         let err = |e| JournalError::sqlite(&self.path, "group the failures", e);
         let mut st = self

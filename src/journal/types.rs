@@ -101,6 +101,16 @@ impl Counts {
     }
 }
 
+/// The ops of one action per state; `already` counts the done ones answered "the desired
+/// state already holds" (`ROOM_NOT_MUTED`, `USER_ALREADY_BLOCKED`, `BLOCK_NOT_FOUND`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ActionCounts {
+    pub action: crate::op::Action,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub already: u64,
+}
+
 /// The latest outcome of one op, written by the runner.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OpRecord {

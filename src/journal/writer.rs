@@ -36,6 +36,8 @@ type Ack = oneshot::Sender<Result<(), String>>;
 enum Msg {
     Record(OpRecord, i64),
     Snapshot {
+        /// A room's ban list (`ban_snapshots`), not the room itself (`snapshots`).
+        bans: bool,
         room: String,
         prior: Option<String>,
         at: i64,
@@ -80,6 +82,9 @@ pub(super) fn record_run_start(
 ) -> Result<i64, JournalError> {
     let err = |e| JournalError::sqlite(path, "record the start of the run", e);
     series::create(conn).map_err(err)?;
+    // A journal written before ban snapshots existed gets their (empty) table.
+    conn.execute_batch(super::schema::BAN_SNAPSHOTS)
+        .map_err(err)?;
     let now = now_ms();
     conn.execute(
         "INSERT INTO runs (pid, tool_version, settings, retry_failed, started_at) \
@@ -224,6 +229,29 @@ impl JournalWriter {
         let at = now_ms();
         let room = room.to_owned();
         self.acked(|ack| Msg::Snapshot {
+            bans: false,
+            room,
+            prior,
+            at,
+            ack,
+        })
+        .await
+    }
+
+    /// Records the ban list of `room` read before its first ban or unban (`None` when the
+    /// read was refused or gave nothing usable: the list is unknown); resolves once it is
+    /// durable. `prior` is the `result` of `GET /blockStatus/room/{room}` (the whole body is
+    /// accepted too); only the banned clients' ids are kept. Only the first of a room is kept.
+    pub async fn record_ban_snapshot(
+        &self,
+        room: &str,
+        prior: Option<serde_json::Value>,
+    ) -> Result<(), JournalError> {
+        let prior = prior.and_then(slim_ban_list).map(|v| v.to_string());
+        let at = now_ms();
+        let room = room.to_owned();
+        self.acked(|ack| Msg::Snapshot {
+            bans: true,
             room,
             prior,
             at,
@@ -363,9 +391,18 @@ fn apply(tx: &Transaction, group: &[Msg]) -> Result<Tally, String> {
                 tally.outcomes += 1;
             }
             Msg::Snapshot {
-                room, prior, at, ..
+                bans,
+                room,
+                prior,
+                at,
+                ..
             } => {
-                st.snapshot.execute(params![room, prior, at]).map_err(|e| {
+                let statement = if *bans {
+                    &mut st.ban_snapshot
+                } else {
+                    &mut st.snapshot
+                };
+                statement.execute(params![room, prior, at]).map_err(|e| {
                     format!("cannot record the snapshot of {room:?}: {}", describe(&e))
                 })?;
             }
@@ -421,6 +458,7 @@ struct Statements<'c> {
     /// An outcome without a state: the last answer of an op that stays pending.
     attempt: CachedStatement<'c>,
     snapshot: CachedStatement<'c>,
+    ban_snapshot: CachedStatement<'c>,
 }
 
 impl<'c> Statements<'c> {
@@ -442,6 +480,10 @@ impl<'c> Statements<'c> {
             )?,
             snapshot: tx.prepare_cached(
                 "INSERT INTO snapshots (room, prior, taken_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (room) DO NOTHING",
+            )?,
+            ban_snapshot: tx.prepare_cached(
+                "INSERT INTO ban_snapshots (room, prior, taken_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (room) DO NOTHING",
             )?,
         })
@@ -499,6 +541,36 @@ fn slim_snapshot(v: serde_json::Value) -> serde_json::Value {
     serde_json::Value::Object(obj)
 }
 
+/// What a ban snapshot keeps of a room's ban list: `{"banned": [ids]}`, the banned clients'
+/// ids in the list's order (from each record's `blockee`, a user object or an id), which is
+/// all `revert` needs; names and avatars are personal data and are not kept. `None` when
+/// the answer is not a ban list (`result.data`, or `data`, an array of records with ids).
+fn slim_ban_list(v: serde_json::Value) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    let data = match &v {
+        Value::Object(o) => match o.get("result") {
+            Some(Value::Object(r)) => r.get("data"),
+            _ => o.get("data"),
+        },
+        _ => None,
+    };
+    let id = |b: &Value| match b {
+        Value::String(s) => Some(Value::String(s.clone())),
+        Value::Object(u) => u
+            .get("id")
+            .or_else(|| u.get("_id"))
+            .and_then(Value::as_str)
+            .map(|s| Value::String(s.to_owned())),
+        _ => None,
+    };
+    let banned = data?
+        .as_array()?
+        .iter()
+        .map(|rec| rec.get("blockee").and_then(id))
+        .collect::<Option<Vec<Value>>>()?;
+    Some(serde_json::json!({ "banned": banned }))
+}
+
 /// The stable name of an exit status, as stored and shown by `status`.
 fn exit_name(exit: Exit) -> &'static str {
     match exit {
@@ -540,6 +612,28 @@ mod tests {
             json!({"_id": "r"})
         );
         assert_eq!(slim_snapshot(json!("odd")), json!("odd"));
+    }
+
+    #[test]
+    fn ban_snapshots_keep_only_the_banned_ids() {
+        let user = |id: &str| json!({"_id": id, "id": id, "nickname": "N", "avatarUrl": "a"});
+        let rec = |id: &str| {
+            json!({"blockee": user(id), "blocker": user("o"),
+                                    "room": {"_id": "r"}, "createdAt": "t"})
+        };
+        let list = json!({"data": [rec("ccc"), rec("ddd")]});
+        let want = json!({"banned": ["ccc", "ddd"]});
+        assert_eq!(slim_ban_list(list.clone()), Some(want.clone()));
+        let body = json!({"RC": 0, "RM": "OK", "result": list});
+        assert_eq!(slim_ban_list(body), Some(want));
+        assert_eq!(
+            slim_ban_list(json!({"data": []})),
+            Some(json!({"banned": []}))
+        );
+        // Not a ban list: unknown, not "nobody banned".
+        assert_eq!(slim_ban_list(json!({"result": {}})), None);
+        assert_eq!(slim_ban_list(json!({"data": [{"blocker": "o"}]})), None);
+        assert_eq!(slim_ban_list(json!("odd")), None);
     }
 
     #[test]

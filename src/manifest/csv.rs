@@ -711,7 +711,7 @@ fn row(cols: &[Col], cells: &[&str], fixed: Option<Action>) -> Result<Op, Vec<Pr
             client_at,
             format!(
                 "{action} acts on a room and takes no client (client {c:?} given): leave the \
-                 `client` cell empty, or use mute/unmute"
+                 `client` cell empty, or use mute, unmute, ban or unban"
             ),
         )),
         (false, None) => {}
@@ -904,6 +904,37 @@ mod tests {
         };
         assert_eq!(ops[2].op, Op::update("help-desk", f));
         assert_eq!(ops[2].source.line, 4);
+    }
+
+    /// Ban and unban rows name a client and a room, as mutes do; `--action ban` needs a
+    /// `client` column; a ban row without a client, or with fields, is an error.
+    #[test]
+    fn ban_rows() {
+        let ops = parse(
+            b"action,room,client\nban,lobby-1,spam-7\nunban,lobby-2,spam-7\n",
+            None,
+        )
+        .unwrap();
+        let got: Vec<&Op> = ops.iter().map(|p| &p.op).collect();
+        assert_eq!(
+            got,
+            [
+                &Op::ban("spam-7", "lobby-1"),
+                &Op::unban("spam-7", "lobby-2")
+            ]
+        );
+        let ops = parse(b"client,room\nspam-7,a\nspam-7,b\n", Some(Action::Ban)).unwrap();
+        assert_eq!(ops[1].op, Op::ban("spam-7", "b"));
+        assert!(
+            err("room\nr\n", Some(Action::Unban))
+                .contains("--action unban needs a `client` column")
+        );
+        let e = err("action,room,client\nban,r,\n", None);
+        assert!(e.contains("m.csv:2:7: ban needs a client"), "{e}");
+        let e = err("action,room,client,name\nunban,r,c,N\n", None);
+        assert!(e.contains("unban takes no update fields"), "{e}");
+        let e = err("action,room,client\nfreeze,r,c\n", None);
+        assert!(e.contains("or use mute, unmute, ban or unban"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The last step of loading: identical ops collapse into their first occurrence (a warning
 //! names the repeating lines) and conflicting ops on one target (freeze and unfreeze of a
-//! room, mute and unmute of a pair, several updates of one field) are kept in manifest order
-//! with a warning.
+//! room, mute and unmute or ban and unban of a pair, several updates of one field) are kept
+//! in manifest order with a warning. A pair's mutes and its bans are two targets: a mute and
+//! a ban of one client in one room neither repeat nor undo each other.
 //!
 //! Built for million-op manifests: it sorts a `Vec<u32>` of indices instead of hashing owned
 //! keys, so the only extra memory is four bytes per op. It works on any [`ExpandOp`]: the
@@ -12,7 +13,7 @@ use std::cmp::Ordering;
 use std::path::PathBuf;
 
 use super::{Location, PlannedOp, Warnings};
-use crate::op::{Action, Field};
+use crate::op::{Action, ActionKind, Field};
 
 /// Lines listed in one conflict warning before "...".
 const MAX_LINES_LISTED: usize = 6;
@@ -216,7 +217,7 @@ fn plain_fields() -> impl Iterator<Item = Field> {
 struct TargetState {
     /// Room status: 0 after freeze, 1 after unfreeze (or an update setting it).
     status: Option<u8>,
-    /// Mute or unmute, for a (client, room) pair.
+    /// Mute or unmute (ban or unban), for a (client, room) pair.
     pair: Option<Action>,
     /// The last kept update that set each plain field, by [`Field::index`].
     fields: [Option<u32>; Field::COUNT],
@@ -228,7 +229,9 @@ impl TargetState {
         match op.action() {
             Action::Freeze => self.status == Some(0),
             Action::Unfreeze => self.status == Some(1),
-            Action::Mute | Action::Unmute => self.pair == Some(op.action()),
+            Action::Mute | Action::Unmute | Action::Ban | Action::Unban => {
+                self.pair == Some(op.action())
+            }
             Action::Update => {
                 if !op.has_fields() {
                     return false;
@@ -250,7 +253,9 @@ impl TargetState {
         match op.action() {
             Action::Freeze => self.status = Some(0),
             Action::Unfreeze => self.status = Some(1),
-            Action::Mute | Action::Unmute => self.pair = Some(op.action()),
+            Action::Mute | Action::Unmute | Action::Ban | Action::Unban => {
+                self.pair = Some(op.action())
+            }
             Action::Update => {
                 if op.has_fields() {
                     if let Some(s) = op.update_status() {
@@ -265,10 +270,11 @@ impl TargetState {
     }
 }
 
-/// Compares the targets of two ops: a room for room ops, a (client, room) pair otherwise.
+/// Compares the targets of two ops: a room for room ops, a (client, room) pair of the same
+/// kind (mute or ban) otherwise.
 fn target_cmp<T: ExpandOp>(a: &T, b: &T) -> Ordering {
-    (a.action().needs_client(), a.client())
-        .cmp(&(b.action().needs_client(), b.client()))
+    (a.action().kind(), a.client())
+        .cmp(&(b.action().kind(), b.client()))
         .then_with(|| a.room().cmp(b.room()))
 }
 
@@ -294,6 +300,8 @@ fn listed(group: &[u32]) -> (Vec<u32>, usize) {
 enum ConflictKind {
     /// A (client, room) pair both muted and unmuted.
     MuteUnmute,
+    /// A (client, room) pair both banned and unbanned.
+    BanUnban,
     /// A room both frozen and unfrozen (freeze, unfreeze, or an update setting `status`).
     Status,
     /// Several updates of a room set this field.
@@ -332,6 +340,12 @@ impl Conflict {
                 first.client().unwrap_or_default(),
                 first.room(),
             ),
+            ConflictKind::BanUnban => format!(
+                "client {:?} in room {:?} is both banned and unbanned: {list}; they run in \
+                 manifest order, the last one wins",
+                first.client().unwrap_or_default(),
+                first.room(),
+            ),
             ConflictKind::Status => format!(
                 "room {:?} is both frozen and unfrozen: {list}; they run in manifest order, the \
                  last one wins",
@@ -349,13 +363,18 @@ impl Conflict {
 
 fn conflicts<T: ExpandOp>(ops: &[T], group: &[u32], found: &mut Vec<Conflict>) {
     let first = &ops[group[0] as usize];
-    if first.action().needs_client() {
+    let pair = match first.action().kind() {
+        ActionKind::Mute => Some((Action::Mute, Action::Unmute, ConflictKind::MuteUnmute)),
+        ActionKind::Ban => Some((Action::Ban, Action::Unban, ConflictKind::BanUnban)),
+        ActionKind::Room => None,
+    };
+    if let Some((on, off, kind)) = pair {
         let has = |a: Action| group.iter().any(|&i| ops[i as usize].action() == a);
-        if has(Action::Mute) && has(Action::Unmute) {
+        if has(on) && has(off) {
             let (lines, more) = listed(group);
             found.push(Conflict {
                 first: group[0],
-                kind: ConflictKind::MuteUnmute,
+                kind,
                 lines,
                 more,
             });
@@ -508,6 +527,52 @@ mod tests {
             w.iter()
                 .any(|w| w.contains("mute (line 2), unmute (line 3), mute (line 4)"))
         );
+    }
+
+    /// Bans follow the rules of mutes on their own pairs: a repeat runs once, ban then
+    /// unban of one pair is a conflict that keeps both in order, and a mute and a ban of
+    /// the same pair are different targets.
+    #[test]
+    fn bans_dedupe_and_conflict_per_pair_apart_from_mutes() {
+        let (ops, w) = run(vec![
+            Op::ban("c", "a"),
+            Op::ban("c", "a"),
+            Op::mute("c", "a"),
+            Op::unban("c", "a"),
+            Op::unmute("c", "b"),
+            Op::ban("c", "b"),
+            Op::ban("d", "a"),
+        ]);
+        let kept: Vec<(String, u32)> = ops
+            .iter()
+            .map(|p| (p.op.to_string(), p.source.line))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("ban client \"c\" in room \"a\"".to_string(), 2),
+                ("mute client \"c\" in room \"a\"".to_string(), 4),
+                ("unban client \"c\" in room \"a\"".to_string(), 5),
+                ("unmute client \"c\" in room \"b\"".to_string(), 6),
+                ("ban client \"c\" in room \"b\"".to_string(), 7),
+                ("ban client \"d\" in room \"a\"".to_string(), 8),
+            ]
+        );
+        assert_eq!(
+            w,
+            [
+                "line 3 repeats line 2: ban client \"c\" in room \"a\" (runs once)",
+                "client \"c\" in room \"a\" is both banned and unbanned: ban (line 2), unban \
+                 (line 5); they run in manifest order, the last one wins",
+            ]
+        );
+        // ban, unban, ban: the last ban decides, so it runs.
+        let (ops, _) = run(vec![
+            Op::ban("c", "a"),
+            Op::unban("c", "a"),
+            Op::ban("c", "a"),
+        ]);
+        assert_eq!(ops.len(), 3);
     }
 
     #[test]

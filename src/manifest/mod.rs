@@ -93,6 +93,8 @@ pub struct Settings {
     pub snapshot: Option<bool>,
     pub max_attempts: Option<u32>,
     pub timeout: Option<std::time::Duration>,
+    /// `room_auth: token | api-key`, as `--room-auth`.
+    pub room_auth: Option<crate::op::RoomAuth>,
 }
 
 /// A validated manifest, expanded into ops.

@@ -1,7 +1,8 @@
 //! What `run` would send now (SPEC §3), as a value: the window compared with the time, an
 //! existing journal taken into account (only its pending ops; a complete job sends nothing;
-//! a journal of another manifest would be refused), the snapshot reads of `--snapshot`, and
-//! the requests in the order they are dispatched. `plan` prints it; nothing here sends or
+//! a journal of another manifest would be refused), the snapshot reads of `--snapshot` (a
+//! room before its first change, a room's ban list before its first ban or unban), and the
+//! requests in the order they are dispatched. `plan` prints it; nothing here sends or
 //! writes anything.
 
 use std::collections::HashSet;
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Manifest, Window};
 use crate::journal::{Counts, Journal, JournalError, JournalOp};
-use crate::op::{Action, Credential, Op};
+use crate::op::{Action, ActionKind, Auth, Credential, Op};
 
 /// What a plan knows about an existing journal.
 #[derive(Clone, Debug, Default)]
@@ -26,6 +27,8 @@ pub struct JournalView {
     pub counts: Counts,
     /// Rooms already read by an earlier `--snapshot` run (not read again).
     pub snapshotted: HashSet<String>,
+    /// Rooms whose ban list an earlier `--snapshot` run read (not read again).
+    pub snapshotted_bans: HashSet<String>,
 }
 
 impl JournalView {
@@ -41,10 +44,10 @@ impl JournalView {
         let ops_changed = !crate::journal::same_ops(&j, manifest)?;
         let pending = j.pending()?;
         let counts = j.counts()?;
-        let snapshotted = if snapshot {
-            j.snapshotted_rooms()?
+        let (snapshotted, snapshotted_bans) = if snapshot {
+            (j.snapshotted_rooms()?, j.snapshotted_ban_rooms()?)
         } else {
-            HashSet::new()
+            (HashSet::new(), HashSet::new())
         };
         Ok(JournalView {
             path: path.to_path_buf(),
@@ -53,6 +56,7 @@ impl JournalView {
             pending,
             counts,
             snapshotted,
+            snapshotted_bans,
         })
     }
 }
@@ -92,10 +96,12 @@ impl WindowState {
 }
 
 /// One request `run` would send, with the manifest position (`seq`) of its op: a snapshot
-/// read before a room's first change, or the op.
+/// read before a room's first change, one of a room's ban list before its first ban or
+/// unban, or the op.
 #[derive(Clone, Copy, Debug)]
 pub enum Planned<'a> {
     Read { room: &'a str, seq: u64 },
+    ReadBans { room: &'a str, seq: u64 },
     Op { seq: u64, op: &'a Op },
 }
 
@@ -110,17 +116,34 @@ pub struct Plan<'a> {
     pub snapshot: bool,
     /// Rooms read by an earlier run, not read again.
     pub snapshotted_earlier: usize,
+    /// Ban lists read by an earlier run, not read again.
+    pub ban_lists_earlier: usize,
     /// The requests in dispatch order; none when nothing would be sent.
     pub requests: Vec<Planned<'a>>,
 }
 
 impl Plan<'_> {
-    /// How many snapshot reads the requests hold.
+    /// How many room reads the requests hold.
     pub fn reads(&self) -> usize {
         self.requests
             .iter()
             .filter(|r| matches!(r, Planned::Read { .. }))
             .count()
+    }
+
+    /// How many ban-list reads the requests hold.
+    pub fn ban_list_reads(&self) -> usize {
+        self.requests
+            .iter()
+            .filter(|r| matches!(r, Planned::ReadBans { .. }))
+            .count()
+    }
+
+    /// Whether any op still to run is a ban or an unban.
+    pub fn changes_bans(&self) -> bool {
+        self.todo
+            .iter()
+            .any(|(_, op)| op.action.kind() == ActionKind::Ban)
     }
 
     /// The ops still to run per action, every action listed.
@@ -136,12 +159,17 @@ impl Plan<'_> {
         self.todo.iter().any(|(_, op)| op.action.changes_room())
     }
 
-    /// The credentials the ops still to run are sent with, in a stable order.
-    pub fn credentials(&self) -> Vec<Credential> {
-        let mut creds: Vec<Credential> = self.todo.iter().map(|(_, o)| o.credential()).collect();
-        creds.sort();
-        creds.dedup();
-        creds
+    /// The credentials the ops still to run are sent with under `auth`, in a stable order.
+    pub fn credentials(&self, auth: Auth) -> Vec<Credential> {
+        auth.needed(self.todo.iter().map(|(_, o)| o.action))
+    }
+
+    /// The kinds of op still to run (room ops, mutes, bans), each once.
+    pub fn kinds(&self) -> Vec<ActionKind> {
+        let mut kinds: Vec<ActionKind> = self.todo.iter().map(|(_, o)| o.action.kind()).collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
     }
 }
 
@@ -160,22 +188,22 @@ pub fn plan<'a>(
             .map(|(i, p)| (i as u64, &p.op))
             .collect()
     };
-    let no_rooms = HashSet::new();
+    let none = HashSet::new();
     let (state, todo, snapshotted) = match journal {
-        None => (JournalState::None, all(), &no_rooms),
+        None => (JournalState::None, all(), (&none, &none)),
         Some(j) if j.ops_changed => {
             let state = JournalState::OtherManifest {
                 path: &j.path,
                 checksum: &j.checksum,
             };
-            (state, all(), &no_rooms)
+            (state, all(), (&none, &none))
         }
         Some(j) if j.pending.is_empty() => {
             let state = JournalState::Complete {
                 path: &j.path,
                 counts: j.counts,
             };
-            (state, Vec::new(), &no_rooms)
+            (state, Vec::new(), (&none, &none))
         }
         Some(j) => {
             let state = JournalState::Resuming {
@@ -183,7 +211,7 @@ pub fn plan<'a>(
                 pending: j.pending.len(),
             };
             let todo = j.pending.iter().map(|p| (p.seq, &p.op)).collect();
-            (state, todo, &j.snapshotted)
+            (state, todo, (&j.snapshotted, &j.snapshotted_bans))
         }
     };
     let window = WindowState::of(m.window, now);
@@ -197,7 +225,8 @@ pub fn plan<'a>(
     Plan {
         journal: state,
         window,
-        snapshotted_earlier: snapshotted.len(),
+        snapshotted_earlier: snapshotted.0.len(),
+        ban_lists_earlier: snapshotted.1.len(),
         todo,
         snapshot,
         requests,
@@ -205,24 +234,28 @@ pub fn plan<'a>(
 }
 
 /// The requests in dispatch order: with `snapshot`, a room's read comes right before its
-/// first change (mute and unmute change no room), unless an earlier run read it.
+/// first change, and its ban list's right before its first ban or unban (mute and unmute
+/// read nothing), unless an earlier run read it.
 fn requests<'a>(
     todo: &[(u64, &'a Op)],
     snapshot: bool,
-    snapshotted: &HashSet<String>,
+    (rooms_read, bans_read): (&HashSet<String>, &HashSet<String>),
 ) -> Vec<Planned<'a>> {
     let mut read: HashSet<&str> = HashSet::new();
+    let mut read_bans: HashSet<&str> = HashSet::new();
     let mut requests = Vec::with_capacity(todo.len());
     for &(seq, op) in todo {
-        if snapshot
-            && op.action.changes_room()
-            && !snapshotted.contains(&*op.room)
-            && read.insert(&op.room)
-        {
-            requests.push(Planned::Read {
-                room: &op.room,
-                seq,
-            });
+        let room = &*op.room;
+        if snapshot {
+            match op.action.kind() {
+                ActionKind::Room if !rooms_read.contains(room) && read.insert(room) => {
+                    requests.push(Planned::Read { room, seq });
+                }
+                ActionKind::Ban if !bans_read.contains(room) && read_bans.insert(room) => {
+                    requests.push(Planned::ReadBans { room, seq });
+                }
+                _ => {}
+            }
         }
         requests.push(Planned::Op { seq, op });
     }

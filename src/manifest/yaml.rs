@@ -51,6 +51,7 @@ struct SettingsDoc {
     snapshot: Option<Spanned<Scalar>>,
     max_attempts: Option<Spanned<Scalar>>,
     timeout: Option<Spanned<String>>,
+    room_auth: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -359,7 +360,14 @@ fn check_alias_budget(text: &str) -> Result<(), (u32, Option<u32>, String)> {
 /// The keys each mapping of a manifest may hold (the fields of [`Doc`] and its parts).
 const TOP_KEYS: &[&str] = &["version", "name", "window", "settings", "ops"];
 const WINDOW_KEYS: &[&str] = &["start", "end"];
-const SETTINGS_KEYS: &[&str] = &["rate", "concurrency", "snapshot", "max_attempts", "timeout"];
+const SETTINGS_KEYS: &[&str] = &[
+    "rate",
+    "concurrency",
+    "snapshot",
+    "max_attempts",
+    "timeout",
+    "room_auth",
+];
 const OP_KEYS: &[&str] = &[
     "action",
     "room",
@@ -888,6 +896,19 @@ fn settings(path: &Path, text: &str, s: SettingsDoc, errs: &mut ManifestErrors) 
             Err(m) => err(&t.referenced, format!("settings.timeout: {m}")),
         }
     }
+    if let Some(a) = s.room_auth {
+        match crate::op::RoomAuth::parse(&a.value) {
+            Some(v) => out.room_auth = Some(v),
+            None => err(
+                &a.referenced,
+                format!(
+                    "settings.room_auth must be token or api-key (the credential of room ops \
+                     and bans), not {:?}",
+                    a.value
+                ),
+            ),
+        }
+    }
     out
 }
 
@@ -1328,7 +1349,7 @@ impl Reader<'_> {
         if !action.needs_client() && t.clients_given {
             error(format!(
                 "{action} acts on rooms and takes no `client`/`clients`/`clients_file`; use \
-                 mute or unmute for clients"
+                 mute, unmute, ban or unban for clients"
             ));
         }
     }
@@ -1613,6 +1634,42 @@ ops:
         assert!(
             e.contains("D/m.yaml:3: this freeze op names no room"),
             "{e}"
+        );
+    }
+
+    /// A ban sweep in YAML: every (client, room) pair, as for mutes; `settings.room_auth`.
+    #[test]
+    fn ban_ops_expand_to_pairs_and_room_auth_is_a_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("joined.csv"), "room\nr-2\nr-3\n").unwrap();
+        let p = load_text(
+            dir.path(),
+            "version: 1\nsettings:\n  room_auth: api-key\nops:\n  - action: ban\n    \
+             clients: [spam-1, spam-2]\n    rooms: [r-1]\n  - action: unban\n    \
+             client: spam-3\n    rooms_file: joined.csv\n",
+        )
+        .unwrap();
+        assert_eq!(p.settings.room_auth, Some(crate::op::RoomAuth::ApiKey));
+        let ops: Vec<String> = p.ops.iter().map(|o| o.op.to_string()).collect();
+        assert_eq!(
+            ops,
+            [
+                "ban client \"spam-1\" in room \"r-1\"",
+                "ban client \"spam-2\" in room \"r-1\"",
+                "unban client \"spam-3\" in room \"r-2\"",
+                "unban client \"spam-3\" in room \"r-3\"",
+            ]
+        );
+        let e = err("version: 1\nops:\n  - action: ban\n    rooms: [a]\n");
+        assert!(e.contains("D/m.yaml:3: ban needs clients"), "{e}");
+        let e = err("version: 1\nsettings:\n  room_auth: apikey\nops: []\n");
+        assert!(
+            e.contains("D/m.yaml:3:14: settings.room_auth must be token or api-key"),
+            "{e}"
+        );
+        assert_eq!(
+            unknown_keys("version: 1\nsettings: {room_auth: token}\nops: []\n"),
+            vec![]
         );
     }
 

@@ -63,6 +63,7 @@ fn summary_json(stats: &Stats, headline: &str) -> String {
         "total": stats.total,
         "done": stats.done,
         "already_in_state": stats.already,
+        "already_by_code": stats.already_by_code,
         "failed": stats.failed,
         "pending": stats.pending(),
         "requests": stats.attempts,
@@ -74,6 +75,7 @@ fn summary_json(stats: &Stats, headline: &str) -> String {
         "latency_p95_ms": ms(95.0),
         "latency_p99_ms": ms(99.0),
         "failures_by_code": stats.failures_by_code,
+        "unbans_refused": stats.unbans_refused,
     });
     json_event("INFO", headline, fields)
 }

@@ -5,28 +5,49 @@
 use std::future::Future;
 use std::sync::Mutex;
 
-use crate::api::{ApiClient, Attempt};
+use crate::api::{ApiClient, Attempt, Request};
 use crate::journal::{JournalError, JournalWriter, OpRecord};
-use crate::op::Op;
+use crate::op::{Credential, Op};
+use crate::sync::lock;
 
-/// Sends requests.
+/// Sends requests, each with the credential the scheduler chose for it (`op::Auth`): the
+/// scheduler paces every credential apart, so it decides, and the executor obeys.
 pub trait Executor: Send + Sync + 'static {
     /// Sends the request that carries `op`.
-    fn send(&self, op: &Op) -> impl Future<Output = Attempt> + Send;
+    fn send(&self, op: &Op, credential: Credential) -> impl Future<Output = Attempt> + Send;
     /// Reads a room before its first change (`--snapshot`).
     fn read_room(
         &self,
         room: &str,
+        credential: Credential,
+    ) -> impl Future<Output = Result<serde_json::Value, Attempt>> + Send;
+    /// Reads a room's ban list before its first ban or unban (`--snapshot`).
+    fn read_bans(
+        &self,
+        room: &str,
+        credential: Credential,
     ) -> impl Future<Output = Result<serde_json::Value, Attempt>> + Send;
 }
 
 impl Executor for ApiClient {
-    async fn send(&self, op: &Op) -> Attempt {
-        ApiClient::send(self, op).await
+    async fn send(&self, op: &Op, credential: Credential) -> Attempt {
+        self.send_as(op, credential).await
     }
 
-    async fn read_room(&self, room: &str) -> Result<serde_json::Value, Attempt> {
-        self.get_room(room).await
+    async fn read_room(
+        &self,
+        room: &str,
+        credential: Credential,
+    ) -> Result<serde_json::Value, Attempt> {
+        self.read(&Request::get_room(room), credential).await
+    }
+
+    async fn read_bans(
+        &self,
+        room: &str,
+        credential: Credential,
+    ) -> Result<serde_json::Value, Attempt> {
+        self.read(&Request::get_bans(room), credential).await
     }
 }
 
@@ -44,7 +65,16 @@ pub trait Recorder: Send + Sync + 'static {
     fn durable_progress(&self) -> impl Future<Output = ()> + Send {
         std::future::pending()
     }
+    /// Records what a room read gave before its first change (`None`: nothing usable);
+    /// resolves once it is durable, so the change may go out.
     fn record_snapshot(
+        &self,
+        room: &str,
+        prior: Option<serde_json::Value>,
+    ) -> impl Future<Output = Result<(), JournalError>> + Send;
+    /// Records what a room's ban-list read gave before its first ban or unban (`None`: the
+    /// list is unknown, e.g. the read was refused 403); durable when it resolves.
+    fn record_ban_snapshot(
         &self,
         room: &str,
         prior: Option<serde_json::Value>,
@@ -71,6 +101,14 @@ impl Recorder for JournalWriter {
     ) -> Result<(), JournalError> {
         JournalWriter::record_snapshot(self, room, prior).await
     }
+
+    async fn record_ban_snapshot(
+        &self,
+        room: &str,
+        prior: Option<serde_json::Value>,
+    ) -> Result<(), JournalError> {
+        JournalWriter::record_ban_snapshot(self, room, prior).await
+    }
 }
 
 /// A recorder that keeps everything in memory (tests, dry runs).
@@ -78,30 +116,27 @@ impl Recorder for JournalWriter {
 pub struct MemoryRecorder {
     records: Mutex<Vec<OpRecord>>,
     snapshots: Mutex<Vec<(String, Option<serde_json::Value>)>>,
+    ban_snapshots: Mutex<Vec<(String, Option<serde_json::Value>)>>,
 }
 
 impl MemoryRecorder {
     pub fn records(&self) -> Vec<OpRecord> {
-        self.records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.records).clone()
     }
 
     pub fn snapshots(&self) -> Vec<(String, Option<serde_json::Value>)> {
-        self.snapshots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.snapshots).clone()
+    }
+
+    /// The ban-list snapshots recorded, in order.
+    pub fn ban_snapshots(&self) -> Vec<(String, Option<serde_json::Value>)> {
+        lock(&self.ban_snapshots).clone()
     }
 }
 
 impl Recorder for MemoryRecorder {
     fn record(&self, rec: OpRecord) -> Result<(), JournalError> {
-        self.records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(rec);
+        lock(&self.records).push(rec);
         Ok(())
     }
 
@@ -110,10 +145,16 @@ impl Recorder for MemoryRecorder {
         room: &str,
         prior: Option<serde_json::Value>,
     ) -> Result<(), JournalError> {
-        self.snapshots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((room.to_string(), prior));
+        lock(&self.snapshots).push((room.to_string(), prior));
+        Ok(())
+    }
+
+    async fn record_ban_snapshot(
+        &self,
+        room: &str,
+        prior: Option<serde_json::Value>,
+    ) -> Result<(), JournalError> {
+        lock(&self.ban_snapshots).push((room.to_string(), prior));
         Ok(())
     }
 }

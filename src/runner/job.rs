@@ -15,7 +15,7 @@ use super::retry::Backoff;
 use super::scheduler::RunnerOptions;
 use crate::api::Credentials;
 use crate::manifest::Manifest;
-use crate::op::Action;
+use crate::op::{Action, ActionKind, Auth, Credential, RoomAuth};
 use crate::output::{LogFormat, ProgressMode};
 use crate::units::Rate;
 
@@ -66,6 +66,9 @@ pub struct Job {
     pub target: Target,
     /// Never printed: `Secret` redacts itself.
     pub credentials: Credentials,
+    /// The credential room ops and bans must use (`--room-auth`, `settings.room_auth`);
+    /// `None` lets [`Job::auth`] pick one from the credentials that are set.
+    pub room_auth: Option<RoomAuth>,
     pub concurrency: u32,
     /// Per credential.
     pub rate: Rate,
@@ -111,6 +114,7 @@ impl Job {
             journal_path: default_journal_path(&manifest.path, matches!(target, Target::Sandbox)),
             target,
             credentials,
+            room_auth: s.room_auth,
             concurrency: s.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
             rate: s.rate.unwrap_or(DEFAULT_RATE),
             max_attempts: s.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
@@ -145,8 +149,28 @@ impl Job {
         }
     }
 
-    /// The effective settings, for the journal and `status`. Holds no secret.
+    /// Which credential each kind of op is sent with: `room_auth` when given, else the
+    /// client key and token when both are set, else the API key. The sandbox brings every
+    /// credential.
+    pub fn auth(&self) -> Auth {
+        let token_set = match self.target {
+            Target::Sandbox => true,
+            Target::Remote { .. } => self.credentials.has(Credential::ClientToken),
+        };
+        Auth::resolve(self.room_auth, token_set)
+    }
+
+    /// The kinds of op the manifest holds (room ops, mutes, bans), each once.
+    pub(crate) fn kinds(&self) -> Vec<ActionKind> {
+        kinds_of(self.manifest.ops.iter().map(|p| p.op.action))
+    }
+
+    /// The effective settings, for the journal and `status`. Holds no secret: the
+    /// credentials appear by name (`client_token`, `api_key`), for each kind of op.
     pub(crate) fn settings_json(&self) -> serde_json::Value {
+        let auth = self.auth();
+        let kinds = self.kinds();
+        let used = |k: ActionKind, action| kinds.contains(&k).then(|| auth.for_action(action));
         serde_json::json!({
             "base_url": match &self.target {
                 Target::Remote { base_url } => serde_json::Value::String(base_url.to_string()),
@@ -163,6 +187,12 @@ impl Job {
             "max_failure_ratio": self.max_failure_ratio,
             "snapshot": self.snapshot,
             "retry_failed": self.retry_failed,
+            "room_auth": self.room_auth,
+            "credentials": {
+                "rooms": used(ActionKind::Room, crate::op::Action::Freeze),
+                "mutes": used(ActionKind::Mute, crate::op::Action::Mute),
+                "bans": used(ActionKind::Ban, crate::op::Action::Ban),
+            },
             "window": self.manifest.window.map(|w| serde_json::json!({
                 "start": w.start.to_string(), "end": w.end.to_string()
             })),
@@ -214,9 +244,18 @@ impl Job {
             deadline,
             snapshot: self.snapshot,
             backoff: self.backoff,
+            auth: self.auth(),
             ..RunnerOptions::default()
         }
     }
+}
+
+/// The kinds of `actions`, each once, in [`ActionKind`] order.
+pub(crate) fn kinds_of(actions: impl IntoIterator<Item = crate::op::Action>) -> Vec<ActionKind> {
+    let mut kinds: Vec<ActionKind> = actions.into_iter().map(|a| a.kind()).collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
 }
 
 #[cfg(test)]

@@ -17,11 +17,10 @@ pub(crate) use job::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE, default_journal_path,
 };
 pub use job::{Job, Target};
-pub use scheduler::{Controls, RunReport, RunnerOptions, StopReason, run};
+pub use scheduler::{Controls, RunReport, RunnerOptions, Snapshotted, StopReason, run};
 pub use shutdown::Shutdown;
 pub use summary::Stats;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,28 +69,34 @@ async fn run_pending(
     shutdown: Shutdown,
 ) -> anyhow::Result<Exit> {
     let snapshotted = if job.snapshot {
-        journal.snapshotted_rooms().map_err(journal_error)?
+        Snapshotted {
+            rooms: journal.snapshotted_rooms().map_err(journal_error)?,
+            bans: journal.snapshotted_ban_rooms().map_err(journal_error)?,
+        }
     } else {
-        HashSet::new()
+        Snapshotted::default()
     };
     let writer = journal.start_writer().map_err(journal_error)?;
     let (client, _sandbox) = connect(job).await?;
+    let auth = job.auth();
+    let credentials = auth.describe(job::kinds_of(pending.iter().map(|p| p.op.action)));
     tracing::info!(
         ops = pending.len(),
         base_url = %client.base_url,
         concurrency = job.concurrency,
         rate = %job.rate,
-        "starting {} ops ({} already done, {} failed earlier)",
+        "starting {} ops ({} already done, {} failed earlier); {}",
         pending.len(),
         before.done,
-        before.failed
+        before.failed,
+        credentials.join("; ")
     );
 
     let controls = Controls::default();
     let mut progress = output::Progress::new(job.progress, pending.len() as u64);
     let work = scheduler::run(
         pending,
-        Arc::new(client.api),
+        Arc::new(client.api.with_auth(auth)),
         Arc::new(writer.clone()),
         job.runner_options(),
         controls.clone(),

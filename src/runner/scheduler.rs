@@ -1,8 +1,10 @@
-//! The scheduler: one loop that owns all delivery state. Ops sharing a lock key (a room, or a
-//! client) form a chain that runs one at a time in manifest order; chain heads wait in a
-//! ready queue per credential (lowest `seq` first) and run concurrently up to
-//! `concurrency`. Each dispatched attempt is a task that waits for its credential's pace,
-//! optionally snapshots the room, and sends; its result comes back to the loop, which
+//! The scheduler: one loop that owns all delivery state. Ops sharing a lock key (a room, a
+//! muted client, or a ban pair) form a chain that runs one at a time in manifest order;
+//! chain heads wait in a ready queue per credential (lowest `seq` first) and run
+//! concurrently up to `concurrency`. The credential of each op is the one it is sent with
+//! ([`RunnerOptions::auth`]), so room ops and mutes on the API key share its one pace. Each
+//! dispatched attempt is a task that waits for its credential's pace, optionally snapshots
+//! the room (or its ban list, before a ban or unban), and sends; its result comes back to the loop, which
 //! records it, schedules a retry (backoff with full jitter, or the server's hint), or stops
 //! the job (401, failure bound, deadline, signal). O(n log n) in the number of ops.
 //!
@@ -36,6 +38,11 @@
 //!   warning, not one per attempt. Once the server has answered, or may have seen a request
 //!   (a timeout or a reset after connecting), connect failures are transient as any other:
 //!   a flaky network must not abort a job.
+//! - Ban-list snapshots: bans of one room on different clients may run at once, so two of
+//!   them may both read the room's list before either is recorded. The journal keeps the
+//!   first, and that one was read before any change of the job: each op's change goes out
+//!   only once its own read is recorded, so a read that could see a change started after a
+//!   snapshot of the room was already on record.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -51,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{Attempt, Outcome, Reach, Unreached};
 use crate::journal::{JournalOp, OpRecord, OpState};
-use crate::op::{Credential, LockKey};
+use crate::op::{Action, ActionKind, Auth, Credential, LockKey, Op};
 use crate::output::Progress;
 use crate::runner::executor::{Executor, Recorder};
 use crate::runner::pacing::Pacer;
@@ -78,6 +85,8 @@ pub struct RunnerOptions {
     pub snapshot: bool,
     /// Seed of the jitter; `None` seeds from the OS.
     pub seed: Option<u64>,
+    /// The credential each kind of op is sent with, and so the pace it waits for.
+    pub auth: Auth,
 }
 
 impl Default for RunnerOptions {
@@ -94,6 +103,38 @@ impl Default for RunnerOptions {
             deadline: None,
             snapshot: false,
             seed: None,
+            auth: Auth::default(),
+        }
+    }
+}
+
+/// What a run's journal already holds snapshots of (`--snapshot`): those are not read
+/// again. From a set of rooms, the rooms alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshotted {
+    /// Rooms read before their first change.
+    pub rooms: HashSet<String>,
+    /// Rooms whose ban list was read before their first ban or unban.
+    pub bans: HashSet<String>,
+}
+
+impl From<HashSet<String>> for Snapshotted {
+    fn from(rooms: HashSet<String>) -> Snapshotted {
+        Snapshotted {
+            rooms,
+            bans: HashSet::new(),
+        }
+    }
+}
+
+impl Snapshotted {
+    /// The set `kind` of op snapshots into: rooms for room ops, ban lists for bans; none for
+    /// mutes (the API shows no mute state to read before one).
+    fn of(&self, kind: ActionKind) -> Option<&HashSet<String>> {
+        match kind {
+            ActionKind::Room => Some(&self.rooms),
+            ActionKind::Ban => Some(&self.bans),
+            ActionKind::Mute => None,
         }
     }
 }
@@ -165,16 +206,27 @@ pub struct RunReport {
     pub stats: Stats,
 }
 
+/// What an attempt recorded before its change, if anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Snap {
+    /// No read (none wanted, or it did not get an answer to record).
+    None,
+    /// A read recorded with what it gave.
+    Known,
+    /// A read recorded as unknown: the server refused it (403, 404, ...).
+    Unknown,
+}
+
 /// What one attempt task hands back to the scheduler.
 enum TaskResult {
     Sent {
         attempt: Attempt,
         sent_at: Instant,
-        snapshotted: bool,
+        snap: Snap,
     },
     /// Halted before sending: the op stays as it was.
     NotSent {
-        snapshotted: bool,
+        snap: Snap,
     },
     Journal(String),
 }
@@ -241,10 +293,10 @@ pub async fn run<E: Executor, R: Recorder>(
     rec: Arc<R>,
     opts: RunnerOptions,
     controls: Controls,
-    snapshotted: HashSet<String>,
+    snapshotted: impl Into<Snapshotted>,
     progress: &mut Progress,
 ) -> RunReport {
-    let mut scheduler = Scheduler::new(ops, exec, rec, opts, controls, snapshotted);
+    let mut scheduler = Scheduler::new(ops, exec, rec, opts, controls, snapshotted.into());
     scheduler.wait_for_window().await;
     loop {
         scheduler.release_due_retries();
@@ -269,29 +321,33 @@ struct Queues {
     next_in_chain: Vec<u32>,
     ready: [BinaryHeap<Reverse<u32>>; 2],
     delayed: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// Which ready queue (credential) each op waits in.
+    auth: Auth,
 }
 
 impl Queues {
-    /// Chains `ops` (sorted by `seq`) by lock key; the first op of each chain is ready.
-    fn new(ops: &[JournalOp]) -> Queues {
+    /// Chains `ops` (sorted by `seq`) by lock key; the first op of each chain is ready, in
+    /// the queue of the credential `auth` sends it with.
+    fn new(ops: &[JournalOp], auth: Auth) -> Queues {
         let mut next_in_chain = vec![NONE; ops.len()];
         let mut ready: [BinaryHeap<Reverse<u32>>; 2] = [BinaryHeap::new(), BinaryHeap::new()];
         let mut last: HashMap<LockKey<'_>, u32> = HashMap::with_capacity(ops.len());
         for (i, o) in ops.iter().enumerate() {
             match last.insert(o.op.lock_key(), i as u32) {
                 Some(prev) => next_in_chain[prev as usize] = i as u32,
-                None => ready[cred_index(o.op.credential())].push(Reverse(i as u32)),
+                None => ready[cred_index(auth.for_op(&o.op))].push(Reverse(i as u32)),
             }
         }
         Queues {
             next_in_chain,
             ready,
             delayed: BinaryHeap::new(),
+            auth,
         }
     }
 
     fn make_ready(&mut self, ops: &[JournalOp], i: u32) {
-        self.ready[cred_index(ops[i as usize].op.credential())].push(Reverse(i));
+        self.ready[cred_index(self.auth.for_op(&ops[i as usize].op))].push(Reverse(i));
     }
 
     /// Op `i` is final: the next op of its chain becomes ready.
@@ -362,6 +418,15 @@ struct Shared<E, R> {
     rejected: [AtomicBool; 2],
     /// Cancelled at a stop: attempts waiting for their pace are not sent.
     halt: CancellationToken,
+    /// The credential each kind of op is sent with.
+    auth: Auth,
+}
+
+impl<E, R> Shared<E, R> {
+    /// The ready queue and pacer (the credential) of op `i`.
+    fn cred_of(&self, i: u32) -> usize {
+        cred_index(self.auth.for_op(&self.ops[i as usize].op))
+    }
 }
 
 impl<E: Executor, R: Recorder> Shared<E, R> {
@@ -370,7 +435,7 @@ impl<E: Executor, R: Recorder> Shared<E, R> {
         let op = &self.ops[i as usize].op;
         let (pacer, rejected, halt) = (&self.pacers[c], &self.rejected[c], &self.halt);
         let halted = || halt.is_cancelled() || rejected.load(Ordering::Relaxed);
-        let mut snapshotted = false;
+        let mut snap = Snap::None;
         // Waiting for the pace is not being in flight: a stop ends the wait.
         let paced = || async {
             tokio::select! {
@@ -380,40 +445,74 @@ impl<E: Executor, R: Recorder> Shared<E, R> {
         };
         if want_snapshot {
             if !paced().await || halted() {
-                return TaskResult::NotSent { snapshotted };
+                return TaskResult::NotSent { snap };
             }
             let sent_at = Instant::now();
-            let prior = match self.exec.read_room(&op.room).await {
-                Ok(v) => Some(v),
-                Err(a) => match a.outcome {
-                    // Cannot read now: this attempt ends here and is retried like a send.
-                    Outcome::Transient { .. } | Outcome::CredentialsRejected { .. } => {
-                        return TaskResult::Sent {
-                            attempt: a,
-                            sent_at,
-                            snapshotted,
-                        };
-                    }
-                    // The room cannot be read (403/404/...): prior state unknown, recorded so.
-                    _ => None,
-                },
+            snap = match self.snapshot(op).await {
+                Ok(snap) => snap,
+                Err(NoSnapshot::Unanswered(attempt)) => {
+                    return TaskResult::Sent {
+                        attempt,
+                        sent_at,
+                        snap,
+                    };
+                }
+                Err(NoSnapshot::Journal(e)) => return TaskResult::Journal(e),
             };
-            if let Err(e) = self.rec.record_snapshot(&op.room, prior).await {
-                return TaskResult::Journal(e.to_string());
-            }
-            snapshotted = true;
         }
         if !paced().await || halted() {
-            return TaskResult::NotSent { snapshotted };
+            return TaskResult::NotSent { snap };
         }
         let sent_at = Instant::now();
-        let attempt = self.exec.send(op).await;
+        let attempt = self.exec.send(op, self.auth.for_op(op)).await;
         TaskResult::Sent {
             attempt,
             sent_at,
-            snapshotted,
+            snap,
         }
     }
+
+    /// Reads what `op` is about to change (its room, or the room's ban list) and records
+    /// it.
+    async fn snapshot(&self, op: &Op) -> Result<Snap, NoSnapshot> {
+        let credential = self.auth.for_op(op);
+        let read = match op.action.kind() {
+            ActionKind::Ban => self.exec.read_bans(&op.room, credential).await,
+            _ => self.exec.read_room(&op.room, credential).await,
+        };
+        let prior = match read {
+            Ok(v) => Some(v),
+            Err(a) => match a.outcome {
+                Outcome::Transient { .. } | Outcome::CredentialsRejected { .. } => {
+                    return Err(NoSnapshot::Unanswered(a));
+                }
+                // Refused (403/404/...): the prior state is unknown, and recorded so; the
+                // op goes on (a ban list is readable by the room's owner only).
+                _ => None,
+            },
+        };
+        let snap = if prior.is_some() {
+            Snap::Known
+        } else {
+            Snap::Unknown
+        };
+        let recorded = match op.action.kind() {
+            ActionKind::Ban => self.rec.record_ban_snapshot(&op.room, prior).await,
+            _ => self.rec.record_snapshot(&op.room, prior).await,
+        };
+        recorded
+            .map(|()| snap)
+            .map_err(|e| NoSnapshot::Journal(e.to_string()))
+    }
+}
+
+/// Why an attempt's snapshot was not recorded.
+enum NoSnapshot {
+    /// The read got no answer to record (transient, or the credential was rejected): the
+    /// attempt ends there and is retried like a send.
+    Unanswered(Attempt),
+    /// The journal could not record it.
+    Journal(String),
 }
 
 /// The one loop's state: what may go next, what is in flight, why the run stops, and what
@@ -435,8 +534,8 @@ struct Scheduler<E, R> {
     /// Wakes the loop every second, for the progress display.
     tick: Interval,
     stats: Stats,
-    /// Rooms whose prior state the journal holds.
-    snapshotted: HashSet<String>,
+    /// Rooms (and ban lists) whose prior state the journal holds.
+    snapshotted: Snapshotted,
     started: Instant,
     /// Whether a request of this run has reached the server.
     contact: Contact,
@@ -451,7 +550,7 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
         rec: Arc<R>,
         opts: RunnerOptions,
         controls: Controls,
-        snapshotted: HashSet<String>,
+        snapshotted: Snapshotted,
     ) -> Self {
         ops.sort_by_key(|o| o.seq);
         let started = Instant::now();
@@ -459,7 +558,7 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             total: ops.len() as u64,
             ..Default::default()
         };
-        let queues = Queues::new(&ops);
+        let queues = Queues::new(&ops, opts.auth);
         let attempts = vec![0u32; ops.len()];
         let shared = Arc::new(Shared {
             ops,
@@ -468,6 +567,7 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             pacers: [Pacer::new(opts.rate), Pacer::new(opts.rate)],
             rejected: [AtomicBool::new(false), AtomicBool::new(false)],
             halt: CancellationToken::new(),
+            auth: opts.auth,
         });
         let rng = match opts.seed {
             Some(s) => StdRng::seed_from_u64(s),
@@ -589,8 +689,11 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
 
     fn spawn_attempt(&mut self, c: usize, i: u32) {
         let op = &self.shared.ops[i as usize].op;
-        let want_snapshot =
-            self.opts.snapshot && op.action.changes_room() && !self.snapshotted.contains(&*op.room);
+        let want_snapshot = self.opts.snapshot
+            && self
+                .snapshotted
+                .of(op.action.kind())
+                .is_some_and(|read| !read.contains(&*op.room));
         let shared = Arc::clone(&self.shared);
         self.tasks.spawn(async move {
             let r = shared.attempt(c, i, want_snapshot).await;
@@ -704,30 +807,40 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
 
     /// Applies one attempt's result; returns a reason to stop when the job must stop.
     fn on_result(&mut self, i: u32, result: TaskResult) -> Option<StopReason> {
-        let (attempt, sent_at, snapshotted) = match result {
+        let (attempt, sent_at, snap) = match result {
             TaskResult::Journal(e) => return Some(StopReason::Journal(e)),
-            TaskResult::NotSent { snapshotted } => {
-                if snapshotted {
-                    self.note_snapshot(i);
-                }
+            TaskResult::NotSent { snap } => {
+                self.note_snapshot(i, snap);
                 return None;
             }
             TaskResult::Sent {
                 attempt,
                 sent_at,
-                snapshotted,
-            } => (attempt, sent_at, snapshotted),
+                snap,
+            } => (attempt, sent_at, snap),
         };
-        if snapshotted {
-            self.note_snapshot(i);
-        }
+        self.note_snapshot(i, snap);
         self.on_answer(i, &attempt, sent_at)
     }
 
-    fn note_snapshot(&mut self, i: u32) {
-        self.snapshotted
-            .insert(self.shared.ops[i as usize].op.room.to_string());
-        self.stats.snapshots += 1;
+    /// Op `i`'s room (or its ban list) is snapshotted now, when `snap` says a read was
+    /// recorded: no later op reads it again.
+    fn note_snapshot(&mut self, i: u32, snap: Snap) {
+        if snap == Snap::None {
+            return;
+        }
+        let op = &self.shared.ops[i as usize].op;
+        let set = match op.action.kind() {
+            ActionKind::Ban => &mut self.snapshotted.bans,
+            _ => &mut self.snapshotted.rooms,
+        };
+        // Bans of one room on different clients may both have read its list: count it once.
+        if set.insert(op.room.to_string()) {
+            self.stats.snapshots += 1;
+            if snap == Snap::Unknown {
+                self.stats.snapshots_unknown += 1;
+            }
+        }
     }
 
     /// Counts an answered attempt, acts on its outcome and records it.
@@ -765,10 +878,8 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
         record: &mut OpRecord,
     ) -> Option<StopReason> {
         match o {
-            Outcome::Done {
-                already_in_state, ..
-            } => {
-                self.on_done(i, *already_in_state, record);
+            Outcome::Done { already, .. } => {
+                self.on_done(i, *already, record);
                 None
             }
             Outcome::Transient {
@@ -803,18 +914,24 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
         }
     }
 
-    fn on_done(&mut self, i: u32, already_in_state: bool, record: &mut OpRecord) {
+    /// A done op; `already` is the code of an answer that said the desired state held.
+    fn on_done(&mut self, i: u32, already: Option<&str>, record: &mut OpRecord) {
         record.state = Some(OpState::Done);
-        if already_in_state {
-            record.message = Some("already in the desired state (ROOM_NOT_MUTED)".into());
-            self.stats.already += 1;
-        } else {
-            record.rc = Some(0);
+        match already {
+            Some(code) => {
+                record.message = Some(format!("already in the desired state ({code})"));
+                self.stats.already += 1;
+                *self
+                    .stats
+                    .already_by_code
+                    .entry(code.to_owned())
+                    .or_default() += 1;
+            }
+            None => record.rc = Some(0),
         }
         self.stats.done += 1;
-        let ops = &self.shared.ops;
-        self.shared.pacers[cred_index(ops[i as usize].op.credential())].on_success();
-        self.queues.release_next(ops, i);
+        self.shared.pacers[self.shared.cred_of(i)].on_success();
+        self.queues.release_next(&self.shared.ops, i);
     }
 
     /// A transient answer: retried after the backoff (or the server's hint), unless it was
@@ -839,8 +956,7 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             self.stats.rate_limited += 1;
             // Every 429 pauses the credential, the one on an op's last attempt too: the
             // server's hint holds for every request on it, not for this op alone.
-            shared.pacers[cred_index(jop.op.credential())]
-                .on_rate_limited(hint.unwrap_or(delay), sent_at);
+            shared.pacers[shared.cred_of(i)].on_rate_limited(hint.unwrap_or(delay), sent_at);
         }
         let why = o.message().unwrap_or("transient failure");
         if n >= self.opts.max_attempts {
@@ -903,6 +1019,9 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             jop.op,
             o.message().unwrap_or("permanent failure")
         );
+        if jop.op.action == Action::Unban && o.status() == Some(403) {
+            self.stats.unbans_refused += 1;
+        }
         record.state = Some(OpState::Failed);
         let stop = fail(&mut self.stats, &self.opts, o);
         self.queues.release_next(&self.shared.ops, i);

@@ -1,7 +1,7 @@
 //! Scheduler tests against a scripted fake executor, with tokio's time paused: deterministic
 //! and instant however long the simulated waits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::api::{Attempt, Outcome, Reach, Unreached, UnreachedKind};
 use crate::journal::{JournalOp, OpState};
-use crate::op::{Credential, Op};
+use crate::op::{Auth, Credential, Op};
 use crate::output::Progress;
 use crate::runner::scheduler::UNREACHED_ATTEMPTS;
 
@@ -22,6 +22,7 @@ enum Ev {
     Start(String, Instant),
     End(String, Instant),
     Read(String),
+    ReadBans(String),
 }
 
 struct Fake {
@@ -41,8 +42,13 @@ struct Fake {
 fn done() -> Outcome {
     Outcome::Done {
         status: 200,
-        already_in_state: false,
+        already: None,
     }
+}
+
+/// The credential `op` goes out with when every credential is set.
+fn cred(op: &Op) -> Credential {
+    Auth::default().for_op(op)
 }
 
 fn transient(status: u16, hint: Option<Duration>) -> Outcome {
@@ -134,7 +140,7 @@ fn key(op: &Op) -> String {
 }
 
 impl Executor for Fake {
-    async fn send(&self, op: &Op) -> Attempt {
+    async fn send(&self, op: &Op, credential: Credential) -> Attempt {
         let n = {
             let mut t = self.tries.lock().unwrap();
             let e = t.entry(key(op)).or_default();
@@ -142,7 +148,7 @@ impl Executor for Fake {
             *e
         };
         self.sends.fetch_add(1, Ordering::SeqCst);
-        let c = match op.credential() {
+        let c = match credential {
             Credential::ClientToken => 0,
             Credential::ApiKey => 1,
         };
@@ -171,9 +177,17 @@ impl Executor for Fake {
         }
     }
 
-    async fn read_room(&self, room: &str) -> Result<serde_json::Value, Attempt> {
+    async fn read_room(&self, room: &str, _: Credential) -> Result<serde_json::Value, Attempt> {
         self.events.lock().unwrap().push(Ev::Read(room.to_string()));
         Ok(serde_json::json!({"_id": room, "status": 1}))
+    }
+
+    async fn read_bans(&self, room: &str, _: Credential) -> Result<serde_json::Value, Attempt> {
+        self.events
+            .lock()
+            .unwrap()
+            .push(Ev::ReadBans(room.to_string()));
+        Ok(serde_json::json!({"data": []}))
     }
 }
 
@@ -285,7 +299,7 @@ async fn same_key_ops_run_one_at_a_time_in_manifest_order() {
                 order.entry(l).or_default().push(k.clone());
             }
             Ev::End(k, _) => *open.get_mut(&lock_of(k)).unwrap() -= 1,
-            Ev::Read(_) => {}
+            Ev::Read(_) | Ev::ReadBans(_) => {}
         }
     }
     for (l, started) in order {
@@ -381,7 +395,7 @@ async fn a_429_pauses_every_request_on_that_credential_only() {
     let first = Arc::new(AtomicUsize::new(0));
     let f2 = first.clone();
     let fake = Fake::new(move |op, _| {
-        if op.credential() == Credential::ClientToken && f2.fetch_add(1, Ordering::SeqCst) == 0 {
+        if cred(op) == Credential::ClientToken && f2.fetch_add(1, Ordering::SeqCst) == 0 {
             (
                 transient(429, Some(Duration::from_secs(5))),
                 Duration::from_millis(10),
@@ -470,7 +484,7 @@ async fn a_401_stops_within_concurrency_requests_and_leaves_ops_pending() {
     let fake = Fake::new(|op, _| {
         (
             Outcome::CredentialsRejected {
-                credential: op.credential(),
+                credential: cred(op),
                 status: 401,
                 code: Some("INVALID_TOKEN".into()),
                 message: Some("Invalid or expired token".into()),
@@ -502,7 +516,7 @@ async fn a_401_stops_within_concurrency_requests_and_leaves_ops_pending() {
 async fn a_401_on_one_credential_lets_requests_on_the_wire_finish_truthfully() {
     // Room ops take 50 ms; the API key is rejected after 10 ms. The room ops already sent
     // are recorded done (their change was applied); nothing new goes out on either credential.
-    let fake = Fake::new(|op, _| match op.credential() {
+    let fake = Fake::new(|op, _| match cred(op) {
         Credential::ApiKey => (
             Outcome::CredentialsRejected {
                 credential: Credential::ApiKey,
@@ -817,7 +831,7 @@ async fn unmute_already_in_state_counts_as_done() {
         (
             Outcome::Done {
                 status: 400,
-                already_in_state: true,
+                already: Some("ROOM_NOT_MUTED"),
             },
             Duration::from_millis(1),
         )
@@ -865,7 +879,7 @@ async fn resumed_ops_count_attempts_across_runs() {
 struct Instantly(AtomicUsize);
 
 impl Executor for Instantly {
-    async fn send(&self, _op: &Op) -> Attempt {
+    async fn send(&self, _op: &Op, _: Credential) -> Attempt {
         self.0.fetch_add(1, Ordering::Relaxed);
         Attempt {
             outcome: done(),
@@ -874,7 +888,11 @@ impl Executor for Instantly {
         }
     }
 
-    async fn read_room(&self, _room: &str) -> Result<serde_json::Value, Attempt> {
+    async fn read_room(&self, _room: &str, _: Credential) -> Result<serde_json::Value, Attempt> {
+        Ok(serde_json::Value::Null)
+    }
+
+    async fn read_bans(&self, _room: &str, _: Credential) -> Result<serde_json::Value, Attempt> {
         Ok(serde_json::Value::Null)
     }
 }
@@ -988,6 +1006,14 @@ impl Recorder for SlowDisk {
         prior: Option<serde_json::Value>,
     ) -> Result<(), crate::journal::JournalError> {
         self.memory.record_snapshot(room, prior).await
+    }
+
+    async fn record_ban_snapshot(
+        &self,
+        room: &str,
+        prior: Option<serde_json::Value>,
+    ) -> Result<(), crate::journal::JournalError> {
+        self.memory.record_ban_snapshot(room, prior).await
     }
 }
 
@@ -1232,4 +1258,198 @@ async fn a_request_that_may_have_arrived_disables_the_early_stop() {
     assert_eq!(report.stop, StopReason::Completed);
     assert_eq!(report.stats.failed, 1);
     assert_eq!(fake.sends.load(Ordering::SeqCst), 4);
+}
+
+/// Bans lock the (client, room) pair: one client's sweep over many rooms runs at the full
+/// concurrency, while that client's mutes still go one at a time (one mute array).
+#[tokio::test(start_paused = true)]
+async fn a_ban_sweep_of_one_client_runs_concurrently_its_mutes_do_not() {
+    let fake = Fake::new(|_, _| (done(), Duration::from_millis(20)));
+    let sweep: Vec<Op> = (0..64).map(|i| Op::ban("spam", format!("r{i}"))).collect();
+    let opts = RunnerOptions {
+        concurrency: 8,
+        ..fast()
+    };
+    let (report, _) = go(sweep, &fake, opts.clone(), Controls::default()).await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(fake.max_in_flight.load(Ordering::SeqCst), 8);
+
+    let fake = Fake::new(|_, _| (done(), Duration::from_millis(20)));
+    let mutes: Vec<Op> = (0..16).map(|i| Op::mute("spam", format!("r{i}"))).collect();
+    let (report, _) = go(mutes, &fake, opts.clone(), Controls::default()).await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(fake.max_in_flight.load(Ordering::SeqCst), 1);
+
+    // Ops on one ban pair keep their order and never overlap.
+    let fake = Fake::new(|op, _| {
+        let ms = if op.action == crate::op::Action::Ban {
+            30
+        } else {
+            1
+        };
+        (done(), Duration::from_millis(ms))
+    });
+    let pair = vec![
+        Op::ban("u", "r"),
+        Op::unban("u", "r"),
+        Op::ban("u", "r"),
+        Op::ban("v", "r"),
+    ];
+    let (report, _) = go(pair, &fake, opts, Controls::default()).await;
+    assert_eq!(report.stop, StopReason::Completed);
+    let starts: Vec<String> = fake
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::Start(k, _) if k.contains("\"u\"") => Some(k),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "ban client \"u\" in room \"r\"",
+            "unban client \"u\" in room \"r\"",
+            "ban client \"u\" in room \"r\"",
+        ]
+    );
+    assert_eq!(fake.max_in_flight.load(Ordering::SeqCst), 2);
+}
+
+/// With the API key for room ops (no token), every op goes out on it and waits for its
+/// one pace: 40 room ops and 40 mutes at 20/s take as long as 80 requests on one credential.
+#[tokio::test(start_paused = true)]
+async fn room_ops_and_mutes_on_the_api_key_share_its_one_pace() {
+    let mut ops = Vec::new();
+    for i in 0..40 {
+        ops.push(Op::freeze(format!("r{i}")));
+        ops.push(Op::mute(format!("u{i}"), "r"));
+    }
+    let run_with = |auth: Auth| {
+        let ops = ops.clone();
+        async move {
+            let fake = Fake::new(|_, _| (done(), Duration::from_millis(1)));
+            let opts = RunnerOptions {
+                concurrency: 8,
+                rate: "20/s".parse().unwrap(),
+                auth,
+                ..fast()
+            };
+            let t0 = Instant::now();
+            let (report, _) = go(ops, &fake, opts, Controls::default()).await;
+            assert_eq!(report.stop, StopReason::Completed);
+            let by_cred = [0, 1].map(|c| fake.sends_by_cred[c].load(Ordering::SeqCst));
+            (t0.elapsed(), by_cred)
+        }
+    };
+    let key_only = Auth::resolve(None, false);
+    let (one_pace, by_cred) = run_with(key_only).await;
+    assert_eq!(by_cred, [0, 80]);
+    let (two_paces, by_cred) = run_with(Auth::default()).await;
+    assert_eq!(by_cred, [40, 40]);
+    // 80 requests at 20/s (less the burst and the 1% headroom) on one credential, against
+    // 40 on each of two.
+    assert!(one_pace >= Duration::from_millis(3700), "{one_pace:?}");
+    assert!(two_paces <= Duration::from_millis(2100), "{two_paces:?}");
+}
+
+/// Before a room's first ban or unban, `--snapshot` reads its ban list (once per room, with
+/// the bans' credential) and records it with the ban recorder; mutes read nothing; a
+/// refused read is recorded as unknown and the ban goes on.
+#[tokio::test(start_paused = true)]
+async fn ban_lists_are_read_once_per_room_before_its_first_ban() {
+    struct Refusing(Arc<Fake>);
+    impl Executor for Refusing {
+        async fn send(&self, op: &Op, c: Credential) -> Attempt {
+            self.0.send(op, c).await
+        }
+        async fn read_room(&self, room: &str, c: Credential) -> Result<serde_json::Value, Attempt> {
+            self.0.read_room(room, c).await
+        }
+        async fn read_bans(&self, room: &str, c: Credential) -> Result<serde_json::Value, Attempt> {
+            if room == "closed" {
+                return Err(Attempt {
+                    outcome: permanent(403, "INSUFFICIENT_PERMISSIONS"),
+                    latency: Duration::from_millis(1),
+                    reach: Reach::Answered,
+                });
+            }
+            self.0.read_bans(room, c).await
+        }
+    }
+    let fake = Fake::new(|op, _| match op.action {
+        crate::op::Action::Ban if &*op.room == "b" => (
+            Outcome::Done {
+                status: 409,
+                already: Some("USER_ALREADY_BLOCKED"),
+            },
+            Duration::from_millis(1),
+        ),
+        _ => (done(), Duration::from_millis(1)),
+    });
+    let exec = Arc::new(Refusing(fake.clone()));
+    let ops = vec![
+        Op::ban("u", "a"),
+        Op::mute("u", "a"),
+        Op::unban("v", "a"),
+        Op::ban("u", "b"),
+        Op::ban("u", "closed"),
+        Op::freeze("a"),
+    ];
+    let rec = Arc::new(MemoryRecorder::default());
+    let opts = RunnerOptions {
+        snapshot: true,
+        concurrency: 1,
+        ..fast()
+    };
+    let report = run(
+        jops(ops),
+        exec,
+        rec.clone(),
+        opts,
+        Controls::default(),
+        HashSet::new(),
+        &mut Progress::log_only(None),
+    )
+    .await;
+    assert_eq!(report.stop, StopReason::Completed);
+    assert_eq!(report.stats.done, 6);
+    assert_eq!(
+        (report.stats.snapshots, report.stats.snapshots_unknown),
+        (4, 1)
+    );
+    let bans: Vec<(String, bool)> = rec
+        .ban_snapshots()
+        .into_iter()
+        .map(|(r, p)| (r, p.is_some()))
+        .collect();
+    assert_eq!(
+        bans,
+        [
+            ("a".to_string(), true),
+            ("b".to_string(), true),
+            ("closed".to_string(), false)
+        ]
+    );
+    let rooms: Vec<String> = rec.snapshots().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(rooms, ["a"]);
+    let ev = fake.events();
+    let read = ev
+        .iter()
+        .position(|e| *e == Ev::ReadBans("a".into()))
+        .unwrap();
+    let first_ban = ev
+        .iter()
+        .position(|e| matches!(e, Ev::Start(k, _) if k == "ban client \"u\" in room \"a\""))
+        .unwrap();
+    assert!(read < first_ban);
+    // The 409 is done, recorded as already in state with its code.
+    let b = &finals(&rec)[&3];
+    assert_eq!(b.state, Some(OpState::Done));
+    assert_eq!(b.error_code.as_deref(), Some("USER_ALREADY_BLOCKED"));
+    assert_eq!(
+        b.message.as_deref(),
+        Some("already in the desired state (USER_ALREADY_BLOCKED)")
+    );
+    assert_eq!(report.stats.already_by_code["USER_ALREADY_BLOCKED"], 1);
 }

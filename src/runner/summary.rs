@@ -11,8 +11,11 @@ pub struct Stats {
     /// Ops this run set out to do.
     pub total: u64,
     pub done: u64,
-    /// Of `done`: already in the desired state (unmute answered `ROOM_NOT_MUTED`).
+    /// Of `done`: already in the desired state (an unmute answered `ROOM_NOT_MUTED`, a ban
+    /// `USER_ALREADY_BLOCKED`, an unban `BLOCK_NOT_FOUND`).
     pub already: u64,
+    /// `already` by the code of the answer.
+    pub already_by_code: BTreeMap<String, u64>,
     pub failed: u64,
     /// Requests sent (changes; snapshot reads not included).
     pub attempts: u64,
@@ -20,7 +23,12 @@ pub struct Stats {
     pub retries: u64,
     /// 429 answers.
     pub rate_limited: u64,
+    /// Reads recorded before a first change (rooms and ban lists).
     pub snapshots: u64,
+    /// Of `snapshots`: refused by the server (403, 404, ...), so recorded as unknown.
+    pub snapshots_unknown: u64,
+    /// Unbans refused 403 (the vendor documents unban as room-owner only).
+    pub unbans_refused: u64,
     /// Latency of every answered attempt, in microseconds.
     pub latencies_us: Vec<u64>,
     /// Permanent failures by error code (or `HTTP <status>` when the answer had none).
@@ -62,9 +70,19 @@ impl Stats {
     pub(crate) fn render(&self, headline: &str) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "{headline}");
+        let already = if self.already_by_code.is_empty() {
+            String::new()
+        } else {
+            let by: Vec<String> = self
+                .already_by_code
+                .iter()
+                .map(|(c, n)| format!("{c} x{n}"))
+                .collect();
+            format!(": {}", by.join(", "))
+        };
         let _ = writeln!(
             s,
-            "  ops: {} done ({} already in state), {} failed, {} pending, of {} this run",
+            "  ops: {} done ({} already in state{already}), {} failed, {} pending, of {} this run",
             self.done,
             self.already,
             self.failed,
@@ -79,10 +97,10 @@ impl Stats {
             self.attempts,
             self.retries,
             self.rate_limited,
-            if self.snapshots > 0 {
-                format!(", {} rooms snapshotted", self.snapshots)
-            } else {
-                String::new()
+            match (self.snapshots, self.snapshots_unknown) {
+                (0, _) => String::new(),
+                (n, 0) => format!(", {n} rooms snapshotted"),
+                (n, u) => format!(", {n} rooms snapshotted ({u} unreadable: prior state unknown)"),
             }
         );
         let ms = |d: Option<Duration>| {
@@ -101,6 +119,14 @@ impl Stats {
             by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
             let list: Vec<String> = by.iter().map(|(c, n)| format!("{c} x{n}")).collect();
             let _ = writeln!(s, "  failures by code: {}", list.join(", "));
+        }
+        if self.unbans_refused > 0 {
+            let _ = writeln!(
+                s,
+                "  note: {} unbans refused 403: {}",
+                self.unbans_refused,
+                crate::api::UNBAN_OWNER_ONLY
+            );
         }
         s
     }
@@ -131,5 +157,36 @@ mod tests {
         assert!(r.contains("ROOM_NOT_FOUND x2"));
         assert!(r.contains("p95 95.0ms"));
         assert_eq!(Stats::default().percentile(50.0), None);
+        assert!(r.contains("(0 already in state)"), "{r}");
+        assert!(!r.contains("note:"), "{r}");
+    }
+
+    /// What a ban sweep's summary says: the answers that found the ban in place, by code,
+    /// and a note on unbans refused 403.
+    #[test]
+    fn already_by_code_and_the_unban_note() {
+        let mut st = Stats {
+            total: 500,
+            done: 500,
+            already: 50,
+            unbans_refused: 3,
+            snapshots: 4,
+            snapshots_unknown: 4,
+            ..Default::default()
+        };
+        st.already_by_code.insert("USER_ALREADY_BLOCKED".into(), 50);
+        let r = st.render("run complete");
+        assert!(
+            r.contains("500 done (50 already in state: USER_ALREADY_BLOCKED x50), 0 failed"),
+            "{r}"
+        );
+        assert!(
+            r.contains("4 rooms snapshotted (4 unreadable: prior state unknown)"),
+            "{r}"
+        );
+        assert!(
+            r.contains("note: 3 unbans refused 403: the vendor documents unban as room-owner only"),
+            "{r}"
+        );
     }
 }

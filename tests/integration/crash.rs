@@ -115,7 +115,8 @@ fn mixed_job(dir: &Path, n: usize) -> (std::path::PathBuf, SandboxConfig, Vec<Op
     let mut csv = String::from("action,room,client,name\n");
     for i in 0..n {
         match i % 5 {
-            0 | 1 => writeln!(csv, "freeze,f-{i},,").unwrap(),
+            0 => writeln!(csv, "freeze,f-{i},,").unwrap(),
+            1 => writeln!(csv, "ban,b-{i},e-{i},").unwrap(),
             2 => writeln!(csv, "update,u-{i},,Renamed {i}").unwrap(),
             3 => writeln!(csv, "mute,m-{i},c-{i},").unwrap(),
             _ => writeln!(csv, "unmute,n-{i},d-{i},").unwrap(),
@@ -341,10 +342,11 @@ fn kill_9_at_random_moments_then_resume_sends_each_op_once() {
             1 + uncommitted_at,
             "{key}: answered {n} times, answered-not-recorded at {uncommitted_at} kills"
         );
-        // A PUT or POST applies each time it is answered; an unmute only the first time.
+        // A PUT or a mute applies each time it is answered; an unmute or a ban only the
+        // first time (sent again, a ban answers 409 USER_ALREADY_BLOCKED: done, unchanged).
         let applied = sb.applied_op(op);
         match op.action {
-            Action::Unmute => assert_eq!(applied, 1, "{key}"),
+            Action::Unmute | Action::Ban => assert_eq!(applied, 1, "{key}"),
             _ => assert_eq!(applied, n, "{key}"),
         }
     }
@@ -365,7 +367,8 @@ fn kill_9_at_random_moments_then_resume_sends_each_op_once() {
                 )
             }
             Action::Unmute => assert!(sb.muted_rooms(client.unwrap()).unwrap().is_empty()),
-            Action::Unfreeze => unreachable!(),
+            Action::Ban => assert_eq!(sb.banned(room), Some(vec![client.unwrap().to_string()])),
+            Action::Unfreeze | Action::Unban => unreachable!(),
         }
     }
     let j = Journal::open_read_only(&journal).unwrap();
@@ -580,7 +583,8 @@ fn kill_9_on_a_flaky_network_never_resends_a_done_op() {
                 )
             }
             Action::Unmute => assert!(sb.muted_rooms(client.unwrap()).unwrap().is_empty()),
-            Action::Unfreeze => unreachable!(),
+            Action::Ban => assert_eq!(sb.banned(room), Some(vec![client.unwrap().to_string()])),
+            Action::Unfreeze | Action::Unban => unreachable!(),
         }
         assert!(sb.applied_op(op) >= 1, "{op} never applied");
     }

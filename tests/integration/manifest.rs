@@ -202,13 +202,14 @@ fn example_jobs_validate() {
         "night-mute.csv",
         "morning-unmute.csv",
         "room-update.csv",
+        "ban-sweep.yaml",
     ] {
         let m = load_at(&dir.join(f), None).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert!(m.ops.len() >= 10, "{f}: {} ops", m.ops.len());
         assert!(m.warnings.is_empty(), "{f}: {:?}", m.warnings);
         n += 1;
     }
-    assert_eq!(n, 4);
+    assert_eq!(n, 5);
 }
 
 #[test]

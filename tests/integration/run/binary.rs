@@ -537,8 +537,10 @@ fn every_example_job_runs_on_the_sandbox_and_a_rerun_sends_nothing() {
             continue;
         }
         std::fs::copy(&p, dir.path().join(&name)).unwrap();
-        // maintenance-rooms.csv is the rooms_file of maintenance-freeze.yaml, not a job.
-        if (name.ends_with(".csv") || name.ends_with(".yaml")) && name != "maintenance-rooms.csv" {
+        // maintenance-rooms.csv and ban-sweep-rooms.csv are the rooms_files of
+        // maintenance-freeze.yaml and ban-sweep.yaml, not jobs.
+        let rooms_file = ["maintenance-rooms.csv", "ban-sweep-rooms.csv"].contains(&&*name);
+        if (name.ends_with(".csv") || name.ends_with(".yaml")) && !rooms_file {
             jobs.push(name);
         }
     }
@@ -546,6 +548,7 @@ fn every_example_job_runs_on_the_sandbox_and_a_rerun_sends_nothing() {
     assert_eq!(
         jobs,
         [
+            "ban-sweep.yaml",
             "maintenance-freeze.yaml",
             "morning-unmute.csv",
             "night-mute.csv",

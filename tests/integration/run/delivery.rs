@@ -25,6 +25,8 @@ struct Expected {
     name: HashMap<String, String>,
     description: HashMap<String, String>,
     muted: HashMap<String, BTreeSet<String>>,
+    /// By room: the clients banned in it.
+    banned: HashMap<String, BTreeSet<String>>,
 }
 
 impl Expected {
@@ -56,6 +58,14 @@ impl Expected {
                     let c = op.client.as_deref().unwrap().to_string();
                     e.muted.entry(c).or_default().remove(&room);
                 }
+                Action::Ban => {
+                    let c = op.client.as_deref().unwrap().to_string();
+                    e.banned.entry(room).or_default().insert(c);
+                }
+                Action::Unban => {
+                    let c = op.client.as_deref().unwrap();
+                    e.banned.entry(room).or_default().remove(c);
+                }
             }
         }
         e
@@ -82,6 +92,10 @@ impl Expected {
         for (client, want) in &self.muted {
             let got: BTreeSet<String> = sb.muted_rooms(client).unwrap().into_iter().collect();
             assert_eq!(&got, want, "mute set of client {client}");
+        }
+        for (room, want) in &self.banned {
+            let got: BTreeSet<String> = sb.banned(room).unwrap().into_iter().collect();
+            assert_eq!(&got, want, "bans in room {room}");
         }
     }
 }
