@@ -334,6 +334,7 @@ fn polyline(o: &mut String, color: &str, pts: &[(f64, f64)], dots: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::facts::Bin;
 
     #[test]
     fn y_steps_are_round() {
@@ -352,5 +353,41 @@ mod tests {
         assert_eq!(num(3.0), "3");
         assert_eq!(num(12.345), "12.3");
         assert_eq!(num(0.126), "0.13");
+    }
+
+    /// A line joins neighbouring bins with a value; a bin without one breaks it, and a
+    /// value alone between breaks is a dot.
+    #[test]
+    fn latency_lines_join_neighbours_and_break_at_gaps() {
+        let timeline = Timeline {
+            bin_s: 1,
+            bins: (0..5)
+                .map(|i| Bin {
+                    start: i,
+                    ..Bin::default()
+                })
+                .collect(),
+            ..Timeline::default()
+        };
+        let chart = |values: Vec<Option<f64>>| {
+            render(&Chart {
+                label: "latency",
+                unit: "ms",
+                style: Style::Lines,
+                whole: false,
+                series: vec![Series {
+                    name: "p50",
+                    color: "#1f77b4",
+                    values,
+                }],
+                timeline: &timeline,
+            })
+        };
+        let joined = chart(vec![Some(10.0), Some(12.0), Some(11.0), None, Some(30.0)]);
+        assert_eq!(joined.matches("<polyline").count(), 1, "{joined}");
+        assert_eq!(joined.matches("<circle").count(), 4, "{joined}");
+        let apart = chart(vec![Some(10.0), None, Some(12.0), None, Some(30.0)]);
+        assert_eq!(apart.matches("<polyline").count(), 0, "{apart}");
+        assert_eq!(apart.matches("<circle").count(), 3, "{apart}");
     }
 }

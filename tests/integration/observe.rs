@@ -363,7 +363,10 @@ fn html_report_shows_counts_failures_runs_and_charts() {
     );
     // Three charts, drawn inline.
     assert_eq!(page.matches("<svg class=\"chart\"").count(), 3);
-    assert!(page.contains("<rect") && page.contains("<polyline"));
+    // Bars for the counts; the latency of every answered bin as a dot (a line joins
+    // neighbouring bins, which a job this small may not fill: a fast machine finishes it
+    // within one bin, so the line itself is checked in the chart's unit tests).
+    assert!(page.contains("<rect") && page.contains("<circle"));
     // Figures: requests, retries, the 429s the sandbox served; the run and its exit.
     assert!(served_429 > 0);
     let st = status_json(&journal_of(&dir.path().join("night.csv")));
