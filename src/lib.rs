@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod cli;
+mod clock;
 pub mod journal;
 pub mod manifest;
 pub mod op;

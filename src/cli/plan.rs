@@ -12,17 +12,25 @@ use super::validate::{counts_block, render_errors};
 use super::{ManifestArgs, SnapshotArgs};
 use crate::Exit;
 use crate::api::Request;
+use crate::journal::UndoPhase;
 use crate::manifest::plan::{JournalState, JournalView, Plan, Planned, WindowState, plan};
 use crate::manifest::{LoadOptions, Manifest};
+use crate::runner::Schedule;
+use crate::runner::schedule::DATE_PLACEHOLDER;
 
 #[derive(Debug, Args)]
 pub(super) struct PlanArgs {
     #[command(flatten)]
     manifest: ManifestArgs,
 
-    /// The journal to take into account (default: MANIFEST.journal).
+    /// The journal to take into account, `{date}` replaced as `run` does (default:
+    /// MANIFEST.journal, or MANIFEST.{date}.journal for a daily window).
     #[arg(long, value_name = "PATH")]
     journal: Option<PathBuf>,
+
+    /// As for `run`: the time the job's changes are undone (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = super::values::timestamp)]
+    undo_at: Option<jiff::Timestamp>,
 
     /// How many requests to list.
     #[arg(long, default_value_t = 10, value_name = "N")]
@@ -43,10 +51,12 @@ pub(super) fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::Invalid);
         }
     };
-    let path = args
+    let template = args
         .journal
         .clone()
-        .unwrap_or_else(|| crate::runner::default_journal_path(&a.manifest));
+        .unwrap_or_else(|| crate::runner::default_journal_template(&m));
+    let schedule = crate::runner::resolve_schedule(&m, &template, args.undo_at);
+    let path = schedule.journal_path.clone();
     let snapshot = args.snapshot.resolve(m.settings.snapshot);
     let view = if path.exists() {
         let view = JournalView::read(&path, snapshot)
@@ -58,42 +68,50 @@ pub(super) fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
     let options = PlanOptions {
         show: args.show,
         snapshot,
-        now: jiff::Timestamp::now(),
+        dated: template.to_string_lossy().contains(DATE_PLACEHOLDER),
+        schedule,
     };
     print!("{}", render_plan(&m, view.as_ref(), &options));
     Ok(Exit::Success)
 }
 
 /// What `plan` is asked, besides the manifest and the journal.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct PlanOptions {
     /// How many requests to list.
     show: usize,
     /// Whether `run` would read rooms first (`--snapshot`, `--no-snapshot`, settings).
     snapshot: bool,
-    /// The time the plan is for (now, outside tests): the YAML window is compared with it.
-    now: jiff::Timestamp,
+    /// The journal path had `{date}` in it.
+    dated: bool,
+    /// Where `run` would stand now (outside tests): the window occurrence, the undo time and
+    /// the journal.
+    schedule: Schedule,
 }
 
 /// The text of `plan`: the journal and the window as `run` would find them, then (unless
 /// nothing would be sent) counts per action, the snapshot reads, the credentials needed and
 /// the first `show` requests in dispatch order; the manifest's warnings last.
 fn render_plan(m: &Manifest, journal: Option<&JournalView>, o: &PlanOptions) -> String {
-    let p = plan(m, journal, o.snapshot, o.now);
+    let sc = &o.schedule;
+    let p = plan(m, journal, o.snapshot, sc.window, sc.now);
     let mut s = String::new();
     let _ = write!(s, "plan for {} ({})", m.path.display(), m.format);
     if let Some(n) = &m.name {
         let _ = write!(s, ", name {n:?}");
     }
     let _ = writeln!(s);
-    render_journal(&mut s, m, &p.journal);
+    let undo = journal.and_then(|j| j.undo.as_ref());
+    let undo_owed = undo.map_or(sc.undo_at.is_some(), |u| u.counts.pending > 0);
+    render_journal(&mut s, m, &p.journal, o, undo_owed);
     let complete = matches!(p.journal, JournalState::Complete { .. });
     if !complete {
-        render_window(&mut s, &p, o.now);
+        render_window(&mut s, m, &p, sc);
     }
     if !complete && !matches!(p.window, WindowState::Closed(_)) {
         render_requests(&mut s, m, &p, o.show);
     }
+    render_undo(&mut s, sc, undo);
     for w in &m.warnings {
         let _ = writeln!(s, "warning: {w}");
     }
@@ -102,11 +120,32 @@ fn render_plan(m: &Manifest, journal: Option<&JournalView>, o: &PlanOptions) -> 
 }
 
 /// The journal line(s); for a complete job, also what `run` would do and that it would send
-/// nothing.
-fn render_journal(s: &mut String, m: &Manifest, journal: &JournalState<'_>) {
+/// nothing (unless its undo is still owed).
+fn render_journal(
+    s: &mut String,
+    m: &Manifest,
+    journal: &JournalState<'_>,
+    o: &PlanOptions,
+    undo_owed: bool,
+) {
+    let sc = &o.schedule;
     match *journal {
         JournalState::None => {
-            let _ = writeln!(s, "journal: none yet; `run` starts a new job");
+            let _ = writeln!(
+                s,
+                "journal: {}: none yet; `run` starts a new job",
+                sc.journal_path.display()
+            );
+        }
+        JournalState::Complete { path, counts: c } if undo_owed => {
+            let _ = writeln!(
+                s,
+                "journal: {}: the main phase is complete ({} done, {} failed, {} skipped)",
+                path.display(),
+                c.done,
+                c.failed,
+                c.skipped
+            );
         }
         JournalState::OtherManifest { path, checksum } => {
             let _ = writeln!(
@@ -162,10 +201,71 @@ fn render_journal(s: &mut String, m: &Manifest, journal: &JournalState<'_>) {
             );
         }
     }
+    if o.dated {
+        let from = match m.window.as_ref().and_then(|w| w.daily()) {
+            Some(d) => format!("the date this window opens, in {}", d.zone_name),
+            None => "the local date now".into(),
+        };
+        let _ = writeln!(s, "  ({{date}} is {}: {from})", sc.date);
+    }
+}
+
+/// The undo line: when `run` undoes what the job changed, or how far the undo has got.
+fn render_undo(s: &mut String, sc: &Schedule, undo: Option<&UndoPhase>) {
+    match (undo, sc.undo_at) {
+        (Some(u), _) if u.counts.pending == 0 => {
+            let _ = writeln!(
+                s,
+                "undo: done ({} done, {} failed, {} listed apart as not undoable)",
+                u.counts.done,
+                u.counts.failed,
+                u.apart.len()
+            );
+        }
+        (Some(u), _) => {
+            let _ = writeln!(
+                s,
+                "undo: planned; {} of {} undo ops still to send: `run` sends them at once",
+                u.counts.pending, u.total
+            );
+        }
+        (None, Some(t)) => {
+            let label = sc.undo_label().unwrap_or_default();
+            if sc.now >= t {
+                let _ = writeln!(
+                    s,
+                    "undo: due since {label}: `run` undoes at once what the job changed (the \
+                     ops `imkit-batch revert` would write)"
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "undo: at {label}, in {}: `run` waits for it, then undoes what the job \
+                     changed (the ops `imkit-batch revert` would write)",
+                    until(sc.now, t)
+                );
+            }
+        }
+        (None, None) => {}
+    }
 }
 
 /// The window line; once it has closed, also that nothing would be sent.
-fn render_window(s: &mut String, p: &Plan<'_>, now: jiff::Timestamp) {
+fn render_window(s: &mut String, m: &Manifest, p: &Plan<'_>, sc: &Schedule) {
+    let now = sc.now;
+    if let (Some(w), Some(o)) = (m.window.as_ref().filter(|w| w.daily().is_some()), sc.window) {
+        let which = if sc.owed_undo {
+            "an earlier one whose undo is still owed"
+        } else {
+            "the one open now, else the next"
+        };
+        let date = o.date.map(|d| format!(" of {d}")).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "window: {}; `run` works in the one{date} ({which})",
+            w.describe()
+        );
+    }
     match p.window {
         WindowState::None => {}
         WindowState::NotYet(w) => {
@@ -293,7 +393,7 @@ fn short(c: &str) -> &str {
 mod tests {
     use super::*;
     use crate::journal::{Counts, JournalOp};
-    use crate::manifest::Window;
+    use crate::manifest::{Window, WindowTimes};
     use crate::op::{Op, RoomFields};
 
     fn manifest(ops: Vec<Op>) -> Manifest {
@@ -308,16 +408,23 @@ mod tests {
     }
 
     /// A fixed "now", far from every window boundary used below.
-    fn opts(show: usize, snapshot: bool) -> PlanOptions {
+    fn opts(m: &Manifest, show: usize, snapshot: bool) -> PlanOptions {
+        let schedule = crate::runner::schedule::resolve_at(
+            m,
+            std::path::Path::new("m.csv.journal"),
+            None,
+            ts("2026-11-22T12:00:00Z"),
+        );
         PlanOptions {
             show,
             snapshot,
-            now: ts("2026-11-22T12:00:00Z"),
+            dated: false,
+            schedule,
         }
     }
 
     fn plan(m: &Manifest, j: Option<&JournalView>, show: usize) -> String {
-        render_plan(m, j, &opts(show, false))
+        render_plan(m, j, &opts(m, show, false))
     }
 
     #[test]
@@ -381,8 +488,11 @@ mod tests {
     fn windowed(start: &str, end: &str) -> Manifest {
         Manifest {
             window: Some(Window {
-                start: ts(start),
-                end: ts(end),
+                times: WindowTimes::Once {
+                    start: ts(start),
+                    end: ts(end),
+                },
+                undo_at_end: false,
             }),
             ..manifest(vec![Op::freeze("a"), Op::freeze("b")])
         }
@@ -454,7 +564,7 @@ mod tests {
             Op::update("a", f),
             Op::unfreeze("c/1"),
         ]);
-        let s = render_plan(&m, None, &opts(10, true));
+        let s = render_plan(&m, None, &opts(&m, 10, true));
         assert!(s.contains("to send: 6 requests"), "{s}");
         assert!(
             s.contains("  snapshot  2 (GET /rooms/{id}, one per room before its first change)"),
@@ -478,7 +588,7 @@ mod tests {
             ]
         );
         // Off: no reads, and the plan says what that means for revert.
-        let s = render_plan(&m, None, &opts(10, false));
+        let s = render_plan(&m, None, &opts(&m, 10, false));
         assert!(s.contains("to send: 4 requests"), "{s}");
         assert!(!s.contains("GET /rooms"), "{s}");
         assert!(s.contains("snapshot: off"), "{s}");
@@ -504,8 +614,9 @@ mod tests {
                 ..Counts::default()
             },
             snapshotted: ["a".to_string()].into_iter().collect(),
+            undo: None,
         };
-        let s = render_plan(&m, Some(&j), &opts(10, true));
+        let s = render_plan(&m, Some(&j), &opts(&m, 10, true));
         assert!(s.contains("to send: 3 requests"), "{s}");
         assert!(s.contains("  snapshot  1 ("), "{s}");
         assert!(!s.contains("GET /rooms/a "), "{s}");

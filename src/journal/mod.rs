@@ -21,6 +21,8 @@
 //! - `writer`: [`JournalWriter`] and the thread that commits outcomes in groups;
 //! - `schema`: the on-disk format, its version, the durability settings, the damage checks;
 //! - `types`: the records stored and read back; `error`: [`JournalError`];
+//! - `undo`: the undo phase of a job (`undo_at_end`, `--undo-at`): its plan (the inverse
+//!   `revert` computes), its ops and their outcomes, in tables of their own;
 //! - `revert`: the inverse of what a job changed; `csvout`: the CSV manifests `report
 //!   --failed` and `revert` write; `status`: what `status` shows; `report`: the report, the
 //!   failed-ops manifest and the revert manifest written from a journal.
@@ -36,6 +38,7 @@ mod schema;
 pub mod status;
 mod store;
 mod types;
+mod undo;
 mod writer;
 
 pub use error::JournalError;
@@ -47,4 +50,6 @@ pub use types::{
     Counts, FailureGroup, JobInfo, JobMeta, JournalOp, OpRecord, OpRow, OpState, OpenOptions,
     RunInfo, Snapshot,
 };
+pub(crate) use undo::UndoPlanRecord;
+pub use undo::{UndoPhase, owes_undo};
 pub use writer::JournalWriter;

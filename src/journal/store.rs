@@ -110,6 +110,11 @@ impl Journal {
         &self.path
     }
 
+    /// The connection, for the queries of the other journal modules (`undo`).
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     /// True when `--retry-failed` was asked for when opening.
     pub fn retry_failed(&self) -> bool {
         self.retry_failed
@@ -476,7 +481,7 @@ impl Journal {
     }
 }
 
-fn parse_op(
+pub(super) fn parse_op(
     action: &str,
     room: String,
     client: Option<String>,

@@ -7,8 +7,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::{Manifest, Window};
-use crate::journal::{Counts, Journal, JournalError, JournalOp};
+use super::{Manifest, Occurrence};
+use crate::journal::{Counts, Journal, JournalError, JournalOp, UndoPhase};
 use crate::op::{Action, Credential, Op};
 
 /// What a plan knows about an existing journal.
@@ -23,6 +23,8 @@ pub struct JournalView {
     pub counts: Counts,
     /// Rooms already read by an earlier `--snapshot` run (not read again).
     pub snapshotted: HashSet<String>,
+    /// The job's undo phase, once planned.
+    pub undo: Option<UndoPhase>,
 }
 
 impl JournalView {
@@ -44,6 +46,7 @@ impl JournalView {
             pending,
             counts,
             snapshotted,
+            undo: j.undo_phase()?,
         })
     }
 }
@@ -62,17 +65,17 @@ pub enum JournalState<'a> {
     Resuming { path: &'a Path, pending: usize },
 }
 
-/// Where the time of the plan stands against the manifest's window.
+/// Where the time of the plan stands against the window occurrence `run` would work in.
 #[derive(Clone, Copy, Debug)]
 pub enum WindowState {
     None,
-    NotYet(Window),
-    Open(Window),
-    Closed(Window),
+    NotYet(Occurrence),
+    Open(Occurrence),
+    Closed(Occurrence),
 }
 
 impl WindowState {
-    fn of(w: Option<Window>, now: jiff::Timestamp) -> WindowState {
+    fn of(w: Option<Occurrence>, now: jiff::Timestamp) -> WindowState {
         match w {
             None => WindowState::None,
             Some(w) if now < w.start => WindowState::NotYet(w),
@@ -137,11 +140,13 @@ impl Plan<'_> {
 }
 
 /// The plan of `m` at `now`, given its journal if it has one; `snapshot` says whether `run`
-/// would read rooms first (`--snapshot`, `--no-snapshot`, settings).
+/// would read rooms first (`--snapshot`, `--no-snapshot`, settings), `window` the occurrence
+/// of the manifest's window `run` would work in (see [`crate::runner::Schedule`]).
 pub fn plan<'a>(
     m: &'a Manifest,
     journal: Option<&'a JournalView>,
     snapshot: bool,
+    window: Option<Occurrence>,
     now: jiff::Timestamp,
 ) -> Plan<'a> {
     let all = || -> Vec<(u64, &'a Op)> {
@@ -177,7 +182,7 @@ pub fn plan<'a>(
             (state, todo, &j.snapshotted)
         }
     };
-    let window = WindowState::of(m.window, now);
+    let window = WindowState::of(window, now);
     let sends = !matches!(state, JournalState::Complete { .. })
         && !matches!(window, WindowState::Closed(_));
     let requests = if sends {

@@ -5,9 +5,12 @@
 //! [`Shutdown`].
 
 pub mod executor;
+mod forecast;
 mod job;
 pub mod pacing;
+mod phases;
 pub mod retry;
+pub(crate) mod schedule;
 pub mod scheduler;
 mod shutdown;
 pub mod summary;
@@ -17,6 +20,18 @@ pub(crate) use job::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE, default_journal_path,
 };
 pub use job::{Job, Target};
+pub use schedule::Schedule;
+pub(crate) use schedule::default_journal_template;
+
+/// Where a run of `manifest` with the journal path `template` (may hold `{date}`) and
+/// `--undo-at` would stand now: what `plan` and `status` show.
+pub(crate) fn resolve_schedule(
+    manifest: &crate::manifest::Manifest,
+    template: &std::path::Path,
+    undo_at: Option<jiff::Timestamp>,
+) -> Schedule {
+    schedule::resolve_at(manifest, template, undo_at, crate::clock::now())
+}
 pub use scheduler::{Controls, RunReport, RunnerOptions, StopReason, run};
 pub use shutdown::Shutdown;
 pub use summary::Stats;
@@ -34,13 +49,26 @@ use crate::output;
 use crate::{Exit, ExitError};
 
 /// Runs (or resumes) a job to its end, or until `shutdown` stops it, and returns the exit
-/// status.
+/// status. A job with an undo phase (`undo_at_end`, `--undo-at`, or one already planned in
+/// its journal) goes through [`phases`].
 pub async fn run_job(job: Job, shutdown: Shutdown) -> anyhow::Result<Exit> {
-    let (journal, pending, before) = open_journal(&job)?;
+    let schedule = job.schedule();
+    if let Some(exit) = phases::no_wait_exit(&job, &schedule) {
+        return Ok(exit);
+    }
+    let (journal, pending, before) = open_journal(&job, &schedule)?;
+    if schedule.undo_at.is_some() || journal.undo_phase().map_err(journal_error)?.is_some() {
+        let opened = phases::Opened {
+            journal,
+            pending,
+            before,
+        };
+        return phases::run_with_undo(job, schedule, opened, shutdown).await;
+    }
     if pending.is_empty() {
         let message = format!(
             "job already complete ({}): {} done, {} failed, {} skipped; nothing to send",
-            job.journal_path.display(),
+            schedule.journal_path.display(),
             before.done,
             before.failed,
             before.skipped
@@ -72,7 +100,7 @@ pub async fn run_job(job: Job, shutdown: Shutdown) -> anyhow::Result<Exit> {
         pending,
         Arc::new(client.api),
         Arc::new(writer.clone()),
-        job.runner_options(),
+        job.runner_options(&schedule),
         controls.clone(),
         snapshotted,
         &mut progress,
@@ -83,18 +111,21 @@ pub async fn run_job(job: Job, shutdown: Shutdown) -> anyhow::Result<Exit> {
 
 /// Opens (or creates) the job's journal for this run: the journal, the ops still to send
 /// and the counts before the run.
-fn open_journal(job: &Job) -> anyhow::Result<(Journal, Vec<JournalOp>, Counts)> {
+fn open_journal(
+    job: &Job,
+    schedule: &Schedule,
+) -> anyhow::Result<(Journal, Vec<JournalOp>, Counts)> {
     let meta = JobMeta {
         manifest_path: job.manifest.path.clone(),
         checksum: job.manifest.checksum.clone(),
         name: job.manifest.name.clone(),
-        settings: job.settings_json(),
+        settings: job.settings_json(schedule),
     };
     let opts = OpenOptions {
         fresh: job.fresh,
         retry_failed: job.retry_failed,
     };
-    let journal = Journal::open_for_run(&job.journal_path, &job.manifest, &meta, opts)
+    let journal = Journal::open_for_run(&schedule.journal_path, &job.manifest, &meta, opts)
         .map_err(|e| ExitError::new(Exit::Invalid, e.to_string()))?;
     let pending = journal.pending().map_err(journal_error)?;
     let before = journal.counts().map_err(journal_error)?;

@@ -47,6 +47,7 @@ use crate::journal::{JournalOp, OpRecord, OpState};
 use crate::op::{Credential, LockKey};
 use crate::output::Progress;
 use crate::runner::executor::{Executor, Recorder};
+use crate::runner::forecast;
 use crate::runner::pacing::Pacer;
 use crate::runner::retry::Backoff;
 use crate::runner::summary::Stats;
@@ -198,6 +199,7 @@ pub async fn run<E: Executor, R: Recorder>(
 ) -> RunReport {
     let mut scheduler = Scheduler::new(ops, exec, rec, opts, controls, snapshotted);
     scheduler.wait_for_window().await;
+    scheduler.forecast_from_rate();
     loop {
         scheduler.release_due_retries();
         let unrecorded = scheduler.unrecorded();
@@ -208,6 +210,7 @@ pub async fn run<E: Executor, R: Recorder>(
         let event = scheduler.next_event(unrecorded).await;
         scheduler.on_event(event);
         scheduler.show_progress(progress);
+        scheduler.forecast_from_measured();
     }
     scheduler.show_progress(progress);
     progress.finish();
@@ -390,6 +393,8 @@ struct Scheduler<E, R> {
     /// Rooms whose prior state the journal holds.
     snapshotted: HashSet<String>,
     started: Instant,
+    /// The warning that the measured pace cannot finish before the deadline was given.
+    warned_measured: bool,
 }
 
 impl<E: Executor, R: Recorder> Scheduler<E, R> {
@@ -438,6 +443,67 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             stats,
             snapshotted,
             started,
+            warned_measured: false,
+        }
+    }
+
+    /// The time left before the deadline, and its label, unless the run is stopping.
+    fn time_left(&self) -> Option<(Duration, &str)> {
+        let (at, label) = self.opts.deadline.as_ref()?;
+        if self.stop.is_some() {
+            return None;
+        }
+        Some((at.saturating_duration_since(Instant::now()), label.as_str()))
+    }
+
+    /// At the start: warns when `--rate` alone cannot send every op before the deadline.
+    fn forecast_from_rate(&self) {
+        let Some((left, label)) = self.time_left() else {
+            return;
+        };
+        let mut per_credential = [0u64; 2];
+        for o in &self.shared.ops {
+            per_credential[cred_index(o.op.credential())] += 1;
+        }
+        if let Some(f) = forecast::from_rate(&per_credential, self.opts.rate, left) {
+            tracing::warn!(
+                ops_left = f.left,
+                "the job cannot finish before {label}: at --rate {} the {} ops need about {}, \
+                 and {} is {} away; about {} ops will be left pending then (run again to \
+                 resume them)",
+                self.opts.rate,
+                self.shared.ops.len(),
+                forecast::show(f.needed),
+                label,
+                forecast::show(left),
+                f.left
+            );
+        }
+    }
+
+    /// Once the pace measured so far shows that the ops left cannot finish before the
+    /// deadline: warns, once.
+    fn forecast_from_measured(&mut self) {
+        if self.warned_measured {
+            return;
+        }
+        let Some((left, label)) = self.time_left() else {
+            return;
+        };
+        let st = &self.stats;
+        let elapsed = self.started.elapsed();
+        if let Some(f) = forecast::from_measured(st.finished(), elapsed, st.pending(), left) {
+            tracing::warn!(
+                ops_left = f.left,
+                "at the pace measured so far ({:.1} ops/s) the {} ops still to send need about \
+                 {}, and {label} is {} away: about {} ops will be left pending then",
+                st.finished() as f64 / elapsed.as_secs_f64().max(1e-3),
+                st.pending(),
+                forecast::show(f.needed),
+                forecast::show(left),
+                f.left
+            );
+            self.warned_measured = true;
         }
     }
 
