@@ -23,6 +23,44 @@ pub use job::{Job, Target};
 pub use schedule::Schedule;
 pub(crate) use schedule::default_journal_template;
 
+/// The journal `status` shows for `manifest`: the one `run` would use now or, when that one
+/// does not exist yet (the next night's, in the daytime), the latest night's.
+pub(crate) fn latest_journal(
+    manifest: &crate::manifest::Manifest,
+    template: &std::path::Path,
+) -> std::path::PathBuf {
+    let s = resolve_schedule(manifest, template, None);
+    if s.journal_path.exists() {
+        return s.journal_path;
+    }
+    let previous = manifest
+        .window
+        .as_ref()
+        .and_then(|w| w.previous(s.now))
+        .and_then(|o| o.date)
+        .map(|d| schedule::with_date(template, d))
+        .filter(|p| p.exists());
+    match previous {
+        Some(p) => {
+            tracing::info!(
+                "no journal yet for the next window ({}): showing the latest one",
+                s.journal_path.display()
+            );
+            p
+        }
+        None => s.journal_path,
+    }
+}
+
+/// `path` with `{date}` replaced by today's local date (a journal named without its
+/// manifest).
+pub(crate) fn resolve_date_today(path: &std::path::Path) -> std::path::PathBuf {
+    let today = crate::clock::now()
+        .to_zoned(jiff::tz::TimeZone::system())
+        .date();
+    schedule::with_date(path, today)
+}
+
 /// Where a run of `manifest` with the journal path `template` (may hold `{date}`) and
 /// `--undo-at` would stand now: what `plan` and `status` show.
 pub(crate) fn resolve_schedule(
