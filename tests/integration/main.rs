@@ -10,6 +10,8 @@
 //! - `journal`: the journal and its commands (`status`, `report`, `revert`), refusals,
 //!   `--fresh`, `--retry-failed`.
 //! - `crash`: `kill -9` at seeded moments, then resume.
+//! - `window`: scheduled jobs: windows, daily windows across midnight, `--no-wait`, the
+//!   cannot-finish warning, the undo phase and its resumption, a `{date}` journal per night.
 //!
 //! Shared helpers (paths, the binary, the one credential set, a sandbox on its own runtime)
 //! live in `util`.
@@ -26,3 +28,4 @@ mod run;
 mod sandbox;
 mod sandbox_bans;
 mod util;
+mod window;
