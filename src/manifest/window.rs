@@ -215,14 +215,19 @@ pub(crate) fn parse_window_time(s: &str) -> Result<WindowTime, String> {
     if looks_like_time_of_day(s) {
         return parse_time_of_day(s).map(WindowTime::OfDay);
     }
-    s.parse::<Timestamp>()
-        .map(WindowTime::Instant)
-        .map_err(|e| {
+    s.parse::<Timestamp>().map(WindowTime::Instant).map_err(|e| {
+        if s.contains('-') {
+            // Meant as a date-time.
             format!(
-                "is neither a time of day (HH:MM or HH:MM:SS, such as 22:00) nor an RFC 3339 time \
-             with an offset, such as 2026-11-22T22:00:00+08:00 ({e})"
+                "is not an RFC 3339 time with an offset, such as 2026-11-22T22:00:00+08:00 ({e})"
             )
-        })
+        } else {
+            format!(
+                "is neither a time of day (HH:MM or HH:MM:SS, such as 22:00) nor an RFC 3339 \
+                 time with an offset, such as 2026-11-22T22:00:00+08:00 ({e})"
+            )
+        }
+    })
 }
 
 /// Digits and colons only, with a colon: meant as a time of day.
