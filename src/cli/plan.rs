@@ -661,4 +661,76 @@ mod tests {
         );
         assert!(s.contains("--retry-failed"), "{s}");
     }
+
+    /// A daily window: the plan names the occurrence `run` works in and the dated journal;
+    /// with an undo, when it comes, or how far it has got.
+    #[test]
+    fn plan_of_a_daily_window_with_an_undo() {
+        let zone = jiff::tz::TimeZone::get("Asia/Taipei").unwrap();
+        let m = Manifest {
+            window: Some(Window {
+                times: WindowTimes::Daily(crate::manifest::Daily {
+                    start: jiff::civil::time(22, 0, 0, 0),
+                    end: jiff::civil::time(7, 0, 0, 0),
+                    zone,
+                    zone_name: "Asia/Taipei".into(),
+                }),
+                undo_at_end: true,
+            }),
+            ..manifest(vec![Op::mute("u", "r")])
+        };
+        let template = crate::runner::default_journal_template(&m);
+        // 12:00 UTC is 20:00 in Taipei: the window opens in 2 hours.
+        let schedule =
+            crate::runner::schedule::resolve_at(&m, &template, None, ts("2026-11-22T12:00:00Z"));
+        let o = PlanOptions {
+            show: 10,
+            snapshot: false,
+            dated: true,
+            schedule,
+        };
+        let s = render_plan(&m, None, &o);
+        assert!(
+            s.contains("journal: m.csv.2026-11-22.journal: none yet")
+                && s.contains("({date} is 2026-11-22: the date this window opens, in Asia/Taipei)")
+                && s.contains(
+                    "window: 22:00-07:00 Asia/Taipei, daily; `run` works in the one of 2026-11-22"
+                )
+                && s.contains("it opens in 2h: `run` would wait until 2026-11-22T14:00:00Z")
+                && s.contains(
+                    "undo: at the window's end (2026-11-22T23:00:00Z), in 11h: `run` waits for it"
+                ),
+            "{s}"
+        );
+        // The main phase done, the undo planned and half sent.
+        let j = JournalView {
+            path: "m.csv.2026-11-22.journal".into(),
+            checksum: m.checksum.clone(),
+            counts: Counts {
+                done: 1,
+                ..Counts::default()
+            },
+            undo: Some(UndoPhase {
+                planned_at: 0,
+                due_at: None,
+                total: 2,
+                counts: Counts {
+                    pending: 1,
+                    done: 1,
+                    ..Counts::default()
+                },
+                apart: vec![],
+                unmutes_assumed: 1,
+                ended_at: None,
+            }),
+            ..JournalView::default()
+        };
+        let s = render_plan(&m, Some(&j), &o);
+        assert!(
+            s.contains("the main phase is complete (1 done, 0 failed, 0 skipped)")
+                && s.contains("undo: planned; 1 of 2 undo ops still to send")
+                && !s.contains("would send nothing"),
+            "{s}"
+        );
+    }
 }

@@ -399,3 +399,84 @@ pub(super) fn record_end(tx: &Transaction, now: i64) -> Result<(), String> {
     .map_err(|e| format!("cannot record the end of the undo phase: {e}"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Manifest;
+    use crate::op::Op;
+
+    fn tables(path: &Path) -> Vec<String> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut st = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// A journal gets the undo tables only when its undo is planned: one without (such as
+    /// those written before undo phases existed) reads as "no undo phase", and its main ops
+    /// are the same before and after the plan is recorded.
+    #[tokio::test]
+    async fn the_undo_tables_come_with_the_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.csv.journal");
+        let m = Manifest::from_ops("m.csv", vec![Op::mute("u", "r"), Op::freeze("a")]);
+        let meta = crate::journal::JobMeta {
+            manifest_path: "m.csv".into(),
+            checksum: m.checksum.clone(),
+            name: None,
+            settings: serde_json::json!({}),
+        };
+        let j = Journal::open_for_run(&path, &m, &meta, Default::default()).unwrap();
+        assert_eq!(j.undo_phase().unwrap(), None);
+        assert!(j.undo_pending().unwrap().is_empty());
+        let w = j.start_writer().unwrap();
+        w.record(OpRecord {
+            seq: 0,
+            state: Some(OpState::Done),
+            attempts: 1,
+            http_status: Some(200),
+            rc: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+        w.flush().await.unwrap();
+        assert!(!tables(&path).contains(&"undo".to_string()));
+        assert!(owes_undo(&path, &m.checksum), "a mute was sent");
+        assert!(!owes_undo(&path, "another manifest"));
+
+        let ro = Journal::open_read_only(&path).unwrap();
+        let plan = ro.plan_undo().unwrap();
+        assert_eq!(plan.ops, vec![Op::unmute("u", "r")]);
+        let rec = UndoPlanRecord::of(plan, Some(42));
+        w.record_undo_plan(rec.clone()).await.unwrap();
+        // A second plan (a resumed run planning again) keeps the first.
+        w.record_undo_plan(UndoPlanRecord::default()).await.unwrap();
+        let u = ro.undo_phase().unwrap().unwrap();
+        assert_eq!((u.total, u.counts.pending, u.due_at), (1, 1, Some(42)));
+        assert_eq!(u.unmutes_assumed, 1);
+        assert!(owes_undo(&path, &m.checksum), "planned, not sent");
+        let pending = ro.undo_pending().unwrap();
+        assert_eq!(pending[0].op, Op::unmute("u", "r"));
+
+        w.for_undo()
+            .record(OpRecord {
+                seq: 0,
+                state: Some(OpState::Done),
+                attempts: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        w.finish(crate::Exit::Success).await.unwrap();
+        let u = ro.undo_phase().unwrap().unwrap();
+        assert_eq!((u.counts.done, u.counts.pending), (1, 0));
+        assert!(u.ended_at.is_some());
+        assert!(!owes_undo(&path, &m.checksum));
+        assert_eq!(ro.counts().unwrap().done, 1, "the main phase is untouched");
+        assert_eq!(ro.counts().unwrap().pending, 1);
+    }
+}
