@@ -258,18 +258,32 @@ fn check_undo(job: &mut Job, no_snapshot_flag: bool) -> Vec<String> {
         }
     }
     let undo = job.undo_at.is_some() || window.is_some_and(|w| w.undo_at_end);
-    let changes_rooms = job.manifest.ops.iter().any(|p| p.op.action.changes_room());
-    if undo && changes_rooms && !job.snapshot {
-        if no_snapshot_flag || job.manifest.settings.snapshot == Some(false) {
-            tracing::warn!(
-                "the undo cannot restore rooms without --snapshot (their prior state is not \
-                 read): room changes will be listed apart, not undone"
-            );
-        } else {
-            job.snapshot = true;
-        }
-    }
+    job.snapshot = snapshot_for_undo(&job.manifest, job.snapshot, undo, no_snapshot_flag);
     errors
+}
+
+/// Whether rooms are read first, given `snapshot` as the flags and settings say: an undo
+/// (`undo`) turns it on for a manifest that changes rooms, unless `--no-snapshot`
+/// (`no_snapshot_flag`) or `snapshot: false` turned it off (then room changes are listed
+/// apart by the undo, with a warning). `plan` decides the same way.
+pub(super) fn snapshot_for_undo(
+    m: &Manifest,
+    snapshot: bool,
+    undo: bool,
+    no_snapshot_flag: bool,
+) -> bool {
+    let changes_rooms = m.ops.iter().any(|p| p.op.action.changes_room());
+    if snapshot || !undo || !changes_rooms {
+        return snapshot;
+    }
+    if no_snapshot_flag || m.settings.snapshot == Some(false) {
+        tracing::warn!(
+            "the undo cannot restore rooms without --snapshot (their prior state is not \
+             read): room changes will be listed apart, not undone"
+        );
+        return false;
+    }
+    true
 }
 
 /// The merged limits and the credentials. The manifest loader already held `settings` to
@@ -511,5 +525,66 @@ mod tests {
         // The sandbox brings its own credentials.
         let (a, g) = parse(&["--sandbox"]);
         assert!(from_parts(&a, &g, check_flags(&a).unwrap(), both, creds(&[])).is_ok());
+    }
+
+    /// `--undo-at` is refused with a daily window and before a single window's start; an
+    /// undo turns the snapshot on for room ops unless it was turned off.
+    #[test]
+    fn undo_at_is_checked_and_an_undo_reads_rooms_first() {
+        use crate::manifest::{Daily, Window, WindowTimes};
+        let ts = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        let creds = || creds(&["IMKIT_CLIENT_KEY", "IMKIT_TOKEN"]);
+        let with = |window: Option<Window>, argv: &[&str]| {
+            let mut full = vec!["--base-url", "https://x.io"];
+            full.extend_from_slice(argv);
+            let (a, g) = parse(&full);
+            let m = Manifest {
+                window,
+                ..manifest(vec![Op::freeze("r")], Settings::default())
+            };
+            from_parts(&a, &g, check_flags(&a).unwrap(), m, creds())
+        };
+        let daily = Window {
+            times: WindowTimes::Daily(Daily {
+                start: jiff::civil::time(22, 0, 0, 0),
+                end: jiff::civil::time(7, 0, 0, 0),
+                zone: jiff::tz::TimeZone::UTC,
+                zone_name: "UTC".into(),
+            }),
+            undo_at_end: false,
+        };
+        let at = ["--undo-at", "2026-11-23T02:00:00Z"];
+        let e = err_text(with(Some(daily.clone()), &at).unwrap_err());
+        assert!(
+            e.contains("--undo-at is for a job without a daily window"),
+            "{e}"
+        );
+        let once = |start: &str| Window {
+            times: WindowTimes::Once {
+                start: ts(start),
+                end: ts("2026-11-23T06:00:00Z"),
+            },
+            undo_at_end: false,
+        };
+        let e = err_text(with(Some(once("2026-11-23T03:00:00Z")), &at).unwrap_err());
+        assert!(e.contains("is not after the window's start"), "{e}");
+        let j = with(Some(once("2026-11-23T01:00:00Z")), &at).unwrap();
+        assert_eq!(j.undo_at, Some(ts("2026-11-23T02:00:00Z")));
+        assert!(j.snapshot, "an undo of room ops reads the rooms first");
+        let j = with(
+            None,
+            &["--undo-at", "2026-11-23T02:00:00Z", "--no-snapshot"],
+        )
+        .unwrap();
+        assert!(!j.snapshot);
+        assert!(!with(None, &[]).unwrap().snapshot);
+        // A daily window with undo_at_end: the snapshot too, and the dated journal.
+        let night = Window {
+            undo_at_end: true,
+            ..daily
+        };
+        let j = with(Some(night), &["--no-wait"]).unwrap();
+        assert!(j.snapshot && j.no_wait);
+        assert_eq!(j.journal_path, PathBuf::from("jobs/x.csv.{date}.journal"));
     }
 }

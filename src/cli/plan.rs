@@ -57,7 +57,13 @@ pub(super) fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
         .unwrap_or_else(|| crate::runner::default_journal_template(&m));
     let schedule = crate::runner::resolve_schedule(&m, &template, args.undo_at);
     let path = schedule.journal_path.clone();
-    let snapshot = args.snapshot.resolve(m.settings.snapshot);
+    let undo = schedule.undo_at.is_some();
+    let snapshot = super::job::snapshot_for_undo(
+        &m,
+        args.snapshot.resolve(m.settings.snapshot),
+        undo,
+        args.snapshot.no_snapshot,
+    );
     let view = if path.exists() {
         let view = JournalView::read(&path, snapshot)
             .with_context(|| format!("cannot read the journal {}", path.display()))?;
