@@ -30,21 +30,26 @@ fn per_sec(rate: Rate) -> f64 {
     }
 }
 
-/// The forecast from `--rate`: `per_credential` ops are sent on each credential, each at
-/// `rate`, with `time_left` before the deadline. `None` when they fit.
+/// The forecast from `--rate`: on each credential, `(ops, requests)` (requests count the
+/// room reads of `--snapshot` too) are sent at `rate` at most, with `time_left` before the
+/// deadline. `None` when they fit.
 pub(crate) fn from_rate(
-    per_credential: &[u64],
+    per_credential: &[(u64, u64)],
     rate: Rate,
     time_left: Duration,
 ) -> Option<Shortfall> {
     let pace = per_sec(rate);
     let mut needed = Duration::ZERO;
     let mut left = 0u64;
-    for &n in per_credential {
-        let secs = n as f64 / pace;
+    for &(ops, requests) in per_credential {
+        if requests == 0 {
+            continue;
+        }
+        let secs = requests as f64 / pace;
         needed = needed.max(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
-        let fit = (pace * time_left.as_secs_f64()).floor();
-        left += n.saturating_sub(fit.min(u64::MAX as f64) as u64);
+        let fit = (pace * time_left.as_secs_f64()).min(requests as f64);
+        let ops_fit = (fit * ops as f64 / requests as f64).floor() as u64;
+        left += ops.saturating_sub(ops_fit);
     }
     (left > 0).then_some(Shortfall { needed, left })
 }
@@ -82,18 +87,23 @@ mod tests {
     fn the_rate_alone_tells_what_cannot_fit() {
         let rate: Rate = "10/s".parse().unwrap();
         // 100 ops at 10/s need 10 s; 4 s leave 60 of them.
-        let s = from_rate(&[100, 0], rate, Duration::from_secs(4)).unwrap();
+        let s = from_rate(&[(100, 100), (0, 0)], rate, Duration::from_secs(4)).unwrap();
         assert_eq!(s.left, 60);
         assert_eq!(s.needed, Duration::from_secs(10));
-        assert_eq!(from_rate(&[30, 0], rate, Duration::from_secs(4)), None);
-        // Each credential has its own pace: 30 + 30 fit in 3 s at 10/s each.
-        assert_eq!(from_rate(&[30, 30], rate, Duration::from_secs(3)), None);
         assert_eq!(
-            from_rate(&[30, 31], rate, Duration::from_secs(3))
-                .unwrap()
-                .left,
-            1
+            from_rate(&[(30, 30), (0, 0)], rate, Duration::from_secs(4)),
+            None
         );
+        // Each credential has its own pace: 30 + 30 fit in 3 s at 10/s each.
+        assert_eq!(
+            from_rate(&[(30, 30), (30, 30)], rate, Duration::from_secs(3)),
+            None
+        );
+        let s = from_rate(&[(30, 30), (31, 31)], rate, Duration::from_secs(3)).unwrap();
+        assert_eq!(s.left, 1);
+        // A room read before each change doubles the requests: 40 ops need 8 s, 2 s fit 10.
+        let s = from_rate(&[(40, 80), (0, 0)], rate, Duration::from_secs(2)).unwrap();
+        assert_eq!((s.left, s.needed), (30, Duration::from_secs(8)));
     }
 
     #[test]

@@ -312,6 +312,13 @@ impl Phases<'_> {
     async fn wait_for_undo(&self) -> Option<End> {
         let s = self.schedule;
         let t = s.undo_at?;
+        // What the main phase did is on disk before the wait (which may last hours).
+        if let Err(e) = self.writer.flush().await {
+            return Some(End {
+                exit: Exit::Aborted,
+                error: Some(format!("{e}; the job stopped, run again to resume")),
+            });
+        }
         let label = s.undo_label().unwrap_or_default();
         let now = crate::clock::now();
         if now >= t {
@@ -344,6 +351,7 @@ impl Phases<'_> {
 
     /// Plans the undo from what the journal records and records the plan.
     async fn plan(&self) -> Result<(), crate::journal::JournalError> {
+        // The plan is read from the journal: every outcome so far must be in it.
         self.writer.flush().await?;
         let journal = Journal::open_read_only(&self.schedule.journal_path)?;
         let plan = journal.plan_undo()?;

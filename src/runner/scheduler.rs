@@ -461,21 +461,35 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
         let Some((left, label)) = self.time_left() else {
             return;
         };
-        let mut per_credential = [0u64; 2];
+        let mut per_credential = [(0u64, 0u64); 2];
+        let mut read = HashSet::new();
+        let mut reads = 0u64;
         for o in &self.shared.ops {
-            per_credential[cred_index(o.op.credential())] += 1;
+            let c = &mut per_credential[cred_index(o.op.credential())];
+            c.0 += 1;
+            c.1 += 1;
+            if self.opts.snapshot
+                && o.op.action.changes_room()
+                && !self.snapshotted.contains(&*o.op.room)
+                && read.insert(&*o.op.room)
+            {
+                c.1 += 1;
+                reads += 1;
+            }
         }
         if let Some(f) = forecast::from_rate(&per_credential, self.opts.rate, left) {
+            let with_reads = match reads {
+                0 => String::new(),
+                n => format!(" and their {n} room reads"),
+            };
             tracing::warn!(
                 ops_left = f.left,
-                "the job cannot finish before {label}: at --rate {} the {} ops need about {}, \
-                 and {} is {} away; about {} ops will be left pending then (run again to \
-                 resume them)",
+                "the job cannot finish before {label}, {} away: at --rate {} the {} ops{with_reads} \
+                 need about {}; about {} ops will be left pending then (run again to resume them)",
+                forecast::show(left),
                 self.opts.rate,
                 self.shared.ops.len(),
                 forecast::show(f.needed),
-                label,
-                forecast::show(left),
                 f.left
             );
         }
@@ -496,7 +510,7 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             tracing::warn!(
                 ops_left = f.left,
                 "at the pace measured so far ({:.1} ops/s) the {} ops still to send need about \
-                 {}, and {label} is {} away: about {} ops will be left pending then",
+                 {}, but {label} is {} away: about {} ops will be left pending then",
                 st.finished() as f64 / elapsed.as_secs_f64().max(1e-3),
                 st.pending(),
                 forecast::show(f.needed),
