@@ -12,6 +12,7 @@
 pub mod api;
 pub mod budget;
 pub mod cli;
+mod clock;
 pub mod journal;
 pub mod manifest;
 mod observe;

@@ -13,7 +13,7 @@ use reqwest::Url;
 use super::GlobalArgs;
 use super::run::RunArgs;
 use crate::api::Credentials;
-use crate::manifest::{LoadOptions, Manifest};
+use crate::manifest::{LoadOptions, Manifest, WindowTimes};
 use crate::op::{ActionKind, Credential};
 use crate::runner::{Job, Target, default_journal_path};
 use crate::units::{Rate, check_concurrency, check_max_attempts};
@@ -25,6 +25,7 @@ pub(super) struct CheckedFlags {
     base_url: Option<Url>,
     journal_path: PathBuf,
     until: Option<jiff::Timestamp>,
+    undo_at: Option<jiff::Timestamp>,
 }
 
 /// Checks the flags that need no manifest; every problem is reported, not only the first.
@@ -59,18 +60,8 @@ pub(super) fn check_flags(args: &RunArgs) -> Result<CheckedFlags, Vec<String>> {
             "--max-failure-ratio must be greater than 0 and at most 1 (e.g. 0.05 for 5%), not {r}"
         ));
     }
-    let until = match &args.until {
-        Some(s) => match s.trim().parse::<jiff::Timestamp>() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                errors.push(format!(
-                    "--until {s:?} is not an RFC 3339 time with an offset (e.g. 2026-11-23T02:00:00+08:00): {e}"
-                ));
-                None
-            }
-        },
-        None => None,
-    };
+    let until = check_time(args.until.as_deref(), "--until", &mut errors);
+    let undo_at = check_time(args.undo_at.as_deref(), "--undo-at", &mut errors);
     let journal_path = args
         .journal
         .clone()
@@ -80,9 +71,28 @@ pub(super) fn check_flags(args: &RunArgs) -> Result<CheckedFlags, Vec<String>> {
             base_url,
             journal_path,
             until,
+            undo_at,
         })
     } else {
         Err(errors)
+    }
+}
+
+/// An RFC 3339 time given to `flag`, or an error.
+fn check_time(
+    given: Option<&str>,
+    flag: &str,
+    errors: &mut Vec<String>,
+) -> Option<jiff::Timestamp> {
+    let s = given?;
+    match s.trim().parse::<jiff::Timestamp>() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errors.push(format!(
+                "{flag} {s:?} is not an RFC 3339 time with an offset (e.g. 2026-11-23T02:00:00+08:00): {e}"
+            ));
+            None
+        }
     }
 }
 
@@ -279,7 +289,9 @@ pub(super) fn from_parts(
         None => Target::Sandbox,
     };
     let mut job = Job::new(manifest, target, credentials);
-    job.journal_path = flags.journal_path;
+    if args.journal.is_some() {
+        job.journal_path = flags.journal_path;
+    }
     job.concurrency = args.concurrency.unwrap_or(job.concurrency);
     job.rate = args.rate.unwrap_or(job.rate);
     job.max_attempts = args.max_attempts.unwrap_or(job.max_attempts);
@@ -297,12 +309,64 @@ pub(super) fn from_parts(
     job.progress = args.progress;
     job.log_format = global.log_format;
     job.metrics_file = args.metrics_file.clone();
-    let errors = check_job(&job);
+    job.no_wait = args.no_wait;
+    job.undo_at = flags.undo_at;
+    let mut errors = check_undo(&mut job, args.snapshot.no_snapshot);
+    errors.extend(check_job(&job));
     if errors.is_empty() {
         Ok(job)
     } else {
         Err(invalid_list(errors))
     }
+}
+
+/// `--undo-at` against the window (not with a daily window, after a single window's
+/// start), and the snapshots an undo needs: with an undo, `--snapshot` is on for room ops
+/// unless `--no-snapshot` or `snapshot: false` says otherwise (then rooms are not undone).
+fn check_undo(job: &mut Job, no_snapshot_flag: bool) -> Vec<String> {
+    let mut errors = Vec::new();
+    let window = job.manifest.window.as_ref();
+    if let Some(t) = job.undo_at {
+        match window.map(|w| &w.times) {
+            Some(WindowTimes::Daily(_)) => errors.push(
+                "--undo-at is for a job without a daily window: a daily window undoes at its \
+                 end with `undo_at_end: true`"
+                    .into(),
+            ),
+            Some(WindowTimes::Once { start, .. }) if t <= *start => errors.push(format!(
+                "--undo-at {t} is not after the window's start ({start}): nothing could be sent \
+                 before the undo"
+            )),
+            _ => {}
+        }
+    }
+    let undo = job.undo_at.is_some() || window.is_some_and(|w| w.undo_at_end);
+    job.snapshot = snapshot_for_undo(&job.manifest, job.snapshot, undo, no_snapshot_flag);
+    errors
+}
+
+/// Whether rooms are read first, given `snapshot` as the flags and settings say: an undo
+/// (`undo`) turns it on for a manifest that changes rooms, unless `--no-snapshot`
+/// (`no_snapshot_flag`) or `snapshot: false` turned it off (then room changes are listed
+/// apart by the undo, with a warning). `plan` decides the same way.
+pub(super) fn snapshot_for_undo(
+    m: &Manifest,
+    snapshot: bool,
+    undo: bool,
+    no_snapshot_flag: bool,
+) -> bool {
+    let changes_rooms = m.ops.iter().any(|p| p.op.action.changes_room());
+    if snapshot || !undo || !changes_rooms {
+        return snapshot;
+    }
+    if no_snapshot_flag || m.settings.snapshot == Some(false) {
+        tracing::warn!(
+            "the undo cannot restore rooms without --snapshot (their prior state is not \
+             read): room changes will be listed apart, not undone"
+        );
+        return false;
+    }
+    true
 }
 
 /// The merged limits and the credentials. The manifest loader already held `settings` to
@@ -475,7 +539,7 @@ mod tests {
         assert_eq!(c.max_attempts, crate::runner::DEFAULT_MAX_ATTEMPTS);
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert!(c.snapshot);
-        let s = c.settings_json().to_string();
+        let s = c.settings_json(&c.schedule()).to_string();
         assert!(!s.contains("secret-"), "{s}");
         assert!(!format!("{c:?}").contains("secret-"));
     }
@@ -524,7 +588,7 @@ mod tests {
             };
             let m = manifest(vec![Op::freeze("r")], settings);
             let job = from_parts(&a, &g, check_flags(&a).unwrap(), m, all.clone()).unwrap();
-            (job.auth().rooms, job.settings_json())
+            (job.auth().rooms, job.settings_json(&job.schedule()))
         };
         assert_eq!(with(None, &[]).0, Credential::ClientToken);
         assert_eq!(with(Some(RoomAuth::ApiKey), &[]).0, Credential::ApiKey);
@@ -630,5 +694,66 @@ mod tests {
         // The sandbox brings its own credentials.
         let (a, g) = parse(&["--sandbox"]);
         assert!(from_parts(&a, &g, check_flags(&a).unwrap(), both, creds(&[])).is_ok());
+    }
+
+    /// `--undo-at` is refused with a daily window and before a single window's start; an
+    /// undo turns the snapshot on for room ops unless it was turned off.
+    #[test]
+    fn undo_at_is_checked_and_an_undo_reads_rooms_first() {
+        use crate::manifest::{Daily, Window, WindowTimes};
+        let ts = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        let creds = || creds(&["IMKIT_CLIENT_KEY", "IMKIT_TOKEN"]);
+        let with = |window: Option<Window>, argv: &[&str]| {
+            let mut full = vec!["--base-url", "https://x.io"];
+            full.extend_from_slice(argv);
+            let (a, g) = parse(&full);
+            let m = Manifest {
+                window,
+                ..manifest(vec![Op::freeze("r")], Settings::default())
+            };
+            from_parts(&a, &g, check_flags(&a).unwrap(), m, creds())
+        };
+        let daily = Window {
+            times: WindowTimes::Daily(Daily {
+                start: jiff::civil::time(22, 0, 0, 0),
+                end: jiff::civil::time(7, 0, 0, 0),
+                zone: jiff::tz::TimeZone::UTC,
+                zone_name: "UTC".into(),
+            }),
+            undo_at_end: false,
+        };
+        let at = ["--undo-at", "2026-11-23T02:00:00Z"];
+        let e = err_text(with(Some(daily.clone()), &at).unwrap_err());
+        assert!(
+            e.contains("--undo-at is for a job without a daily window"),
+            "{e}"
+        );
+        let once = |start: &str| Window {
+            times: WindowTimes::Once {
+                start: ts(start),
+                end: ts("2026-11-23T06:00:00Z"),
+            },
+            undo_at_end: false,
+        };
+        let e = err_text(with(Some(once("2026-11-23T03:00:00Z")), &at).unwrap_err());
+        assert!(e.contains("is not after the window's start"), "{e}");
+        let j = with(Some(once("2026-11-23T01:00:00Z")), &at).unwrap();
+        assert_eq!(j.undo_at, Some(ts("2026-11-23T02:00:00Z")));
+        assert!(j.snapshot, "an undo of room ops reads the rooms first");
+        let j = with(
+            None,
+            &["--undo-at", "2026-11-23T02:00:00Z", "--no-snapshot"],
+        )
+        .unwrap();
+        assert!(!j.snapshot);
+        assert!(!with(None, &[]).unwrap().snapshot);
+        // A daily window with undo_at_end: the snapshot too, and the dated journal.
+        let night = Window {
+            undo_at_end: true,
+            ..daily
+        };
+        let j = with(Some(night), &["--no-wait"]).unwrap();
+        assert!(j.snapshot && j.no_wait);
+        assert_eq!(j.journal_path, PathBuf::from("jobs/x.csv.{date}.journal"));
     }
 }

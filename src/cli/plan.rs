@@ -11,9 +11,12 @@ use clap::Args;
 use super::validate::{counts_block, render_errors};
 use super::{ManifestArgs, SnapshotArgs, values};
 use crate::api::{Credentials, Request};
+use crate::journal::UndoPhase;
 use crate::manifest::plan::{JournalState, JournalView, Plan, Planned, WindowState, plan};
 use crate::manifest::{LoadOptions, Manifest};
 use crate::op::{Auth, Credential, RoomAuth};
+use crate::runner::Schedule;
+use crate::runner::schedule::DATE_PLACEHOLDER;
 use crate::{Exit, ExitError};
 
 #[derive(Debug, Args)]
@@ -21,9 +24,14 @@ pub(super) struct PlanArgs {
     #[command(flatten)]
     manifest: ManifestArgs,
 
-    /// The journal to take into account (default: MANIFEST.journal).
+    /// The journal to take into account, `{date}` replaced as `run` does (default:
+    /// MANIFEST.journal, or MANIFEST.{date}.journal for a daily window).
     #[arg(long, value_name = "PATH")]
     journal: Option<PathBuf>,
+
+    /// As for `run`: the time the job's changes are undone (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = super::values::timestamp)]
+    undo_at: Option<jiff::Timestamp>,
 
     /// How many requests to list.
     #[arg(long, default_value_t = 10, value_name = "N")]
@@ -58,11 +66,19 @@ pub(super) fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::Invalid);
         }
     };
-    let path = args
+    let template = args
         .journal
         .clone()
-        .unwrap_or_else(|| crate::runner::default_journal_path(&a.manifest, args.sandbox));
-    let snapshot = args.snapshot.resolve(m.settings.snapshot);
+        .unwrap_or_else(|| crate::runner::default_journal_template(&m, args.sandbox));
+    let schedule = crate::runner::resolve_schedule(&m, &template, args.undo_at);
+    let path = schedule.journal_path.clone();
+    let undo = schedule.undo_at.is_some();
+    let snapshot = super::job::snapshot_for_undo(
+        &m,
+        args.snapshot.resolve(m.settings.snapshot),
+        undo,
+        args.snapshot.no_snapshot,
+    );
     let view = if path.exists() {
         let view = JournalView::read(&path, &m, snapshot)
             .with_context(|| format!("cannot read the journal {}", path.display()))?;
@@ -85,9 +101,10 @@ pub(super) fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
     let options = PlanOptions {
         show: args.show,
         snapshot,
-        now: jiff::Timestamp::now(),
         auth,
         available,
+        dated: template.to_string_lossy().contains(DATE_PLACEHOLDER),
+        schedule,
     };
     print!("{}", render_plan(&m, view.as_ref(), &options));
     Ok(Exit::Success)
@@ -100,13 +117,16 @@ struct PlanOptions {
     show: usize,
     /// Whether `run` would read rooms first (`--snapshot`, `--no-snapshot`, settings).
     snapshot: bool,
-    /// The time the plan is for (now, outside tests): the YAML window is compared with it.
-    now: jiff::Timestamp,
     /// The credential each kind of op would be sent with.
     auth: Auth,
     /// The credentials set (never shown; only whether each is set matters), or `None` for
     /// the sandbox, which brings them all.
     available: Option<Credentials>,
+    /// The journal path had `{date}` in it.
+    dated: bool,
+    /// Where `run` would stand now (outside tests): the window occurrence, the undo time and
+    /// the journal.
+    schedule: Schedule,
 }
 
 /// The text of `plan`: the journal and the window as `run` would find them, then (unless
@@ -114,23 +134,27 @@ struct PlanOptions {
 /// of op (and those missing) and the first `show` requests in dispatch order; the
 /// manifest's warnings last.
 fn render_plan(m: &Manifest, journal: Option<&JournalView>, o: &PlanOptions) -> String {
-    let p = plan(m, journal, o.snapshot, o.now);
+    let sc = &o.schedule;
+    let p = plan(m, journal, o.snapshot, sc.window, sc.now);
     let mut s = String::new();
     let _ = write!(s, "plan for {} ({})", m.path.display(), m.format);
     if let Some(n) = &m.name {
         let _ = write!(s, ", name {n:?}");
     }
     let _ = writeln!(s);
-    render_journal(&mut s, m, &p.journal);
+    let undo = journal.and_then(|j| j.undo.as_ref());
+    let undo_owed = undo.map_or(sc.undo_at.is_some(), |u| u.counts.pending > 0);
+    render_journal(&mut s, m, &p.journal, o, undo_owed);
     let complete = matches!(p.journal, JournalState::Complete { .. });
     if !complete {
-        render_window(&mut s, &p, o.now);
+        render_window(&mut s, m, &p, sc);
     }
     if !complete && !matches!(p.window, WindowState::Closed(_)) {
         render_counts(&mut s, &p);
         render_credentials(&mut s, &p, o);
         render_first(&mut s, m, &p, o.show);
     }
+    render_undo(&mut s, sc, undo);
     for w in &m.warnings {
         let _ = writeln!(s, "warning: {w}");
     }
@@ -139,11 +163,32 @@ fn render_plan(m: &Manifest, journal: Option<&JournalView>, o: &PlanOptions) -> 
 }
 
 /// The journal line(s); for a complete job, also what `run` would do and that it would send
-/// nothing.
-fn render_journal(s: &mut String, m: &Manifest, journal: &JournalState<'_>) {
+/// nothing (unless its undo is still owed).
+fn render_journal(
+    s: &mut String,
+    m: &Manifest,
+    journal: &JournalState<'_>,
+    o: &PlanOptions,
+    undo_owed: bool,
+) {
+    let sc = &o.schedule;
     match *journal {
         JournalState::None => {
-            let _ = writeln!(s, "journal: none yet; `run` starts a new job");
+            let _ = writeln!(
+                s,
+                "journal: {}: none yet; `run` starts a new job",
+                sc.journal_path.display()
+            );
+        }
+        JournalState::Complete { path, counts: c } if undo_owed => {
+            let _ = writeln!(
+                s,
+                "journal: {}: the main phase is complete ({} done, {} failed, {} skipped)",
+                path.display(),
+                c.done,
+                c.failed,
+                c.skipped
+            );
         }
         JournalState::OtherManifest { path, checksum } => {
             let _ = writeln!(
@@ -200,10 +245,71 @@ fn render_journal(s: &mut String, m: &Manifest, journal: &JournalState<'_>) {
             );
         }
     }
+    if o.dated {
+        let from = match m.window.as_ref().and_then(|w| w.daily()) {
+            Some(d) => format!("the date this window opens, in {}", d.zone_name),
+            None => "the local date now".into(),
+        };
+        let _ = writeln!(s, "  ({{date}} is {}: {from})", sc.date);
+    }
+}
+
+/// The undo line: when `run` undoes what the job changed, or how far the undo has got.
+fn render_undo(s: &mut String, sc: &Schedule, undo: Option<&UndoPhase>) {
+    match (undo, sc.undo_at) {
+        (Some(u), _) if u.counts.pending == 0 => {
+            let _ = writeln!(
+                s,
+                "undo: done ({} done, {} failed, {} listed apart as not undoable)",
+                u.counts.done,
+                u.counts.failed,
+                u.apart.len()
+            );
+        }
+        (Some(u), _) => {
+            let _ = writeln!(
+                s,
+                "undo: planned; {} of {} undo ops still to send: `run` sends them at once",
+                u.counts.pending, u.total
+            );
+        }
+        (None, Some(t)) => {
+            let label = sc.undo_label().unwrap_or_default();
+            if sc.now >= t {
+                let _ = writeln!(
+                    s,
+                    "undo: due since {label}: `run` undoes at once what the job changed (the \
+                     ops `imkit-batch revert` would write)"
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "undo: at {label}, in {}: `run` waits for it, then undoes what the job \
+                     changed (the ops `imkit-batch revert` would write)",
+                    until(sc.now, t)
+                );
+            }
+        }
+        (None, None) => {}
+    }
 }
 
 /// The window line; once it has closed, also that nothing would be sent.
-fn render_window(s: &mut String, p: &Plan<'_>, now: jiff::Timestamp) {
+fn render_window(s: &mut String, m: &Manifest, p: &Plan<'_>, sc: &Schedule) {
+    let now = sc.now;
+    if let (Some(w), Some(o)) = (m.window.as_ref().filter(|w| w.daily().is_some()), sc.window) {
+        let which = if sc.owed_undo {
+            "an earlier one whose undo is still owed"
+        } else {
+            "the one open now, else the next"
+        };
+        let date = o.date.map(|d| format!(" of {d}")).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "window: {}; `run` works in the one{date} ({which})",
+            w.describe()
+        );
+    }
     match p.window {
         WindowState::None => {}
         WindowState::NotYet(w) => {
@@ -367,7 +473,7 @@ fn short(c: &str) -> &str {
 mod tests {
     use super::*;
     use crate::journal::{Counts, JournalOp};
-    use crate::manifest::Window;
+    use crate::manifest::{Window, WindowTimes};
     use crate::op::{Op, RoomFields};
 
     fn manifest(ops: Vec<Op>) -> Manifest {
@@ -381,19 +487,26 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// A fixed "now", far from every window boundary used below; every credential set.
-    fn opts(show: usize, snapshot: bool) -> PlanOptions {
+    /// A fixed "now", far from every window boundary used below.
+    fn opts(m: &Manifest, show: usize, snapshot: bool) -> PlanOptions {
+        let schedule = crate::runner::schedule::resolve_at(
+            m,
+            std::path::Path::new("m.csv.journal"),
+            None,
+            ts("2026-11-22T12:00:00Z"),
+        );
         PlanOptions {
             show,
             snapshot,
-            now: ts("2026-11-22T12:00:00Z"),
             auth: Auth::default(),
             available: None,
+            dated: false,
+            schedule,
         }
     }
 
     fn plan(m: &Manifest, j: Option<&JournalView>, show: usize) -> String {
-        render_plan(m, j, &opts(show, false))
+        render_plan(m, j, &opts(m, show, false))
     }
 
     #[test]
@@ -477,8 +590,11 @@ mod tests {
     fn windowed(start: &str, end: &str) -> Manifest {
         Manifest {
             window: Some(Window {
-                start: ts(start),
-                end: ts(end),
+                times: WindowTimes::Once {
+                    start: ts(start),
+                    end: ts(end),
+                },
+                undo_at_end: false,
             }),
             ..manifest(vec![Op::freeze("a"), Op::freeze("b")])
         }
@@ -550,7 +666,7 @@ mod tests {
             Op::update("a", f),
             Op::unfreeze("c/1"),
         ]);
-        let s = render_plan(&m, None, &opts(10, true));
+        let s = render_plan(&m, None, &opts(&m, 10, true));
         assert!(s.contains("to send: 6 requests"), "{s}");
         assert!(
             s.contains("  snapshot  2 (GET /rooms/{id}, one per room before its first change)"),
@@ -574,7 +690,7 @@ mod tests {
             ]
         );
         // Off: no reads, and the plan says what that means for revert.
-        let s = render_plan(&m, None, &opts(10, false));
+        let s = render_plan(&m, None, &opts(&m, 10, false));
         assert!(s.contains("to send: 4 requests"), "{s}");
         assert!(!s.contains("GET /rooms"), "{s}");
         assert!(s.contains("snapshot: off"), "{s}");
@@ -603,7 +719,7 @@ mod tests {
             snapshotted: ["a".to_string()].into_iter().collect(),
             ..JournalView::default()
         };
-        let s = render_plan(&m, Some(&j), &opts(10, true));
+        let s = render_plan(&m, Some(&j), &opts(&m, 10, true));
         assert!(s.contains("to send: 3 requests"), "{s}");
         assert!(s.contains("  snapshot  1 ("), "{s}");
         assert!(!s.contains("GET /rooms/a "), "{s}");
@@ -621,7 +737,7 @@ mod tests {
             Op::mute("u", "a"),
             Op::ban("u", "b/1"),
         ]);
-        let mut o = opts(10, true);
+        let mut o = opts(&m, 10, true);
         o.auth = Auth::resolve(None, false);
         o.available = Some(Credentials::default());
         let s = render_plan(&m, None, &o);
@@ -699,5 +815,79 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("--retry-failed"), "{s}");
+    }
+
+    /// A daily window: the plan names the occurrence `run` works in and the dated journal;
+    /// with an undo, when it comes, or how far it has got.
+    #[test]
+    fn plan_of_a_daily_window_with_an_undo() {
+        let zone = jiff::tz::TimeZone::get("Asia/Taipei").unwrap();
+        let m = Manifest {
+            window: Some(Window {
+                times: WindowTimes::Daily(crate::manifest::Daily {
+                    start: jiff::civil::time(22, 0, 0, 0),
+                    end: jiff::civil::time(7, 0, 0, 0),
+                    zone,
+                    zone_name: "Asia/Taipei".into(),
+                }),
+                undo_at_end: true,
+            }),
+            ..manifest(vec![Op::mute("u", "r")])
+        };
+        let template = crate::runner::default_journal_template(&m, false);
+        // 12:00 UTC is 20:00 in Taipei: the window opens in 2 hours.
+        let schedule =
+            crate::runner::schedule::resolve_at(&m, &template, None, ts("2026-11-22T12:00:00Z"));
+        let o = PlanOptions {
+            show: 10,
+            snapshot: false,
+            auth: Auth::default(),
+            available: None,
+            dated: true,
+            schedule,
+        };
+        let s = render_plan(&m, None, &o);
+        assert!(
+            s.contains("journal: m.csv.2026-11-22.journal: none yet")
+                && s.contains("({date} is 2026-11-22: the date this window opens, in Asia/Taipei)")
+                && s.contains(
+                    "window: 22:00-07:00 Asia/Taipei, daily; `run` works in the one of 2026-11-22"
+                )
+                && s.contains("it opens in 2h: `run` would wait until 2026-11-22T14:00:00Z")
+                && s.contains(
+                    "undo: at the window's end (2026-11-22T23:00:00Z), in 11h: `run` waits for it"
+                ),
+            "{s}"
+        );
+        // The main phase done, the undo planned and half sent.
+        let j = JournalView {
+            path: "m.csv.2026-11-22.journal".into(),
+            checksum: m.checksum.clone(),
+            counts: Counts {
+                done: 1,
+                ..Counts::default()
+            },
+            undo: Some(UndoPhase {
+                planned_at: 0,
+                due_at: None,
+                total: 2,
+                counts: Counts {
+                    pending: 1,
+                    done: 1,
+                    ..Counts::default()
+                },
+                apart: vec![],
+                unmutes_assumed: 1,
+                ended_at: None,
+            }),
+            ..JournalView::default()
+        };
+        let s = render_plan(&m, Some(&j), &o);
+        assert!(
+            s.contains("the main phase is complete (1 done, 0 failed, 0 skipped)")
+                && s.contains("undo: planned; 1 of 2 undo ops still to send")
+                && !s.contains("would send nothing"),
+            "{s}"
+        );
     }
 }

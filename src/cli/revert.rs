@@ -38,6 +38,13 @@ pub(super) fn revert(args: &RevertArgs) -> anyhow::Result<Exit> {
             counts.pending
         );
     }
+    if let Some(u) = journal.undo_phase().map_err(crate::ExitError::from)? {
+        eprintln!(
+            "warning: this job has an undo phase ({} of {} undo ops done): it already applies this \
+             inverse itself; running the manifest below too would apply it again",
+            u.counts.done, u.total
+        );
+    }
     let mut assumed = 0;
     let mut unbans = 0;
     write_manifest(

@@ -29,7 +29,9 @@ pub(super) struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub(super) env_file: Option<PathBuf>,
 
-    /// The job's journal (default: MANIFEST.journal).
+    /// The job's journal; `{date}` in it becomes YYYY-MM-DD: the date the daily window
+    /// opens (in its zone), else today's local date (default: MANIFEST.journal, or
+    /// MANIFEST.{date}.journal for a daily window).
     #[arg(long, value_name = "PATH")]
     pub(super) journal: Option<PathBuf>,
 
@@ -52,6 +54,17 @@ pub(super) struct RunArgs {
     /// Stop dispatching at this time (RFC 3339, e.g. 2026-11-23T02:00:00+08:00); exit 4.
     #[arg(long, value_name = "TIME")]
     pub(super) until: Option<String>,
+
+    /// When the window has not opened yet (or the undo is not due yet), exit 4 at once
+    /// instead of waiting (for cron).
+    #[arg(long)]
+    pub(super) no_wait: bool,
+
+    /// At this time (RFC 3339), undo what the job changed, in the same run (as the window's
+    /// `undo_at_end`); for a job without a daily window. Turns --snapshot on for room ops
+    /// unless --no-snapshot is given.
+    #[arg(long, value_name = "TIME")]
+    pub(super) undo_at: Option<String>,
 
     /// Stop dispatching after this long (e.g. 45m); exit 4.
     #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]

@@ -14,9 +14,16 @@ use crate::journal::status::{StatusReport, status_report};
 
 #[derive(Debug, Args)]
 pub(super) struct StatusArgs {
-    /// The job's journal.
-    #[arg(value_name = "JOURNAL")]
-    journal: PathBuf,
+    /// The job's journal. `{date}` in it is resolved as `run` resolves it: with --manifest,
+    /// by the manifest's daily window; otherwise it is today's local date.
+    #[arg(value_name = "JOURNAL", required_unless_present = "manifest")]
+    journal: Option<PathBuf>,
+
+    /// The job's manifest: its journal (JOURNAL, or the default one) is the one `run` would
+    /// use now (for a daily window, the night it is in, or the next) or, when that one does
+    /// not exist yet, the latest night's.
+    #[arg(long, value_name = "MANIFEST")]
+    manifest: Option<PathBuf>,
 
     /// Print JSON (a stable format for scripts).
     #[arg(long)]
@@ -25,7 +32,8 @@ pub(super) struct StatusArgs {
 
 /// Prints the status of the job, as text or JSON.
 pub(super) fn status(args: &StatusArgs) -> anyhow::Result<Exit> {
-    let journal = open_journal(&args.journal)?;
+    let path = journal_path(args)?;
+    let journal = open_journal(&path)?;
     let report = status_report(&journal).map_err(crate::ExitError::from)?;
     let text = if args.json {
         let mut s = serde_json::to_string_pretty(&report).context("cannot encode the status")?;
@@ -39,6 +47,25 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<Exit> {
         .and_then(|_| out.flush())
         .context("cannot write the status")?;
     Ok(Exit::Success)
+}
+
+/// The journal `status` reads: JOURNAL, or the manifest's default, `{date}` resolved.
+fn journal_path(args: &StatusArgs) -> anyhow::Result<PathBuf> {
+    let Some(m) = &args.manifest else {
+        let p = args.journal.clone().unwrap_or_default();
+        return Ok(crate::runner::resolve_date_today(&p));
+    };
+    let manifest = crate::manifest::load(m, &Default::default()).map_err(|e| {
+        crate::ExitError::new(
+            Exit::Invalid,
+            format!("{} is not a valid manifest:\n{e}", m.display()),
+        )
+    })?;
+    let template = args
+        .journal
+        .clone()
+        .unwrap_or_else(|| crate::runner::default_journal_template(&manifest, false));
+    Ok(crate::runner::latest_journal(&manifest, &template))
 }
 
 /// The human form of `status`.
@@ -73,7 +100,8 @@ fn render_job(o: &mut String, s: &StatusReport) {
     let c = &s.counts;
     let _ = writeln!(
         o,
-        "progress   {} of {} ops final ({:.1}%): {} done, {} failed, {} skipped, {} pending",
+        "progress   {}{} of {} ops final ({:.1}%): {} done, {} failed, {} skipped, {} pending",
+        if s.undo.is_some() { "main phase " } else { "" },
         c.done + c.failed + c.skipped,
         s.total,
         s.progress_percent,
@@ -82,6 +110,7 @@ fn render_job(o: &mut String, s: &StatusReport) {
         c.skipped,
         c.pending
     );
+    render_undo(o, s);
     let _ = writeln!(o, "attempts   {} ({} retries)", s.attempts, s.retries);
     match s.rate_ops_per_sec {
         Some(r) => {
@@ -140,6 +169,45 @@ fn render_actions(o: &mut String, s: &StatusReport) {
     }
     for c in &s.credentials {
         let _ = writeln!(o, "credentials {}", c.line());
+    }
+}
+
+/// The undo phase's line, for a job with one: after the main phase's `progress` line.
+fn render_undo(o: &mut String, s: &StatusReport) {
+    let Some(u) = &s.undo else {
+        return;
+    };
+    let due = u.due_at.as_deref().unwrap_or("?");
+    let line = match u.state {
+        "waiting" => format!("waiting until {due}: not planned yet"),
+        _ => {
+            let c = &u.counts;
+            let apart = if u.apart.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} ops of the main phase listed apart, not undone",
+                    u.apart.len()
+                )
+            };
+            format!(
+                "{} of {} ops final ({:.1}%): {} done, {} failed, {} pending; due {due}{}{apart}",
+                c.done + c.failed + c.skipped,
+                u.total,
+                u.progress_percent,
+                c.done,
+                c.failed,
+                c.pending,
+                u.ended_at
+                    .as_deref()
+                    .map(|t| format!(", ended {t}"))
+                    .unwrap_or_default()
+            )
+        }
+    };
+    let _ = writeln!(o, "undo       {line}");
+    for a in &u.apart {
+        let _ = writeln!(o, "  apart: {}", one_line(a, 160));
     }
 }
 

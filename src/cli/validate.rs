@@ -20,8 +20,9 @@ Manifests (README.md, section \"Manifests\"; jobs/examples/ has one of each kind
         extParams, opening, owner, managers, status. An empty cell is \"not given\";
         roomTags and managers are ;-separated, botMode true|false, opening and status 0|1.
         Without an action column, --action ACTION applies to every row.
-  YAML  version: 1, optional name, window {start, end} and settings {rate, concurrency,
-        snapshot, max_attempts, timeout, room_auth}, and ops: each with an action,
+  YAML  version: 1, optional name, window {start, end, timezone, undo_at_end} (RFC 3339
+        times, or times of day HH:MM in an IANA timezone for a daily window), settings
+        {rate, concurrency, snapshot, max_attempts, timeout, room_auth}, and ops: each with an action,
         room/rooms, client/clients, rooms_file/clients_file (CSV files relative to the
         manifest) and, for update, set: {field: value}.
 
@@ -80,7 +81,12 @@ fn render_validate(m: &Summary) -> String {
     let _ = writeln!(s, "distinct rooms: {}", m.rooms);
     let _ = writeln!(s, "distinct clients: {}", m.clients);
     if let Some(w) = &m.window {
-        let _ = writeln!(s, "window: {} to {}", w.start, w.end);
+        let undo = if w.undo_at_end {
+            "; at its end, the job's changes are undone"
+        } else {
+            ""
+        };
+        let _ = writeln!(s, "window: {}{undo}", w.describe());
     }
     let st = &m.settings;
     let mut set = Vec::new();

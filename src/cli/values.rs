@@ -88,3 +88,12 @@ pub(super) fn progress_mode() -> impl TypedValueParser<Value = ProgressMode> {
         ("never", ProgressMode::Never, None),
     ])
 }
+
+/// An RFC 3339 time with an offset (`--undo-at` of `plan` and `status`).
+pub(super) fn timestamp(s: &str) -> Result<jiff::Timestamp, String> {
+    s.trim().parse::<jiff::Timestamp>().map_err(|e| {
+        format!(
+            "{s:?} is not an RFC 3339 time with an offset (e.g. 2026-11-23T07:00:00+08:00): {e}"
+        )
+    })
+}

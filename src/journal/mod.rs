@@ -33,6 +33,8 @@
 //!   `wal`: what a journal's WAL holds, for a main file cut short by a full disk; `sniff`:
 //!   what a file given for a journal is when it is none (a manifest, say);
 //! - `types`: the records stored and read back; `error`: [`JournalError`];
+//! - `undo`: the undo phase of a job (`undo_at_end`, `--undo-at`): its plan (the inverse
+//!   `revert` computes), its ops and their outcomes, in tables of their own;
 //! - `revert`: the inverse of what a job changed; `csvout`: the CSV manifests `report
 //!   --failed` and `revert` write; `status`: what `status` shows; `report`: the report, the
 //!   failed-ops manifest and the revert manifest written from a journal.
@@ -52,6 +54,7 @@ mod sniff;
 pub mod status;
 mod store;
 mod types;
+mod undo;
 mod wal;
 mod writer;
 
@@ -66,6 +69,8 @@ pub use types::{
     ActionCounts, Counts, FailureGroup, JobInfo, JobMeta, JournalOp, OpRecord, OpRow, OpState,
     OpenOptions, RunInfo, Snapshot,
 };
+pub(crate) use undo::UndoPlanRecord;
+pub use undo::{UndoPhase, owes_undo};
 pub use writer::JournalWriter;
 
 /// The target a job run with `--sandbox` records, in place of a base URL.

@@ -2,6 +2,12 @@
 //! columns [`REPORT_COLUMNS`]), and the CSV manifests `run` accepts of the failed ops
 //! (`report --failed`) and of the job's inverse (`revert`). Each writes to any `Write`;
 //! where it goes is the caller's business.
+//!
+//! A job with an undo phase (`undo_at_end`, `--undo-at`) reports both halves: the main
+//! phase's rows as always, then the undo ops' rows, each row with one more column (CSV) or
+//! key (JSON), `phase`, last: `main` or `undo`. An undo op has no manifest line (`file`
+//! empty, `line` 0) and its `seq` counts the undo ops. The report of a job without an undo
+//! phase is unchanged: no `phase` column.
 
 use std::io::Write;
 
@@ -11,6 +17,9 @@ use super::csvout::ManifestWriter;
 use super::fmt_ms;
 use super::{Journal, JournalError, OpRow, OpState, revert_plan};
 use crate::op::{Action, ActionKind};
+
+/// The column a report of a job with an undo phase adds after [`REPORT_COLUMNS`].
+pub const PHASE_COLUMN: &str = "phase";
 
 /// The columns of `report --format csv`, in order.
 pub const REPORT_COLUMNS: [&str; 17] = [
@@ -56,6 +65,9 @@ struct ReportRow<'a> {
     /// update can set. On the room's first changing op only. For the room's first ban or
     /// unban, its ban list read before it: `{"banned": [client ids]}`.
     prior: Option<serde_json::Value>,
+    /// `main` or `undo`, for a job with an undo phase only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phase: Option<&'static str>,
 }
 
 /// Hands each room's snapshot to the room's first changing op, and each room's ban-list
@@ -103,7 +115,12 @@ impl<'a> ReportRow<'a> {
             first_attempt_at: r.first_attempt_at.map(fmt_ms),
             last_attempt_at: r.last_attempt_at.map(fmt_ms),
             prior,
+            phase: None,
         }
+    }
+
+    fn in_phase(self, phase: Option<&'static str>) -> Self {
+        ReportRow { phase, ..self }
     }
 
     fn cells(&self) -> Vec<String> {
@@ -127,6 +144,9 @@ impl<'a> ReportRow<'a> {
             opt(self.last_attempt_at.clone()),
             opt(self.prior.as_ref().map(|p| p.to_string())),
         ]
+        .into_iter()
+        .chain(self.phase.map(str::to_owned))
+        .collect()
     }
 }
 
@@ -135,10 +155,18 @@ pub(crate) fn write_report_csv(journal: &Journal, out: &mut dyn Write) -> anyhow
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::Any(b'\n'))
         .from_writer(out);
-    w.write_record(REPORT_COLUMNS)?;
+    let phased = journal.undo_phase()?.is_some();
+    let extra = phased.then_some(PHASE_COLUMN);
+    w.write_record(REPORT_COLUMNS.into_iter().chain(extra))?;
     let mut priors = Priors::load(journal)?;
+    let main = phased.then_some("main");
     journal.for_each_op(None, |row| -> anyhow::Result<()> {
-        w.write_record(ReportRow::new(&row, priors.take(&row)).cells())?;
+        let r = ReportRow::new(&row, priors.take(&row)).in_phase(main);
+        w.write_record(r.cells())?;
+        Ok(())
+    })?;
+    journal.for_each_undo_op(None, |row| -> anyhow::Result<()> {
+        w.write_record(ReportRow::new(&row, None).in_phase(Some("undo")).cells())?;
         Ok(())
     })?;
     w.flush()?;
@@ -150,11 +178,18 @@ pub(crate) fn write_report_json(journal: &Journal, out: &mut dyn Write) -> anyho
     out.write_all(b"[")?;
     let mut first = true;
     let mut priors = Priors::load(journal)?;
-    journal.for_each_op(None, |row| -> anyhow::Result<()> {
+    let main = journal.undo_phase()?.is_some().then_some("main");
+    let mut write = |r: ReportRow<'_>| -> anyhow::Result<()> {
         out.write_all(if first { b"\n  " } else { b",\n  " })?;
         first = false;
-        serde_json::to_writer(&mut *out, &ReportRow::new(&row, priors.take(&row)))?;
+        serde_json::to_writer(&mut *out, &r)?;
         Ok(())
+    };
+    journal.for_each_op(None, |row| -> anyhow::Result<()> {
+        write(ReportRow::new(&row, priors.take(&row)).in_phase(main))
+    })?;
+    journal.for_each_undo_op(None, |row| -> anyhow::Result<()> {
+        write(ReportRow::new(&row, None).in_phase(Some("undo")))
     })?;
     out.write_all(if first { b"]\n" } else { b"\n]\n" })?;
     Ok(())

@@ -1,7 +1,8 @@
 //! What `status` shows of a job, gathered from its journal into one value
 //! ([`StatusReport`], also the stable `status --json` format): the job, its state, counts
 //! and progress (also per action), the credential each kind of op is sent with (names
-//! only), the attempts, every run, the rate so far and the failures by error code.
+//! only), the attempts, every run, the rate so far and the failures by error code, and the
+//! job's undo phase (`undo_at_end`, `--undo-at`) when it has one.
 
 use serde::Serialize;
 
@@ -35,6 +36,69 @@ pub struct StatusReport {
     pub rate_ops_per_sec: Option<f64>,
     pub running_seconds: f64,
     pub failures_by_code: Vec<FailureGroup>,
+    /// The undo phase, for a job with one (`null` otherwise). `state` and `counts` above are
+    /// the main phase's; the job is `complete` once both phases are.
+    pub undo: Option<StatusUndo>,
+}
+
+/// The undo phase in `status --json`.
+#[derive(Debug, Serialize)]
+pub struct StatusUndo {
+    /// `waiting` (not planned yet: its time has not come), `incomplete` or `complete`.
+    pub state: &'static str,
+    /// The undo time the last run was given.
+    pub due_at: Option<String>,
+    pub planned_at: Option<String>,
+    pub total: u64,
+    pub counts: Counts,
+    pub progress_percent: f64,
+    /// The ops of the main phase not undone (prior state unknown), with their reasons.
+    pub apart: Vec<String>,
+    pub unmutes_assumed: u64,
+    pub ended_at: Option<String>,
+}
+
+/// The undo phase of the job: as planned in the journal, or as the last run's settings
+/// announce it (`undo_at`) while it waits for its time.
+fn undo_status(journal: &Journal, runs: &[RunInfo]) -> Result<Option<StatusUndo>, JournalError> {
+    let due = runs
+        .last()
+        .and_then(|r| r.settings.get("undo_at"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string);
+    let Some(u) = journal.undo_phase()? else {
+        return Ok(due.map(|due_at| StatusUndo {
+            state: "waiting",
+            due_at: Some(due_at),
+            planned_at: None,
+            total: 0,
+            counts: Counts::default(),
+            progress_percent: 0.0,
+            apart: Vec::new(),
+            unmutes_assumed: 0,
+            ended_at: None,
+        }));
+    };
+    let final_ops = u.counts.done + u.counts.failed + u.counts.skipped;
+    Ok(Some(StatusUndo {
+        state: if u.counts.pending == 0 {
+            "complete"
+        } else {
+            "incomplete"
+        },
+        due_at: u.due_at.map(fmt_ms).or(due),
+        planned_at: Some(fmt_ms(u.planned_at)),
+        total: u.total,
+        progress_percent: if u.total == 0 {
+            100.0
+        } else {
+            round2(final_ops as f64 * 100.0 / u.total as f64)
+        },
+        counts: u.counts,
+        apart: u.apart,
+        unmutes_assumed: u.unmutes_assumed,
+        ended_at: u.ended_at.map(fmt_ms),
+    }))
 }
 
 #[derive(Debug, Serialize)]
@@ -142,12 +206,14 @@ pub fn status_report(journal: &Journal) -> Result<StatusReport, JournalError> {
         .rev()
         .find_map(|r| Some((r.exit_code?, r.exit.clone()?)))
         .map(|(code, name)| StatusExit { code, name });
+    let undo = undo_status(journal, &runs)?;
+    let undo_done = undo.as_ref().is_none_or(|u| u.state == "complete");
     Ok(StatusReport {
         journal: journal.path().display().to_string(),
         schema_version: job.schema_version,
         state: match (running_pid.is_some(), counts.pending) {
             (true, _) => "running",
-            (false, 0) => "complete",
+            (false, 0) if undo_done => "complete",
             (false, _) => "incomplete",
         },
         running_pid: running_pid.flatten(),
@@ -182,6 +248,7 @@ pub fn status_report(journal: &Journal) -> Result<StatusReport, JournalError> {
         rate_ops_per_sec: rate,
         running_seconds: running_ms as f64 / 1000.0,
         failures_by_code: journal.failures_by_code()?,
+        undo,
         job: StatusJob {
             name: job.name,
             manifest: job.manifest_path,

@@ -113,7 +113,7 @@ impl Journal {
         &self.path
     }
 
-    /// The connection, for the queries of the other files of this module (`series`).
+    /// The connection, for the queries of the other files of this module (`series`, `undo`).
     pub(super) fn conn(&self) -> &Connection {
         &self.conn
     }

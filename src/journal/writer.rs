@@ -21,6 +21,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::series::{self, GroupSeries};
 use super::types::now_ms;
+use super::undo::{self, UndoPlanRecord};
 use super::{JournalError, OpRecord, OpState};
 use crate::Exit;
 
@@ -35,6 +36,10 @@ type Ack = oneshot::Sender<Result<(), String>>;
 
 enum Msg {
     Record(OpRecord, i64),
+    /// An outcome of an undo op (see [`JournalWriter::for_undo`]).
+    UndoRecord(OpRecord, i64),
+    /// The undo phase's plan, recorded whole.
+    UndoPlan(Box<UndoPlanRecord>, i64, Ack),
     Snapshot {
         /// A room's ban list (`ban_snapshots`), not the room itself (`snapshots`).
         bans: bool,
@@ -70,6 +75,8 @@ struct Durability {
 #[derive(Clone)]
 pub struct JournalWriter {
     inner: Arc<Shared>,
+    /// Outcomes recorded through this handle are those of undo ops (`for_undo`).
+    undo: bool,
 }
 
 /// Records the start of a run (pid, settings, tool version) in the journal `conn` holds,
@@ -137,6 +144,7 @@ pub(super) fn spawn(
             queued: AtomicU64::new(0),
             durability,
         }),
+        undo: false,
     })
 }
 
@@ -188,7 +196,12 @@ impl JournalWriter {
     pub fn record(&self, rec: OpRecord) -> Result<(), JournalError> {
         // Counted before it is sent, so the writer can never have committed more than this.
         self.inner.queued.fetch_add(1, Ordering::SeqCst);
-        let sent = self.send(Msg::Record(rec, now_ms()));
+        let msg = if self.undo {
+            Msg::UndoRecord(rec, now_ms())
+        } else {
+            Msg::Record(rec, now_ms())
+        };
+        let sent = self.send(msg);
         if sent.is_err() {
             self.inner.queued.fetch_sub(1, Ordering::SeqCst);
         }
@@ -260,6 +273,23 @@ impl JournalWriter {
         .await
     }
 
+    /// A handle on the same writer whose [`record`](Self::record) records outcomes of the
+    /// undo phase's ops (planned by [`record_undo_plan`](Self::record_undo_plan)).
+    pub(crate) fn for_undo(&self) -> JournalWriter {
+        JournalWriter {
+            inner: Arc::clone(&self.inner),
+            undo: true,
+        }
+    }
+
+    /// Records the undo phase's plan (its ops, those listed apart) in one transaction;
+    /// resolves once it is durable. A plan already recorded is kept.
+    pub(crate) async fn record_undo_plan(&self, plan: UndoPlanRecord) -> Result<(), JournalError> {
+        let at = now_ms();
+        self.acked(|ack| Msg::UndoPlan(Box::new(plan), at, ack))
+            .await
+    }
+
     /// Resolves once everything queued so far is durable.
     pub async fn flush(&self) -> Result<(), JournalError> {
         self.acked(Msg::Flush).await
@@ -325,7 +355,7 @@ impl Thread {
             if !failed {
                 let records = group
                     .iter()
-                    .filter(|m| matches!(m, Msg::Record(..)))
+                    .filter(|m| matches!(m, Msg::Record(..) | Msg::UndoRecord(..)))
                     .count();
                 self.durability
                     .committed
@@ -334,8 +364,11 @@ impl Thread {
             self.durability.notify.notify_one();
             for m in group {
                 let ack = match m {
-                    Msg::Record(..) => continue,
-                    Msg::Snapshot { ack, .. } | Msg::Flush(ack) | Msg::Finish(_, ack) => ack,
+                    Msg::Record(..) | Msg::UndoRecord(..) => continue,
+                    Msg::Snapshot { ack, .. }
+                    | Msg::Flush(ack)
+                    | Msg::Finish(_, ack)
+                    | Msg::UndoPlan(_, _, ack) => ack,
                 };
                 let _ = ack.send(result.clone());
             }
@@ -406,6 +439,14 @@ fn apply(tx: &Transaction, group: &[Msg]) -> Result<Tally, String> {
                     format!("cannot record the snapshot of {room:?}: {}", describe(&e))
                 })?;
             }
+            Msg::UndoRecord(r, at) => {
+                if r.state.is_some_and(OpState::is_final) {
+                    tally.finalized += 1;
+                }
+                undo::record(tx, r, r.message.as_deref().map(clip), *at)?;
+                tally.outcomes += 1;
+            }
+            Msg::UndoPlan(plan, at, _) => undo::insert_plan(tx, plan, *at)?,
             Msg::Flush(_) => {}
             Msg::Finish(exit, _) => tally.finish = Some(*exit),
         }
@@ -436,6 +477,7 @@ fn record_progress(tx: &Transaction, run_id: i64, tally: &Tally) -> Result<(), S
             [now],
         )
         .map_err(|e| format!("cannot record the end of the job: {}", describe(&e)))?;
+        undo::record_end(tx, now)?;
     }
     Ok(())
 }

@@ -216,7 +216,7 @@ impl Summary {
             format: m.format,
             name: m.name.clone(),
             checksum: m.checksum.clone(),
-            window: m.window,
+            window: m.window.clone(),
             settings: m.settings.clone(),
             sources: m.sources.clone(),
             ops: m.ops.len(),

@@ -12,7 +12,10 @@ pub(crate) mod csv;
 mod expand;
 pub mod lean;
 pub(crate) mod plan;
+pub mod window;
 mod yaml;
+
+pub use window::{Daily, Occurrence, Window, WindowTimes};
 
 use std::fmt;
 use std::io::Read;
@@ -76,13 +79,6 @@ pub struct Location {
 pub struct PlannedOp {
     pub op: Op,
     pub source: Location,
-}
-
-/// The YAML `window`: no op is dispatched before `start` or after `end`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Window {
-    pub start: jiff::Timestamp,
-    pub end: jiff::Timestamp,
 }
 
 /// The YAML `settings`; command-line flags win over these.

@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::{Manifest, Window};
-use crate::journal::{Counts, Journal, JournalError, JournalOp};
+use super::{Manifest, Occurrence};
+use crate::journal::{Counts, Journal, JournalError, JournalOp, UndoPhase};
 use crate::op::{Action, ActionKind, Auth, Credential, Op};
 
 /// What a plan knows about an existing journal.
@@ -29,6 +29,8 @@ pub struct JournalView {
     pub snapshotted: HashSet<String>,
     /// Rooms whose ban list an earlier `--snapshot` run read (not read again).
     pub snapshotted_bans: HashSet<String>,
+    /// The job's undo phase, once planned.
+    pub undo: Option<UndoPhase>,
 }
 
 impl JournalView {
@@ -57,6 +59,7 @@ impl JournalView {
             counts,
             snapshotted,
             snapshotted_bans,
+            undo: j.undo_phase()?,
         })
     }
 }
@@ -75,17 +78,17 @@ pub enum JournalState<'a> {
     Resuming { path: &'a Path, pending: usize },
 }
 
-/// Where the time of the plan stands against the manifest's window.
+/// Where the time of the plan stands against the window occurrence `run` would work in.
 #[derive(Clone, Copy, Debug)]
 pub enum WindowState {
     None,
-    NotYet(Window),
-    Open(Window),
-    Closed(Window),
+    NotYet(Occurrence),
+    Open(Occurrence),
+    Closed(Occurrence),
 }
 
 impl WindowState {
-    fn of(w: Option<Window>, now: jiff::Timestamp) -> WindowState {
+    fn of(w: Option<Occurrence>, now: jiff::Timestamp) -> WindowState {
         match w {
             None => WindowState::None,
             Some(w) if now < w.start => WindowState::NotYet(w),
@@ -174,11 +177,13 @@ impl Plan<'_> {
 }
 
 /// The plan of `m` at `now`, given its journal if it has one; `snapshot` says whether `run`
-/// would read rooms first (`--snapshot`, `--no-snapshot`, settings).
+/// would read rooms first (`--snapshot`, `--no-snapshot`, settings), `window` the occurrence
+/// of the manifest's window `run` would work in (see [`crate::runner::Schedule`]).
 pub fn plan<'a>(
     m: &'a Manifest,
     journal: Option<&'a JournalView>,
     snapshot: bool,
+    window: Option<Occurrence>,
     now: jiff::Timestamp,
 ) -> Plan<'a> {
     let all = || -> Vec<(u64, &'a Op)> {
@@ -214,7 +219,7 @@ pub fn plan<'a>(
             (state, todo, (&j.snapshotted, &j.snapshotted_bans))
         }
     };
-    let window = WindowState::of(m.window, now);
+    let window = WindowState::of(window, now);
     let sends = !matches!(state, JournalState::Complete { .. })
         && !matches!(window, WindowState::Closed(_));
     let requests = if sends {

@@ -15,8 +15,10 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use sha2::Sha256;
 
+use super::window::{self, WindowTime, parse_window_time};
 use super::{
-    Location, ManifestErrors, Parsed, PlannedOp, Settings, Warnings, Window, hash_part, read_file,
+    Daily, Location, ManifestErrors, Parsed, PlannedOp, Settings, Warnings, Window, WindowTimes,
+    hash_part, read_file,
 };
 use crate::op::{Action, Field, FieldKind, FieldValue, Op, RoomFields, check_fields, validate_id};
 use crate::units::{
@@ -41,6 +43,8 @@ struct Doc {
 struct WindowDoc {
     start: Spanned<String>,
     end: Spanned<String>,
+    timezone: Option<Spanned<String>>,
+    undo_at_end: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -359,7 +363,7 @@ fn check_alias_budget(text: &str) -> Result<(), (u32, Option<u32>, String)> {
 
 /// The keys each mapping of a manifest may hold (the fields of [`Doc`] and its parts).
 const TOP_KEYS: &[&str] = &["version", "name", "window", "settings", "ops"];
-const WINDOW_KEYS: &[&str] = &["start", "end"];
+const WINDOW_KEYS: &[&str] = &["start", "end", "timezone", "undo_at_end"];
 const SETTINGS_KEYS: &[&str] = &[
     "rate",
     "concurrency",
@@ -716,7 +720,7 @@ fn interpret(
     errs: &mut ManifestErrors,
 ) -> Option<Parsed> {
     check_version(path, text, doc.version.as_ref(), errs);
-    let window = doc.window.and_then(|w| window(path, w, errs));
+    let window = doc.window.and_then(|w| window(path, text, w, errs));
     let settings = doc
         .settings
         .map(|s| settings(path, text, s, errs))
@@ -795,42 +799,133 @@ fn check_version(path: &Path, text: &str, v: Option<&Spanned<Scalar>>, errs: &mu
     errs.at(path, l, c, m);
 }
 
-fn window(path: &Path, w: Spanned<WindowDoc>, errs: &mut ManifestErrors) -> Option<Window> {
-    let ts = |s: &Spanned<String>, key: &str, errs: &mut ManifestErrors| match s
-        .value
-        .trim()
-        .parse::<jiff::Timestamp>(
-    ) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let (l, c) = line_col(&s.referenced);
-            errs.at(
-                path,
-                l,
-                c,
-                format!(
-                    "window.{key} {:?} is not an RFC 3339 time with an offset, such as \
-                         2026-11-22T22:00:00+08:00 ({e})",
-                    s.value
-                ),
-            );
-            None
+/// The `window`: RFC 3339 start and end (one window), or times of day with a `timezone` (a
+/// daily window); each problem at its line and column.
+fn window(
+    path: &Path,
+    text: &str,
+    w: Spanned<WindowDoc>,
+    errs: &mut ManifestErrors,
+) -> Option<Window> {
+    let mut err = |l: &serde_saphyr::Location, m: String| {
+        let (line, col) = line_col(l);
+        errs.at(path, line, col, m);
+    };
+    let doc = w.value;
+    let undo_at_end = match &doc.undo_at_end {
+        None => Some(false),
+        Some(v) => match strict_value(text, "window.undo_at_end", v, &["true", "false"]) {
+            Ok(i) => Some(i == 0),
+            Err(m) => {
+                err(&v.referenced, m);
+                None
+            }
+        },
+    };
+    let time =
+        |s: &Spanned<String>, key: &str, err: &mut dyn FnMut(&serde_saphyr::Location, String)| {
+            parse_window_time(&s.value)
+                .map_err(|e| err(&s.referenced, format!("window.{key} {:?} {e}", s.value)))
+                .ok()
+        };
+    let start = time(&doc.start, "start", &mut err);
+    let end = time(&doc.end, "end", &mut err);
+    let times = match (start?, end?) {
+        (WindowTime::Instant(start), WindowTime::Instant(end)) => once(start, end, &doc, &mut err)?,
+        (WindowTime::OfDay(start), WindowTime::OfDay(end)) => {
+            daily(start, end, &doc, &w.referenced, &mut err)?
+        }
+        (WindowTime::OfDay(_), WindowTime::Instant(_)) => {
+            err(&doc.end.referenced, mixed("window.end", "window.start"));
+            return None;
+        }
+        (WindowTime::Instant(_), WindowTime::OfDay(_)) => {
+            err(&doc.end.referenced, mixed("window.start", "window.end"));
+            return None;
         }
     };
-    let start = ts(&w.value.start, "start", errs);
-    let end = ts(&w.value.end, "end", errs);
-    let (start, end) = (start?, end?);
+    Some(Window {
+        times,
+        undo_at_end: undo_at_end?,
+    })
+}
+
+/// The error for a window that mixes an RFC 3339 time (`instant`) with a time of day.
+fn mixed(instant: &str, of_day: &str) -> String {
+    format!(
+        "{instant} is an RFC 3339 time but {of_day} is a time of day: give both as times of \
+         day with a timezone (a daily window, such as 22:00 to 07:00) or both as RFC 3339 \
+         times (one window)"
+    )
+}
+
+/// A single window: the end after the start, and no `timezone` (the times carry offsets).
+fn once(
+    start: jiff::Timestamp,
+    end: jiff::Timestamp,
+    doc: &WindowDoc,
+    err: &mut dyn FnMut(&serde_saphyr::Location, String),
+) -> Option<WindowTimes> {
+    if let Some(tz) = &doc.timezone {
+        err(
+            &tz.referenced,
+            "window.timezone applies to times of day (a daily window); RFC 3339 times carry \
+             their own offset: remove timezone, or give start and end as times of day"
+                .into(),
+        );
+        return None;
+    }
     if start >= end {
-        let (l, c) = line_col(&w.value.end.referenced);
-        errs.at(
-            path,
-            l,
-            c,
+        err(
+            &doc.end.referenced,
             format!("window.end ({end}) must be after window.start ({start})"),
         );
         return None;
     }
-    Some(Window { start, end })
+    Some(WindowTimes::Once { start, end })
+}
+
+/// A daily window: a known `timezone` is required, and the end must differ from the start.
+fn daily(
+    start: jiff::civil::Time,
+    end: jiff::civil::Time,
+    doc: &WindowDoc,
+    window_at: &serde_saphyr::Location,
+    err: &mut dyn FnMut(&serde_saphyr::Location, String),
+) -> Option<WindowTimes> {
+    let Some(tz) = &doc.timezone else {
+        err(
+            window_at,
+            "window.timezone is required with times of day: name the IANA time zone the \
+             times are in, such as `timezone: Asia/Taipei`"
+                .into(),
+        );
+        return None;
+    };
+    let zone = match window::zone(&tz.value) {
+        Ok(z) => Some(z),
+        Err(m) => {
+            err(&tz.referenced, format!("window.timezone {m}"));
+            None
+        }
+    };
+    if start == end {
+        err(
+            &doc.end.referenced,
+            format!(
+                "window.end ({}) is the same time of day as window.start: a daily window \
+                 needs an end that differs (one before the start crosses midnight)",
+                doc.end.value.trim()
+            ),
+        );
+        return None;
+    }
+    Some(WindowTimes::Daily(Daily {
+        start,
+        end,
+        zone: zone?,
+        zone_name: tz.value.trim().to_string(),
+    }))
 }
 
 fn settings(path: &Path, text: &str, s: SettingsDoc, errs: &mut ManifestErrors) -> Settings {
@@ -1697,6 +1792,82 @@ ops:
             "{e}"
         );
         assert!(e.contains("D/m.yaml:5:12: settings.timeout"), "{e}");
+    }
+
+    /// A daily window: times of day (quoted or not) in a named zone, crossing midnight, with
+    /// `undo_at_end`; each mistake is reported at its own line and column.
+    #[test]
+    fn daily_windows_and_their_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = |window: &str| {
+            let text = format!("version: 1\nwindow:\n{window}ops: []\n");
+            load_text(dir.path(), &text).map(|p| p.window.unwrap())
+        };
+        let w = ok(
+            "  start: \"22:00\"\n  end: 07:00:30\n  timezone: Asia/Taipei\n  undo_at_end: true\n",
+        )
+        .unwrap();
+        assert!(w.undo_at_end);
+        let d = w.daily().unwrap();
+        assert_eq!((d.start.hour(), d.end.hour(), d.end.second()), (22, 7, 30));
+        assert_eq!(w.describe(), "22:00-07:00:30 Asia/Taipei, daily");
+        let once =
+            ok("  start: 2026-11-22T22:00:00+08:00\n  end: 2026-11-23T02:00:00+08:00\n").unwrap();
+        assert!(once.daily().is_none() && !once.undo_at_end);
+
+        let e = err(
+            "version: 1\nwindow:\n  start: \"25:00\"\n  end: \"07:00\"\n  timezone: UTC\nops: []\n",
+        );
+        assert!(
+            e.contains("D/m.yaml:3:10: window.start \"25:00\" is not a time of day"),
+            "{e}"
+        );
+        let e = err(
+            "version: 1\nwindow:\n  start: \"22:00\"\n  end: \"07:00\"\n  timezone: Asia/Taipie\nops: []\n",
+        );
+        assert!(
+            e.contains("D/m.yaml:5:13: window.timezone \"Asia/Taipie\" is not a known IANA time zone (did you mean `Asia/Taipei`?)"),
+            "{e}"
+        );
+        let e = err("version: 1\nwindow:\n  start: \"22:00\"\n  end: \"07:00\"\nops: []\n");
+        assert!(
+            e.contains("D/m.yaml:3:3: window.timezone is required with times of day"),
+            "{e}"
+        );
+        let e = err(
+            "version: 1\nwindow:\n  start: \"22:00\"\n  end: 2026-11-23T02:00:00Z\n  timezone: UTC\nops: []\n",
+        );
+        assert!(
+            e.contains(
+                "D/m.yaml:4:8: window.end is an RFC 3339 time but window.start is a time of day"
+            ),
+            "{e}"
+        );
+        let e = err(
+            "version: 1\nwindow:\n  start: 2026-11-22T22:00:00Z\n  end: 2026-11-23T02:00:00Z\n  timezone: UTC\nops: []\n",
+        );
+        assert!(
+            e.contains("D/m.yaml:5:13: window.timezone applies to times of day"),
+            "{e}"
+        );
+        let e = err(
+            "version: 1\nwindow:\n  start: \"22:00\"\n  end: \"22:00\"\n  timezone: UTC\n  undo_at_end: yes\nops: []\n",
+        );
+        assert!(
+            e.contains("D/m.yaml:4:8: window.end (22:00) is the same time of day"),
+            "{e}"
+        );
+        assert!(
+            e.contains("D/m.yaml:6:16: window.undo_at_end must be true or false"),
+            "{e}"
+        );
+        let e = err(
+            "version: 1\nwindow:\n  start: \"22:00\"\n  end: \"07:00\"\n  timezon: UTC\nops: []\n",
+        );
+        assert!(
+            e.contains("unknown field `timezon` (did you mean `timezone`?)"),
+            "{e}"
+        );
     }
 
     fn update(set: &str) -> Result<RoomFields, String> {

@@ -3,7 +3,8 @@
 //! without flags would do (the manifest's `settings`, else the defaults below); the command
 //! line then applies its flags and checks the result, and tests and library callers set the
 //! fields they need directly. Also the translation of a job's limits into the scheduler's
-//! [`RunnerOptions`] (deadlines and the window's start as instants).
+//! [`RunnerOptions`] (deadlines, the window's start and the undo time as instants), for the
+//! [`Schedule`] a run resolved.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use reqwest::Url;
 use tokio::time::Instant;
 
 use super::retry::Backoff;
+use super::schedule::{Schedule, default_journal_template};
 use super::scheduler::RunnerOptions;
 use crate::api::Credentials;
 use crate::manifest::Manifest;
@@ -101,6 +103,21 @@ pub struct Job {
     /// Retry timing. No flag sets it (the defaults suit the real API); library callers and
     /// tests against a local sandbox shorten it.
     pub backoff: Backoff,
+    /// When the window has not opened yet (or the undo is not due yet), exit 4 at once
+    /// instead of waiting.
+    pub no_wait: bool,
+    /// `--undo-at`: at this time, undo what the job changed (as `undo_at_end` does at the
+    /// window's end).
+    pub undo_at: Option<jiff::Timestamp>,
+}
+
+/// Which limit ends the main phase of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeadlineKind {
+    /// `--until` or `--max-duration`: the run stops there (exit 4).
+    Limit,
+    /// The window's end or the undo time: the undo (if any) follows.
+    WindowEnd,
 }
 
 impl Job {
@@ -111,7 +128,7 @@ impl Job {
         let s = &manifest.settings;
         Job {
             action: None,
-            journal_path: default_journal_path(&manifest.path, matches!(target, Target::Sandbox)),
+            journal_path: default_journal_template(&manifest, matches!(target, Target::Sandbox)),
             target,
             credentials,
             room_auth: s.room_auth,
@@ -132,6 +149,8 @@ impl Job {
             log_format: LogFormat::Text,
             metrics_file: None,
             backoff: Backoff::default(),
+            no_wait: false,
+            undo_at: None,
             manifest,
         }
     }
@@ -165,9 +184,21 @@ impl Job {
         kinds_of(self.manifest.ops.iter().map(|p| p.op.action))
     }
 
-    /// The effective settings, for the journal and `status`. Holds no secret: the
-    /// credentials appear by name (`client_token`, `api_key`), for each kind of op.
-    pub(crate) fn settings_json(&self) -> serde_json::Value {
+    /// Where this job stands now: its window occurrence, undo time and journal (see
+    /// [`super::schedule`]).
+    pub fn schedule(&self) -> Schedule {
+        super::schedule::resolve_at(
+            &self.manifest,
+            &self.journal_path,
+            self.undo_at,
+            crate::clock::now(),
+        )
+    }
+
+    /// The effective settings of a run with `schedule`, for the journal and `status`. Holds
+    /// no secret: the credentials appear by name (`client_token`, `api_key`), for each kind
+    /// of op.
+    pub(crate) fn settings_json(&self, schedule: &Schedule) -> serde_json::Value {
         let auth = self.auth();
         let kinds = self.kinds();
         let used = |k: ActionKind, action| kinds.contains(&k).then(|| auth.for_action(action));
@@ -193,56 +224,94 @@ impl Job {
                 "mutes": used(ActionKind::Mute, crate::op::Action::Mute),
                 "bans": used(ActionKind::Ban, crate::op::Action::Ban),
             },
-            "window": self.manifest.window.map(|w| serde_json::json!({
+            "window": schedule.window.map(|w| serde_json::json!({
                 "start": w.start.to_string(), "end": w.end.to_string()
             })),
+            "daily_window": self.manifest.window.as_ref()
+                .filter(|w| w.daily().is_some())
+                .map(crate::manifest::Window::to_json),
+            "undo_at": schedule.undo_at.map(|t| t.to_string()),
+            "no_wait": self.no_wait,
         })
     }
 
-    /// The scheduler's options: the earliest of `until`, `max_duration` and the window's end
-    /// is the deadline; the window's start delays the first request.
-    pub(crate) fn runner_options(&self) -> RunnerOptions {
-        let now_ts = jiff::Timestamp::now();
+    /// The limits that end the main phase of a run with `schedule`, each with its label and
+    /// kind: `--until`, `--max-duration`, the window's end and the undo time.
+    fn deadlines(&self, schedule: &Schedule) -> Vec<(jiff::Timestamp, String, DeadlineKind)> {
+        let mut v = Vec::new();
+        if let Some(u) = self.until {
+            v.push((u, format!("--until {u}"), DeadlineKind::Limit));
+        }
+        if let Some(d) = self.max_duration {
+            let at = jiff::SignedDuration::try_from(d)
+                .ok()
+                .and_then(|d| schedule.now.checked_add(d).ok())
+                .unwrap_or(jiff::Timestamp::MAX);
+            let label = format!("--max-duration {}", humantime::format_duration(d));
+            v.push((at, label, DeadlineKind::Limit));
+        }
+        if let Some(w) = schedule.window {
+            let label = format!("the window's end ({})", w.end);
+            v.push((w.end, label, DeadlineKind::WindowEnd));
+        }
+        if let (Some(t), Some(label)) = (schedule.undo_at, schedule.undo_label()) {
+            v.push((t, label, DeadlineKind::WindowEnd));
+        }
+        v
+    }
+
+    /// The earliest limit of the main phase and its kind.
+    pub(crate) fn deadline(
+        &self,
+        schedule: &Schedule,
+    ) -> Option<(jiff::Timestamp, String, DeadlineKind)> {
+        self.deadlines(schedule)
+            .into_iter()
+            .min_by_key(|(t, _, kind)| (*t, *kind == DeadlineKind::Limit))
+    }
+
+    /// The scheduler's options for the main phase of a run with `schedule`: the earliest of
+    /// `until`, `max_duration`, the window's end and the undo time is the deadline; the
+    /// window's start delays the first request.
+    pub(crate) fn runner_options(&self, schedule: &Schedule) -> RunnerOptions {
         let now = Instant::now();
         let at = |ts: jiff::Timestamp| -> Instant {
-            let d = ts.duration_since(now_ts);
+            let d = ts.duration_since(schedule.now);
             if d.is_negative() {
                 now
             } else {
                 now + Duration::try_from(d).unwrap_or(Duration::ZERO)
             }
         };
-        let mut deadline: Option<(Instant, String)> = None;
-        let mut earliest = |t: Instant, label: String| {
-            if deadline.as_ref().is_none_or(|(d, _)| t < *d) {
-                deadline = Some((t, label));
-            }
-        };
-        if let Some(u) = self.until {
-            earliest(at(u), format!("--until {u}"));
+        let deadline = self.deadline(schedule).map(|(t, label, _)| (at(t), label));
+        let start_at = schedule
+            .window
+            .filter(|w| w.start > schedule.now)
+            .map(|w| (at(w.start), format!("the window's start, {}", w.start)));
+        RunnerOptions {
+            start_at,
+            deadline,
+            snapshot: self.snapshot,
+            ..self.delivery_options()
         }
-        if let Some(d) = self.max_duration {
-            earliest(
-                now + d,
-                format!("--max-duration {}", humantime::format_duration(d)),
-            );
+    }
+
+    /// The scheduler's options for the undo phase: the same delivery limits, no window, no
+    /// deadline (the undo is what must happen after the end), no snapshot.
+    pub(crate) fn undo_options(&self) -> RunnerOptions {
+        RunnerOptions {
+            snapshot: false,
+            ..self.delivery_options()
         }
-        let mut start_at = None;
-        if let Some(w) = self.manifest.window {
-            earliest(at(w.end), format!("the window's end ({})", w.end));
-            if w.start > now_ts {
-                start_at = Some((at(w.start), format!("the window's start, {}", w.start)));
-            }
-        }
+    }
+
+    fn delivery_options(&self) -> RunnerOptions {
         RunnerOptions {
             concurrency: self.concurrency as usize,
             rate: self.rate,
             max_attempts: self.max_attempts,
             max_failures: self.max_failures,
             max_failure_ratio: self.max_failure_ratio,
-            start_at,
-            deadline,
-            snapshot: self.snapshot,
             backoff: self.backoff,
             auth: self.auth(),
             ..RunnerOptions::default()
@@ -261,21 +330,32 @@ pub(crate) fn kinds_of(actions: impl IntoIterator<Item = crate::op::Action>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Format, Settings, Window};
+    use crate::manifest::{Format, Occurrence, Settings};
 
-    fn job(window: Option<Window>) -> Job {
+    fn job() -> Job {
         let manifest = Manifest {
             path: "x.csv".into(),
             format: Format::Yaml,
             name: None,
             checksum: "0".into(),
-            window,
+            window: None,
             settings: Settings::default(),
             ops: vec![],
             sources: vec![],
             warnings: vec![],
         };
         Job::new(manifest, Target::Sandbox, Credentials::default())
+    }
+
+    fn schedule(window: Option<Occurrence>, undo_at: Option<jiff::Timestamp>) -> Schedule {
+        Schedule {
+            now: jiff::Timestamp::now(),
+            journal_path: "x.csv.journal".into(),
+            window,
+            undo_at,
+            date: jiff::civil::date(2026, 11, 22),
+            owed_undo: false,
+        }
     }
 
     #[test]
@@ -288,45 +368,69 @@ mod tests {
             default_journal_path(Path::new("jobs/a.yaml"), true),
             PathBuf::from("jobs/a.yaml.sandbox.journal")
         );
-        assert_eq!(
-            job(None).journal_path,
-            PathBuf::from("x.csv.sandbox.journal")
-        );
+        assert_eq!(job().journal_path, PathBuf::from("x.csv.sandbox.journal"));
     }
 
     #[test]
     fn the_earliest_limit_is_the_deadline_and_the_window_start_is_awaited() {
         let now = jiff::Timestamp::now();
-        let in_1h = now + jiff::SignedDuration::from_hours(1);
-        let mut j = job(None);
-        j.until = Some(in_1h);
+        let hours = |n: i64| now + jiff::SignedDuration::from_hours(n);
+        let mut j = job();
+        j.until = Some(hours(1));
         j.max_duration = Some(Duration::from_secs(600));
-        let o = j.runner_options();
+        let o = j.runner_options(&schedule(None, None));
         let (at, label) = o.deadline.unwrap();
         assert!(label.starts_with("--max-duration"), "{label}");
         let left = at - Instant::now();
         assert!(left <= Duration::from_secs(600) && left > Duration::from_secs(590));
         assert!(o.start_at.is_none());
 
-        let w = Window {
-            start: now + jiff::SignedDuration::from_hours(2),
-            end: now + jiff::SignedDuration::from_hours(4),
+        let w = Occurrence {
+            start: hours(2),
+            end: hours(4),
+            date: None,
         };
-        let mut j = job(Some(w));
-        j.until = Some(in_1h);
-        let o = j.runner_options();
+        let mut j = job();
+        j.until = Some(hours(1));
+        let o = j.runner_options(&schedule(Some(w), None));
         assert!(o.deadline.unwrap().1.starts_with("--until"));
         let (start, label) = o.start_at.unwrap();
         assert!(label.contains("window"));
         assert!(start - Instant::now() > Duration::from_secs(7100));
 
-        let past = Window {
-            start: now - jiff::SignedDuration::from_hours(4),
-            end: now - jiff::SignedDuration::from_hours(2),
+        let past = Occurrence {
+            start: hours(-4),
+            end: hours(-2),
+            date: None,
         };
-        let o = job(Some(past)).runner_options();
+        let o = job().runner_options(&schedule(Some(past), None));
         let (at, label) = o.deadline.unwrap();
         assert!(at <= Instant::now() && label.contains("window"));
         assert!(o.start_at.is_none());
+    }
+
+    /// The undo time ends the main phase when it comes before the window's end; `--until`
+    /// before both is a plain limit.
+    #[test]
+    fn the_undo_time_is_a_deadline_of_the_main_phase() {
+        let now = jiff::Timestamp::now();
+        let hours = |n: i64| now + jiff::SignedDuration::from_hours(n);
+        let w = Occurrence {
+            start: hours(-1),
+            end: hours(3),
+            date: None,
+        };
+        let mut j = job();
+        let (t, label, kind) = j.deadline(&schedule(Some(w), Some(hours(2)))).unwrap();
+        assert_eq!((t, kind), (hours(2), DeadlineKind::WindowEnd));
+        assert!(label.starts_with("--undo-at"), "{label}");
+        let (_, label, kind) = j.deadline(&schedule(Some(w), Some(hours(3)))).unwrap();
+        assert_eq!(kind, DeadlineKind::WindowEnd);
+        assert!(label.starts_with("the window's end"), "{label}");
+        j.until = Some(hours(1));
+        let (_, _, kind) = j.deadline(&schedule(Some(w), Some(hours(2)))).unwrap();
+        assert_eq!(kind, DeadlineKind::Limit);
+        let u = j.undo_options();
+        assert!(u.deadline.is_none() && u.start_at.is_none() && !u.snapshot);
     }
 }

@@ -5,9 +5,12 @@
 //! to stop from outside through a [`Shutdown`].
 
 pub mod executor;
+mod forecast;
 mod job;
 pub mod pacing;
+mod phases;
 pub mod retry;
+pub(crate) mod schedule;
 pub mod scheduler;
 mod shutdown;
 pub mod summary;
@@ -17,10 +20,61 @@ pub(crate) use job::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE, default_journal_path,
 };
 pub use job::{Job, Target};
+pub use schedule::Schedule;
+pub(crate) use schedule::default_journal_template;
+
+/// The journal `status` shows for `manifest`: the one `run` would use now or, when that one
+/// does not exist yet (the next night's, in the daytime), the latest night's.
+pub(crate) fn latest_journal(
+    manifest: &crate::manifest::Manifest,
+    template: &std::path::Path,
+) -> std::path::PathBuf {
+    let s = resolve_schedule(manifest, template, None);
+    if s.journal_path.exists() {
+        return s.journal_path;
+    }
+    let previous = manifest
+        .window
+        .as_ref()
+        .and_then(|w| w.previous(s.now))
+        .and_then(|o| o.date)
+        .map(|d| schedule::with_date(template, d))
+        .filter(|p| p.exists());
+    match previous {
+        Some(p) => {
+            tracing::info!(
+                "no journal yet for the next window ({}): showing the latest one",
+                s.journal_path.display()
+            );
+            p
+        }
+        None => s.journal_path,
+    }
+}
+
+/// `path` with `{date}` replaced by today's local date (a journal named without its
+/// manifest).
+pub(crate) fn resolve_date_today(path: &std::path::Path) -> std::path::PathBuf {
+    let today = crate::clock::now()
+        .to_zoned(jiff::tz::TimeZone::system())
+        .date();
+    schedule::with_date(path, today)
+}
+
+/// Where a run of `manifest` with the journal path `template` (may hold `{date}`) and
+/// `--undo-at` would stand now: what `plan` and `status` show.
+pub(crate) fn resolve_schedule(
+    manifest: &crate::manifest::Manifest,
+    template: &std::path::Path,
+    undo_at: Option<jiff::Timestamp>,
+) -> Schedule {
+    schedule::resolve_at(manifest, template, undo_at, crate::clock::now())
+}
 pub use scheduler::{Controls, RunReport, RunnerOptions, Snapshotted, StopReason, run};
 pub use shutdown::Shutdown;
 pub use summary::Stats;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,25 +87,44 @@ use crate::output;
 use crate::{Exit, ExitError};
 
 /// Runs (or resumes) a job to its end, or until `shutdown` stops it, and returns the exit
-/// status. Every run that opened the journal ends by writing the metrics file, when the
-/// job has one.
+/// status. A job with an undo phase (`undo_at_end`, `--undo-at`, or one already planned in
+/// its journal) goes through [`phases`]. Every run that opened the journal ends by writing
+/// the metrics file, when the job has one.
 pub async fn run_job(job: Job, shutdown: Shutdown) -> anyhow::Result<Exit> {
-    let (journal, pending, before) = open_journal(&job)?;
-    let result = if pending.is_empty() {
-        drop(journal);
-        Ok(already_complete(&job, &before))
-    } else {
-        run_pending(&job, journal, pending, &before, shutdown).await
-    };
-    write_metrics(&job, &result);
+    let schedule = job.schedule();
+    if let Some(exit) = phases::no_wait_exit(&job, &schedule) {
+        return Ok(exit);
+    }
+    let (journal, pending, before) = open_journal(&job, &schedule)?;
+    let metrics = job
+        .metrics_file
+        .clone()
+        .map(|path| (path, schedule.journal_path.clone(), job.label()));
+    let result =
+        if schedule.undo_at.is_some() || journal.undo_phase().map_err(journal_error)?.is_some() {
+            let opened = phases::Opened {
+                journal,
+                pending,
+                before,
+            };
+            phases::run_with_undo(job, schedule, opened, shutdown).await
+        } else if pending.is_empty() {
+            drop(journal);
+            Ok(already_complete(&job, &schedule, &before))
+        } else {
+            run_pending(&job, &schedule, journal, pending, &before, shutdown).await
+        };
+    if let Some((path, journal, label)) = &metrics {
+        write_metrics(path, journal, label, &result);
+    }
     result
 }
 
 /// A re-run of a finished job: sends nothing and exits with the recorded outcome.
-fn already_complete(job: &Job, before: &Counts) -> Exit {
+fn already_complete(job: &Job, schedule: &Schedule, before: &Counts) -> Exit {
     let message = format!(
         "job already complete ({}): {} done, {} failed, {} skipped; nothing to send",
-        job.journal_path.display(),
+        schedule.journal_path.display(),
         before.done,
         before.failed,
         before.skipped
@@ -63,6 +136,7 @@ fn already_complete(job: &Job, before: &Counts) -> Exit {
 /// Sends the `pending` ops of the job and records their outcomes in `journal`.
 async fn run_pending(
     job: &Job,
+    schedule: &Schedule,
     journal: Journal,
     pending: Vec<JournalOp>,
     before: &Counts,
@@ -98,7 +172,7 @@ async fn run_pending(
         pending,
         Arc::new(client.api.with_auth(auth)),
         Arc::new(writer.clone()),
-        job.runner_options(),
+        job.runner_options(schedule),
         controls.clone(),
         snapshotted,
         &mut progress,
@@ -107,13 +181,11 @@ async fn run_pending(
     finish(&report, before, writer, job.log_format).await
 }
 
-/// Writes the job's metrics file, if it has one, after a run that ended with `result`. A
-/// failure is logged and leaves the exit status as it is: the job's outcome does not depend
-/// on its monitoring (whose staleness shows in the file's last run time).
-fn write_metrics(job: &Job, result: &anyhow::Result<Exit>) {
-    let Some(path) = &job.metrics_file else {
-        return;
-    };
+/// Writes the job's metrics file at `path` (of `journal`, labelled `label`) after a run that
+/// ended with `result`. A failure is logged and leaves the exit status as it is: the job's
+/// outcome does not depend on its monitoring (whose staleness shows in the file's last run
+/// time).
+fn write_metrics(path: &Path, journal: &Path, label: &str, result: &anyhow::Result<Exit>) {
     let exit = match result {
         Ok(exit) => *exit,
         Err(e) => crate::exit_for_error(e),
@@ -122,7 +194,7 @@ fn write_metrics(job: &Job, result: &anyhow::Result<Exit>) {
         exit,
         ended_at_ms: jiff::Timestamp::now().as_millisecond(),
     };
-    match crate::observe::metrics::write(path, &job.journal_path, &job.label(), last) {
+    match crate::observe::metrics::write(path, journal, label, last) {
         Ok(()) => tracing::debug!(path = %path.display(), "metrics file written"),
         Err(e) => tracing::error!("the metrics file was not written: {e:#}"),
     }
@@ -130,12 +202,15 @@ fn write_metrics(job: &Job, result: &anyhow::Result<Exit>) {
 
 /// Opens (or creates) the job's journal for this run: the journal, the ops still to send
 /// and the counts before the run.
-fn open_journal(job: &Job) -> anyhow::Result<(Journal, Vec<JournalOp>, Counts)> {
+fn open_journal(
+    job: &Job,
+    schedule: &Schedule,
+) -> anyhow::Result<(Journal, Vec<JournalOp>, Counts)> {
     let meta = JobMeta {
         manifest_path: job.manifest.path.clone(),
         checksum: job.manifest.checksum.clone(),
         name: job.manifest.name.clone(),
-        settings: job.settings_json(),
+        settings: job.settings_json(schedule),
         target: Some(match &job.target {
             Target::Remote { base_url } => base_url.to_string(),
             Target::Sandbox => crate::journal::SANDBOX_TARGET.to_string(),
@@ -147,7 +222,7 @@ fn open_journal(job: &Job) -> anyhow::Result<(Journal, Vec<JournalOp>, Counts)> 
         replan: job.replan,
         retarget: job.retarget,
     };
-    let journal = Journal::open_for_run(&job.journal_path, &job.manifest, &meta, opts)
+    let journal = Journal::open_for_run(&schedule.journal_path, &job.manifest, &meta, opts)
         .map_err(|e| ExitError::new(Exit::Invalid, e.to_string()))?;
     let pending = journal.pending().map_err(journal_error)?;
     let before = journal.counts().map_err(journal_error)?;

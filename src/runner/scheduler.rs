@@ -61,6 +61,7 @@ use crate::journal::{JournalOp, OpRecord, OpState};
 use crate::op::{Action, ActionKind, Auth, Credential, LockKey, Op};
 use crate::output::Progress;
 use crate::runner::executor::{Executor, Recorder};
+use crate::runner::forecast;
 use crate::runner::pacing::Pacer;
 use crate::runner::retry::Backoff;
 use crate::runner::summary::Stats;
@@ -298,6 +299,7 @@ pub async fn run<E: Executor, R: Recorder>(
 ) -> RunReport {
     let mut scheduler = Scheduler::new(ops, exec, rec, opts, controls, snapshotted.into());
     scheduler.wait_for_window().await;
+    scheduler.forecast_from_rate();
     loop {
         scheduler.release_due_retries();
         let unrecorded = scheduler.unrecorded();
@@ -308,6 +310,7 @@ pub async fn run<E: Executor, R: Recorder>(
         let event = scheduler.next_event(unrecorded).await;
         scheduler.on_event(event);
         scheduler.show_progress(progress);
+        scheduler.forecast_from_measured();
     }
     scheduler.show_progress(progress);
     progress.finish();
@@ -541,6 +544,8 @@ struct Scheduler<E, R> {
     contact: Contact,
     /// The warning that the server cannot be reached was printed.
     unreached_warned: bool,
+    /// The warning that the measured pace cannot finish before the deadline was given.
+    warned_measured: bool,
 }
 
 impl<E: Executor, R: Recorder> Scheduler<E, R> {
@@ -592,6 +597,81 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             started,
             contact: Contact::Never,
             unreached_warned: false,
+            warned_measured: false,
+        }
+    }
+
+    /// The time left before the deadline, and its label, unless the run is stopping.
+    fn time_left(&self) -> Option<(Duration, &str)> {
+        let (at, label) = self.opts.deadline.as_ref()?;
+        if self.stop.is_some() {
+            return None;
+        }
+        Some((at.saturating_duration_since(Instant::now()), label.as_str()))
+    }
+
+    /// At the start: warns when `--rate` alone cannot send every op before the deadline.
+    fn forecast_from_rate(&self) {
+        let Some((left, label)) = self.time_left() else {
+            return;
+        };
+        let mut per_credential = [(0u64, 0u64); 2];
+        let mut read = HashSet::new();
+        let mut reads = 0u64;
+        for (i, o) in self.shared.ops.iter().enumerate() {
+            let c = &mut per_credential[self.shared.cred_of(i as u32)];
+            c.0 += 1;
+            c.1 += 1;
+            if self.opts.snapshot
+                && o.op.action.changes_room()
+                && !self.snapshotted.rooms.contains(&*o.op.room)
+                && read.insert(&*o.op.room)
+            {
+                c.1 += 1;
+                reads += 1;
+            }
+        }
+        if let Some(f) = forecast::from_rate(&per_credential, self.opts.rate, left) {
+            let with_reads = match reads {
+                0 => String::new(),
+                n => format!(" and their {n} room reads"),
+            };
+            tracing::warn!(
+                ops_left = f.left,
+                "the job cannot finish before {label}, {} away: at --rate {} the {} ops{with_reads} \
+                 need about {}; about {} ops will be left pending then (run again to resume them)",
+                forecast::show(left),
+                self.opts.rate,
+                self.shared.ops.len(),
+                forecast::show(f.needed),
+                f.left
+            );
+        }
+    }
+
+    /// Once the pace measured so far shows that the ops left cannot finish before the
+    /// deadline: warns, once.
+    fn forecast_from_measured(&mut self) {
+        if self.warned_measured {
+            return;
+        }
+        let Some((left, label)) = self.time_left() else {
+            return;
+        };
+        let st = &self.stats;
+        let elapsed = self.started.elapsed();
+        if let Some(f) = forecast::from_measured(st.finished(), elapsed, st.pending(), left) {
+            tracing::warn!(
+                ops_left = f.left,
+                "at the pace measured so far ({:.1} ops/s) the {} ops still to send need about \
+                 {}, but {label} is {} away: about {} ops will be left pending then",
+                st.finished() as f64 / elapsed.as_secs_f64().max(1e-3),
+                st.pending(),
+                forecast::show(f.needed),
+                forecast::show(left),
+                f.left
+            );
+            self.warned_measured = true;
         }
     }
 

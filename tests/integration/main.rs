@@ -19,6 +19,8 @@
 //! - `unreachable`: a host no request reaches (DNS, refused, TLS) stops the run early with
 //!   every op pending; a server that answered and then fails to connect does not.
 //! - `observe`: what a job leaves behind: the `--metrics-file`, `report --format html`.
+//! - `window`: scheduled jobs: windows, daily windows across midnight, `--no-wait`, the
+//!   cannot-finish warning, the undo phase and its resumption, a `{date}` journal per night.
 //!
 //! Shared helpers (paths, the binary, the one credential set, a sandbox on its own runtime)
 //! live in `util`.
@@ -40,3 +42,4 @@ mod sandbox;
 mod sandbox_bans;
 mod unreachable;
 mod util;
+mod window;
