@@ -36,6 +36,7 @@ mod journal_safety;
 mod manifest;
 mod observe;
 mod run;
+mod runbooks;
 mod sandbox;
 mod sandbox_bans;
 mod unreachable;
