@@ -38,6 +38,7 @@ mod journal_safety;
 mod manifest;
 mod observe;
 mod run;
+mod runbooks;
 mod sandbox;
 mod sandbox_bans;
 mod unreachable;
