@@ -19,6 +19,8 @@
 //! - `unreachable`: a host no request reaches (DNS, refused, TLS) stops the run early with
 //!   every op pending; a server that answered and then fails to connect does not.
 //! - `observe`: what a job leaves behind: the `--metrics-file`, `report --format html`.
+//! - `runbooks`: the runbooks of `jobs/runbooks/`, run against the sandbox first command to
+//!   last; the night-mode service across two nights.
 //! - `window`: scheduled jobs: windows, daily windows across midnight, `--no-wait`, the
 //!   cannot-finish warning, the undo phase and its resumption, a `{date}` journal per night.
 //!

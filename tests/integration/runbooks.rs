@@ -729,3 +729,125 @@ fn night_mode_crontab_and_service_run_the_same_command() {
     let manifest = std::fs::read_to_string(night_mode("night-mute.yaml")).unwrap();
     assert!(manifest.contains("undo_at_end: true"), "{manifest}");
 }
+
+/// The night itself: the service's own command (its `ExecStart`, with the built binary and a
+/// copy of the manifest), run as the timer would every few minutes across two nights in
+/// Europe/Berlin, its clock set by the `IMKIT_BATCH_NOW` test hook. Before the window:
+/// nothing. In it: every pair muted, in the journal of that evening. Later the same night:
+/// nothing more. After 07:00: the mutes undone at once, in the same journal. The next
+/// evening: a new journal, mutes again. On the API key alone, as the env file has it.
+#[test]
+fn night_mode_service_mutes_at_night_and_undoes_in_the_morning_once_per_night() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("night-mute.yaml");
+    std::fs::copy(night_mode("night-mute.yaml"), &manifest).unwrap();
+    let m = imkit_batch::manifest::load(&manifest, &Default::default()).unwrap();
+    let pairs: Vec<(String, String)> = m
+        .ops
+        .iter()
+        .map(|p| {
+            (
+                p.op.client.as_deref().unwrap().to_string(),
+                p.op.room.to_string(),
+            )
+        })
+        .collect();
+    let mut config = sandbox_config();
+    config.seed_from_ops(m.ops.iter().map(|p| &p.op));
+    let sb = Sandbox::start(config);
+
+    let service = std::fs::read_to_string(night_mode("imkit-batch-night-mute.service")).unwrap();
+    let exec = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let argv: Vec<String> = exec
+        .split_whitespace()
+        .map(|a| {
+            a.replace(
+                "/usr/local/bin/imkit-batch",
+                env!("CARGO_BIN_EXE_imkit-batch"),
+            )
+            .replace(
+                "/etc/imkit-batch/night-mute.yaml",
+                manifest.to_str().unwrap(),
+            )
+        })
+        .collect();
+    let tick = |now: &str| {
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("IMKIT_BASE_URL", sb.url())
+            .env("IMKIT_API_KEY", API_KEY)
+            .env("IMKIT_BATCH_NOW", now)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        crate::util::ran(out)
+    };
+    let journals = || {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".journal"))
+            .collect();
+        v.sort();
+        v
+    };
+    let muted = |client: &str, room: &str| {
+        sb.muted_rooms(client)
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r == room)
+    };
+
+    // 21:00 in Berlin: the window has not opened; --no-wait exits 4 at once, nothing written.
+    let r = tick("2026-11-22T21:00:00+01:00");
+    assert_eq!(r.code, 4, "{r:?}");
+    assert_eq!(sb.requests_total(), 0);
+    assert!(journals().is_empty(), "{:?}", journals());
+
+    // 22:00:01: the night's job: every pair muted; the undo is not due, so it exits 4.
+    let r = tick("2026-11-22T22:00:01+01:00");
+    assert_eq!(r.code, 4, "{r:?}");
+    assert!(pairs.iter().all(|(c, room)| muted(c, room)), "{r:?}");
+    assert_eq!(journals(), ["night-mute.2026-11-22.journal"]);
+    let after_mutes = sb.requests_total();
+
+    // 23:30, the next ticks of the night: nothing more is sent.
+    let r = tick("2026-11-22T23:30:00+01:00");
+    assert_eq!(r.code, 4, "{r:?}");
+    assert_eq!(sb.requests_total(), after_mutes);
+
+    // 07:00:30 the next morning: the night's changes are undone at once, in its journal.
+    let r = tick("2026-11-23T07:00:30+01:00");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(pairs.iter().all(|(c, room)| !muted(c, room)), "{r:?}");
+    assert_eq!(journals(), ["night-mute.2026-11-22.journal"]);
+    let after_undo = sb.requests_total();
+
+    // Later that morning: the next window has not opened; nothing sent, no new journal.
+    let r = tick("2026-11-23T09:00:00+01:00");
+    assert_eq!(r.code, 4, "{r:?}");
+    assert_eq!(sb.requests_total(), after_undo);
+    assert_eq!(journals(), ["night-mute.2026-11-22.journal"]);
+
+    // The next evening: a new night, a new journal, the pairs muted again.
+    let r = tick("2026-11-23T22:00:01+01:00");
+    assert_eq!(r.code, 4, "{r:?}");
+    assert!(pairs.iter().all(|(c, room)| muted(c, room)), "{r:?}");
+    assert_eq!(
+        journals(),
+        [
+            "night-mute.2026-11-22.journal",
+            "night-mute.2026-11-23.journal"
+        ]
+    );
+    assert!(
+        !r.stderr.contains(API_KEY) && !r.stdout.contains(API_KEY),
+        "the key printed"
+    );
+}
