@@ -100,7 +100,9 @@ impl Gcra {
             Some(t) => t.max(now),
             None => now.saturating_add(tau),
         };
-        let allowed_at = tat - tau;
+        // A TAT under `tau` (a clock near its origin, a slower pace's long tolerance) was
+        // allowed from the start.
+        let allowed_at = tat.saturating_sub(tau);
         if now < allowed_at {
             Decision::Refuse {
                 wait_us: allowed_at - now,
@@ -229,6 +231,22 @@ mod tests {
         }
         // And it is not slower than the rate either: 2 s at 50/s, one at the start.
         assert!((100..=101).contains(&grants.len()), "{}", grants.len());
+    }
+
+    #[test]
+    fn a_slower_pace_near_the_clocks_origin_is_granted() {
+        // The in-process ledger's clock starts at 0: a TAT written at the fast pace is
+        // below the slow pace's tolerance.
+        let fast = Gcra::new(Duration::from_millis(10), 4);
+        let slow = Gcra::new(Duration::from_secs(1), 4);
+        let mut tat = None;
+        assert_eq!(draw(&fast, &mut tat, 0), 0);
+        assert_eq!(draw(&slow, &mut tat, 5_000), 0);
+        assert_eq!(
+            tat,
+            Some(1_040_000),
+            "the fast TAT (40 ms) and one slow interval"
+        );
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub(crate) struct RedisLedger {
     conn: MultiplexedConnection,
     script: Script,
     key: String,
+    /// The key of the note runs leave each other (see the budget's `publish_limit`).
+    note_key: String,
 }
 
 impl RedisLedger {
@@ -66,6 +68,7 @@ impl RedisLedger {
             conn,
             script,
             key: format!("imkit-batch:budget:{}", key.id()),
+            note_key: format!("imkit-batch:note:{}", key.id()),
         })
     }
 
@@ -73,6 +76,27 @@ impl RedisLedger {
     /// is told apart from an unreachable server).
     pub(crate) fn check_url(url: &str) -> Result<(), RedisError> {
         Client::open(url).map(drop)
+    }
+
+    /// Replaces the ledger's note, kept for `ttl`.
+    pub(crate) async fn put_note(&self, note: &str, ttl: Duration) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(&self.note_key)
+            .arg(note)
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// The ledger's note, if any.
+    pub(crate) async fn note(&self) -> Result<Option<String>, RedisError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(&self.note_key)
+            .query_async(&mut conn)
+            .await
     }
 
     /// One draw (`EVALSHA`, loading the script again if the server lost it).

@@ -55,6 +55,11 @@ pub struct StatusRun {
     pub exit: Option<String>,
     pub ops_finalized: u64,
     pub settings: serde_json::Value,
+    /// The pace the run settled on per credential, and why (recorded at its end; `null`
+    /// for a run still going, killed, or of an earlier build): a list of `{credential,
+    /// asked, per_second, basis (asked|discovered|lowered), limit_per_second, scope
+    /// (process|host|redis), ledger, other_runs}`.
+    pub pace: serde_json::Value,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,6 +74,7 @@ pub fn status_report(journal: &Journal) -> Result<StatusReport, JournalError> {
     let counts = journal.counts()?;
     let (attempts, retries) = journal.attempt_totals()?;
     let runs: Vec<RunInfo> = journal.runs()?;
+    let mut paces = journal.run_paces()?;
     let running_pid = running_pid(journal.path());
     let total = counts.total();
     let final_ops = counts.done + counts.failed + counts.skipped;
@@ -121,6 +127,7 @@ pub fn status_report(journal: &Journal) -> Result<StatusReport, JournalError> {
                 exit: r.exit.clone(),
                 ops_finalized: r.ops_finalized,
                 settings: r.settings.clone(),
+                pace: paces.remove(&r.id).unwrap_or_default(),
             })
             .collect(),
         last_exit,

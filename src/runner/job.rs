@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::retry::Backoff;
 use super::scheduler::RunnerOptions;
 use crate::api::Credentials;
+use crate::budget::BudgetLocation;
 use crate::manifest::Manifest;
 use crate::output::{LogFormat, ProgressMode};
 use crate::units::Rate;
@@ -59,6 +60,10 @@ pub struct Job {
     pub concurrency: u32,
     /// Per credential.
     pub rate: Rate,
+    /// Where each credential's rate budget is kept: on this host by default (every run on
+    /// the host that uses the credential shares it), in Redis with `--budget`, in this
+    /// process for the sandbox (which ignores this field: its credentials are its own).
+    pub budget: BudgetLocation,
     pub max_attempts: u32,
     /// Of one request.
     pub timeout: Duration,
@@ -89,8 +94,13 @@ impl Job {
     /// terminal and text on stderr.
     pub fn new(manifest: Manifest, target: Target, credentials: Credentials) -> Job {
         let s = &manifest.settings;
+        let budget = match target {
+            Target::Remote { .. } => BudgetLocation::Host { dir: None },
+            Target::Sandbox => BudgetLocation::Process,
+        };
         Job {
             journal_path: default_journal_path(&manifest.path),
+            budget,
             target,
             credentials,
             concurrency: s.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
@@ -120,6 +130,7 @@ impl Job {
             },
             "concurrency": self.concurrency,
             "rate": self.rate.to_string(),
+            "budget": self.budget.to_string(),
             "max_attempts": self.max_attempts,
             "timeout": humantime::format_duration(self.timeout).to_string(),
             "until": self.until.map(|t| t.to_string()),

@@ -1,9 +1,10 @@
 //! Delivery: scheduling that keeps ops on one room or client in order, rate limiting per
 //! credential, retries with backoff and the server's hints, deadlines, shutdown and progress
-//! (SPEC §4). [`run_job`] wires the pieces for one [`Job`]: journal, target (API or
-//! sandbox), scheduler, summary and exit status; it is told to stop from outside through a
-//! [`Shutdown`].
+//! (SPEC §4). [`run_job`] wires the pieces for one [`Job`]: the credentials' rate budgets,
+//! journal, target (API or sandbox), scheduler, summary and exit status; it is told to stop
+//! from outside through a [`Shutdown`].
 
+mod discovery;
 pub mod executor;
 mod job;
 pub mod pacing;
@@ -29,6 +30,7 @@ use anyhow::Context as _;
 use reqwest::Url;
 
 use crate::api::{ApiClient, ClientOptions, Credentials, Secret};
+use crate::budget::{Budget, LedgerKey};
 use crate::journal::{Counts, JobMeta, Journal, JournalOp, JournalWriter, OpenOptions};
 use crate::output;
 use crate::{Exit, ExitError};
@@ -36,6 +38,9 @@ use crate::{Exit, ExitError};
 /// Runs (or resumes) a job to its end, or until `shutdown` stops it, and returns the exit
 /// status.
 pub async fn run_job(job: Job, shutdown: Shutdown) -> anyhow::Result<Exit> {
+    // Before the journal: a budget that cannot be reached is a configuration error (exit 2)
+    // that writes and sends nothing.
+    let budgets = open_budgets(&job).await?;
     let (journal, pending, before) = open_journal(&job)?;
     if pending.is_empty() {
         let message = format!(
@@ -68,17 +73,50 @@ pub async fn run_job(job: Job, shutdown: Shutdown) -> anyhow::Result<Exit> {
 
     let controls = Controls::default();
     let mut progress = output::Progress::new(job.progress, pending.len() as u64);
+    let mut options = job.runner_options();
+    options.budgets = budgets;
     let work = scheduler::run(
         pending,
         Arc::new(client.api),
         Arc::new(writer.clone()),
-        job.runner_options(),
+        options,
         controls.clone(),
         snapshotted,
         &mut progress,
     );
     let report = shutdown.drive(work, &controls).await;
     finish(&report, &before, writer, job.log_format).await
+}
+
+/// The budget of each credential the job has secrets for (client key and token, API key),
+/// at `job.budget`, named by the base URL and the credential's secrets, and joined (so other
+/// runs on the host ledger count this one). For the sandbox, none: the scheduler gives each
+/// credential one of this process's own.
+async fn open_budgets(job: &Job) -> Result<[Option<Budget>; 2], ExitError> {
+    let Target::Remote { base_url } = &job.target else {
+        return Ok([None, None]);
+    };
+    let c = &job.credentials;
+    let url = base_url.as_str();
+    let keys = [
+        c.client_key
+            .as_ref()
+            .zip(c.token.as_ref())
+            .map(|(k, t)| LedgerKey::new(url, &[k.expose(), t.expose()])),
+        c.api_key
+            .as_ref()
+            .map(|k| LedgerKey::new(url, &[k.expose()])),
+    ];
+    let gcra = pacing::gcra_for(job.rate);
+    let mut budgets = [None, None];
+    for (slot, key) in budgets.iter_mut().zip(keys) {
+        if let Some(key) = key {
+            let budget = Budget::open(&job.budget, &key, gcra).await?;
+            budget.join();
+            *slot = Some(budget);
+        }
+    }
+    Ok(budgets)
 }
 
 /// Opens (or creates) the job's journal for this run: the journal, the ops still to send
@@ -138,7 +176,11 @@ async fn finish(
     writer: JournalWriter,
     format: output::LogFormat,
 ) -> anyhow::Result<Exit> {
-    let flushed = writer.flush().await;
+    let paces = serde_json::to_string(&report.stats.paces).unwrap_or_default();
+    let flushed = match writer.record_pace(paces).await {
+        Ok(()) => writer.flush().await,
+        Err(e) => Err(e),
+    };
     let (exit, mut headline, error) = conclude(report, before);
     let finished = writer.finish(exit).await;
     if flushed.is_err() || finished.is_err() {
@@ -213,6 +255,15 @@ fn conclude(report: &RunReport, before: &Counts) -> (Exit, String, Option<String
             "run aborted: failure bound passed".into(),
             Some(format!(
                 "aborted: {why}; {pending} ops stay pending (run again to resume, after checking `imkit-batch report`)"
+            )),
+        ),
+        StopReason::BudgetLost(e) => (
+            Exit::Stopped,
+            format!(
+                "run stopped: the rate budget was lost; {pending} ops pending, run again to resume"
+            ),
+            Some(format!(
+                "{e}; {pending} ops stay pending: run again to resume once the budget is reachable"
             )),
         ),
         StopReason::Journal(e) => (
@@ -359,3 +410,6 @@ mod tests {
 
 #[cfg(test)]
 mod scheduler_tests;
+
+#[cfg(test)]
+mod pacing_tests;

@@ -43,11 +43,12 @@ use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Attempt, Outcome};
+use crate::budget::Budget;
 use crate::journal::{JournalOp, OpRecord, OpState};
 use crate::op::{Credential, LockKey};
 use crate::output::Progress;
 use crate::runner::executor::{Executor, Recorder};
-use crate::runner::pacing::Pacer;
+use crate::runner::pacing::{Pacer, gcra_for};
 use crate::runner::retry::Backoff;
 use crate::runner::summary::Stats;
 use crate::units::Rate;
@@ -71,6 +72,9 @@ pub struct RunnerOptions {
     pub snapshot: bool,
     /// Seed of the jitter; `None` seeds from the OS.
     pub seed: Option<u64>,
+    /// The budget of each credential (client key and token, API key), opened at
+    /// `pacing::gcra_for(rate)`; `None`: one of this process's own at `rate`.
+    pub budgets: [Option<Budget>; 2],
 }
 
 impl Default for RunnerOptions {
@@ -87,6 +91,7 @@ impl Default for RunnerOptions {
             deadline: None,
             snapshot: false,
             seed: None,
+            budgets: [None, None],
         }
     }
 }
@@ -119,6 +124,9 @@ pub enum StopReason {
     Signal { cancelled_in_flight: bool },
     /// An outcome could not be recorded; nothing more is sent.
     Journal(String),
+    /// The credential's rate budget (its ledger) failed mid-run: nothing more is sent
+    /// rather than send unpaced.
+    BudgetLost(String),
 }
 
 impl StopReason {
@@ -129,7 +137,7 @@ impl StopReason {
     fn rank(&self) -> u8 {
         match self {
             StopReason::Completed => 0,
-            StopReason::Deadline(_) | StopReason::Signal { .. } => 1,
+            StopReason::Deadline(_) | StopReason::Signal { .. } | StopReason::BudgetLost(_) => 1,
             StopReason::FailureBound(_) => 2,
             StopReason::CredentialsRejected { .. } => 3,
             StopReason::Journal(_) => 4,
@@ -161,6 +169,11 @@ enum TaskResult {
         snapshotted: bool,
     },
     Journal(String),
+    /// The budget failed before sending: the op stays as it was, and the run stops.
+    BudgetLost {
+        error: String,
+        snapshotted: bool,
+    },
 }
 
 /// What woke the scheduler up.
@@ -326,13 +339,22 @@ impl<E: Executor, R: Recorder> Shared<E, R> {
         // Waiting for the pace is not being in flight: a stop ends the wait.
         let paced = || async {
             tokio::select! {
-                _ = pacer.acquire() => true,
-                _ = halt.cancelled() => false,
+                r = pacer.acquire() => Some(r),
+                _ = halt.cancelled() => None,
             }
         };
+        let not_sent =
+            |paced: Option<Result<(), crate::budget::BudgetError>>, snapshotted| match paced {
+                Some(Ok(())) if !halted() => None,
+                Some(Err(e)) => Some(TaskResult::BudgetLost {
+                    error: e.to_string(),
+                    snapshotted,
+                }),
+                _ => Some(TaskResult::NotSent { snapshotted }),
+            };
         if want_snapshot {
-            if !paced().await || halted() {
-                return TaskResult::NotSent { snapshotted };
+            if let Some(r) = not_sent(paced().await, snapshotted) {
+                return r;
             }
             let sent_at = Instant::now();
             let prior = match self.exec.read_room(&op.room).await {
@@ -355,8 +377,8 @@ impl<E: Executor, R: Recorder> Shared<E, R> {
             }
             snapshotted = true;
         }
-        if !paced().await || halted() {
-            return TaskResult::NotSent { snapshotted };
+        if let Some(r) = not_sent(paced().await, snapshotted) {
+            return r;
         }
         let sent_at = Instant::now();
         let attempt = self.exec.send(op).await;
@@ -413,7 +435,11 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             ops,
             exec,
             rec,
-            pacers: [Pacer::new(opts.rate), Pacer::new(opts.rate)],
+            pacers: [Credential::ClientToken, Credential::ApiKey].map(|c| {
+                let budget = opts.budgets[cred_index(c)].clone();
+                let budget = budget.unwrap_or_else(|| Budget::in_process(gcra_for(opts.rate)));
+                Pacer::new(c, opts.rate, budget)
+            }),
             rejected: [AtomicBool::new(false), AtomicBool::new(false)],
             halt: CancellationToken::new(),
         });
@@ -658,6 +684,12 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
                 }
                 return None;
             }
+            TaskResult::BudgetLost { error, snapshotted } => {
+                if snapshotted {
+                    self.note_snapshot(i);
+                }
+                return Some(StopReason::BudgetLost(error));
+            }
             TaskResult::Sent {
                 attempt,
                 sent_at,
@@ -688,6 +720,11 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
         }
         let mut record = answer_record(&self.shared.ops[i as usize], n, attempt);
         let o = &attempt.outcome;
+        if o.status().is_some_and(|s| s != 429) {
+            // What the server answered, and did not refuse, paces the credential.
+            let c = cred_index(self.shared.ops[i as usize].op.credential());
+            self.shared.pacers[c].on_answered(sent_at);
+        }
         let stop = match o {
             Outcome::Done {
                 already_in_state, ..
@@ -740,9 +777,7 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             record.rc = Some(0);
         }
         self.stats.done += 1;
-        let ops = &self.shared.ops;
-        self.shared.pacers[cred_index(ops[i as usize].op.credential())].on_success();
-        self.queues.release_next(ops, i);
+        self.queues.release_next(&self.shared.ops, i);
     }
 
     /// A transient answer: retried after the backoff (or the server's hint), unless it was
@@ -814,7 +849,13 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
         progress.update(&self.stats, self.stats.elapsed);
     }
 
-    fn into_report(self) -> RunReport {
+    fn into_report(mut self) -> RunReport {
+        self.stats.paces = self
+            .shared
+            .pacers
+            .iter()
+            .filter_map(Pacer::report)
+            .collect();
         RunReport {
             stop: self.stop.unwrap_or(StopReason::Completed),
             stats: self.stats,
