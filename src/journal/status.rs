@@ -57,7 +57,8 @@ pub struct StatusRun {
     pub settings: serde_json::Value,
     /// The pace the run settled on per credential, and why (recorded at its end; `null`
     /// for a run still going, killed, or of an earlier build): a list of `{credential,
-    /// asked, per_second, basis (asked|discovered|lowered), limit_per_second, scope
+    /// asked, per_second, basis (asked|discovered|lowered), limit_per_second (the limit
+    /// discovered, or the pace last answered 429 when lowered), scope
     /// (process|host|redis), ledger, other_runs}`.
     pub pace: serde_json::Value,
 }

@@ -78,8 +78,8 @@ pub(crate) enum Knowledge {
     Asked,
     /// The server answered 429 above this rate (requests per second), measured.
     Discovered(f64),
-    /// 429s lowered the pace, and none measured a limit yet.
-    Lowered,
+    /// 429s lowered the pace, and none measured a limit yet; the last came at this pace.
+    Lowered(f64),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -120,6 +120,8 @@ pub(crate) struct Discovery {
     confirmations: u32,
     /// A limit measured here and not yet left for the other runs on the budget.
     measured: Option<f64>,
+    /// The pace a 429 last answered when it could not be measured.
+    refused_at: Option<f64>,
 }
 
 impl Discovery {
@@ -138,6 +140,7 @@ impl Discovery {
             next_step: now,
             confirmations: 0,
             measured: None,
+            refused_at: None,
         }
     }
 
@@ -164,8 +167,10 @@ impl Discovery {
     pub(crate) fn knowledge(&self) -> Knowledge {
         match self.limit {
             Some(l) => Knowledge::Discovered(l),
-            None if self.pace < self.asked => Knowledge::Lowered,
-            None => Knowledge::Asked,
+            None => match self.refused_at {
+                Some(r) if self.pace < self.asked => Knowledge::Lowered(r),
+                _ => Knowledge::Asked,
+            },
         }
     }
 
@@ -248,6 +253,7 @@ impl Discovery {
             // Refused at the settled pace, too soon to measure: the limit is lower.
             (false, Some(l)) => self.settle(SHRINK * l.min(self.pace / SETTLE), restart),
             (false, None) => {
+                self.refused_at = Some(self.pace);
                 let lower = self.lower_bound(sent);
                 self.set_pace((self.pace / 2.0).max(SETTLE * lower));
                 self.hold_until = restart + HOLD_UNSURE;

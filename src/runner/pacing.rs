@@ -246,7 +246,7 @@ impl Pacer {
         let (basis, limit) = match st.discovery.knowledge() {
             Knowledge::Asked => (PaceBasis::Asked, None),
             Knowledge::Discovered(l) => (PaceBasis::Discovered, Some(l)),
-            Knowledge::Lowered => (PaceBasis::Lowered, None),
+            Knowledge::Lowered(at) => (PaceBasis::Lowered, Some(at)),
         };
         Some(PaceReport {
             credential: self.credential,

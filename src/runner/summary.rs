@@ -36,7 +36,8 @@ pub struct PaceReport {
     /// runner's 1% headroom).
     pub per_second: f64,
     pub basis: PaceBasis,
-    /// The server's limit as discovered, requests per second.
+    /// Requests per second: the server's limit as discovered, or for a lowered pace, the
+    /// pace the server last answered 429 at.
     pub limit_per_second: Option<f64>,
     /// Who shares the credential's budget.
     pub scope: BudgetScope,
@@ -61,8 +62,10 @@ impl fmt::Display for PaceReport {
             )?,
             PaceBasis::Lowered => write!(
                 f,
-                "{:.1}/s (asked {}; lowered: the server answered 429, no limit measured yet",
-                self.per_second, self.asked
+                "{:.1}/s (asked {}; lowered: the server answered 429 at {:.1}/s, not at this pace",
+                self.per_second,
+                self.asked,
+                self.limit_per_second.unwrap_or(self.per_second)
             )?,
         }
         match (self.scope, self.other_runs) {
@@ -236,7 +239,11 @@ mod tests {
             asked: "40/s".parse().unwrap(),
             per_second: 19.04,
             basis,
-            limit_per_second: (basis == PaceBasis::Discovered).then_some(20.04),
+            limit_per_second: match basis {
+                PaceBasis::Discovered => Some(20.04),
+                PaceBasis::Lowered => Some(39.6),
+                PaceBasis::Asked => None,
+            },
             scope,
             ledger: match scope {
                 BudgetScope::Redis => "redis://***@10.0.0.5:6379/2".into(),
@@ -271,7 +278,7 @@ mod tests {
         let l = pace(PaceBasis::Lowered, BudgetScope::Process);
         assert_eq!(
             l.to_string(),
-            "19.0/s (asked 40/s; lowered: the server answered 429, no limit measured yet)"
+            "19.0/s (asked 40/s; lowered: the server answered 429 at 39.6/s, not at this pace)"
         );
         let mut m = pace(PaceBasis::Asked, BudgetScope::Process);
         m.credential = Credential::ApiKey;

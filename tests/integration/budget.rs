@@ -379,8 +379,8 @@ async fn an_unusable_host_dir_is_refused_at_the_start() {
 }
 
 /// A `redis-server` on a free loopback port, in a temp dir, without persistence; killed
-/// on drop.
-struct RedisServer {
+/// on drop. Also what `run::shared` runs the binary against.
+pub(crate) struct RedisServer {
     child: Option<Child>,
     port: u16,
     _dir: tempfile::TempDir,
@@ -389,7 +389,7 @@ struct RedisServer {
 impl RedisServer {
     /// Starts one, or `None` (with a message) where `redis-server` is not installed and
     /// this is not CI; CI installs it (`.ci/run`), so there its absence fails.
-    fn start() -> Option<RedisServer> {
+    pub(crate) fn start() -> Option<RedisServer> {
         let installed = Command::new("redis-server")
             .arg("--version")
             .output()
@@ -455,11 +455,11 @@ impl RedisServer {
         c.write_all(b"PING\r\n").is_ok() && c.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -474,7 +474,7 @@ impl Drop for RedisServer {
 }
 
 /// A loopback port nobody listens on (just now).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
