@@ -178,6 +178,28 @@ impl HostLedger {
 
     /// One draw, blocking (for `spawn_blocking`): lock, read, decide, write, unlock.
     pub(crate) fn draw_blocking(&self, gcra: &Gcra) -> io::Result<Decision> {
+        self.update_blocking(|stored, now| {
+            let decision = gcra.decide(stored, now);
+            match decision {
+                Decision::Grant { tat } => (Some(tat), decision),
+                Decision::Refuse { .. } => (None, decision),
+            }
+        })
+    }
+
+    /// Holds every draw back for `wait` (blocking, for `spawn_blocking`): see
+    /// [`Gcra::pause`].
+    pub(crate) fn pause_blocking(&self, gcra: &Gcra, wait: Duration) -> io::Result<()> {
+        let wait_us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        self.update_blocking(|stored, now| (gcra.pause(stored, now, wait_us), ()))
+    }
+
+    /// Under the ledger's lock: `f` gets the stored TAT and the time, and says what to store
+    /// (nothing for `None`).
+    fn update_blocking<T>(
+        &self,
+        f: impl FnOnce(Option<u64>, u64) -> (Option<u64>, T),
+    ) -> io::Result<T> {
         let file = match open_file(&self.path) {
             // The directory went (a logout cleans `$XDG_RUNTIME_DIR`): make it again.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -193,8 +215,8 @@ impl HostLedger {
         // holds it. Wall-clock time, because the TAT is compared across processes, which share
         // the system's real-time clock (an `Instant` means nothing outside its process).
         let now = now_us();
-        let decision = gcra.decide(read_tat(&file), now);
-        if let Decision::Grant { tat } = decision {
+        let (store, out) = f(read_tat(&file), now);
+        if let Some(tat) = store {
             let record = format!("{RECORD_PREFIX}{tat:020}\n");
             file.write_all_at(record.as_bytes(), 0)?;
             if file.metadata()?.len() != record.len() as u64 {
@@ -203,7 +225,7 @@ impl HostLedger {
         }
         // Closing the file drops the lock too; unlocking first makes it explicit.
         file.unlock()?;
-        Ok(decision)
+        Ok(out)
     }
 }
 

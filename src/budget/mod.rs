@@ -380,6 +380,31 @@ impl Budget {
             .flatten()
     }
 
+    /// Holds every draw from the ledger, by any run, back for `wait` (at most about
+    /// [`MAX_AHEAD`]): a server's 429 hint is the credential's, not one run's. Best effort, as
+    /// the hint also holds this run back by itself; a ledger that fails fails the next draw.
+    pub async fn pause(&self, gcra: &Gcra, wait: Duration) {
+        let paused = match &self.inner.ledger {
+            Ledger::Process(p) => {
+                p.pause(gcra, wait);
+                Ok(())
+            }
+            Ledger::Host(h) => {
+                let (h, g) = (Arc::clone(h), *gcra);
+                tokio::task::spawn_blocking(move || h.pause_blocking(&g, wait))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
+            Ledger::Redis { ledger, .. } => {
+                ledger.pause(gcra, wait).await.map_err(|e| e.to_string())
+            }
+        };
+        if let Err(e) = paused {
+            tracing::debug!(error = %e, "cannot hold the budget's other runs back");
+        }
+    }
+
     /// Leaves the other runs on the ledger the server limit that `by` (a run's number, see
     /// [`new_publisher`]) measured, requests per second. Best effort: a note that cannot be
     /// left only leaves the others to find the limit themselves (a ledger that fails fails
@@ -483,6 +508,19 @@ impl Budget {
 }
 
 impl ProcessLedger {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn pause(&self, gcra: &Gcra, wait: Duration) {
+        let now = self.now_us();
+        let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
+        let wait_us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        if let Some(t) = gcra.pause(*tat, now, wait_us) {
+            *tat = Some(t);
+        }
+    }
+
     fn draw(&self, gcra: &Gcra) -> Decision {
         let now = u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX);
         // A poisoned lock only means a panic elsewhere mid-update; the state is one number.

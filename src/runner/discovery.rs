@@ -14,9 +14,9 @@
 //! - A sample too short to tell the server's rate from its burst (the run's first requests
 //!   against a bucket, say) halves the pace instead, no lower than what the server let
 //!   through over the last seconds, pauses included, and holds a while before climbing.
-//! - A 429 while settled, over a sample the server otherwise accepted in full
-//!   ([`NOISE_SHARE`]), is noise (a window's edge, another client's spike): it only costs its
-//!   hint.
+//! - A 429 at the asked pace or settled, over a sample the server otherwise accepted in
+//!   full ([`NOISE_SHARE`]), and the first for a while ([`NOISE_GAP`]), is noise (a window's
+//!   edge, another client's spike): it only costs its hint.
 //! - After a hold without a 429, the pace probes upward, additively and slowly, in steps of
 //!   [`PROBE_STEP`] of the limit; the next 429 measures the limit again. A probe that passes
 //!   the limit by [`RAISED`] without a 429 means the limit was raised: the pace climbs back
@@ -234,11 +234,12 @@ impl Discovery {
         let settled = self
             .limit
             .is_some_and(|l| self.pace <= SETTLE * l * (1.0 + 1e-9));
+        let steady = settled || (self.limit.is_none() && self.pace >= self.asked);
         let lone = self
             .last_429
             .is_none_or(|t| now.saturating_duration_since(t) >= NOISE_GAP);
         self.last_429 = Some(now);
-        if long && settled && lone && sample.accepted_share() >= NOISE_SHARE {
+        if long && steady && lone && sample.accepted_share() >= NOISE_SHARE {
             return;
         }
         let restart = resume.max(now);

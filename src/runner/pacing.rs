@@ -212,8 +212,9 @@ impl Pacer {
         self.lock().paused_until
     }
 
-    /// A 429 answered a request sent at `sent_at`: close the gate for `wait`, and let the
-    /// pace follow what the server accepts.
+    /// A 429 answered a request sent at `sent_at`: close the gate for `wait` (here, and on
+    /// the budget for every run that shares it), and let the pace follow what the server
+    /// accepts.
     pub(crate) fn on_rate_limited(&self, wait: Duration, sent_at: Instant) {
         let now = Instant::now();
         let measured = {
@@ -226,6 +227,10 @@ impl Pacer {
         };
         if let Some(limit) = measured {
             self.publish(limit);
+        }
+        if !wait.is_zero() {
+            let (budget, gcra) = (self.budget.clone(), self.gcra());
+            tokio::spawn(async move { budget.pause(&gcra, wait).await });
         }
     }
 

@@ -587,3 +587,37 @@ async fn a_redis_lost_mid_run_fails_the_next_draw() {
     assert!(b.draw().await.is_err());
     eprintln!("BUDGET Redis killed mid-run: {msg}");
 }
+
+/// What one run leaves on a shared ledger for the others: a pause (a server's 429 hint holds
+/// every run on the credential back) and the limit it measured; on the host and in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_on_a_shared_ledger_see_each_others_pause_and_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "sk_test_pause_and_note";
+    let host = || Budget::on_host(dir.path(), &key(secret), gcra()).unwrap();
+    let mut pairs = vec![(host(), host())];
+    let server = RedisServer::start();
+    if let Some(server) = &server {
+        let (url, k) = (server.url(), key(secret));
+        let a = Budget::redis(&url, &k, gcra()).await.unwrap();
+        let b = Budget::redis(&url, &k, gcra()).await.unwrap();
+        pairs.push((a, b));
+    }
+    for (a, b) in pairs {
+        let scope = a.info().scope;
+        assert_eq!(b.shared_limit().await, None, "{scope:?}");
+        a.acquire().await.unwrap();
+        a.pause(&gcra(), Duration::from_secs(2)).await;
+        match b.draw().await.unwrap() {
+            Draw::Wait(w) => assert!(
+                w > Duration::from_millis(1500) && w <= Duration::from_secs(2),
+                "{scope:?}: {w:?}"
+            ),
+            Draw::Granted => panic!("{scope:?}: granted inside the pause"),
+        }
+        let me = imkit_batch::budget::new_publisher();
+        a.publish_limit(19.5, me).await;
+        let seen = b.shared_limit().await.unwrap();
+        assert_eq!((seen.per_second, seen.by), (19.5, me), "{scope:?}");
+    }
+}
