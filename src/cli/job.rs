@@ -451,6 +451,7 @@ mod tests {
             snapshot: Some(true),
             max_attempts: None,
             timeout: Some(Duration::from_secs(5)),
+            budget: Some(BudgetLocation::Redis("redis://10.0.0.9:6379/1".into())),
         };
         let m = manifest(vec![Op::freeze("r")], settings);
         let c = from_parts(
@@ -465,6 +466,10 @@ mod tests {
         assert_eq!(c.rate, Rate::per_minute(600));
         assert_eq!(c.max_attempts, crate::runner::DEFAULT_MAX_ATTEMPTS);
         assert_eq!(c.timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.budget,
+            BudgetLocation::Redis("redis://10.0.0.9:6379/1".into())
+        );
         assert!(c.snapshot);
         let s = c.settings_json().to_string();
         assert!(!s.contains("secret-"), "{s}");

@@ -93,6 +93,8 @@ pub struct Settings {
     pub snapshot: Option<bool>,
     pub max_attempts: Option<u32>,
     pub timeout: Option<std::time::Duration>,
+    /// Where the credentials' rate budgets are shared (`--budget`): `redis://HOST:PORT/DB`.
+    pub budget: Option<crate::budget::BudgetLocation>,
 }
 
 /// A validated manifest, expanded into ops.

@@ -51,6 +51,7 @@ struct SettingsDoc {
     snapshot: Option<Spanned<Scalar>>,
     max_attempts: Option<Spanned<Scalar>>,
     timeout: Option<Spanned<String>>,
+    budget: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -359,7 +360,14 @@ fn check_alias_budget(text: &str) -> Result<(), (u32, Option<u32>, String)> {
 /// The keys each mapping of a manifest may hold (the fields of [`Doc`] and its parts).
 const TOP_KEYS: &[&str] = &["version", "name", "window", "settings", "ops"];
 const WINDOW_KEYS: &[&str] = &["start", "end"];
-const SETTINGS_KEYS: &[&str] = &["rate", "concurrency", "snapshot", "max_attempts", "timeout"];
+const SETTINGS_KEYS: &[&str] = &[
+    "rate",
+    "concurrency",
+    "snapshot",
+    "max_attempts",
+    "timeout",
+    "budget",
+];
 const OP_KEYS: &[&str] = &[
     "action",
     "room",
@@ -886,6 +894,15 @@ fn settings(path: &Path, text: &str, s: SettingsDoc, errs: &mut ManifestErrors) 
                 Err(m) => err(&t.referenced, m),
             },
             Err(m) => err(&t.referenced, format!("settings.timeout: {m}")),
+        }
+    }
+    if let Some(b) = s.budget {
+        match b.value.parse::<crate::budget::BudgetLocation>() {
+            Ok(v) => out.budget = Some(v),
+            Err(crate::budget::BudgetError::InvalidUrl { given, reason }) => {
+                err(&b.referenced, format!("settings.budget {given}: {reason}"));
+            }
+            Err(e) => err(&b.referenced, format!("settings.budget: {e}")),
         }
     }
     out
@@ -1640,6 +1657,12 @@ ops:
             "{e}"
         );
         assert!(e.contains("D/m.yaml:5:12: settings.timeout"), "{e}");
+        let e = err("version: 1\nsettings:\n  budget: \"http://:pw-9@h/0\"\nops: []\n");
+        assert!(
+            e.contains("D/m.yaml:3:11: settings.budget http://***@h/0: expected redis://"),
+            "{e}"
+        );
+        assert!(!e.contains("pw-9"), "{e}");
     }
 
     fn update(set: &str) -> Result<RoomFields, String> {

@@ -74,6 +74,7 @@ fn summary_json(stats: &Stats, headline: &str) -> String {
         "latency_p95_ms": ms(95.0),
         "latency_p99_ms": ms(99.0),
         "failures_by_code": stats.failures_by_code,
+        "pace": stats.paces,
     });
     json_event("INFO", headline, fields)
 }

@@ -95,7 +95,10 @@ impl Job {
     pub fn new(manifest: Manifest, target: Target, credentials: Credentials) -> Job {
         let s = &manifest.settings;
         let budget = match target {
-            Target::Remote { .. } => BudgetLocation::Host { dir: None },
+            Target::Remote { .. } => s
+                .budget
+                .clone()
+                .unwrap_or(BudgetLocation::Host { dir: None }),
             Target::Sandbox => BudgetLocation::Process,
         };
         Job {

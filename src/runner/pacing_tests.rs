@@ -298,173 +298,20 @@ async fn two_runs_on_one_budget_converge_on_the_limit_together() {
     }
 }
 
-#[tokio::test(start_paused = true)]
-#[ignore]
-async fn trace_the_pace() {
-    for (asked, burst) in [
-        ("40/s", None),
-        ("40/s", Some(5)),
-        ("60/s", None),
-        ("60/s", Some(5)),
-        ("80/s", Some(5)),
-    ] {
-        let server = Server::new("20/s", burst);
-        let p = pacer(asked);
-        let log = Mutex::new(Log::default());
-        let t0 = Instant::now();
-        let mut line = String::new();
-        for s in 0..100u64 {
-            drive(&p, &server, t0 + secs(s + 1), &log).await;
-            let l = log.lock().unwrap();
-            let acc = l
-                .accepted
-                .iter()
-                .filter(|t| **t >= t0 + secs(s) && **t < t0 + secs(s + 1))
-                .count();
-            let lim = l
-                .limited
-                .iter()
-                .filter(|t| **t >= t0 + secs(s) && **t < t0 + secs(s + 1))
-                .count();
-            line.push_str(&format!(
-                "{s}:{acc}{} p{:.1} ",
-                if lim > 0 {
-                    format!("/{lim}!")
-                } else {
-                    String::new()
-                },
-                p.pace()
-            ));
-        }
-        eprintln!("{asked} {burst:?}: {line}");
-    }
-}
-
-#[tokio::test(start_paused = true)]
-#[ignore]
-async fn trace_two() {
-    for burst in [None, Some(5)] {
-        let server = Server::new("20/s", burst);
-        let r = rate("40/s");
-        let budget = Budget::in_process(gcra_for(r));
-        let a = Pacer::new(Credential::ClientToken, r, budget.clone());
-        let b = Pacer::new(Credential::ClientToken, r, budget);
-        let log = Mutex::new(Log::default());
-        let t0 = Instant::now();
-        let mut line = String::new();
-        for s in 0..120u64 {
-            let until = t0 + secs(s + 1);
-            tokio::join!(
-                drive(&a, &server, until, &log),
-                drive(&b, &server, until, &log)
-            );
-            let l = log.lock().unwrap();
-            let acc = l
-                .accepted
-                .iter()
-                .filter(|t| **t >= t0 + secs(s) && **t < t0 + secs(s + 1))
-                .count();
-            let lim = l
-                .limited
-                .iter()
-                .filter(|t| **t >= t0 + secs(s) && **t < t0 + secs(s + 1))
-                .count();
-            line.push_str(&format!(
-                "{s}:{acc}{} a{:.1} b{:.1} ",
-                if lim > 0 {
-                    format!("/{lim}!")
-                } else {
-                    String::new()
-                },
-                a.pace(),
-                b.pace()
-            ));
-        }
-        eprintln!("two {burst:?}: {line}");
-    }
-    for burst in [None, Some(5)] {
-        let server = Server::new("20/s", burst);
-        let p = pacer("40/s");
-        let log = Mutex::new(Log::default());
-        let t0 = Instant::now();
-        let mut line = String::new();
-        for s in 0..150u64 {
-            if s == 60 {
-                server.set("10/s", burst);
-            }
-            drive(&p, &server, t0 + secs(s + 1), &log).await;
-            let l = log.lock().unwrap();
-            let acc = l
-                .accepted
-                .iter()
-                .filter(|t| **t >= t0 + secs(s) && **t < t0 + secs(s + 1))
-                .count();
-            let lim = l
-                .limited
-                .iter()
-                .filter(|t| **t >= t0 + secs(s) && **t < t0 + secs(s + 1))
-                .count();
-            if s >= 55 {
-                line.push_str(&format!(
-                    "{s}:{acc}{} p{:.1} ",
-                    if lim > 0 {
-                        format!("/{lim}!")
-                    } else {
-                        String::new()
-                    },
-                    p.pace()
-                ));
-            }
-        }
-        eprintln!("cut {burst:?}: {line}");
-    }
-}
-
-async fn drive_tagged(
-    tag: &str,
-    pacer: &Pacer,
-    server: &Server,
-    until: Instant,
-    log: &Mutex<Log>,
-    t0: Instant,
-) {
-    while Instant::now() < until {
-        pacer.acquire().await.unwrap();
-        let sent = Instant::now();
-        let answer = server.answer(sent);
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        match answer {
-            Ok(()) => {
-                pacer.on_answered(sent);
-                log.lock().unwrap().accepted.push(sent);
-            }
-            Err(hint) => {
-                let before = pacer.pace();
-                pacer.on_rate_limited(hint, sent);
-                eprintln!(
-                    "{tag} 429 sent {:.3}s: pace {before:.2} -> {:.2}",
-                    (sent - t0).as_secs_f64(),
-                    pacer.pace()
-                );
-                log.lock().unwrap().limited.push(sent);
-            }
-        }
-    }
-}
-
-#[tokio::test(start_paused = true)]
-#[ignore]
-async fn trace_events() {
-    let server = Server::new("20/s", None);
-    let r = rate("40/s");
-    let budget = Budget::in_process(gcra_for(r));
-    let a = Pacer::new(Credential::ClientToken, r, budget.clone());
-    let b = Pacer::new(Credential::ClientToken, r, budget);
-    let log = Mutex::new(Log::default());
-    let t0 = Instant::now();
-    let until = t0 + secs(60);
-    tokio::join!(
-        drive_tagged("a", &a, &server, until, &log, t0),
-        drive_tagged("b", &b, &server, until, &log, t0)
-    );
+/// Real time: a host ledger broken mid-run fails the next draw, and nothing is granted.
+#[tokio::test]
+async fn a_budget_lost_mid_run_fails_the_draw() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rate("1000/s");
+    let key = crate::budget::LedgerKey::new("https://x.test", &["sk_test_lost_ledger"]);
+    let budget = Budget::on_host(dir.path(), &key, gcra_for(r)).unwrap();
+    let ledger = std::path::PathBuf::from(budget.info().ledger);
+    let p = Pacer::new(Credential::ApiKey, r, budget);
+    p.acquire().await.unwrap();
+    // The ledger's file becomes something no draw can open.
+    std::fs::remove_file(&ledger).unwrap();
+    std::fs::create_dir(&ledger).unwrap();
+    let e = p.acquire().await.unwrap_err();
+    assert_eq!(e.exit(), crate::Exit::Stopped);
+    assert!(e.to_string().starts_with("lost the rate budget at "), "{e}");
 }
