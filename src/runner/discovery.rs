@@ -11,12 +11,18 @@
 //!   sending rate is the pace when the run was waiting for its budget (the budget is the
 //!   credential's, so the pace is what every run on the ledger sends together) and what this
 //!   run sent otherwise. The pace becomes [`SETTLE`] of that limit and holds there.
+//!   After a climb, the limit is at least the pace before its last step (the sample's
+//!   average is under it). A 429 never raises a known limit; against a token bucket each
+//!   measurement is a little high (its burst), so the pace nears the limit from above, a few
+//!   percent a 429.
 //! - A sample too short to tell the server's rate from its burst (the run's first requests
 //!   against a bucket, say) halves the pace instead, no lower than what the server let
-//!   through over the last seconds, pauses included, and holds a while before climbing.
-//! - A 429 at the asked pace or settled, over a sample the server otherwise accepted in
-//!   full ([`NOISE_SHARE`]), and the first for a while ([`NOISE_GAP`]), is noise (a window's
-//!   edge, another client's spike): it only costs its hint.
+//!   through over the last seconds, pauses included, and holds a while before climbing
+//!   (less after a second blind halving in a row). With a limit known, such a 429 after a
+//!   probe means the limit holds; at the settled pace, that it is [`SHRINK`] lower.
+//! - A 429 at the asked pace or settled, over a sample the server otherwise accepted
+//!   ([`NOISE_SHARE`]), and one of the first few for a while ([`NOISE_GAP`]), is noise (a
+//!   window's edge met a moment early, another client's spike): it only costs its hint.
 //! - After a hold without a 429, the pace probes upward, additively and slowly, in steps of
 //!   [`PROBE_STEP`] of the limit; the next 429 measures the limit again. A probe that passes
 //!   the limit by [`RAISED`] without a 429 means the limit was raised: the pace climbs back
@@ -27,7 +33,8 @@
 //!   so that all draw from the ledger at one pace (a run drawing faster than another would
 //!   otherwise only wait behind it, never learning the limit).
 //!
-//! The server's own hint (the 429 gate) is the pacer's; this module only sets the pace.
+//! The server's own hint (the 429 gate, which the pacer also puts on the shared budget) is
+//! the pacer's; this module only sets the pace.
 //! Pure state over tokio instants, so tests drive it with paused time.
 
 use std::collections::VecDeque;
@@ -38,18 +45,24 @@ use tokio::time::Instant;
 /// How far under the discovered limit the pace settles.
 pub(crate) const SETTLE: f64 = 0.95;
 /// The furthest back (in send time) an estimate looks.
-const LOOK_BACK: Duration = Duration::from_secs(5);
+const LOOK_BACK: Duration = Duration::from_secs(10);
 /// The shortest sending time, since sending last resumed, that an estimate is believed
 /// from; a shorter sample is mostly the server's burst.
 const MIN_SAMPLE: Duration = Duration::from_secs(2);
 /// And the fewest accepted answers in it.
 const MIN_SAMPLE_ANSWERS: usize = 10;
-/// A 429 over a settled sample of which at least this share was accepted is noise ...
-const NOISE_SHARE: f64 = 0.98;
-/// ... when it is the first for this long.
+/// A 429 over a steady sample of which at least this share was accepted is noise ...
+const NOISE_SHARE: f64 = 0.95;
+/// ... when fewer than [`NOISE_MAX`] others came in this long.
 const NOISE_GAP: Duration = Duration::from_secs(60);
-/// The hold after a decrease that measured nothing (the pace was halved blindly).
+/// See [`NOISE_GAP`]: a limit under the pace answers 429 every few seconds, a window's
+/// edge or another client's spike now and then.
+const NOISE_MAX: usize = 2;
+/// The hold after a decrease that measured nothing (the pace was halved blindly) ...
 const HOLD_UNSURE: Duration = Duration::from_secs(20);
+/// ... and after the next ones in a row: halved twice, the pace is likely well under the
+/// limit, and climbs sooner.
+const HOLD_UNSURE_AGAIN: Duration = Duration::from_secs(5);
 /// The first hold after a discovered limit; doubled by every probe that finds it again.
 const HOLD_SETTLED: Duration = Duration::from_secs(30);
 /// The longest hold.
@@ -58,8 +71,8 @@ const HOLD_MAX: Duration = Duration::from_secs(240);
 const STEP_EVERY: Duration = Duration::from_secs(1);
 /// One step up when probing above a discovered limit: this share of it.
 const PROBE_STEP: f64 = 0.01;
-/// One step up otherwise: back toward the settled pace, this share of the pace; after a
-/// blind decrease, this share of `--rate`.
+/// One step up otherwise (back toward the settled pace, or after a blind decrease): this
+/// share of the pace.
 const CLIMB: f64 = 0.05;
 /// A 429 at the settled pace too soon after sending resumed to measure anything lowers the
 /// limit by this factor.
@@ -69,7 +82,7 @@ const RAISED: f64 = 1.10;
 /// The slowest pace: this share of `--rate`.
 pub(crate) const MIN_FACTOR: f64 = 1.0 / 16.0;
 /// Answers and grants kept (by send time), a little more than [`LOOK_BACK`].
-const KEEP: Duration = Duration::from_secs(6);
+const KEEP: Duration = Duration::from_secs(11);
 
 /// What the controller knows of the server's limit.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -108,8 +121,8 @@ pub(crate) struct Discovery {
     limit: Option<f64>,
     answers: VecDeque<Answer>,
     grants: VecDeque<Grant>,
-    /// The last fresh 429.
-    last_429: Option<Instant>,
+    /// The fresh 429s of the last [`NOISE_GAP`].
+    recent_429s: VecDeque<Instant>,
     /// Sending (re)started then: the start, or the end of the last 429 pause.
     active_since: Instant,
     /// 429s to requests sent before this belong to the last decision.
@@ -122,6 +135,10 @@ pub(crate) struct Discovery {
     measured: Option<f64>,
     /// The pace a 429 last answered when it could not be measured.
     refused_at: Option<f64>,
+    /// Blind decreases in a row (none measured, no step up since).
+    blind: u32,
+    /// The pace before the last step up: one the server accepted for a whole step.
+    stepped_from: Option<f64>,
 }
 
 impl Discovery {
@@ -133,7 +150,7 @@ impl Discovery {
             limit: None,
             answers: VecDeque::new(),
             grants: VecDeque::new(),
-            last_429: None,
+            recent_429s: VecDeque::new(),
             active_since: now,
             decided_at: None,
             hold_until: now,
@@ -141,6 +158,8 @@ impl Discovery {
             confirmations: 0,
             measured: None,
             refused_at: None,
+            blind: 0,
+            stepped_from: None,
         }
     }
 
@@ -151,6 +170,7 @@ impl Discovery {
 
     /// A limit another run on the budget measured: settle under it as if measured here.
     pub(crate) fn adopt(&mut self, limit: f64, now: Instant) {
+        self.stepped_from = None;
         self.limit = Some(limit);
         self.confirmations = 0;
         self.set_pace(SETTLE * limit);
@@ -235,18 +255,26 @@ impl Discovery {
             .limit
             .is_some_and(|l| self.pace <= SETTLE * l * (1.0 + 1e-9));
         let steady = settled || (self.limit.is_none() && self.pace >= self.asked);
-        let lone = self
-            .last_429
-            .is_none_or(|t| now.saturating_duration_since(t) >= NOISE_GAP);
-        self.last_429 = Some(now);
+        while self
+            .recent_429s
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= NOISE_GAP)
+        {
+            self.recent_429s.pop_front();
+        }
+        let lone = self.recent_429s.len() < NOISE_MAX;
+        self.recent_429s.push_back(now);
         if long && steady && lone && sample.accepted_share() >= NOISE_SHARE {
             return;
         }
         let restart = resume.max(now);
         match (long, self.limit) {
             (true, known) => {
-                // A 429 never raises the limit (a raise is found by probing past it).
-                let measured = sample.accepted_share() * sample.sending_rate();
+                // What the server accepted; after a climb, at least the pace before its
+                // last step (the sample's average is under it). A 429 never raises the
+                // limit (a raise is found by probing past it).
+                let accepted = sample.accepted_share() * sample.sending_rate();
+                let measured = accepted.max(self.stepped_from.unwrap_or(0.0));
                 self.settle(measured.min(known.unwrap_or(f64::INFINITY)), restart);
             }
             // A probe past the limit answered at once: the limit holds.
@@ -254,10 +282,17 @@ impl Discovery {
             // Refused at the settled pace, too soon to measure: the limit is lower.
             (false, Some(l)) => self.settle(SHRINK * l.min(self.pace / SETTLE), restart),
             (false, None) => {
+                self.stepped_from = None;
                 self.refused_at = Some(self.pace);
                 let lower = self.lower_bound(sent);
                 self.set_pace((self.pace / 2.0).max(SETTLE * lower));
-                self.hold_until = restart + HOLD_UNSURE;
+                let hold = if self.blind == 0 {
+                    HOLD_UNSURE
+                } else {
+                    HOLD_UNSURE_AGAIN
+                };
+                self.blind += 1;
+                self.hold_until = restart + hold;
                 self.next_step = self.hold_until;
             }
         }
@@ -266,6 +301,8 @@ impl Discovery {
     /// Settles under `limit` (to be left for the other runs on the budget), holding from
     /// `restart` for longer each time the same limit is found again.
     fn settle(&mut self, limit: f64, restart: Instant) {
+        self.blind = 0;
+        self.stepped_from = None;
         self.confirmations = match self.limit {
             Some(l) if (limit - l).abs() <= 0.05 * l => self.confirmations + 1,
             _ => 0,
@@ -333,10 +370,12 @@ impl Discovery {
             return;
         }
         self.next_step = now + STEP_EVERY;
+        self.blind = 0;
+        self.stepped_from = Some(self.pace);
         let next = match self.limit {
             Some(l) if self.pace < SETTLE * l => (self.pace * (1.0 + CLIMB)).min(SETTLE * l),
             Some(l) => self.pace + PROBE_STEP * l,
-            None => self.pace + CLIMB * self.asked,
+            None => self.pace * (1.0 + CLIMB),
         };
         self.set_pace(next);
         if self.limit.is_some_and(|l| self.pace > RAISED * l) {
