@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo run --release --example pacing_bench
 //! cargo run --release --example pacing_bench -- --bin /other/build/imkit-batch --rounds 2
+//! cargo run --release --example pacing_bench -- --extra   # instead: 3x, and 2x over 1,500 ops
 //! ```
 //!
 //! It builds the release binary first (`cargo build --release --bin imkit-batch`, when run
@@ -60,6 +61,8 @@ struct Scenario {
     /// `--rate` of each run, in multiples of the limit.
     times_limit: u32,
     sharing: Sharing,
+    /// Ops of the scenario, when not `--ops`.
+    ops: Option<usize>,
 }
 
 const SCENARIOS: [Scenario; 5] = [
@@ -68,30 +71,54 @@ const SCENARIOS: [Scenario; 5] = [
         runs: 1,
         times_limit: 1,
         sharing: Sharing::Host,
+        ops: None,
     },
     Scenario {
         name: "rate = 2x limit",
         runs: 1,
         times_limit: 2,
         sharing: Sharing::Host,
+        ops: None,
     },
     Scenario {
         name: "2 runs on one host, rate = limit each",
         runs: 2,
         times_limit: 1,
         sharing: Sharing::Host,
+        ops: None,
     },
     Scenario {
         name: "4 runs on one host, rate = limit each",
         runs: 4,
         times_limit: 1,
         sharing: Sharing::Host,
+        ops: None,
     },
     Scenario {
         name: "2 runs through Redis, own runtime dirs",
         runs: 2,
         times_limit: 1,
         sharing: Sharing::Redis,
+        ops: None,
+    },
+];
+
+/// With `--extra`, instead: asking more than twice the limit, and a run long enough to
+/// measure the limit it asks twice of.
+const EXTRA: [Scenario; 2] = [
+    Scenario {
+        name: "rate = 3x limit",
+        runs: 1,
+        times_limit: 3,
+        sharing: Sharing::Host,
+        ops: None,
+    },
+    Scenario {
+        name: "rate = 2x limit, 1,500 ops",
+        runs: 1,
+        times_limit: 2,
+        sharing: Sharing::Host,
+        ops: Some(1500),
     },
 ];
 
@@ -102,6 +129,7 @@ struct Args {
     burst: u32,
     rounds: u32,
     concurrency: u32,
+    extra: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -112,6 +140,7 @@ fn parse_args() -> anyhow::Result<Args> {
         burst: 5,
         rounds: 1,
         concurrency: 8,
+        extra: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -123,9 +152,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--burst" => a.burst = value()?.parse()?,
             "--rounds" => a.rounds = value()?.parse()?,
             "--concurrency" => a.concurrency = value()?.parse()?,
+            "--extra" => a.extra = true,
             _ => bail!(
                 "usage: pacing_bench [--bin PATH] [--limit PER_SECOND] [--ops N] [--burst N] \
-                 [--rounds N] [--concurrency N]"
+                 [--rounds N] [--concurrency N] [--extra]"
             ),
         }
     }
@@ -265,7 +295,7 @@ fn start_run(s: &Setup, sc: &Scenario, manifest: &Path, base: &str, runtime: &Pa
 
 async fn run_scenario(s: &Setup<'_>, sc: &Scenario) -> Measured {
     let dir = tempfile::tempdir().expect("temp dir");
-    let per_run = (s.args.ops / sc.runs).max(1);
+    let per_run = (sc.ops.unwrap_or(s.args.ops) / sc.runs).max(1);
     let mut cfg = SandboxConfig::new(s.creds.clone());
     cfg.rate_limit = Some(Rate {
         count: s.args.limit,
@@ -275,7 +305,7 @@ async fn run_scenario(s: &Setup<'_>, sc: &Scenario) -> Measured {
         Kind::Fixed => None,
         Kind::Bucket(b) => Some(b),
     };
-    cfg.log_capacity = s.args.ops * 4 + 1000;
+    cfg.log_capacity = sc.ops.unwrap_or(s.args.ops) * 4 + 1000;
     let mut manifests = Vec::new();
     for k in 0..sc.runs {
         let (path, rooms) = manifest(dir.path(), k, per_run).expect("manifest");
@@ -410,7 +440,8 @@ async fn main() -> anyhow::Result<()> {
                 has_budget_flag,
                 creds: &creds,
             };
-            for sc in &SCENARIOS {
+            let scenarios: &[Scenario] = if args.extra { &EXTRA } else { &SCENARIOS };
+            for sc in scenarios {
                 let m = run_scenario(&setup, sc).await;
                 print_row(kind, sc, args.limit, &m);
             }
