@@ -17,6 +17,9 @@
 //!   change is recorded as done). Requests of that credential waiting for their pace are not
 //!   sent. The op answered 401 stays pending (the op is not at fault), as do all ops not
 //!   finished, so a run with fixed credentials resumes them.
+//! - A credential's rate budget lost mid-run (its Redis gone, its ledger file unusable):
+//!   nothing more is dispatched (exit 4, resumable), never anything unpaced; requests on
+//!   the wire finish and are recorded, the op whose draw failed stays pending.
 //! - `max_attempts` is a budget per run: a resumed run gives a pending op a fresh budget;
 //!   the attempts recorded in the journal are the total across runs.
 //! - The failure ratio is failed / (done + failed) over this run, checked only once
