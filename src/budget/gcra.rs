@@ -84,6 +84,21 @@ impl Gcra {
             .max(max_ahead)
     }
 
+    /// The TAT that holds every draw back until `wait_us` from `now` (a server's 429 hint,
+    /// for the whole credential), if that is later than the stored one's; `None` to keep
+    /// it. The wait is capped so that the state stays one that draws believe (see
+    /// [`MAX_AHEAD`]).
+    pub(crate) fn pause(&self, stored: Option<u64>, now: u64, wait_us: u64) -> Option<u64> {
+        let tau = self.tolerance_us();
+        let most = self.ahead_limit_us().saturating_sub(tau);
+        let tat = now.saturating_add(wait_us.min(most)).saturating_add(tau);
+        // A stored TAT further ahead than believed is no state (see `decide`): replaced too.
+        let believed_ahead = |t: u64| t <= now.saturating_add(self.ahead_limit_us());
+        stored
+            .is_none_or(|t| t < tat || !believed_ahead(t))
+            .then_some(tat)
+    }
+
     /// The decision at `now` for the stored TAT `stored` (`None`: no state, or unreadable).
     ///
     /// A ledger with no state, or idle for longer than one full burst, starts with its burst
@@ -100,7 +115,9 @@ impl Gcra {
             Some(t) => t.max(now),
             None => now.saturating_add(tau),
         };
-        let allowed_at = tat - tau;
+        // A TAT under `tau` (a clock near its origin, a slower pace's long tolerance) was
+        // allowed from the start.
+        let allowed_at = tat.saturating_sub(tau);
         if now < allowed_at {
             Decision::Refuse {
                 wait_us: allowed_at - now,
@@ -229,6 +246,42 @@ mod tests {
         }
         // And it is not slower than the rate either: 2 s at 50/s, one at the start.
         assert!((100..=101).contains(&grants.len()), "{}", grants.len());
+    }
+
+    #[test]
+    fn a_pause_holds_every_draw_back_until_it_ends() {
+        let g = Gcra::new(Duration::from_millis(50), 4);
+        let mut tat = None;
+        let now = 50_000_000;
+        draw(&g, &mut tat, now);
+        tat = g.pause(tat, now, 1_000_000).or(tat);
+        assert_eq!(
+            draw(&g, &mut tat, now + 10_000),
+            990_000,
+            "until the pause ends"
+        );
+        assert_eq!(draw(&g, &mut tat, now + 1_000_000), 0);
+        // A shorter pause does not shorten a longer one; a far one is capped, still believed.
+        assert_eq!(g.pause(tat, now + 1_000_000, 10), None);
+        let far = g.pause(None, now, 3_600_000_000).unwrap();
+        assert_eq!(far, now + MAX_AHEAD.as_micros() as u64);
+        assert!(matches!(g.decide(Some(far), now), Decision::Refuse { .. }));
+    }
+
+    #[test]
+    fn a_slower_pace_near_the_clocks_origin_is_granted() {
+        // The in-process ledger's clock starts at 0: a TAT written at the fast pace is
+        // below the slow pace's tolerance.
+        let fast = Gcra::new(Duration::from_millis(10), 4);
+        let slow = Gcra::new(Duration::from_secs(1), 4);
+        let mut tat = None;
+        assert_eq!(draw(&fast, &mut tat, 0), 0);
+        assert_eq!(draw(&slow, &mut tat, 5_000), 0);
+        assert_eq!(
+            tat,
+            Some(1_040_000),
+            "the fast TAT (40 ms) and one slow interval"
+        );
     }
 
     #[test]

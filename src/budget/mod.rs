@@ -11,6 +11,11 @@
 //! - in Redis ([`Budget::redis`], `--budget redis://HOST:PORT/DB`): the same GCRA in one
 //!   atomic script on the server's clock, for runs on several hosts.
 //!
+//! The runs on a ledger also leave each other one note: the server limit the last of them
+//! measured ([`Budget::publish_limit`], [`Budget::shared_limit`]), so that every run on a
+//! credential draws at the same pace once one has found the server allows less than the
+//! rate.
+//!
 //! A ledger that cannot be reached at the start is [`BudgetError::Unreachable`] (exit 2,
 //! nothing was sent); one lost mid-run is [`BudgetError::Lost`] (exit 4: stop dispatching,
 //! never go on unpaced). The host and Redis ledgers run on real time: do not use them under
@@ -24,17 +29,18 @@ mod redis_ledger;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use gcra::{Gcra, MAX_AHEAD};
-pub use host::{LOCK_PATIENCE, default_dir};
+pub use host::{LOCK_PATIENCE, NOTE_TTL, default_dir};
 pub use key::LedgerKey;
 pub use redis_ledger::REDIS_TIMEOUT;
 
 use crate::{Exit, ExitError};
 use gcra::Decision;
-use host::HostLedger;
+use host::{HostLedger, Presence};
 use key::redact_url;
 use redis_ledger::RedisLedger;
 
@@ -72,6 +78,19 @@ impl FromStr for BudgetLocation {
     }
 }
 
+impl fmt::Display for BudgetLocation {
+    /// `process`, `host` (or `host:DIR`), or the Redis URL without its password: for the
+    /// journal's settings and messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BudgetLocation::Process => f.write_str("process"),
+            BudgetLocation::Host { dir: None } => f.write_str("host"),
+            BudgetLocation::Host { dir: Some(d) } => write!(f, "host:{}", d.display()),
+            BudgetLocation::Redis(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
 /// The answer to one draw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Draw {
@@ -81,8 +100,32 @@ pub enum Draw {
     Wait(Duration),
 }
 
+/// A server limit that a run on the ledger measured and left for the others.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SharedLimit {
+    /// Requests per second.
+    pub per_second: f64,
+    /// Who left it (a number of the leaver's choosing, see [`Budget::publish_limit`]) ...
+    pub by: u64,
+    /// ... and how many it had left before.
+    pub seq: u64,
+}
+
+impl SharedLimit {
+    fn parse(note: &str) -> Option<SharedLimit> {
+        let mut parts = note.split(' ');
+        let limit = SharedLimit {
+            per_second: parts.next()?.parse().ok()?,
+            by: parts.next()?.parse().ok()?,
+            seq: parts.next()?.parse().ok()?,
+        };
+        (parts.next().is_none() && limit.per_second.is_finite() && limit.per_second > 0.0)
+            .then_some(limit)
+    }
+}
+
 /// Who shares a budget.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetScope {
     /// This process alone.
@@ -168,6 +211,10 @@ struct Inner {
     /// One task of this process at a time waits for the ledger, so a process with many
     /// tasks asks once per slot, not once per task.
     turn: tokio::sync::Mutex<()>,
+    /// This run's mark beside a host ledger, once it has joined (see [`Budget::join`]).
+    presence: Mutex<Option<Arc<Presence>>>,
+    /// How many notes this budget left.
+    published: AtomicU64,
 }
 
 enum Ledger {
@@ -176,10 +223,29 @@ enum Ledger {
     Redis { ledger: RedisLedger, shown: String },
 }
 
-/// The in-process ledger: the TAT in microseconds since `base`, on tokio's clock.
+/// The in-process ledger: the TAT in microseconds since `base`, on tokio's clock, and the
+/// note.
 struct ProcessLedger {
     base: tokio::time::Instant,
     tat: Mutex<Option<u64>>,
+    note: Mutex<Option<String>>,
+}
+
+/// A number to tell one run's notes from others', across processes and hosts: the time,
+/// the process and a count, hashed.
+pub fn new_publisher() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut h = std::hash::DefaultHasher::new();
+    let who = (
+        nanos,
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+    );
+    std::hash::Hash::hash(&who, &mut h);
+    std::hash::Hasher::finish(&h)
 }
 
 impl fmt::Debug for Budget {
@@ -195,6 +261,8 @@ impl Budget {
                 ledger,
                 gcra,
                 turn: tokio::sync::Mutex::new(()),
+                presence: Mutex::new(None),
+                published: AtomicU64::new(0),
             }),
         }
     }
@@ -205,6 +273,7 @@ impl Budget {
             Ledger::Process(ProcessLedger {
                 base: tokio::time::Instant::now(),
                 tat: Mutex::new(None),
+                note: Mutex::new(None),
             }),
             gcra,
         )
@@ -272,6 +341,115 @@ impl Budget {
         }
     }
 
+    /// Marks this run as one of those drawing from a host budget, for as long as the budget
+    /// lives, so [`Budget::peers`] in other runs counts it. Best effort (a mark that cannot
+    /// be made only leaves the count short); nothing to do for other budgets.
+    pub fn join(&self) {
+        let Ledger::Host(h) = &self.inner.ledger else {
+            return;
+        };
+        let mut presence = self
+            .inner
+            .presence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if presence.is_none() {
+            match h.join() {
+                Ok(p) => *presence = Some(Arc::new(p)),
+                Err(e) => tracing::debug!(error = %e, "cannot mark this run beside the budget"),
+            }
+        }
+    }
+
+    /// How many other runs that joined a host budget draw from it now; `None` for other
+    /// budgets, or before [`Budget::join`].
+    pub async fn peers(&self) -> Option<u32> {
+        let Ledger::Host(h) = &self.inner.ledger else {
+            return None;
+        };
+        let me = self
+            .inner
+            .presence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        let h = Arc::clone(h);
+        tokio::task::spawn_blocking(move || h.peers_blocking(&me).ok())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Holds every draw from the ledger, by any run, back for `wait` (at most about
+    /// [`MAX_AHEAD`]): a server's 429 hint is the credential's, not one run's. Best effort, as
+    /// the hint also holds this run back by itself; a ledger that fails fails the next draw.
+    pub async fn pause(&self, gcra: &Gcra, wait: Duration) {
+        let paused = match &self.inner.ledger {
+            Ledger::Process(p) => {
+                p.pause(gcra, wait);
+                Ok(())
+            }
+            Ledger::Host(h) => {
+                let (h, g) = (Arc::clone(h), *gcra);
+                tokio::task::spawn_blocking(move || h.pause_blocking(&g, wait))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
+            Ledger::Redis { ledger, .. } => {
+                ledger.pause(gcra, wait).await.map_err(|e| e.to_string())
+            }
+        };
+        if let Err(e) = paused {
+            tracing::debug!(error = %e, "cannot hold the budget's other runs back");
+        }
+    }
+
+    /// Leaves the other runs on the ledger the server limit that `by` (a run's number, see
+    /// [`new_publisher`]) measured, requests per second. Best effort: a note that cannot be
+    /// left only leaves the others to find the limit themselves (a ledger that fails fails
+    /// the next draw anyway).
+    pub async fn publish_limit(&self, per_second: f64, by: u64) {
+        let seq = self.inner.published.fetch_add(1, Ordering::Relaxed) + 1;
+        let note = format!("{per_second:.3} {by} {seq}");
+        let written = match &self.inner.ledger {
+            Ledger::Process(p) => {
+                *p.note.lock().unwrap_or_else(|e| e.into_inner()) = Some(note);
+                Ok(())
+            }
+            Ledger::Host(h) => {
+                let h = Arc::clone(h);
+                tokio::task::spawn_blocking(move || h.put_note_blocking(&note))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
+            Ledger::Redis { ledger, .. } => ledger
+                .put_note(&note, NOTE_TTL)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "cannot leave the discovered limit beside the budget");
+        }
+    }
+
+    /// The last limit a run on the ledger left (this one included), if any and recent.
+    pub async fn shared_limit(&self) -> Option<SharedLimit> {
+        let note = match &self.inner.ledger {
+            Ledger::Process(p) => p.note.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            Ledger::Host(h) => {
+                let h = Arc::clone(h);
+                tokio::task::spawn_blocking(move || h.note_blocking())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            Ledger::Redis { ledger, .. } => ledger.note().await.ok().flatten(),
+        };
+        SharedLimit::parse(&note?)
+    }
+
     /// One draw at the budget's own pace.
     pub async fn draw(&self) -> Result<Draw, BudgetError> {
         self.draw_with(&self.inner.gcra).await
@@ -330,6 +508,19 @@ impl Budget {
 }
 
 impl ProcessLedger {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn pause(&self, gcra: &Gcra, wait: Duration) {
+        let now = self.now_us();
+        let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
+        let wait_us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        if let Some(t) = gcra.pause(*tat, now, wait_us) {
+            *tat = Some(t);
+        }
+    }
+
     fn draw(&self, gcra: &Gcra) -> Decision {
         let now = u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX);
         // A poisoned lock only means a panic elsewhere mid-update; the state is one number.
@@ -366,6 +557,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn runs_on_a_budget_read_the_limit_one_of_them_left() {
+        let a = Budget::in_process(Gcra::new(Duration::from_millis(100), 4));
+        let b = a.clone();
+        assert_eq!(b.shared_limit().await, None);
+        let me = new_publisher();
+        assert_ne!(me, new_publisher());
+        a.publish_limit(19.25, me).await;
+        let l = b.shared_limit().await.unwrap();
+        assert_eq!((l.per_second, l.by, l.seq), (19.25, me, 1));
+        a.publish_limit(18.0, me).await;
+        assert_eq!(b.shared_limit().await.unwrap().seq, 2);
+        let other = Budget::in_process(Gcra::new(Duration::from_millis(100), 4));
+        assert_eq!(other.shared_limit().await, None, "another ledger");
+        for bad in ["", "x 1 2", "-1 1 2", "1 2", "1 2 3 4", "inf 1 1"] {
+            assert_eq!(SharedLimit::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_cancelled_acquire_counts_nothing() {
         let b = Budget::in_process(Gcra::new(Duration::from_millis(100), 1));
         b.acquire().await.unwrap();
@@ -388,6 +598,12 @@ mod tests {
                 .unwrap(),
             BudgetLocation::Redis("redis://127.0.0.1:6379/2".into())
         );
+        assert_eq!(
+            BudgetLocation::Redis("redis://:pw@h:6379/2".into()).to_string(),
+            "redis://***@h:6379/2"
+        );
+        assert_eq!(BudgetLocation::Host { dir: None }.to_string(), "host");
+        assert_eq!(BudgetLocation::Process.to_string(), "process");
         for bad in [
             "rediss://:pw-secret@h:6380/0",
             "http://:pw-secret@h/0",
@@ -395,6 +611,11 @@ mod tests {
             "/run/user/1000",
         ] {
             let e = bad.parse::<BudgetLocation>().unwrap_err();
+            assert!(
+                !BudgetLocation::Redis(bad.into())
+                    .to_string()
+                    .contains("pw-secret")
+            );
             let msg = e.to_string();
             assert!(msg.starts_with("invalid --budget "), "{msg}");
             assert!(!msg.contains("pw-secret"), "{msg}");

@@ -43,11 +43,30 @@ redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', keep_ms)
 return {1, 0}
 ";
 
+/// [`Gcra::pause`] on the server's clock: holds every draw back until `ARGV[1]` µs from
+/// now (capped by the caller), unless the state already does.
+const PAUSE_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tau = tonumber(ARGV[2])
+local interval = tonumber(ARGV[3])
+local new = now + tonumber(ARGV[1]) + tau
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if tat == nil or tat < new then
+  local keep_ms = math.ceil((new - now + tau + interval) / 1000)
+  redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', keep_ms)
+end
+return 1
+";
+
 /// A connection to the ledger of one credential.
 pub(crate) struct RedisLedger {
     conn: MultiplexedConnection,
     script: Script,
+    pause: Script,
     key: String,
+    /// The key of the note runs leave each other (see the budget's `publish_limit`).
+    note_key: String,
 }
 
 impl RedisLedger {
@@ -62,10 +81,14 @@ impl RedisLedger {
             .await?;
         let script = Script::new(GCRA_LUA);
         script.load_async(&mut conn).await?;
+        let pause = Script::new(PAUSE_LUA);
+        pause.load_async(&mut conn).await?;
         Ok(RedisLedger {
             conn,
             script,
+            pause,
             key: format!("imkit-batch:budget:{}", key.id()),
+            note_key: format!("imkit-batch:note:{}", key.id()),
         })
     }
 
@@ -73,6 +96,45 @@ impl RedisLedger {
     /// is told apart from an unreachable server).
     pub(crate) fn check_url(url: &str) -> Result<(), RedisError> {
         Client::open(url).map(drop)
+    }
+
+    /// Holds every draw back for `wait` (see [`Gcra::pause`]).
+    pub(crate) async fn pause(&self, gcra: &Gcra, wait: Duration) -> Result<(), RedisError> {
+        let most = gcra.ahead_limit_us().saturating_sub(gcra.tolerance_us());
+        let wait_us = u64::try_from(wait.as_micros())
+            .unwrap_or(u64::MAX)
+            .min(most);
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .pause
+            .key(&self.key)
+            .arg(wait_us)
+            .arg(gcra.tolerance_us())
+            .arg(gcra.interval_us())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces the ledger's note, kept for `ttl`.
+    pub(crate) async fn put_note(&self, note: &str, ttl: Duration) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(&self.note_key)
+            .arg(note)
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// The ledger's note, if any.
+    pub(crate) async fn note(&self) -> Result<Option<String>, RedisError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(&self.note_key)
+            .query_async(&mut conn)
+            .await
     }
 
     /// One draw (`EVALSHA`, loading the script again if the server lost it).

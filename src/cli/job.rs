@@ -13,6 +13,7 @@ use reqwest::Url;
 use super::GlobalArgs;
 use super::run::RunArgs;
 use crate::api::Credentials;
+use crate::budget::BudgetLocation;
 use crate::manifest::{LoadOptions, Manifest, WindowTimes};
 use crate::op::{ActionKind, Credential};
 use crate::runner::{Job, Target, default_journal_path};
@@ -26,6 +27,7 @@ pub(super) struct CheckedFlags {
     journal_path: PathBuf,
     until: Option<jiff::Timestamp>,
     undo_at: Option<jiff::Timestamp>,
+    budget: Option<BudgetLocation>,
 }
 
 /// Checks the flags that need no manifest; every problem is reported, not only the first.
@@ -66,12 +68,14 @@ pub(super) fn check_flags(args: &RunArgs) -> Result<CheckedFlags, Vec<String>> {
         .journal
         .clone()
         .unwrap_or_else(|| default_journal_path(&args.manifest.manifest, args.sandbox));
+    let budget = check_budget(args, &mut errors);
     if errors.is_empty() {
         Ok(CheckedFlags {
             base_url,
             journal_path,
             until,
             undo_at,
+            budget,
         })
     } else {
         Err(errors)
@@ -117,6 +121,24 @@ fn check_target(args: &RunArgs, errors: &mut Vec<String>) -> Option<Url> {
                 "no API base URL: pass --base-url URL or set IMKIT_BASE_URL (or use --sandbox to rehearse locally)"
                     .into(),
             );
+            None
+        }
+    }
+}
+
+/// The checked `--budget`, or none (the host's ledger; the sandbox's own with `--sandbox`).
+fn check_budget(args: &RunArgs, errors: &mut Vec<String>) -> Option<BudgetLocation> {
+    let given = args.budget.as_deref()?;
+    match given.parse::<BudgetLocation>() {
+        Ok(_) if args.sandbox => {
+            tracing::warn!(
+                "--sandbox: ignoring --budget (the sandbox's credentials are its own, so is their budget)"
+            );
+            None
+        }
+        Ok(b) => Some(b),
+        Err(e) => {
+            errors.push(e.to_string());
             None
         }
     }
@@ -294,6 +316,9 @@ pub(super) fn from_parts(
     }
     job.concurrency = args.concurrency.unwrap_or(job.concurrency);
     job.rate = args.rate.unwrap_or(job.rate);
+    if let Some(b) = flags.budget {
+        job.budget = b;
+    }
     job.max_attempts = args.max_attempts.unwrap_or(job.max_attempts);
     job.timeout = args.timeout.unwrap_or(job.timeout);
     job.until = flags.until;
@@ -490,6 +515,55 @@ mod tests {
         assert!(check_flags(&a).is_ok());
         let (a, _) = parse(&["--max-failure-ratio", "0"]);
         assert!(check_flags(&a).is_err());
+        // --budget is checked with the rest, and never echoes a password.
+        let (a, _) = parse(&[
+            "--base-url",
+            "https://x.io",
+            "--concurrency",
+            "0",
+            "--budget",
+            "rediss://:pw-1@h/0",
+        ]);
+        let errs = check_flags(&a).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(
+            errs[1].starts_with("invalid --budget ") && !errs[1].contains("pw-1"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn the_budget_is_the_hosts_unless_redis_is_named_and_the_sandboxs_own() {
+        let job_of = |argv: &[&str]| {
+            let (a, g) = parse(argv);
+            let m = manifest(vec![Op::freeze("r")], Settings::default());
+            from_parts(
+                &a,
+                &g,
+                check_flags(&a).unwrap(),
+                m,
+                creds(&["IMKIT_CLIENT_KEY", "IMKIT_TOKEN"]),
+            )
+            .unwrap()
+        };
+        let j = job_of(&["--base-url", "https://x.io"]);
+        assert_eq!(j.budget, BudgetLocation::Host { dir: None });
+        let j = job_of(&[
+            "--base-url",
+            "https://x.io",
+            "--budget",
+            "redis://10.0.0.5:6379/3",
+        ]);
+        assert_eq!(
+            j.budget,
+            BudgetLocation::Redis("redis://10.0.0.5:6379/3".into())
+        );
+        assert_eq!(
+            j.settings_json(&j.schedule())["budget"],
+            "redis://10.0.0.5:6379/3"
+        );
+        let j = job_of(&["--sandbox", "--budget", "redis://10.0.0.5:6379/3"]);
+        assert_eq!(j.budget, BudgetLocation::Process);
     }
 
     #[test]
@@ -524,6 +598,7 @@ mod tests {
             max_attempts: None,
             timeout: Some(Duration::from_secs(5)),
             room_auth: None,
+            budget: Some(BudgetLocation::Redis("redis://10.0.0.9:6379/1".into())),
         };
         let m = manifest(vec![Op::freeze("r")], settings);
         let c = from_parts(
@@ -538,6 +613,10 @@ mod tests {
         assert_eq!(c.rate, Rate::per_minute(600));
         assert_eq!(c.max_attempts, crate::runner::DEFAULT_MAX_ATTEMPTS);
         assert_eq!(c.timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.budget,
+            BudgetLocation::Redis("redis://10.0.0.9:6379/1".into())
+        );
         assert!(c.snapshot);
         let s = c.settings_json(&c.schedule()).to_string();
         assert!(!s.contains("secret-"), "{s}");

@@ -43,6 +43,12 @@ pub(super) struct RunArgs {
     #[arg(long, value_name = "RATE")]
     pub(super) rate: Option<Rate>,
 
+    /// Where each credential's rate budget is shared: redis://HOST:PORT/DB shares it with runs
+    /// on other hosts. Default: every run on this host that uses the credential shares one
+    /// (a ledger under $XDG_RUNTIME_DIR, else the temp dir); --sandbox keeps its own.
+    #[arg(long, value_name = "URL")]
+    pub(super) budget: Option<String>,
+
     /// Attempts per op before it counts as failed (default 6).
     #[arg(long, value_name = "N")]
     pub(super) max_attempts: Option<u32>,

@@ -118,10 +118,17 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 1)]
     fault_retry_after: u64,
 
-    /// Server-side limit per credential, e.g. 1000/min (the documented API-key limit); the
-    /// excess is answered 429 with the documented body.
+    /// Server-side limit per credential, e.g. 1000/min (the documented API-key limit), as a
+    /// fixed window (see --rate-limit-burst); the excess is answered 429 with the documented
+    /// body.
     #[arg(long, value_name = "RATE")]
     rate_limit: Option<Rate>,
+
+    /// With --rate-limit: a token bucket that holds N requests (N may go back to back) and
+    /// refills at the limit, instead of a fixed window. The vendor documents the limit, not
+    /// its algorithm; rehearse against both.
+    #[arg(long, value_name = "N", requires = "rate_limit")]
+    rate_limit_burst: Option<u32>,
 
     /// GET /rooms/{id} leaves out `status`, like the documented example of get-a-room.
     #[arg(long)]
@@ -240,6 +247,7 @@ impl SandboxArgs {
         c.slow_duration = self.slow_duration;
         c.fault_retry_after_secs = self.fault_retry_after;
         c.rate_limit = self.rate_limit;
+        c.rate_limit_burst = self.rate_limit_burst;
         c.get_room_omits_status = self.get_room_omits_status;
         c.api_key_on_rooms = !self.refuse_api_key_on_rooms;
         c.admin_may_unban = self.admin_may_unban;
@@ -389,6 +397,19 @@ mod tests {
         assert_eq!(c.rooms["r1"].members, vec!["c7"]);
         assert!(c.clients.contains_key("c7"));
         assert!(c.room_extra_fields && c.flat_401);
+        assert_eq!(
+            c.rate_limit_burst, None,
+            "a fixed window unless a burst is given"
+        );
+        let w =
+            W::try_parse_from(["x", "--rate-limit", "20/s", "--rate-limit-burst", "5"]).unwrap();
+        let c = w.a.to_config(SandboxCredentials::generate()).unwrap();
+        assert_eq!(c.rate_limit_burst, Some(5));
+        assert!(W::try_parse_from(["x", "--rate-limit-burst", "5"]).is_err());
+        let w =
+            W::try_parse_from(["x", "--rate-limit", "20/s", "--rate-limit-burst", "0"]).unwrap();
+        let e = w.a.to_config(SandboxCredentials::generate()).unwrap_err();
+        assert!(e.to_string().contains("at least 1"), "{e}");
         let w = W::try_parse_from(["x", "--member", "nope=c7"]).unwrap();
         let e = w.a.to_config(SandboxCredentials::generate()).unwrap_err();
         assert!(e.to_string().contains("no room \"nope\""), "{e}");

@@ -11,6 +11,7 @@ use clap::Args;
 use super::files::open_journal;
 use crate::Exit;
 use crate::journal::status::{StatusReport, status_report};
+use crate::runner::summary::PaceReport;
 
 #[derive(Debug, Args)]
 pub(super) struct StatusArgs {
@@ -243,6 +244,11 @@ fn render_runs(o: &mut String, s: &StatusReport) {
                 ""
             }
         );
+        // A pace this build cannot read (a later one's) is left out, not an error.
+        let paces: Vec<PaceReport> = serde_json::from_value(r.pace.clone()).unwrap_or_default();
+        for line in PaceReport::lines(&paces) {
+            let _ = writeln!(o, "       {line}");
+        }
     }
 }
 

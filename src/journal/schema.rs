@@ -114,6 +114,16 @@ CREATE TABLE IF NOT EXISTS ban_snapshots (
 ) WITHOUT ROWID;
 ";
 
+/// The pace each run settled on (JSON: per credential, the pace, why, who shares it), for
+/// `status` after the run. Made by the writer when a run first records one, so a journal of
+/// an earlier build is read as it is.
+pub(super) const RUN_PACE: &str = "
+CREATE TABLE IF NOT EXISTS run_pace (
+    run_id INTEGER PRIMARY KEY,
+    pace   TEXT NOT NULL
+);
+";
+
 /// Settings every connection gets. `busy_timeout` lets a reader wait out a checkpoint.
 pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;

@@ -126,6 +126,12 @@ pub struct StatusRun {
     pub exit: Option<String>,
     pub ops_finalized: u64,
     pub settings: serde_json::Value,
+    /// The pace the run settled on per credential, and why (recorded at its end; `null`
+    /// for a run still going, killed, or of an earlier build): a list of `{credential,
+    /// asked, per_second, basis (asked|discovered|lowered), limit_per_second (the limit
+    /// discovered, or the pace last answered 429 when lowered), scope
+    /// (process|host|redis), ledger, other_runs}`.
+    pub pace: serde_json::Value,
 }
 
 /// The credential of one kind of op, by name: `ops` is `room ops`, `bans`, `room ops and
@@ -186,6 +192,7 @@ pub fn status_report(journal: &Journal) -> Result<StatusReport, JournalError> {
     let (attempts, retries) = journal.attempt_totals()?;
     let runs: Vec<RunInfo> = journal.runs()?;
     let credentials = credentials_of(runs.last().map_or(&job.settings, |r| &r.settings));
+    let mut paces = journal.run_paces()?;
     let running_pid = running_pid(journal.path());
     let total = counts.total();
     let final_ops = counts.done + counts.failed + counts.skipped;
@@ -242,6 +249,7 @@ pub fn status_report(journal: &Journal) -> Result<StatusReport, JournalError> {
                 exit: r.exit.clone(),
                 ops_finalized: r.ops_finalized,
                 settings: r.settings.clone(),
+                pace: paces.remove(&r.id).unwrap_or_default(),
             })
             .collect(),
         last_exit,

@@ -374,6 +374,40 @@ impl Journal {
             .collect()
     }
 
+    /// The pace each run recorded (JSON, see the runner's `PaceReport`) by run id; none for
+    /// a journal whose runs never recorded one.
+    pub fn run_paces(
+        &self,
+    ) -> Result<std::collections::HashMap<i64, serde_json::Value>, JournalError> {
+        let err = |e| JournalError::sqlite(&self.path, "read the runs' paces", e);
+        let exists: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'run_pace'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if exists == 0 {
+            return Ok(Default::default());
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT run_id, pace FROM run_pace")
+            .map_err(err)?;
+        let rows: Vec<(i64, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(err)?;
+        rows.into_iter()
+            .map(|(id, text)| {
+                let pace = serde_json::from_str(&text)
+                    .map_err(|e| self.corrupt(format!("pace of run {id}: {e}")))?;
+                Ok((id, pace))
+            })
+            .collect()
+    }
+
     /// The exit status of the last run that ended, if any.
     pub fn last_exit(&self) -> Result<Option<crate::Exit>, JournalError> {
         let code: Option<Option<i64>> = self

@@ -49,6 +49,8 @@ enum Msg {
         ack: Ack,
     },
     Flush(Ack),
+    /// The run's pace per credential (JSON), kept in `run_pace`.
+    Pace(String, Ack),
     Finish(Exit, Ack),
 }
 
@@ -290,6 +292,11 @@ impl JournalWriter {
             .await
     }
 
+    /// Records the pace the run settled on per credential (`pace` is JSON), once committed.
+    pub async fn record_pace(&self, pace: String) -> Result<(), JournalError> {
+        self.acked(|ack| Msg::Pace(pace, ack)).await
+    }
+
     /// Resolves once everything queued so far is durable.
     pub async fn flush(&self) -> Result<(), JournalError> {
         self.acked(Msg::Flush).await
@@ -367,6 +374,7 @@ impl Thread {
                     Msg::Record(..) | Msg::UndoRecord(..) => continue,
                     Msg::Snapshot { ack, .. }
                     | Msg::Flush(ack)
+                    | Msg::Pace(_, ack)
                     | Msg::Finish(_, ack)
                     | Msg::UndoPlan(_, _, ack) => ack,
                 };
@@ -407,6 +415,8 @@ struct Tally {
     finish: Option<Exit>,
     /// The group's outcomes by second, for the time series.
     series: GroupSeries,
+    /// The run's pace, when the group holds it.
+    pace: Option<String>,
 }
 
 /// Applies the outcomes and snapshots of `group` in `tx`.
@@ -448,6 +458,7 @@ fn apply(tx: &Transaction, group: &[Msg]) -> Result<Tally, String> {
             }
             Msg::UndoPlan(plan, at, _) => undo::insert_plan(tx, plan, *at)?,
             Msg::Flush(_) => {}
+            Msg::Pace(json, _) => tally.pace = Some(json.clone()),
             Msg::Finish(exit, _) => tally.finish = Some(*exit),
         }
     }
@@ -464,6 +475,18 @@ fn record_progress(tx: &Transaction, run_id: i64, tally: &Tally) -> Result<(), S
         params![run_id, now, tally.finalized, tally.outcomes],
     )
     .map_err(|e| format!("cannot record the run's progress: {}", describe(&e)))?;
+    if let Some(pace) = &tally.pace {
+        // A table of its own, made by the first run that records a pace: a journal written
+        // before it existed reads the same (no schema version change).
+        tx.execute_batch(super::schema::RUN_PACE)
+            .and_then(|()| {
+                tx.execute(
+                    "INSERT OR REPLACE INTO run_pace (run_id, pace) VALUES (?1, ?2)",
+                    params![run_id, pace],
+                )
+            })
+            .map_err(|e| format!("cannot record the run's pace: {}", describe(&e)))?;
+    }
     if let Some(exit) = tally.finish {
         tx.execute(
             "UPDATE runs SET ended_at = ?2, exit_code = ?3, exit = ?4 WHERE id = ?1",

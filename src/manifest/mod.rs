@@ -91,6 +91,8 @@ pub struct Settings {
     pub timeout: Option<std::time::Duration>,
     /// `room_auth: token | api-key`, as `--room-auth`.
     pub room_auth: Option<crate::op::RoomAuth>,
+    /// Where the credentials' rate budgets are shared (`--budget`): `redis://HOST:PORT/DB`.
+    pub budget: Option<crate::budget::BudgetLocation>,
 }
 
 /// A validated manifest, expanded into ops.

@@ -56,6 +56,7 @@ struct SettingsDoc {
     max_attempts: Option<Spanned<Scalar>>,
     timeout: Option<Spanned<String>>,
     room_auth: Option<Spanned<String>>,
+    budget: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -371,6 +372,7 @@ const SETTINGS_KEYS: &[&str] = &[
     "max_attempts",
     "timeout",
     "room_auth",
+    "budget",
 ];
 const OP_KEYS: &[&str] = &[
     "action",
@@ -1002,6 +1004,15 @@ fn settings(path: &Path, text: &str, s: SettingsDoc, errs: &mut ManifestErrors) 
                     a.value
                 ),
             ),
+        }
+    }
+    if let Some(b) = s.budget {
+        match b.value.parse::<crate::budget::BudgetLocation>() {
+            Ok(v) => out.budget = Some(v),
+            Err(crate::budget::BudgetError::InvalidUrl { given, reason }) => {
+                err(&b.referenced, format!("settings.budget {given}: {reason}"));
+            }
+            Err(e) => err(&b.referenced, format!("settings.budget: {e}")),
         }
     }
     out
@@ -1792,6 +1803,12 @@ ops:
             "{e}"
         );
         assert!(e.contains("D/m.yaml:5:12: settings.timeout"), "{e}");
+        let e = err("version: 1\nsettings:\n  budget: \"http://:pw-9@h/0\"\nops: []\n");
+        assert!(
+            e.contains("D/m.yaml:3:11: settings.budget http://***@h/0: expected redis://"),
+            "{e}"
+        );
+        assert!(!e.contains("pw-9"), "{e}");
     }
 
     /// A daily window: times of day (quoted or not) in a named zone, crossing midnight, with

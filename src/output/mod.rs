@@ -76,6 +76,7 @@ fn summary_json(stats: &Stats, headline: &str) -> String {
         "latency_p99_ms": ms(99.0),
         "failures_by_code": stats.failures_by_code,
         "unbans_refused": stats.unbans_refused,
+        "pace": stats.paces,
     });
     json_event("INFO", headline, fields)
 }

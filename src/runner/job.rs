@@ -16,6 +16,7 @@ use super::retry::Backoff;
 use super::schedule::{Schedule, default_journal_template};
 use super::scheduler::RunnerOptions;
 use crate::api::Credentials;
+use crate::budget::BudgetLocation;
 use crate::manifest::Manifest;
 use crate::op::{Action, ActionKind, Auth, Credential, RoomAuth};
 use crate::output::{LogFormat, ProgressMode};
@@ -74,6 +75,10 @@ pub struct Job {
     pub concurrency: u32,
     /// Per credential.
     pub rate: Rate,
+    /// Where each credential's rate budget is kept: on this host by default (every run on
+    /// the host that uses the credential shares it), in Redis with `--budget`, in this
+    /// process for the sandbox (which ignores this field: its credentials are its own).
+    pub budget: BudgetLocation,
     pub max_attempts: u32,
     /// Of one request.
     pub timeout: Duration,
@@ -126,9 +131,17 @@ impl Job {
     /// terminal and text on stderr.
     pub fn new(manifest: Manifest, target: Target, credentials: Credentials) -> Job {
         let s = &manifest.settings;
+        let budget = match target {
+            Target::Remote { .. } => s
+                .budget
+                .clone()
+                .unwrap_or(BudgetLocation::Host { dir: None }),
+            Target::Sandbox => BudgetLocation::Process,
+        };
         Job {
             action: None,
             journal_path: default_journal_template(&manifest, matches!(target, Target::Sandbox)),
+            budget,
             target,
             credentials,
             room_auth: s.room_auth,
@@ -210,6 +223,7 @@ impl Job {
             "action": self.action.map(Action::as_str),
             "concurrency": self.concurrency,
             "rate": self.rate.to_string(),
+            "budget": self.budget.to_string(),
             "max_attempts": self.max_attempts,
             "timeout": humantime::format_duration(self.timeout).to_string(),
             "until": self.until.map(|t| t.to_string()),

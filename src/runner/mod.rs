@@ -1,9 +1,10 @@
 //! Delivery: scheduling that keeps ops on one room or client in order, rate limiting per
 //! credential, retries with backoff and the server's hints, deadlines, shutdown and progress
-//! (SPEC §4). [`run_job`] wires the pieces for one [`Job`]: journal, target (API or
-//! sandbox), scheduler, summary, exit status and, last, the job's metrics file; it is told
-//! to stop from outside through a [`Shutdown`].
+//! (SPEC §4). [`run_job`] wires the pieces for one [`Job`]: the credentials' rate budgets,
+//! journal, target (API or sandbox), scheduler, summary, exit status and, last, the job's
+//! metrics file; it is told to stop from outside through a [`Shutdown`].
 
+mod discovery;
 pub mod executor;
 mod forecast;
 mod job;
@@ -82,6 +83,7 @@ use anyhow::Context as _;
 use reqwest::Url;
 
 use crate::api::{ApiClient, ClientOptions, Credentials, Secret};
+use crate::budget::{Budget, LedgerKey};
 use crate::journal::{Counts, JobMeta, Journal, JournalOp, JournalWriter, OpenOptions};
 use crate::output;
 use crate::{Exit, ExitError};
@@ -95,6 +97,9 @@ pub async fn run_job(job: Job, shutdown: Shutdown) -> anyhow::Result<Exit> {
     if let Some(exit) = phases::no_wait_exit(&job, &schedule) {
         return Ok(exit);
     }
+    // Before the journal: a budget that cannot be reached is a configuration error (exit 2)
+    // that writes and sends nothing.
+    let budgets = open_budgets(&job).await?;
     let (journal, pending, before) = open_journal(&job, &schedule)?;
     let metrics = job
         .metrics_file
@@ -106,13 +111,20 @@ pub async fn run_job(job: Job, shutdown: Shutdown) -> anyhow::Result<Exit> {
                 journal,
                 pending,
                 before,
+                budgets,
             };
             phases::run_with_undo(job, schedule, opened, shutdown).await
         } else if pending.is_empty() {
             drop(journal);
             Ok(already_complete(&job, &schedule, &before))
         } else {
-            run_pending(&job, &schedule, journal, pending, &before, shutdown).await
+            let opened = phases::Opened {
+                journal,
+                pending,
+                before,
+                budgets,
+            };
+            run_pending(&job, &schedule, opened, shutdown).await
         };
     if let Some((path, journal, label)) = &metrics {
         write_metrics(path, journal, label, &result);
@@ -137,11 +149,16 @@ fn already_complete(job: &Job, schedule: &Schedule, before: &Counts) -> Exit {
 async fn run_pending(
     job: &Job,
     schedule: &Schedule,
-    journal: Journal,
-    pending: Vec<JournalOp>,
-    before: &Counts,
+    opened: phases::Opened,
     shutdown: Shutdown,
 ) -> anyhow::Result<Exit> {
+    let phases::Opened {
+        journal,
+        pending,
+        before,
+        budgets,
+    } = opened;
+    let before = &before;
     let snapshotted = if job.snapshot {
         Snapshotted {
             rooms: journal.snapshotted_rooms().map_err(journal_error)?,
@@ -172,7 +189,7 @@ async fn run_pending(
         pending,
         Arc::new(client.api.with_auth(auth)),
         Arc::new(writer.clone()),
-        job.runner_options(schedule),
+        job.runner_options(schedule).with_budgets(budgets),
         controls.clone(),
         snapshotted,
         &mut progress,
@@ -198,6 +215,37 @@ fn write_metrics(path: &Path, journal: &Path, label: &str, result: &anyhow::Resu
         Ok(()) => tracing::debug!(path = %path.display(), "metrics file written"),
         Err(e) => tracing::error!("the metrics file was not written: {e:#}"),
     }
+}
+
+/// The budget of each credential the job has secrets for (client key and token, API key),
+/// at `job.budget`, named by the base URL and the credential's secrets, and joined (so other
+/// runs on the host ledger count this one). For the sandbox, none: the scheduler gives each
+/// credential one of this process's own.
+async fn open_budgets(job: &Job) -> Result<[Option<Budget>; 2], ExitError> {
+    let Target::Remote { base_url } = &job.target else {
+        return Ok([None, None]);
+    };
+    let c = &job.credentials;
+    let url = base_url.as_str();
+    let keys = [
+        c.client_key
+            .as_ref()
+            .zip(c.token.as_ref())
+            .map(|(k, t)| LedgerKey::new(url, &[k.expose(), t.expose()])),
+        c.api_key
+            .as_ref()
+            .map(|k| LedgerKey::new(url, &[k.expose()])),
+    ];
+    let gcra = pacing::gcra_for(job.rate);
+    let mut budgets = [None, None];
+    for (slot, key) in budgets.iter_mut().zip(keys) {
+        if let Some(key) = key {
+            let budget = Budget::open(&job.budget, &key, gcra).await?;
+            budget.join();
+            *slot = Some(budget);
+        }
+    }
+    Ok(budgets)
 }
 
 /// Opens (or creates) the job's journal for this run: the journal, the ops still to send
@@ -266,7 +314,11 @@ async fn finish(
     writer: JournalWriter,
     format: output::LogFormat,
 ) -> anyhow::Result<Exit> {
-    let flushed = writer.flush().await;
+    let paces = serde_json::to_string(&report.stats.paces).unwrap_or_default();
+    let flushed = match writer.record_pace(paces).await {
+        Ok(()) => writer.flush().await,
+        Err(e) => Err(e),
+    };
     let (exit, mut headline, error) = conclude(report, before);
     let finished = writer.finish(exit).await;
     if flushed.is_err() || finished.is_err() {
@@ -347,6 +399,15 @@ fn conclude(report: &RunReport, before: &Counts) -> (Exit, String, Option<String
             Exit::Aborted,
             "run aborted: the API cannot be reached".into(),
             Some(StopReason::unreachable_message(u, pending)),
+        ),
+        StopReason::BudgetLost(e) => (
+            Exit::Stopped,
+            format!(
+                "run stopped: the rate budget was lost; {pending} ops pending, run again to resume"
+            ),
+            Some(format!(
+                "{e}; {pending} ops stay pending: run again to resume once the budget is reachable"
+            )),
         ),
         StopReason::Journal(e) => (
             Exit::Aborted,
@@ -492,3 +553,6 @@ mod tests {
 
 #[cfg(test)]
 mod scheduler_tests;
+
+#[cfg(test)]
+mod pacing_tests;

@@ -1,24 +1,28 @@
-//! Pacing per credential: a governor rate limiter at `--rate` (less [`HEADROOM`]), a gate that
-//! a 429 closes until the server's hint has passed (every request on that credential waits),
-//! and an adaptive factor (AIMD): a lone 429 only closes the gate, a repeated one (before
-//! [`RESTORE_AFTER`] successes have passed since the last) halves the pace, and sustained
-//! success restores it step by step. Time is tokio's, so tests with paused time are
-//! deterministic.
+//! Pacing per credential: a [`Pacer`] draws every request from the credential's [`Budget`]
+//! (a ledger shared by every run on this host that uses the credential, or through Redis, or
+//! this process's own), at the pace that [`super::discovery`] sets: `--rate` less
+//! [`HEADROOM`] until 429s show the server allows less, then just under what it accepts.
+//! A 429 also closes a gate until the server's hint has passed (every request on that
+//! credential waits). A budget lost mid-run fails the draw: the request is not sent, and
+//! the run stops rather than go on unpaced. Time is tokio's, so tests with paused time and
+//! an in-process budget are deterministic.
 
-use std::ops::Add;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::clock::{Clock, Reference};
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
+use super::discovery::{Discovery, Knowledge};
+use super::summary::{PaceBasis, PaceReport};
+use crate::budget::{Budget, BudgetError, BudgetScope, Draw, Gcra, new_publisher};
+use crate::op::Credential;
 use crate::units::Rate;
 
-/// Requests that may go out back to back on one credential.
+/// Requests that may go out back to back on one credential: enough to absorb the timer's
+/// millisecond lateness (with a burst of 1 every late wake-up is lost for good and the
+/// achieved rate drifts below `--rate`), small enough that a server-side window never sees
+/// more than `rate * window + BURST`.
 pub(crate) const BURST: u32 = 4;
 /// How far under `--rate` the pacer stays. A server that counts the same rate in fixed
 /// windows sees every window's last request and the next window's first one spaced by
@@ -27,103 +31,77 @@ pub(crate) const BURST: u32 = 4;
 /// whose whole-second hint stops the credential for a second or more. 1% is 0.6 s a minute
 /// at the documented 1000/min, more than a handshake; 10 ms a second at 20/s.
 pub(crate) const HEADROOM: f64 = 0.01;
-/// Slowest pace the adaptive factor goes down to: 1/16 of `--rate`.
-pub(crate) const MIN_FACTOR: f64 = 1.0 / 16.0;
-/// Successes (on one credential) after which the pace goes one step back up.
-pub(crate) const RESTORE_AFTER: u32 = 20;
-/// How much one step restores (additive increase).
-pub(crate) const RESTORE_STEP: f64 = 0.125;
+/// The timer lateness a burst must make up for: tokio's timer ticks in milliseconds, so a
+/// pacer at a high rate that waits for its next slot wakes up to a millisecond late, every
+/// time.
+const LATENESS: Duration = Duration::from_millis(2);
+/// How often the limit the runs on the budget left each other is read.
+const SYNC_EVERY: Duration = Duration::from_millis(250);
+/// How often a host budget's other runs are counted, for the summary.
+const PEERS_EVERY: Duration = Duration::from_secs(2);
 
-/// governor's clock over tokio's time (so `tokio::time::pause` applies).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct TokioInstant(Instant);
-
-impl Add<Nanos> for TokioInstant {
-    type Output = TokioInstant;
-    fn add(self, n: Nanos) -> TokioInstant {
-        TokioInstant(self.0 + Duration::from(n))
-    }
+/// The pace of `rate` with the headroom and the burst: what a budget is opened with. Above
+/// a few hundred requests per second the burst grows to cover [`LATENESS`] (else every
+/// wake-up would find the ledger idle, and grant one request per millisecond).
+pub(crate) fn gcra_for(rate: Rate) -> Gcra {
+    let interval = rate.interval().mul_f64(1.0 + HEADROOM);
+    let cover = LATENESS.as_secs_f64() / interval.as_secs_f64().max(1e-9);
+    let burst = u32::try_from(cover.ceil() as u64 + 1).unwrap_or(u32::MAX);
+    Gcra::for_rate(rate, BURST.max(burst), HEADROOM)
 }
-
-impl Reference for TokioInstant {
-    fn duration_since(&self, earlier: Self) -> Nanos {
-        self.0.saturating_duration_since(earlier.0).into()
-    }
-    fn saturating_sub(&self, d: Nanos) -> Self {
-        self.0
-            .checked_sub(Duration::from(d))
-            .map(TokioInstant)
-            .unwrap_or(*self)
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct TokioClock;
-
-impl Clock for TokioClock {
-    type Instant = TokioInstant;
-    fn now(&self) -> TokioInstant {
-        TokioInstant(Instant::now())
-    }
-}
-
-type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
 
 #[derive(Debug)]
 struct PaceState {
     paused_until: Option<Instant>,
-    factor: f64,
-    /// Successes since the last 429 (or the last restore step).
-    successes: u32,
-    /// A 429 came within the last [`RESTORE_AFTER`] successes: the next one lowers the pace.
-    struck: bool,
-    last_decrease: Option<Instant>,
-    next_slot: Instant,
+    discovery: Discovery,
+    /// A request was let through (the credential is in use in this run).
+    used: bool,
+    next_sync: Instant,
+    next_peer_count: Instant,
+    /// The last limit read from the budget (who left it, its number), adopted or not.
+    seen: Option<(u64, u64)>,
 }
 
 /// The pace of one credential.
 pub(crate) struct Pacer {
-    limiter: Limiter,
-    interval: Duration,
-    state: Mutex<PaceState>,
+    credential: Credential,
+    rate: Rate,
+    budget: Budget,
+    /// The budget's own pace: `rate` less the headroom.
+    asked: Gcra,
+    /// One task at a time draws from the budget, so a process asks once per slot.
+    turn: tokio::sync::Mutex<()>,
+    state: Arc<Mutex<PaceState>>,
+    /// The most other runs seen sharing the budget (host budgets only).
+    peers: Arc<AtomicU32>,
+    /// Who this pacer is in the limits left beside the budget.
+    publisher: u64,
 }
 
 impl Pacer {
-    /// Spacing at `rate` with a burst of at most [`BURST`] requests: enough to absorb the
-    /// timer's millisecond lateness (with burst 1 every late wake-up is lost for good and the
-    /// achieved rate drifts below `--rate`), small enough that a server-side window never
-    /// sees more than `rate * window + BURST`.
-    ///
-    /// The burst is credit for lateness, not a head start: a new pacer starts with it spent,
-    /// so the first requests go one interval apart. A server whose window opens with the
-    /// run's first request (a fixed window per credential) then sees exactly `rate` in it,
-    /// not `rate + BURST - 1` and a 429 whose hint could be the rest of the minute.
-    pub(crate) fn new(rate: Rate) -> Pacer {
-        let interval = rate
-            .interval()
-            .mul_f64(1.0 + HEADROOM)
-            .max(Duration::from_nanos(1));
-        let burst = std::num::NonZeroU32::new(rate.count.clamp(1, BURST))
-            .unwrap_or(std::num::NonZeroU32::MIN);
-        let quota = Quota::with_period(interval)
-            .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN))
-            .allow_burst(burst);
-        let limiter = RateLimiter::direct_with_clock(quota, TokioClock);
-        if let Some(head_start) = std::num::NonZeroU32::new(burst.get() - 1) {
-            // Within capacity by construction; a refusal would only leave the head start.
-            let _ = limiter.check_n(head_start);
-        }
+    /// The pacer of `credential` at `rate`, drawing from `budget` (opened at
+    /// [`gcra_for`]`(rate)`). A fresh budget starts with its burst spent: the first
+    /// requests go one interval apart, so a server whose window opens with the run's first
+    /// request sees `rate` in it, not `rate + BURST - 1`.
+    pub(crate) fn new(credential: Credential, rate: Rate, budget: Budget) -> Pacer {
+        let asked = budget.gcra();
+        let now = Instant::now();
         Pacer {
-            limiter,
-            interval,
-            state: Mutex::new(PaceState {
+            credential,
+            rate,
+            budget,
+            asked,
+            turn: tokio::sync::Mutex::new(()),
+            state: Arc::new(Mutex::new(PaceState {
                 paused_until: None,
-                factor: 1.0,
-                successes: 0,
-                struck: false,
-                last_decrease: None,
-                next_slot: Instant::now(),
-            }),
+                discovery: Discovery::new(asked.per_second(), now),
+                used: false,
+                next_sync: now,
+                next_peer_count: now,
+                seen: None,
+            })),
+            peers: Arc::new(AtomicU32::new(0)),
+            publisher: new_publisher(),
         }
     }
 
@@ -131,40 +109,102 @@ impl Pacer {
         crate::sync::lock(&self.state)
     }
 
-    /// Waits until one request may go out on this credential.
-    pub(crate) async fn acquire(&self) {
+    /// Waits until one request may go out on this credential. Cancel-safe. An error is a
+    /// lost budget: the request must not be sent.
+    pub(crate) async fn acquire(&self) -> Result<(), BudgetError> {
         loop {
-            let paused = self.paused_until();
-            if let Some(t) = paused
+            if let Some(t) = self.paused_until()
                 && t > Instant::now()
             {
                 tokio::time::sleep_until(t).await;
                 continue;
             }
-            if let Err(not_until) = self.limiter.check() {
-                tokio::time::sleep(not_until.wait_time_from(TokioClock.now())).await;
+            let waited = self.draw().await?;
+            // A 429 may have closed the gate while this request waited for its turn.
+            if self.paused_until().is_some_and(|t| t > Instant::now()) {
                 continue;
             }
-            let slot = {
+            let now = Instant::now();
+            let (sync, count_peers) = {
                 let mut st = self.lock();
-                if st.factor < 1.0 {
-                    let now = Instant::now();
-                    let slot = st.next_slot.max(now);
-                    st.next_slot = slot + self.interval.div_f64(st.factor);
-                    Some(slot)
-                } else {
-                    None
+                st.discovery.on_grant(now, waited);
+                st.used = true;
+                let sync = now >= st.next_sync;
+                if sync {
+                    st.next_sync = now + SYNC_EVERY;
                 }
+                let count = now >= st.next_peer_count;
+                if count {
+                    st.next_peer_count = now + PEERS_EVERY;
+                }
+                (sync, count)
             };
-            if let Some(slot) = slot {
-                tokio::time::sleep_until(slot).await;
+            if sync || count_peers {
+                self.sync(count_peers);
             }
-            // A 429 may have closed the gate while this request waited for its turn.
-            match self.paused_until() {
-                Some(t) if t > Instant::now() => continue,
-                _ => return,
+            return Ok(());
+        }
+    }
+
+    /// One draw from the budget at the current pace, waiting for the slot; whether it
+    /// had to wait.
+    async fn draw(&self) -> Result<bool, BudgetError> {
+        let _turn = self.turn.lock().await;
+        let mut waited = false;
+        loop {
+            let gcra = self.gcra();
+            match self.budget.draw_with(&gcra).await? {
+                Draw::Granted => return Ok(waited),
+                Draw::Wait(d) => {
+                    waited = true;
+                    tokio::time::sleep(d).await;
+                }
             }
         }
+    }
+
+    /// The ledger's pace now: the budget's own, or slower after the server's 429s.
+    fn gcra(&self) -> Gcra {
+        let pace = self.lock().discovery.pace();
+        if pace >= self.asked.per_second() {
+            self.asked
+        } else {
+            Gcra::new(Duration::from_secs_f64(1.0 / pace), self.asked.burst())
+        }
+    }
+
+    /// In the background: adopts a limit another run on the budget left, and counts the
+    /// other runs that share a host budget.
+    fn sync(&self, count_peers: bool) {
+        let (budget, peers, state, me) = (
+            self.budget.clone(),
+            Arc::clone(&self.peers),
+            Arc::clone(&self.state),
+            self.publisher,
+        );
+        tokio::spawn(async move {
+            if count_peers
+                && budget.info().scope == BudgetScope::Host
+                && let Some(n) = budget.peers().await
+            {
+                peers.fetch_max(n, Ordering::Relaxed);
+            }
+            let Some(shared) = budget.shared_limit().await else {
+                return;
+            };
+            let mut st = crate::sync::lock(&state);
+            let id = (shared.by, shared.seq);
+            if shared.by != me && st.seen != Some(id) {
+                st.seen = Some(id);
+                st.discovery.adopt(shared.per_second, Instant::now());
+            }
+        });
+    }
+
+    /// In the background: leaves a limit measured here for the other runs on the budget.
+    fn publish(&self, limit: f64) {
+        let (budget, me) = (self.budget.clone(), self.publisher);
+        tokio::spawn(async move { budget.publish_limit(limit, me).await });
     }
 
     /// Until when the gate is closed, if it is.
@@ -172,124 +212,62 @@ impl Pacer {
         self.lock().paused_until
     }
 
-    /// A 429 answered a request sent at `sent_at`: close the gate for `wait`; when 429s repeat,
-    /// lower the pace, once per burst (429s to requests sent before the last decision do not
-    /// count again). A lone 429 (a window's edge, another client's spike) costs the wait only.
+    /// A 429 answered a request sent at `sent_at`: close the gate for `wait` (here, and on
+    /// the budget for every run that shares it), and let the pace follow what the server
+    /// accepts.
     pub(crate) fn on_rate_limited(&self, wait: Duration, sent_at: Instant) {
         let now = Instant::now();
-        let mut st = self.lock();
-        let until = now + wait;
-        st.paused_until = Some(st.paused_until.map_or(until, |p| p.max(until)));
-        if st.last_decrease.is_none_or(|d| sent_at > d) {
-            if st.struck {
-                st.factor = (st.factor / 2.0).max(MIN_FACTOR);
-                st.next_slot = st.next_slot.max(until);
-            }
-            st.struck = true;
-            st.last_decrease = Some(now);
-            st.successes = 0;
+        let measured = {
+            let mut st = self.lock();
+            let until = now + wait;
+            let until = st.paused_until.map_or(until, |p| p.max(until));
+            st.paused_until = Some(until);
+            st.discovery.on_rate_limited(sent_at, until, now);
+            st.discovery.take_measured()
+        };
+        if let Some(limit) = measured {
+            self.publish(limit);
+        }
+        if !wait.is_zero() {
+            let (budget, gcra) = (self.budget.clone(), self.gcra());
+            tokio::spawn(async move { budget.pause(&gcra, wait).await });
         }
     }
 
-    /// A request on this credential succeeded.
-    pub(crate) fn on_success(&self) {
-        let mut st = self.lock();
-        if st.factor < 1.0 || st.struck {
-            st.successes += 1;
-            if st.successes >= RESTORE_AFTER {
-                st.successes = 0;
-                st.struck = false;
-                st.factor = (st.factor + RESTORE_STEP).min(1.0);
-            }
-        }
+    /// The server answered a request sent at `sent_at` on this credential, with anything
+    /// but a 429.
+    pub(crate) fn on_answered(&self, sent_at: Instant) {
+        let now = Instant::now();
+        self.lock().discovery.on_accepted(sent_at, now);
     }
 
-    /// The current adaptive factor (1.0 = full `--rate`), for the tests.
+    /// The pace this run settled on and why, if the credential was used.
+    pub(crate) fn report(&self) -> Option<PaceReport> {
+        let st = self.lock();
+        if !st.used {
+            return None;
+        }
+        let info = self.budget.info();
+        let (basis, limit) = match st.discovery.knowledge() {
+            Knowledge::Asked => (PaceBasis::Asked, None),
+            Knowledge::Discovered(l) => (PaceBasis::Discovered, Some(l)),
+            Knowledge::Lowered(at) => (PaceBasis::Lowered, Some(at)),
+        };
+        Some(PaceReport {
+            credential: self.credential,
+            asked: self.rate,
+            per_second: st.discovery.pace(),
+            basis,
+            limit_per_second: limit,
+            scope: info.scope,
+            ledger: info.ledger,
+            other_runs: self.peers.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The current pace, requests per second, for the tests.
     #[cfg(test)]
-    fn factor(&self) -> f64 {
-        self.lock().factor
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn spacing_follows_the_rate() {
-        let p = Pacer::new("10/s".parse().unwrap());
-        let t0 = Instant::now();
-        let mut starts = Vec::new();
-        for _ in 0..11 {
-            p.acquire().await;
-            starts.push(t0.elapsed());
-        }
-        // No head start: the first goes at once, then one every 101 ms (100 ms and the
-        // headroom), so any one-second window from the first request holds 10, the rate.
-        for (k, t) in starts.iter().enumerate() {
-            let due = Duration::from_micros(101_000 * k as u64);
-            assert!(
-                *t >= due && *t <= due + Duration::from_millis(2),
-                "request {k} at {t:?}, due at {due:?}"
-            );
-        }
-        // A late caller catches up within the burst instead of losing the time.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let t1 = Instant::now();
-        p.acquire().await;
-        p.acquire().await;
-        assert_eq!(t1.elapsed(), Duration::ZERO);
-        p.acquire().await;
-        assert!(t1.elapsed() <= Duration::from_millis(100));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_lone_429_closes_the_gate_and_repeated_ones_halve_once_per_burst() {
-        let p = Pacer::new("100/s".parse().unwrap());
-        let sent = Instant::now();
-        p.acquire().await;
-        p.on_rate_limited(Duration::from_secs(2), sent);
-        p.on_rate_limited(Duration::from_secs(1), sent);
-        assert_eq!(p.factor(), 1.0, "a lone burst of 429s only closes the gate");
-        let t0 = Instant::now();
-        p.acquire().await;
-        assert!(t0.elapsed() >= Duration::from_secs(2));
-        // A 429 to a request sent after that one, before RESTORE_AFTER successes: repeated.
-        let sent = Instant::now();
-        p.on_rate_limited(Duration::from_secs(1), sent);
-        p.on_rate_limited(Duration::from_secs(1), sent);
-        assert_eq!(p.factor(), 0.5, "two 429s of the same burst halve once");
-        p.acquire().await;
-        // After the gate: spacing is 20 ms (half of 100/s) and the headroom.
-        let t1 = Instant::now();
-        p.acquire().await;
-        p.acquire().await;
-        let e = t1.elapsed();
-        assert!(
-            e >= Duration::from_millis(20) && e <= Duration::from_millis(45),
-            "{e:?}"
-        );
-        // A 429 to a request sent after the decrease halves again.
-        p.on_rate_limited(Duration::ZERO, Instant::now());
-        assert_eq!(p.factor(), 0.25);
-        for _ in 0..RESTORE_AFTER {
-            p.on_success();
-        }
-        assert_eq!(p.factor(), 0.25 + RESTORE_STEP);
-        for _ in 0..(RESTORE_AFTER * 10) {
-            p.on_success();
-        }
-        assert_eq!(p.factor(), 1.0);
-        // Restored, and RESTORE_AFTER successes since the last 429: the next is lone again.
-        tokio::time::advance(Duration::from_millis(1)).await;
-        p.on_rate_limited(Duration::ZERO, Instant::now());
-        assert_eq!(p.factor(), 1.0);
-        // Fewer than RESTORE_AFTER successes before the next: repeated, halved.
-        for _ in 0..(RESTORE_AFTER - 1) {
-            p.on_success();
-        }
-        tokio::time::advance(Duration::from_millis(1)).await;
-        p.on_rate_limited(Duration::ZERO, Instant::now());
-        assert_eq!(p.factor(), 0.5);
+    pub(crate) fn pace(&self) -> f64 {
+        self.lock().discovery.pace()
     }
 }

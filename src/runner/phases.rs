@@ -90,6 +90,8 @@ fn until(now: jiff::Timestamp, t: jiff::Timestamp) -> String {
 /// The journal of a run, opened: its ops still pending and its counts before the run.
 pub(super) struct Opened {
     pub journal: Journal,
+    /// The credentials' rate budgets, opened before the journal.
+    pub budgets: [Option<crate::budget::Budget>; 2],
     pub pending: Vec<JournalOp>,
     pub before: Counts,
 }
@@ -105,6 +107,7 @@ pub(super) async fn run_with_undo(
         journal,
         pending,
         before,
+        budgets,
     } = opened;
     let undo = journal.undo_phase().map_err(journal_error)?;
     let main_over = pending.is_empty() || window_over(&job, &schedule);
@@ -128,6 +131,7 @@ pub(super) async fn run_with_undo(
         writer: &writer,
         api: Arc::new(client.api.with_auth(job.auth())),
         controls: controls.clone(),
+        budgets,
     };
     let work = phases.run(pending, before, undo, snapshotted);
     let end = shutdown.drive(work, &controls).await;
@@ -203,6 +207,8 @@ struct Phases<'a> {
     writer: &'a JournalWriter,
     api: Arc<ApiClient>,
     controls: Controls,
+    /// The credentials' rate budgets, for both phases.
+    budgets: [Option<crate::budget::Budget>; 2],
 }
 
 /// Where the main phase left the job.
@@ -282,7 +288,7 @@ impl Phases<'_> {
             before.failed,
             s.undo_label().unwrap_or_default()
         );
-        let options = job.runner_options(s);
+        let options = job.runner_options(s).with_budgets(self.budgets.clone());
         let report = self
             .deliver(pending, self.writer.clone(), options, snapshotted)
             .await;
@@ -399,7 +405,7 @@ impl Phases<'_> {
                 };
             }
         };
-        let options = self.job.undo_options();
+        let options = self.job.undo_options().with_budgets(self.budgets.clone());
         let report = self
             .deliver(
                 pending,

@@ -19,6 +19,9 @@
 //!   change is recorded as done). Requests of that credential waiting for their pace are not
 //!   sent. The op answered 401 stays pending (the op is not at fault), as do all ops not
 //!   finished, so a run with fixed credentials resumes them.
+//! - A credential's rate budget lost mid-run (its Redis gone, its ledger file unusable):
+//!   nothing more is dispatched (exit 4, resumable), never anything unpaced; requests on
+//!   the wire finish and are recorded, the op whose draw failed stays pending.
 //! - `max_attempts` is a budget per run: a resumed run gives a pending op a fresh budget;
 //!   the attempts recorded in the journal are the total across runs.
 //! - The failure ratio is failed / (done + failed) over this run, checked only once
@@ -57,12 +60,13 @@ use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Attempt, Outcome, Reach, Unreached};
+use crate::budget::Budget;
 use crate::journal::{JournalOp, OpRecord, OpState};
 use crate::op::{Action, ActionKind, Auth, Credential, LockKey, Op};
 use crate::output::Progress;
 use crate::runner::executor::{Executor, Recorder};
 use crate::runner::forecast;
-use crate::runner::pacing::Pacer;
+use crate::runner::pacing::{Pacer, gcra_for};
 use crate::runner::retry::Backoff;
 use crate::runner::summary::Stats;
 use crate::units::Rate;
@@ -88,6 +92,17 @@ pub struct RunnerOptions {
     pub seed: Option<u64>,
     /// The credential each kind of op is sent with, and so the pace it waits for.
     pub auth: Auth,
+    /// The budget of each credential (client key and token, API key), opened at
+    /// `pacing::gcra_for(rate)`; `None`: one of this process's own at `rate`.
+    pub budgets: [Option<Budget>; 2],
+}
+
+impl RunnerOptions {
+    /// These options with the credentials' shared rate budgets (opened by the caller).
+    pub(crate) fn with_budgets(mut self, budgets: [Option<Budget>; 2]) -> RunnerOptions {
+        self.budgets = budgets;
+        self
+    }
 }
 
 impl Default for RunnerOptions {
@@ -105,6 +120,7 @@ impl Default for RunnerOptions {
             snapshot: false,
             seed: None,
             auth: Auth::default(),
+            budgets: [None, None],
         }
     }
 }
@@ -170,6 +186,9 @@ pub enum StopReason {
     Journal(String),
     /// No request of the run reached the server ([`UNREACHED_ATTEMPTS`]); the last failure.
     Unreachable(Unreached),
+    /// The credential's rate budget (its ledger) failed mid-run: nothing more is sent
+    /// rather than send unpaced.
+    BudgetLost(String),
 }
 
 impl StopReason {
@@ -180,7 +199,7 @@ impl StopReason {
     fn rank(&self) -> u8 {
         match self {
             StopReason::Completed => 0,
-            StopReason::Deadline(_) | StopReason::Signal { .. } => 1,
+            StopReason::Deadline(_) | StopReason::Signal { .. } | StopReason::BudgetLost(_) => 1,
             StopReason::FailureBound(_) => 2,
             StopReason::CredentialsRejected { .. } | StopReason::Unreachable(_) => 3,
             StopReason::Journal(_) => 4,
@@ -230,6 +249,11 @@ enum TaskResult {
         snap: Snap,
     },
     Journal(String),
+    /// The budget failed before sending: the op stays as it was, and the run stops.
+    BudgetLost {
+        error: String,
+        snap: Snap,
+    },
 }
 
 /// What woke the scheduler up.
@@ -442,13 +466,21 @@ impl<E: Executor, R: Recorder> Shared<E, R> {
         // Waiting for the pace is not being in flight: a stop ends the wait.
         let paced = || async {
             tokio::select! {
-                _ = pacer.acquire() => true,
-                _ = halt.cancelled() => false,
+                r = pacer.acquire() => Some(r),
+                _ = halt.cancelled() => None,
             }
         };
+        let not_sent = |paced: Option<Result<(), crate::budget::BudgetError>>, snap| match paced {
+            Some(Ok(())) if !halted() => None,
+            Some(Err(e)) => Some(TaskResult::BudgetLost {
+                error: e.to_string(),
+                snap,
+            }),
+            _ => Some(TaskResult::NotSent { snap }),
+        };
         if want_snapshot {
-            if !paced().await || halted() {
-                return TaskResult::NotSent { snap };
+            if let Some(r) = not_sent(paced().await, snap) {
+                return r;
             }
             let sent_at = Instant::now();
             snap = match self.snapshot(op).await {
@@ -463,8 +495,8 @@ impl<E: Executor, R: Recorder> Shared<E, R> {
                 Err(NoSnapshot::Journal(e)) => return TaskResult::Journal(e),
             };
         }
-        if !paced().await || halted() {
-            return TaskResult::NotSent { snap };
+        if let Some(r) = not_sent(paced().await, snap) {
+            return r;
         }
         let sent_at = Instant::now();
         let attempt = self.exec.send(op, self.auth.for_op(op)).await;
@@ -569,7 +601,11 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             ops,
             exec,
             rec,
-            pacers: [Pacer::new(opts.rate), Pacer::new(opts.rate)],
+            pacers: [Credential::ClientToken, Credential::ApiKey].map(|c| {
+                let budget = opts.budgets[cred_index(c)].clone();
+                let budget = budget.unwrap_or_else(|| Budget::in_process(gcra_for(opts.rate)));
+                Pacer::new(c, opts.rate, budget)
+            }),
             rejected: [AtomicBool::new(false), AtomicBool::new(false)],
             halt: CancellationToken::new(),
             auth: opts.auth,
@@ -893,6 +929,10 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
                 self.note_snapshot(i, snap);
                 return None;
             }
+            TaskResult::BudgetLost { error, snap } => {
+                self.note_snapshot(i, snap);
+                return Some(StopReason::BudgetLost(error));
+            }
             TaskResult::Sent {
                 attempt,
                 sent_at,
@@ -936,6 +976,10 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
         let mut record = answer_record(&self.shared.ops[i as usize], n, attempt);
         self.contact = self.contact.after(&attempt.reach);
         let o = &attempt.outcome;
+        if o.status().is_some_and(|s| s != 429) {
+            // What the server answered, and did not refuse, paces the credential.
+            self.shared.pacers[self.shared.cred_of(i)].on_answered(sent_at);
+        }
         let stop = match (o, &attempt.reach) {
             (Outcome::Transient { .. }, Reach::Unreached(u)) if self.contact == Contact::Never => {
                 self.on_unreached(i, n, u)
@@ -1010,7 +1054,6 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
             None => record.rc = Some(0),
         }
         self.stats.done += 1;
-        self.shared.pacers[self.shared.cred_of(i)].on_success();
         self.queues.release_next(&self.shared.ops, i);
     }
 
@@ -1113,7 +1156,13 @@ impl<E: Executor, R: Recorder> Scheduler<E, R> {
         progress.update(&self.stats, self.stats.elapsed);
     }
 
-    fn into_report(self) -> RunReport {
+    fn into_report(mut self) -> RunReport {
+        self.stats.paces = self
+            .shared
+            .pacers
+            .iter()
+            .filter_map(Pacer::report)
+            .collect();
         RunReport {
             stop: self.stop.unwrap_or(StopReason::Completed),
             stats: self.stats,

@@ -1,9 +1,103 @@
 //! Run statistics and the final summary: counts per outcome, elapsed, ops/s, retries,
-//! latency percentiles and failures grouped by error code. Never holds a credential.
+//! latency percentiles, failures grouped by error code, and the pace each credential
+//! settled on and why ([`PaceReport`], also what the journal keeps for `status`). Never
+//! holds a credential.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::budget::BudgetScope;
+use crate::op::Credential;
+use crate::units::Rate;
+
+/// What a credential's pace is based on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaceBasis {
+    /// `--rate`: the server never asked for less.
+    Asked,
+    /// The server's 429s showed a lower limit, measured.
+    Discovered,
+    /// 429s lowered the pace before a limit could be measured.
+    Lowered,
+}
+
+/// The pace a run settled on for one credential, and why. Holds no secret: the ledger is a
+/// file named by a hash, or a Redis URL without its password.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PaceReport {
+    pub credential: Credential,
+    /// `--rate`.
+    pub asked: Rate,
+    /// Requests per second at the end of the run (for the asked pace, `--rate` less the
+    /// runner's 1% headroom).
+    pub per_second: f64,
+    pub basis: PaceBasis,
+    /// Requests per second: the server's limit as discovered, or for a lowered pace, the
+    /// pace the server last answered 429 at.
+    pub limit_per_second: Option<f64>,
+    /// Who shares the credential's budget.
+    pub scope: BudgetScope,
+    /// The ledger: a file path or a redacted Redis URL; empty in process.
+    pub ledger: String,
+    /// The most other runs seen drawing from the same host ledger.
+    pub other_runs: u32,
+}
+
+impl fmt::Display for PaceReport {
+    /// `19.0/s (asked 40/s; discovered: the server answered 429 above ~20.0/s)`, or
+    /// `20/s (asked; shared with 2 other runs on this host)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.basis {
+            PaceBasis::Asked => write!(f, "{} (asked", self.asked)?,
+            PaceBasis::Discovered => write!(
+                f,
+                "{:.1}/s (asked {}; discovered: the server answered 429 above ~{:.1}/s",
+                self.per_second,
+                self.asked,
+                self.limit_per_second.unwrap_or(self.per_second)
+            )?,
+            PaceBasis::Lowered => write!(
+                f,
+                "{:.1}/s (asked {}; lowered: the server answered 429 at {:.1}/s, not at this pace",
+                self.per_second,
+                self.asked,
+                self.limit_per_second.unwrap_or(self.per_second)
+            )?,
+        }
+        match (self.scope, self.other_runs) {
+            (BudgetScope::Host, 0) | (BudgetScope::Process, _) => {}
+            (BudgetScope::Host, 1) => f.write_str("; shared with 1 other run on this host")?,
+            (BudgetScope::Host, n) => write!(f, "; shared with {n} other runs on this host")?,
+            (BudgetScope::Redis, _) => write!(f, "; shared through {}", self.ledger)?,
+        }
+        f.write_str(")")
+    }
+}
+
+impl PaceReport {
+    /// The summary's and `status`'s lines: `pace: ...`, with the credential named when the
+    /// run used both.
+    pub fn lines(paces: &[PaceReport]) -> Vec<String> {
+        paces
+            .iter()
+            .map(|p| {
+                if paces.len() > 1 {
+                    let who = match p.credential {
+                        Credential::ClientToken => "client key and token",
+                        Credential::ApiKey => "API key",
+                    };
+                    format!("pace ({who}): {p}")
+                } else {
+                    format!("pace: {p}")
+                }
+            })
+            .collect()
+    }
+}
 
 /// What one run did (not the whole job's history: see the journal's counts for that).
 #[derive(Clone, Debug, Default)]
@@ -34,6 +128,8 @@ pub struct Stats {
     /// Permanent failures by error code (or `HTTP <status>` when the answer had none).
     pub failures_by_code: BTreeMap<String, u64>,
     pub elapsed: Duration,
+    /// The pace of each credential the run used.
+    pub paces: Vec<PaceReport>,
 }
 
 impl Stats {
@@ -128,6 +224,9 @@ impl Stats {
                 crate::api::UNBAN_OWNER_ONLY
             );
         }
+        for line in PaceReport::lines(&self.paces) {
+            let _ = writeln!(s, "  {line}");
+        }
         s
     }
 }
@@ -159,6 +258,7 @@ mod tests {
         assert_eq!(Stats::default().percentile(50.0), None);
         assert!(r.contains("(0 already in state)"), "{r}");
         assert!(!r.contains("note:"), "{r}");
+        assert!(!r.contains("pace"), "no pace without a credential used");
     }
 
     /// What a ban sweep's summary says: the answers that found the ban in place, by code,
@@ -187,6 +287,74 @@ mod tests {
         assert!(
             r.contains("note: 3 unbans refused 403: the vendor documents unban as room-owner only"),
             "{r}"
+        );
+    }
+
+    fn pace(basis: PaceBasis, scope: BudgetScope) -> PaceReport {
+        PaceReport {
+            credential: Credential::ClientToken,
+            asked: "40/s".parse().unwrap(),
+            per_second: 19.04,
+            basis,
+            limit_per_second: match basis {
+                PaceBasis::Discovered => Some(20.04),
+                PaceBasis::Lowered => Some(39.6),
+                PaceBasis::Asked => None,
+            },
+            scope,
+            ledger: match scope {
+                BudgetScope::Redis => "redis://***@10.0.0.5:6379/2".into(),
+                BudgetScope::Host => "/run/user/1000/imkit-batch/0f3a.budget".into(),
+                BudgetScope::Process => String::new(),
+            },
+            other_runs: 0,
+        }
+    }
+
+    #[test]
+    fn pace_lines_say_the_pace_and_why() {
+        let d = pace(PaceBasis::Discovered, BudgetScope::Host);
+        assert_eq!(
+            PaceReport::lines(std::slice::from_ref(&d)),
+            ["pace: 19.0/s (asked 40/s; discovered: the server answered 429 above ~20.0/s)"]
+        );
+        let mut a = pace(PaceBasis::Asked, BudgetScope::Host);
+        assert_eq!(a.to_string(), "40/s (asked)");
+        a.other_runs = 2;
+        assert_eq!(
+            a.to_string(),
+            "40/s (asked; shared with 2 other runs on this host)"
+        );
+        a.other_runs = 1;
+        assert!(a.to_string().ends_with("with 1 other run on this host)"));
+        let r = pace(PaceBasis::Asked, BudgetScope::Redis);
+        assert_eq!(
+            r.to_string(),
+            "40/s (asked; shared through redis://***@10.0.0.5:6379/2)"
+        );
+        let l = pace(PaceBasis::Lowered, BudgetScope::Process);
+        assert_eq!(
+            l.to_string(),
+            "19.0/s (asked 40/s; lowered: the server answered 429 at 39.6/s, not at this pace)"
+        );
+        let mut m = pace(PaceBasis::Asked, BudgetScope::Process);
+        m.credential = Credential::ApiKey;
+        let both = PaceReport::lines(&[d.clone(), m]);
+        assert!(
+            both[0].starts_with("pace (client key and token): 19.0/s"),
+            "{both:?}"
+        );
+        assert_eq!(both[1], "pace (API key): 40/s (asked)");
+        // What the journal keeps reads back the same.
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<PaceReport>(&json).unwrap(), d);
+        let st = Stats {
+            paces: vec![d],
+            ..Default::default()
+        };
+        assert!(
+            st.render("x")
+                .contains("\n  pace: 19.0/s (asked 40/s; discovered")
         );
     }
 }

@@ -244,6 +244,9 @@ pub struct SandboxConfig {
     pub fault_retry_after_secs: u64,
     /// Server-side limit per credential; the excess is answered 429 (flat documented shape).
     pub rate_limit: Option<Rate>,
+    /// With `rate_limit`: a token bucket holding this many requests, refilled at the rate,
+    /// instead of a fixed window (see `limit`).
+    pub rate_limit_burst: Option<u32>,
     /// `GET /rooms/{id}` omits `status`, like the documented example of get-a-room.
     pub get_room_omits_status: bool,
     /// Room and ban endpoints also accept `IM-API-KEY`, as a platform admin: the API key "can
@@ -285,6 +288,7 @@ impl SandboxConfig {
             slow_duration: Duration::from_secs(60),
             fault_retry_after_secs: 1,
             rate_limit: None,
+            rate_limit_burst: None,
             get_room_omits_status: false,
             api_key_on_rooms: true,
             admin_may_unban: false,
@@ -417,7 +421,11 @@ impl SandboxConfig {
         if let Some(room) = self.bans.keys().find(|r| !self.rooms.contains_key(*r)) {
             return Err(format!("a ban in room {room:?}, which does not exist"));
         }
-        Ok(())
+        match (self.rate_limit, self.rate_limit_burst) {
+            (_, Some(0)) => Err("the rate limit's burst must be at least 1".into()),
+            (None, Some(_)) => Err("a rate limit burst needs a rate limit (--rate-limit)".into()),
+            _ => Ok(()),
+        }
     }
 }
 

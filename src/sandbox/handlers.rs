@@ -27,8 +27,9 @@
 //! - 401s carry the endpoint pages' RC envelope; `flat_401` answers the flat shape that
 //!   api-key.md documents (`{"error":"INVALID_API_KEY","message":"The provided API key is
 //!   invalid or expired"}`; for a token, `INVALID_TOKEN` with the room pages' message).
-//! - The rate limit (`rate_limit`) is a fixed window per credential that authenticated the
-//!   request ([`super::limit`]); a request no credential authenticates spends no budget.
+//! - The rate limit (`rate_limit`) is a fixed window, or with `rate_limit_burst` a token
+//!   bucket, per credential that authenticated the request ([`super::limit`]); a request no
+//!   credential authenticates spends no budget.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

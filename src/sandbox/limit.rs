@@ -1,12 +1,18 @@
-//! The server-side rate limit (`--rate-limit N/PERIOD`): a fixed window of `N` requests per
-//! `PERIOD` per credential, as the documented "Maximum 1000 requests per minute" reads. A
-//! bucket's window opens with its first request; within it at most `N` pass; the rest are
-//! refused until the window has passed, and the next request opens a new one. Never more than
-//! `N` in one window (a token bucket with a burst of `N` lets through up to twice that in the
-//! first period).
+//! The server-side rate limit per credential, in one of two shapes ([`Limiter`]); the vendor
+//! documents "Maximum 1000 requests per minute" and not the algorithm behind it, so a runbook
+//! can be rehearsed against both:
 //!
-//! The clock is a parameter (tokio's `Instant`, so paused time applies too): tests drive it
-//! without sleeping.
+//! - `--rate-limit N/PERIOD` alone: a fixed window ([`FixedWindow`]) of `N` requests per
+//!   `PERIOD`, as the documented sentence reads. A bucket's window opens with its first
+//!   request; within it at most `N` pass; the rest are refused until the window has passed,
+//!   and the next request opens a new one. Never more than `N` in one window.
+//! - with `--rate-limit-burst B`: a token bucket ([`TokenBucket`]) that holds `B` requests
+//!   and refills at `N/PERIOD`: `B` may go back to back, then one per `PERIOD / N`.
+//!
+//! Either answers a refused request with the time until one would pass (the handler rounds
+//! it up to whole seconds, at least 1, as `Retry-After` and `retryAfter` are). The clock is a
+//! parameter (tokio's `Instant`, so paused time applies too): tests drive it without
+//! sleeping.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,6 +36,31 @@ pub(crate) enum Bucket {
 struct Window {
     start: Instant,
     used: u32,
+}
+
+/// The limit of a sandbox: one of the two shapes, each per [`Bucket`].
+#[derive(Debug)]
+pub(crate) enum Limiter {
+    Fixed(FixedWindow),
+    Bucket(TokenBucket),
+}
+
+impl Limiter {
+    /// A fixed window of `rate`, or with `burst`, a token bucket of `burst` refilled at `rate`.
+    pub fn new(rate: Rate, burst: Option<u32>) -> Limiter {
+        match burst {
+            None => Limiter::Fixed(FixedWindow::new(rate)),
+            Some(b) => Limiter::Bucket(TokenBucket::new(rate, b)),
+        }
+    }
+
+    /// Spends one request of `bucket` at `now`, or says how long until one would pass.
+    pub fn check(&self, bucket: Bucket, now: Instant) -> Result<(), Duration> {
+        match self {
+            Limiter::Fixed(w) => w.check(bucket, now),
+            Limiter::Bucket(b) => b.check(bucket, now),
+        }
+    }
 }
 
 /// Fixed windows per bucket.
@@ -69,6 +100,44 @@ impl FixedWindow {
         } else {
             Err((win.start + self.period).saturating_duration_since(now))
         }
+    }
+}
+
+/// Token buckets per credential, kept as the time the bucket is next empty-and-refilled
+/// (a GCRA's theoretical arrival time): a request at `now` passes when the bucket's `tat`
+/// is at most `(capacity - 1)` refill intervals ahead of `now`, and moves it on by one
+/// interval. A bucket first seen is full.
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
+    /// Time to refill one request.
+    interval: Duration,
+    /// How far ahead of the clock `tat` may be and still let a request through.
+    tolerance: Duration,
+    tats: Mutex<HashMap<Bucket, Instant>>,
+}
+
+impl TokenBucket {
+    /// `capacity` (at least 1) requests at once, refilled at `rate`.
+    pub fn new(rate: Rate, capacity: u32) -> TokenBucket {
+        let interval = rate.interval().max(Duration::from_nanos(1));
+        TokenBucket {
+            interval,
+            tolerance: interval.saturating_mul(capacity.max(1) - 1),
+            tats: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Spends one request of `bucket` at `now`, or says how long until its bucket holds one.
+    pub fn check(&self, bucket: Bucket, now: Instant) -> Result<(), Duration> {
+        let mut tats = lock(&self.tats);
+        let tat = tats.entry(bucket).or_insert(now);
+        let due = (*tat).max(now);
+        let ahead = due.saturating_duration_since(now);
+        if ahead > self.tolerance {
+            return Err(ahead - self.tolerance);
+        }
+        *tat = due + self.interval;
+        Ok(())
     }
 }
 
@@ -122,5 +191,64 @@ mod tests {
         assert!(l.check(tok("a"), t).is_ok());
         assert!(l.check(tok("a"), t).is_err());
         assert!(l.check(tok("b"), t).is_ok());
+    }
+
+    #[test]
+    fn a_token_bucket_lets_its_capacity_through_then_refills_at_the_rate() {
+        let l = TokenBucket::new("20/s".parse().unwrap(), 5);
+        let t0 = Instant::now();
+        // Full at first: 5 back to back, then the next only after one refill (50 ms).
+        for i in 0..5 {
+            assert!(l.check(Bucket::ApiKey, t0).is_ok(), "request {i}");
+        }
+        assert_eq!(
+            l.check(Bucket::ApiKey, t0).unwrap_err(),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            l.check(Bucket::ApiKey, t0 + Duration::from_millis(30))
+                .unwrap_err(),
+            Duration::from_millis(20)
+        );
+        assert!(
+            l.check(Bucket::ApiKey, t0 + Duration::from_millis(50))
+                .is_ok()
+        );
+        // Asked 40/s for 10 s: the capacity and then the rate, 20/s, pass.
+        let passed = (1..=400u64)
+            .filter(|i| {
+                l.check(Bucket::ApiKey, t0 + Duration::from_millis(50 + 25 * i))
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(passed, 200, "20/s over 10 s");
+        // Idle for long, it is full again, never fuller.
+        let later = t0 + Duration::from_secs(60);
+        let burst = (0..10)
+            .filter(|_| l.check(Bucket::ApiKey, later).is_ok())
+            .count();
+        assert_eq!(burst, 5);
+        // Buckets are per credential.
+        assert!(l.check(Bucket::Token("a".into()), later).is_ok());
+    }
+
+    #[test]
+    fn the_limiter_is_a_fixed_window_unless_a_burst_is_given() {
+        let rate: Rate = "2/s".parse().unwrap();
+        let t = Instant::now();
+        let fixed = Limiter::new(rate, None);
+        assert!(matches!(fixed, Limiter::Fixed(_)));
+        let bucket = Limiter::new(rate, Some(1));
+        assert!(bucket.check(Bucket::ApiKey, t).is_ok());
+        assert_eq!(
+            bucket.check(Bucket::ApiKey, t).unwrap_err(),
+            Duration::from_millis(500)
+        );
+        assert!(fixed.check(Bucket::ApiKey, t).is_ok());
+        assert!(fixed.check(Bucket::ApiKey, t).is_ok());
+        assert_eq!(
+            fixed.check(Bucket::ApiKey, t).unwrap_err(),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -7,7 +7,8 @@
 //! - `route`: what a request is (endpoint, decoded ids, canonical key, kind)
 //! - `handlers`: the endpoints and their documented answers; `ban_api`: the ban endpoints
 //! - `faults`: seeded, replayable fault decisions
-//! - `limit`: the per-credential rate limit; `timer`: precise latency
+//! - `limit`: the per-credential rate limit (also what the runner's pacing tests run
+//!   against); `timer`: precise latency
 //! - `tracking`: counters, applied counts and the log ring, and the reports built from them
 //! - `shared`: the state every request shares
 //! - `control`: the `/_sandbox/` control API
@@ -25,7 +26,7 @@ mod control;
 mod faults;
 mod handle;
 mod handlers;
-mod limit;
+pub(crate) mod limit;
 mod route;
 mod server;
 mod shared;

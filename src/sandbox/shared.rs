@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::bans::control_json;
 use super::config::SandboxConfig;
 use super::faults::Fault;
-use super::limit::FixedWindow;
+use super::limit::Limiter;
 use super::route::{Endpoint, OpKind, Route};
 use super::state::World;
 use super::timer::Timer;
@@ -33,7 +33,7 @@ pub(crate) struct Shared {
     pub world: Mutex<World>,
     pub track: Mutex<Tracking>,
     pub counters: Counters,
-    limiter: Mutex<Option<Arc<FixedWindow>>>,
+    limiter: Mutex<Option<Arc<Limiter>>>,
     pub started: Instant,
     /// Serves `latency` + jitter precisely (started only when a latency is set).
     timer: Option<Timer>,
@@ -74,7 +74,7 @@ impl Shared {
     }
 
     /// The rate limiter, when `rate_limit` is set (no lock taken otherwise).
-    pub fn limiter(&self) -> Option<Arc<FixedWindow>> {
+    pub fn limiter(&self) -> Option<Arc<Limiter>> {
         self.config.rate_limit?;
         lock(&self.limiter).clone()
     }
@@ -208,8 +208,11 @@ impl Shared {
     }
 }
 
-fn new_limiter(config: &SandboxConfig) -> Option<Arc<FixedWindow>> {
-    Some(Arc::new(FixedWindow::new(config.rate_limit?)))
+fn new_limiter(config: &SandboxConfig) -> Option<Arc<Limiter>> {
+    Some(Arc::new(Limiter::new(
+        config.rate_limit?,
+        config.rate_limit_burst,
+    )))
 }
 
 /// `path` with its ids canonically encoded, when it is one of the API's paths (any method's

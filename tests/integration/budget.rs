@@ -379,8 +379,8 @@ async fn an_unusable_host_dir_is_refused_at_the_start() {
 }
 
 /// A `redis-server` on a free loopback port, in a temp dir, without persistence; killed
-/// on drop.
-struct RedisServer {
+/// on drop. Also what `run::shared` runs the binary against.
+pub(crate) struct RedisServer {
     child: Option<Child>,
     port: u16,
     _dir: tempfile::TempDir,
@@ -389,7 +389,7 @@ struct RedisServer {
 impl RedisServer {
     /// Starts one, or `None` (with a message) where `redis-server` is not installed and
     /// this is not CI; CI installs it (`.ci/run`), so there its absence fails.
-    fn start() -> Option<RedisServer> {
+    pub(crate) fn start() -> Option<RedisServer> {
         let installed = Command::new("redis-server")
             .arg("--version")
             .output()
@@ -455,11 +455,11 @@ impl RedisServer {
         c.write_all(b"PING\r\n").is_ok() && c.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -474,7 +474,7 @@ impl Drop for RedisServer {
 }
 
 /// A loopback port nobody listens on (just now).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
@@ -586,4 +586,38 @@ async fn a_redis_lost_mid_run_fails_the_next_draw() {
     // And it stays lost: no draw is granted without the ledger.
     assert!(b.draw().await.is_err());
     eprintln!("BUDGET Redis killed mid-run: {msg}");
+}
+
+/// What one run leaves on a shared ledger for the others: a pause (a server's 429 hint holds
+/// every run on the credential back) and the limit it measured; on the host and in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_on_a_shared_ledger_see_each_others_pause_and_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "sk_test_pause_and_note";
+    let host = || Budget::on_host(dir.path(), &key(secret), gcra()).unwrap();
+    let mut pairs = vec![(host(), host())];
+    let server = RedisServer::start();
+    if let Some(server) = &server {
+        let (url, k) = (server.url(), key(secret));
+        let a = Budget::redis(&url, &k, gcra()).await.unwrap();
+        let b = Budget::redis(&url, &k, gcra()).await.unwrap();
+        pairs.push((a, b));
+    }
+    for (a, b) in pairs {
+        let scope = a.info().scope;
+        assert_eq!(b.shared_limit().await, None, "{scope:?}");
+        a.acquire().await.unwrap();
+        a.pause(&gcra(), Duration::from_secs(2)).await;
+        match b.draw().await.unwrap() {
+            Draw::Wait(w) => assert!(
+                w > Duration::from_millis(1500) && w <= Duration::from_secs(2),
+                "{scope:?}: {w:?}"
+            ),
+            Draw::Granted => panic!("{scope:?}: granted inside the pause"),
+        }
+        let me = imkit_batch::budget::new_publisher();
+        a.publish_limit(19.5, me).await;
+        let seen = b.shared_limit().await.unwrap();
+        assert_eq!((seen.per_second, seen.by), (19.5, me), "{scope:?}");
+    }
 }

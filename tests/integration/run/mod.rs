@@ -2,7 +2,8 @@
 //! (which follows the vendor's pages) cannot give the answer a test needs: what a job
 //! delivers ([`delivery`]), what the binary does with signals, exit codes, logs and its
 //! environment ([`binary`]), ban jobs and the credentials of each kind of op ([`bans`]),
-//! and pacing figures ([`pacing`], `#[ignore]`d measurements).
+//! the rate budget shared by runs on one host or through Redis and the pace a run settles
+//! on ([`shared`]), and pacing figures ([`pacing`], `#[ignore]`d measurements).
 //! The helpers here write a job's manifest from ops and run it through the library entry
 //! point `runner::run_job`, as the binary would.
 
@@ -10,6 +11,7 @@ mod bans;
 mod binary;
 mod delivery;
 mod pacing;
+mod shared;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
