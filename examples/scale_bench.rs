@@ -130,9 +130,10 @@ fn measure_with_time(time: &Path, cmd: &mut Command) -> Res<Cost> {
         .env_remove("RUST_LOG")
         .env_remove("IMKIT_BASE_URL")
         .stdout(Stdio::null());
-    let status = t.status()?;
-    if !status.success() {
-        return Err(format!("{} exited with {status}", describe(cmd)).into());
+    let out_err = t.output()?;
+    if !out_err.status.success() {
+        let stderr = String::from_utf8_lossy(&out_err.stderr).into_owned();
+        return Err(format!("{} exited with {}:\n{stderr}", describe(cmd), out_err.status).into());
     }
     let text = std::fs::read_to_string(out.path())?;
     let line = text.lines().last().unwrap_or_default();
@@ -159,6 +160,7 @@ fn measure_by_polling(cmd: &mut Command) -> Res<Cost> {
         .env_remove("RUST_LOG")
         .env_remove("IMKIT_BASE_URL")
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()?;
     let (mut cpu, mut rss) = (0.0, 0);
     let status = loop {
@@ -334,7 +336,7 @@ fn runner(bin: &Path, manifest: &Path, url: &str, concurrency: u64, dir: &Path) 
     let mut c = Command::new(bin);
     c.arg("run")
         .arg(manifest)
-        .args(["--base-url", url, "--action", "freeze", "--rate", "1000000/s"])
+        .args(["--base-url", url, "--action", "freeze", "--rate", "100000/s"])
         .args(["--progress", "never", "-q", "--concurrency"])
         .arg(concurrency.to_string())
         .arg("--journal")
