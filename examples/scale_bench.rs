@@ -133,7 +133,12 @@ fn measure_with_time(time: &Path, cmd: &mut Command) -> Res<Cost> {
     let out_err = t.output()?;
     if !out_err.status.success() {
         let stderr = String::from_utf8_lossy(&out_err.stderr).into_owned();
-        return Err(format!("{} exited with {}:\n{stderr}", describe(cmd), out_err.status).into());
+        return Err(format!(
+            "{} exited with {}:\n{stderr}",
+            describe(cmd),
+            out_err.status
+        )
+        .into());
     }
     let text = std::fs::read_to_string(out.path())?;
     let line = text.lines().last().unwrap_or_default();
@@ -336,7 +341,14 @@ fn runner(bin: &Path, manifest: &Path, url: &str, concurrency: u64, dir: &Path) 
     let mut c = Command::new(bin);
     c.arg("run")
         .arg(manifest)
-        .args(["--base-url", url, "--action", "freeze", "--rate", "100000/s"])
+        .args([
+            "--base-url",
+            url,
+            "--action",
+            "freeze",
+            "--rate",
+            "100000/s",
+        ])
         .args(["--progress", "never", "-q", "--concurrency"])
         .arg(concurrency.to_string())
         .arg("--journal")
@@ -367,11 +379,17 @@ fn oha(url: &str, n: u64, concurrency: u64) -> Res<Option<Cost>> {
         return Ok(None);
     }
     let mut c = Command::new("oha");
-    c.args(["--no-tui", "-n", &n.to_string(), "-c", &concurrency.to_string()])
-        .args(["-m", "PUT", "-d", r#"{"status":0}"#])
-        .args(["-H", &format!("IM-API-KEY: {}", ENV[2].1)])
-        .args(["-H", "content-type: application/json"])
-        .arg(format!("{url}/rooms/room-0000000-tw"));
+    c.args([
+        "--no-tui",
+        "-n",
+        &n.to_string(),
+        "-c",
+        &concurrency.to_string(),
+    ])
+    .args(["-m", "PUT", "-d", r#"{"status":0}"#])
+    .args(["-H", &format!("IM-API-KEY: {}", ENV[2].1)])
+    .args(["-H", "content-type: application/json"])
+    .arg(format!("{url}/rooms/room-0000000-tw"));
     measure(&mut c).map(Some)
 }
 
@@ -464,7 +482,11 @@ fn figures(bin: &Path, o: &Opts) -> Res<Vec<(String, String)>> {
             c.args(["--action", "freeze"]);
         }
         let cost = measure(&mut c)?;
-        let what = if updates { "update rows (5 fields)" } else { "freezes" };
+        let what = if updates {
+            "update rows (5 fields)"
+        } else {
+            "freezes"
+        };
         out.push((
             format!("`validate` of 1,000,000 {what}"),
             format!("{:.2} s, peak {:.1} MiB", cost.wall, mib(cost.max_rss_kib)),
