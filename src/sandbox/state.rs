@@ -3,6 +3,7 @@
 //! on every field, mute as a set) and the world's ban book ([`super::bans`]). No HTTP here:
 //! [`super::handlers`] maps outcomes to answers.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
@@ -166,10 +167,15 @@ fn zero_one(k: &str, v: &Value) -> Result<u8, String> {
 /// The `time_ms` of a made-up welcome message.
 const WELCOME_MS: u64 = 1_485_251_491_375;
 
+/// The made-up id of a room's welcome message.
+fn welcome_id(room: &str) -> String {
+    format!("{:024x}", fnv(room.as_bytes()))
+}
+
 /// The made-up last message of a room seeded without one: a welcome from its owner.
 fn welcome(id: &str, name: &str, owner: &str) -> MessageSeed {
     MessageSeed {
-        id: format!("{:024x}", fnv(id.as_bytes())),
+        id: welcome_id(id),
         message: format!("Welcome to {name}"),
         message_type: "text".to_owned(),
         sender: owner.to_owned(),
@@ -306,20 +312,12 @@ impl Room {
     /// (`roomTags`, `webhook`, `botMode`, `extParams`, `opening`, `owner`, `managers`), which
     /// the pages do not list (the `room_extra_fields` variant).
     pub fn to_json(&self, id: &str, clients: &HashMap<String, Client>, extra: bool) -> Value {
-        let plain;
-        let d = match &self.detail {
-            Some(d) => &**d,
-            None => {
-                plain = Detail::plain(id);
-                &plain
-            }
-        };
+        let d = self.shown(id);
         let members: Vec<Value> = d
             .members
             .iter()
             .map(|m| member_json(m, profile(clients, m), true))
             .collect();
-        let lm = &d.last_message;
         let mut o = Map::new();
         o.insert("_id".into(), json!(id));
         o.insert("name".into(), json!(d.name));
@@ -338,17 +336,83 @@ impl Room {
         o.insert(
             "lastMessage".into(),
             json!({
-                "_id": lm.id,
-                "message": lm.message,
-                "messageType": lm.message_type,
+                "_id": Value::String(d.message_id.into_owned()),
+                "message": Value::String(d.message.into_owned()),
+                "messageType": d.message_type,
                 // As both pages show a message's sender: lastLoginTimeMS 0.
-                "sender": member_json(&lm.sender, profile(clients, &lm.sender), false),
-                "messageTimeMS": lm.time_ms,
+                "sender": member_json(d.sender, profile(clients, d.sender), false),
+                "messageTimeMS": d.time_ms,
             }),
         );
         o.insert("members".into(), Value::Array(members));
         Value::Object(o)
     }
+
+    /// The room's fields as its object shows them: borrowed, a plain room's made up from its
+    /// id on the spot (what [`Detail::plain`] holds; a test checks the two agree).
+    fn shown<'a>(&'a self, id: &'a str) -> Shown<'a> {
+        let Some(d) = &self.detail else {
+            static OWNER_ONLY: std::sync::LazyLock<[String; 1]> =
+                std::sync::LazyLock::new(|| [DEFAULT_OWNER.to_owned()]);
+            return Shown {
+                name: id,
+                cover: "",
+                description: "",
+                room_tags: &[],
+                webhook: "",
+                bot_mode: false,
+                ext_params: "",
+                opening: 1,
+                owner: DEFAULT_OWNER,
+                managers: &[],
+                members: &*OWNER_ONLY,
+                message_id: Cow::Owned(welcome_id(id)),
+                message: Cow::Owned(format!("Welcome to {id}")),
+                message_type: "text",
+                sender: DEFAULT_OWNER,
+                time_ms: WELCOME_MS,
+            };
+        };
+        let lm = &d.last_message;
+        Shown {
+            name: &d.name,
+            cover: &d.cover,
+            description: &d.description,
+            room_tags: &d.room_tags,
+            webhook: &d.webhook,
+            bot_mode: d.bot_mode,
+            ext_params: &d.ext_params,
+            opening: d.opening,
+            owner: &d.owner,
+            managers: &d.managers,
+            members: &d.members,
+            message_id: Cow::Borrowed(&lm.id),
+            message: Cow::Borrowed(&lm.message),
+            message_type: &lm.message_type,
+            sender: &lm.sender,
+            time_ms: lm.time_ms,
+        }
+    }
+}
+
+/// A room's fields as its object shows them, borrowed.
+struct Shown<'a> {
+    name: &'a str,
+    cover: &'a str,
+    description: &'a str,
+    room_tags: &'a [String],
+    webhook: &'a str,
+    bot_mode: bool,
+    ext_params: &'a str,
+    opening: u8,
+    owner: &'a str,
+    managers: &'a [String],
+    members: &'a [String],
+    message_id: Cow<'a, str>,
+    message: Cow<'a, str>,
+    message_type: &'a str,
+    sender: &'a str,
+    time_ms: u64,
 }
 
 /// The profile a client was given; `None` for one shown by default (or no such client).
@@ -392,10 +456,10 @@ impl Client {
     }
 
     /// How the client is shown.
-    pub fn profile(&self, id: &str) -> std::borrow::Cow<'_, Profile> {
+    pub fn profile(&self, id: &str) -> Cow<'_, Profile> {
         match &self.profile {
-            Some(p) => std::borrow::Cow::Borrowed(p),
-            None => std::borrow::Cow::Owned(Profile::default_for(id)),
+            Some(p) => Cow::Borrowed(p),
+            None => Cow::Owned(Profile::default_for(id)),
         }
     }
 
