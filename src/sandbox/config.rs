@@ -308,15 +308,44 @@ pub struct Profile {
     pub last_login_ms: u64,
 }
 
+/// The pages' placeholder avatar, shown for a client without a profile.
+const DEFAULT_AVATAR_URL: &str = "http://example.com/avatarUrl";
+
 impl Profile {
     /// Nickname = the id, the pages' placeholder avatar, never logged in.
     pub fn default_for(id: &str) -> Profile {
+        let p = Profile::shown(id, None);
         Profile {
-            nickname: id.to_owned(),
-            avatar_url: "http://example.com/avatarUrl".to_owned(),
-            last_login_ms: 0,
+            nickname: p.nickname.to_owned(),
+            avatar_url: p.avatar_url.to_owned(),
+            last_login_ms: p.last_login_ms,
         }
     }
+
+    /// How client `id` is shown: its profile `p`, or else (`None`) what
+    /// [`Profile::default_for`] gives, borrowed.
+    pub(crate) fn shown<'a>(id: &'a str, p: Option<&'a Profile>) -> ProfileShown<'a> {
+        match p {
+            Some(p) => ProfileShown {
+                nickname: &p.nickname,
+                avatar_url: &p.avatar_url,
+                last_login_ms: p.last_login_ms,
+            },
+            None => ProfileShown {
+                nickname: id,
+                avatar_url: DEFAULT_AVATAR_URL,
+                last_login_ms: 0,
+            },
+        }
+    }
+}
+
+/// A [`Profile`], borrowed.
+#[derive(Clone, Copy)]
+pub(crate) struct ProfileShown<'a> {
+    pub nickname: &'a str,
+    pub avatar_url: &'a str,
+    pub last_login_ms: u64,
 }
 
 /// Everything a sandbox starts with.

@@ -423,14 +423,7 @@ pub(crate) fn profile<'a>(clients: &'a HashMap<String, Client>, id: &str) -> Opt
 /// A member as shown in a room's `members` (with its last login) and a message's `sender`
 /// (`lastLoginTimeMS` 0, as the pages show it).
 fn member_json(id: &str, p: Option<&Profile>, with_login: bool) -> Value {
-    let d;
-    let p = match p {
-        Some(p) => p,
-        None => {
-            d = Profile::default_for(id);
-            &d
-        }
-    };
+    let p = Profile::shown(id, p);
     json!({
         "_id": id,
         "nickname": p.nickname,
@@ -455,14 +448,6 @@ impl Client {
         }
     }
 
-    /// How the client is shown.
-    pub fn profile(&self, id: &str) -> Cow<'_, Profile> {
-        match &self.profile {
-            Some(p) => Cow::Borrowed(p),
-            None => Cow::Owned(Profile::default_for(id)),
-        }
-    }
-
     /// The client object as the mute page shows it.
     pub fn to_json(&self, id: &str) -> Value {
         let mut m = Map::new();
@@ -472,7 +457,7 @@ impl Client {
         m.insert("__v".into(), json!(0));
         m.insert("appID".into(), json!(APP_ID));
         m.insert("description".into(), json!(""));
-        let profile = self.profile(id);
+        let profile = Profile::shown(id, self.profile.as_deref());
         m.insert("avatarUrl".into(), json!(profile.avatar_url));
         m.insert("nickname".into(), json!(profile.nickname));
         m.insert("email".into(), json!(""));
