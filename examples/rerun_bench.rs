@@ -91,7 +91,8 @@ fn main() -> std::io::Result<()> {
         w.flush()?;
     }
     let m = manifest.to_str().expect("utf-8 path");
-    let journal = format!("{m}.journal");
+    // A rehearsal (`--sandbox`) keeps its own journal beside the manifest.
+    let journal = format!("{m}.sandbox.journal");
     let run = [
         "run",
         m,

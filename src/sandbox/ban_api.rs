@@ -20,11 +20,10 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::bans::{list_entry_json, record_json, user_json};
-use super::config::Profile;
 use super::handlers::{Caller, caller, error, invalid_token, ok};
 use super::route::Route;
 use super::shared::Shared;
-use super::state::{APP_ID, Client, World};
+use super::state::{APP_ID, World, profile};
 use crate::sync::lock;
 
 const BAN_DENIED: &str = "Only platform admin and room owner can block users in group chat rooms";
@@ -94,13 +93,6 @@ fn may(who: &Caller, owner: &str, admins: bool) -> bool {
     (admins && matches!(who, Caller::Admin)) || who.client_id() == owner
 }
 
-fn profile<'a>(
-    clients: &'a std::collections::HashMap<String, Client>,
-    id: &str,
-) -> Option<&'a Profile> {
-    clients.get(id).map(|c| &c.profile)
-}
-
 /// `POST /blockStatus/room/{roomID}/{blockee}`: the answer, and whether a ban was made.
 pub(super) fn ban(sb: &Shared, route: &Route, h: &HeaderMap) -> (Response, bool) {
     let Some(who) = caller(sb, h) else {
@@ -113,16 +105,16 @@ pub(super) fn ban(sb: &Shared, route: &Route, h: &HeaderMap) -> (Response, bool)
         clients,
         bans,
     } = &mut *world;
-    let (Some(room), Some(client)) = (rooms.get(&route.room), clients.get(blockee)) else {
+    let (Some(room), Some(client)) = (rooms.get(route.room.as_str()), clients.get(blockee)) else {
         return (room_or_user_not_found(), false);
     };
-    if !may(&who, &room.owner, true) {
+    if !may(&who, room.owner(), true) {
         return (forbidden(BAN_DENIED), false);
     }
     let Some(made) = bans.ban(&route.room, blockee, who.client_id()) else {
         return (already_blocked(), false);
     };
-    let blockee_json = user_json(blockee, Some(&client.profile));
+    let blockee_json = user_json(blockee, client.profile.as_deref());
     let result = record_json(APP_ID, &route.room, blockee_json, made);
     drop(world);
     (ok("OK", result), true)
@@ -140,19 +132,19 @@ pub(super) fn unban(sb: &Shared, route: &Route, h: &HeaderMap) -> (Response, boo
         clients,
         bans,
     } = &mut *world;
-    let Some(room) = rooms.get(&route.room) else {
+    let Some(room) = rooms.get(route.room.as_str()) else {
         return (room_not_found(), false);
     };
     let Some(client) = clients.get(blockee) else {
         return (invalid_user_id(), false);
     };
-    if !may(&who, &room.owner, sb.config.admin_may_unban) {
+    if !may(&who, room.owner(), sb.config.admin_may_unban) {
         return (forbidden(UNBAN_DENIED), false);
     }
     let Some(lifted) = bans.unban(&route.room, blockee) else {
         return (block_not_found(), false);
     };
-    let blockee_json = user_json(blockee, Some(&client.profile));
+    let blockee_json = user_json(blockee, client.profile.as_deref());
     let result = record_json(APP_ID, &route.room, blockee_json, &lifted);
     drop(world);
     (ok("OK", result), true)
@@ -164,10 +156,10 @@ pub(super) fn list(sb: &Shared, route: &Route, h: &HeaderMap) -> Response {
         return invalid_token(sb);
     };
     let world = lock(&sb.world);
-    let Some(room) = world.rooms.get(&route.room) else {
+    let Some(room) = world.rooms.get(route.room.as_str()) else {
         return room_not_found();
     };
-    if !may(&who, &room.owner, sb.config.admin_may_unban) {
+    if !may(&who, room.owner(), sb.config.admin_may_unban) {
         return forbidden(LIST_DENIED);
     }
     let data: Vec<Value> = world

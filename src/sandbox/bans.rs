@@ -83,14 +83,7 @@ fn time(t: jiff::Timestamp) -> String {
 /// A user as the ban pages show one (`blockee`, and `blocker` in the list): `_id`,
 /// `avatarUrl`, `nickname`, `id`, `lastLoginTimeMS`.
 pub(crate) fn user_json(id: &str, profile: Option<&Profile>) -> Value {
-    let d;
-    let p = match profile {
-        Some(p) => p,
-        None => {
-            d = Profile::default_for(id);
-            &d
-        }
-    };
+    let p = Profile::shown(id, profile);
     json!({
         "_id": id,
         "avatarUrl": p.avatar_url,

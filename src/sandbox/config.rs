@@ -186,6 +186,109 @@ pub struct RoomSeed {
     pub last_message: Option<MessageSeed>,
 }
 
+impl RoomSeed {
+    /// An active room owned by `owner`, nothing else set.
+    pub fn plain(owner: impl Into<String>) -> RoomSeed {
+        RoomSeed {
+            owner: owner.into(),
+            managers: Vec::new(),
+            members: Vec::new(),
+            status: 1,
+            name: None,
+            cover: String::new(),
+            description: String::new(),
+            last_message: None,
+        }
+    }
+
+    /// True for `RoomSeed::plain(DEFAULT_OWNER)`: what every room a manifest names starts as.
+    pub fn is_plain(&self) -> bool {
+        // Every field named (no `..`): a new seed field must be judged here too.
+        let RoomSeed {
+            owner,
+            managers,
+            members,
+            status,
+            name,
+            cover,
+            description,
+            last_message,
+        } = self;
+        owner == DEFAULT_OWNER
+            && managers.is_empty()
+            && members.is_empty()
+            && *status == 1
+            && name.is_none()
+            && cover.is_empty()
+            && description.is_empty()
+            && last_message.is_none()
+    }
+}
+
+/// The rooms a sandbox starts with, by id. A plain room ([`RoomSeed::is_plain`], as
+/// [`SandboxConfig::seed_from_ops`] makes them) is kept as its id alone, so a million of them
+/// fit in a few dozen MiB; any other as its seed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoomSeeds(BTreeMap<Box<str>, Option<Box<RoomSeed>>>);
+
+impl RoomSeeds {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Is there a room `id` (any string-like id, as a map's lookup takes it)?
+    pub fn contains_key(&self, id: &(impl AsRef<str> + ?Sized)) -> bool {
+        self.0.contains_key(id.as_ref())
+    }
+
+    /// The seed of room `id` (a plain room's is [`RoomSeed::plain`] of [`DEFAULT_OWNER`]).
+    pub fn get(&self, id: &str) -> Option<&RoomSeed> {
+        self.0
+            .get(id)
+            .map(|s| s.as_deref().unwrap_or_else(|| plain_seed()))
+    }
+
+    /// Creates or replaces room `id`.
+    pub fn insert(&mut self, id: impl Into<String>, seed: RoomSeed) {
+        let seed = (!seed.is_plain()).then(|| Box::new(seed));
+        self.0.insert(id.into().into_boxed_str(), seed);
+    }
+
+    /// The seed of room `id`, to change it (a plain room's is made in full first).
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut RoomSeed> {
+        let seed = self.0.get_mut(id)?;
+        Some(seed.get_or_insert_with(|| Box::new(RoomSeed::plain(DEFAULT_OWNER))))
+    }
+
+    /// Every room in id order, with its seed (`None`: a plain room).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, Option<&RoomSeed>)> {
+        self.0.iter().map(|(id, s)| (&**id, s.as_deref()))
+    }
+}
+
+/// The seed every plain room reads as.
+fn plain_seed() -> &'static RoomSeed {
+    static PLAIN: std::sync::LazyLock<RoomSeed> =
+        std::sync::LazyLock::new(|| RoomSeed::plain(DEFAULT_OWNER));
+    &PLAIN
+}
+
+impl std::ops::Index<&str> for RoomSeeds {
+    type Output = RoomSeed;
+
+    /// The seed of room `id`; panics when there is no such room, as a map's index does.
+    fn index(&self, id: &str) -> &RoomSeed {
+        match self.get(id) {
+            Some(seed) => seed,
+            None => panic!("no room {id:?} in the sandbox's seeds"),
+        }
+    }
+}
+
 /// A room's last message, as the room object's `lastMessage` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageSeed {
@@ -205,15 +308,44 @@ pub struct Profile {
     pub last_login_ms: u64,
 }
 
+/// The pages' placeholder avatar, shown for a client without a profile.
+const DEFAULT_AVATAR_URL: &str = "http://example.com/avatarUrl";
+
 impl Profile {
     /// Nickname = the id, the pages' placeholder avatar, never logged in.
     pub fn default_for(id: &str) -> Profile {
+        let p = Profile::shown(id, None);
         Profile {
-            nickname: id.to_owned(),
-            avatar_url: "http://example.com/avatarUrl".to_owned(),
-            last_login_ms: 0,
+            nickname: p.nickname.to_owned(),
+            avatar_url: p.avatar_url.to_owned(),
+            last_login_ms: p.last_login_ms,
         }
     }
+
+    /// How client `id` is shown: its profile `p`, or else (`None`) what
+    /// [`Profile::default_for`] gives, borrowed.
+    pub(crate) fn shown<'a>(id: &'a str, p: Option<&'a Profile>) -> ProfileShown<'a> {
+        match p {
+            Some(p) => ProfileShown {
+                nickname: &p.nickname,
+                avatar_url: &p.avatar_url,
+                last_login_ms: p.last_login_ms,
+            },
+            None => ProfileShown {
+                nickname: id,
+                avatar_url: DEFAULT_AVATAR_URL,
+                last_login_ms: 0,
+            },
+        }
+    }
+}
+
+/// A [`Profile`], borrowed.
+#[derive(Clone, Copy)]
+pub(crate) struct ProfileShown<'a> {
+    pub nickname: &'a str,
+    pub avatar_url: &'a str,
+    pub last_login_ms: u64,
 }
 
 /// Everything a sandbox starts with.
@@ -221,7 +353,7 @@ impl Profile {
 pub struct SandboxConfig {
     pub credentials: SandboxCredentials,
     /// Rooms by id.
-    pub rooms: BTreeMap<String, RoomSeed>,
+    pub rooms: RoomSeeds,
     /// Clients by id, each with the rooms muted for it at start.
     pub clients: BTreeMap<String, Vec<String>>,
     /// Extra non-admin users: token -> client id (created as a client).
@@ -276,7 +408,7 @@ impl SandboxConfig {
     pub fn new(credentials: SandboxCredentials) -> SandboxConfig {
         let mut c = SandboxConfig {
             credentials,
-            rooms: BTreeMap::new(),
+            rooms: RoomSeeds::default(),
             clients: BTreeMap::new(),
             users: BTreeMap::new(),
             profiles: BTreeMap::new(),
@@ -320,19 +452,11 @@ impl SandboxConfig {
         for m in managers {
             self.add_client(*m);
         }
-        self.rooms.insert(
-            id.into(),
-            RoomSeed {
-                owner,
-                managers: managers.iter().map(|m| m.to_string()).collect(),
-                members: Vec::new(),
-                status: 1,
-                name: None,
-                cover: String::new(),
-                description: String::new(),
-                last_message: None,
-            },
-        );
+        let seed = RoomSeed {
+            managers: managers.iter().map(|m| m.to_string()).collect(),
+            ..RoomSeed::plain(owner)
+        };
+        self.rooms.insert(id, seed);
         self
     }
 

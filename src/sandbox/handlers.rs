@@ -532,7 +532,7 @@ fn put_room(sb: &Shared, route: &Route, h: &HeaderMap, body: &[u8]) -> (Response
         return (invalid_token(sb), false);
     };
     let mut world = lock(&sb.world);
-    if !world.rooms.contains_key(&route.room) {
+    if !world.rooms.contains_key(route.room.as_str()) {
         return (room_not_found(route.endpoint), false);
     }
     let patch = match state::parse_patch(body) {
@@ -540,7 +540,7 @@ fn put_room(sb: &Shared, route: &Route, h: &HeaderMap, body: &[u8]) -> (Response
         Err(m) => return (bad_request(&m), false),
     };
     let freeze_page = patch.is_status_only();
-    let Some(room) = world.rooms.get(&route.room) else {
+    let Some(room) = world.rooms.get(route.room.as_str()) else {
         return (room_not_found(route.endpoint), false);
     };
     let allowed = match &who {
@@ -565,10 +565,10 @@ fn put_room(sb: &Shared, route: &Route, h: &HeaderMap, body: &[u8]) -> (Response
         _ => "OK",
     };
     let state::World { rooms, clients, .. } = &mut *world;
-    let Some(room) = rooms.get_mut(&route.room) else {
+    let Some(room) = rooms.get_mut(route.room.as_str()) else {
         return (room_not_found(route.endpoint), false);
     };
-    room.apply(patch);
+    room.apply(&route.room, patch);
     let result = room.to_json(&route.room, clients, sb.config.room_extra_fields);
     drop(world);
     (ok(rm, result), true)
@@ -608,7 +608,7 @@ fn mute(sb: &Shared, route: &Route, h: &HeaderMap) -> (Response, bool) {
     if !world.clients.contains_key(client_id) {
         return (client_not_found(), false);
     }
-    if !world.rooms.contains_key(&route.room) {
+    if !world.rooms.contains_key(route.room.as_str()) {
         return (room_not_found(route.endpoint), false);
     }
     let Some(client) = world.clients.get_mut(client_id) else {

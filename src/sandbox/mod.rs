@@ -35,7 +35,7 @@ mod timer;
 mod tracking;
 
 pub use config::{
-    ADMIN_ID, DEFAULT_OWNER, FaultRates, MessageSeed, Profile, RoomSeed, SandboxConfig,
+    ADMIN_ID, DEFAULT_OWNER, FaultRates, MessageSeed, Profile, RoomSeed, RoomSeeds, SandboxConfig,
     SandboxCredentials,
 };
 pub use faults::Fault;

@@ -4,19 +4,20 @@
 //! [`super::SandboxHandle`] read. The accept loop builds one [`Shared`] per server; the
 //! handlers reach it through axum's state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::bans::BanBook;
 use super::bans::control_json;
 use super::config::SandboxConfig;
 use super::faults::Fault;
 use super::limit::Limiter;
 use super::route::{Endpoint, OpKind, Route};
-use super::state::World;
+use super::state::{Client, World};
 use super::timer::Timer;
 use super::tracking::{Counters, LogEntry, OpCounts, Stats, Tracking};
 use crate::sync::lock;
@@ -29,7 +30,10 @@ pub(crate) struct ConnDropper(pub CancellationToken);
 /// Everything the handlers share.
 pub(crate) struct Shared {
     pub config: SandboxConfig,
-    initial: World,
+    /// The clients and bans at start, for reset (the rooms are made again from the config:
+    /// a copy of a million rooms would double the sandbox's memory).
+    initial_clients: HashMap<String, Client>,
+    initial_bans: BanBook,
     pub world: Mutex<World>,
     pub track: Mutex<Tracking>,
     pub counters: Counters,
@@ -52,11 +56,12 @@ impl Shared {
         config
             .check()
             .map_err(|e| anyhow::anyhow!("invalid sandbox settings: {e}"))?;
-        let initial = World::from_config(&config);
+        let world = World::from_config(&config);
         let shared =
             Shared {
-                world: Mutex::new(initial.clone()),
-                initial,
+                initial_clients: world.clients.clone(),
+                initial_bans: world.bans.clone(),
+                world: Mutex::new(world),
                 track: Mutex::new(Tracking::default()),
                 counters: Counters::default(),
                 limiter: Mutex::new(new_limiter(&config)),
@@ -81,7 +86,12 @@ impl Shared {
 
     /// Back to the state at start: rooms, clients, counters, fault replay, log, rate limits.
     pub fn reset(&self) {
-        *lock(&self.world) = self.initial.clone();
+        let rooms = World::rooms_of(&self.config);
+        *lock(&self.world) = World {
+            rooms,
+            clients: self.initial_clients.clone(),
+            bans: self.initial_bans.clone(),
+        };
         *lock(&self.track) = Tracking::default();
         self.counters.reset();
         *lock(&self.limiter) = new_limiter(&self.config);

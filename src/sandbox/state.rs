@@ -3,33 +3,44 @@
 //! on every field, mute as a set) and the world's ban book ([`super::bans`]). No HTTP here:
 //! [`super::handlers`] maps outcomes to answers.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
 use super::bans::BanBook;
-use super::config::{MessageSeed, Profile, SandboxConfig};
+use super::config::{DEFAULT_OWNER, MessageSeed, Profile, RoomSeed, SandboxConfig};
 use crate::op::{Field, FieldKind, FieldValue, RoomFields};
 
 /// App id shown in client objects and ban records.
 pub(crate) const APP_ID: &str = "SandboxApp";
 
+/// A room: its status, and the rest once it differs from a plain room's (owned by
+/// [`DEFAULT_OWNER`], no managers and no other members, every other field its default, the
+/// made-up welcome message), which is all a manifest's rooms start as. A plain room costs its
+/// id, its status and a null pointer; its object is built from its id when asked for.
 #[derive(Clone, Debug)]
 pub struct Room {
-    pub name: String,
-    pub cover: String,
-    pub description: String,
     pub status: u8,
-    pub room_tags: Vec<String>,
-    pub webhook: String,
-    pub bot_mode: bool,
-    pub ext_params: String,
-    pub opening: u8,
-    pub owner: String,
-    pub managers: Vec<String>,
+    detail: Option<Box<Detail>>,
+}
+
+/// Everything of a room besides its status.
+#[derive(Clone, Debug)]
+struct Detail {
+    name: String,
+    cover: String,
+    description: String,
+    room_tags: Vec<String>,
+    webhook: String,
+    bot_mode: bool,
+    ext_params: String,
+    opening: u8,
+    owner: String,
+    managers: Vec<String>,
     /// Member ids in join order (owner and managers included).
-    pub members: Vec<String>,
-    pub last_message: MessageSeed,
+    members: Vec<String>,
+    last_message: MessageSeed,
 }
 
 #[derive(Clone, Debug)]
@@ -37,13 +48,15 @@ pub struct Client {
     /// Muted room ids in the order they were muted; never twice the same id.
     pub mute: Vec<String>,
     pub updated_at: jiff::Timestamp,
-    pub profile: Profile,
+    /// How the client is shown; `None`: as [`Profile::default_for`] its id.
+    pub profile: Option<Box<Profile>>,
 }
 
 /// All rooms and clients, and who is banned where.
 #[derive(Clone, Debug, Default)]
 pub struct World {
-    pub rooms: HashMap<String, Room>,
+    /// Rooms by id (a boxed `str`: 8 bytes less than a `String` a room).
+    pub rooms: HashMap<Box<str>, Room>,
     pub clients: HashMap<String, Client>,
     pub bans: BanBook,
 }
@@ -64,12 +77,16 @@ impl RoomPatch {
     /// True when the body sets nothing but `status` (a freeze or unfreeze, whose page shows its
     /// own messages).
     pub fn is_status_only(&self) -> bool {
-        self.status.is_some()
-            && self.0
-                == RoomFields {
-                    status: self.status,
-                    ..Default::default()
-                }
+        self.status.is_some() && self.sets_only_status()
+    }
+
+    /// True when the body sets no field besides `status` (given or not).
+    fn sets_only_status(&self) -> bool {
+        self.0
+            == RoomFields {
+                status: self.status,
+                ..Default::default()
+            }
     }
 
     /// True when the update changes who runs the room (platform admins only).
@@ -147,21 +164,37 @@ fn zero_one(k: &str, v: &Value) -> Result<u8, String> {
     }
 }
 
-impl Room {
-    fn new(id: &str, seed: &super::config::RoomSeed) -> Room {
+/// The `time_ms` of a made-up welcome message.
+const WELCOME_MS: u64 = 1_485_251_491_375;
+
+/// The made-up id of a room's welcome message.
+fn welcome_id(room: &str) -> String {
+    format!("{:024x}", fnv(room.as_bytes()))
+}
+
+/// The made-up last message of a room seeded without one: a welcome from its owner.
+fn welcome(id: &str, name: &str, owner: &str) -> MessageSeed {
+    MessageSeed {
+        id: welcome_id(id),
+        message: format!("Welcome to {name}"),
+        message_type: "text".to_owned(),
+        sender: owner.to_owned(),
+        time_ms: WELCOME_MS,
+    }
+}
+
+impl Detail {
+    /// A room as its seed describes it.
+    fn new(id: &str, seed: &RoomSeed) -> Detail {
         let name = seed.name.clone().unwrap_or_else(|| id.to_owned());
-        let last_message = seed.last_message.clone().unwrap_or_else(|| MessageSeed {
-            id: format!("{:024x}", fnv(id.as_bytes())),
-            message: format!("Welcome to {name}"),
-            message_type: "text".to_owned(),
-            sender: seed.owner.clone(),
-            time_ms: 1_485_251_491_375,
-        });
-        let mut r = Room {
+        let last_message = seed
+            .last_message
+            .clone()
+            .unwrap_or_else(|| welcome(id, &name, &seed.owner));
+        let mut d = Detail {
             name,
             cover: seed.cover.clone(),
             description: seed.description.clone(),
-            status: seed.status,
             room_tags: Vec::new(),
             webhook: String::new(),
             bot_mode: false,
@@ -172,11 +205,16 @@ impl Room {
             members: Vec::new(),
             last_message,
         };
-        r.add_member(&seed.owner);
+        d.add_member(&seed.owner);
         for m in seed.managers.iter().chain(&seed.members) {
-            r.add_member(m);
+            d.add_member(m);
         }
-        r
+        d
+    }
+
+    /// What a plain room ([`RoomSeed::is_plain`]) reads as.
+    fn plain(id: &str) -> Detail {
+        Detail::new(id, &RoomSeed::plain(DEFAULT_OWNER))
     }
 
     fn add_member(&mut self, id: &str) {
@@ -185,13 +223,8 @@ impl Room {
         }
     }
 
-    /// May this client change the room (owner, manager)? Admins are checked by the caller.
-    pub fn is_run_by(&self, client: &str) -> bool {
-        self.owner == client || self.managers.iter().any(|m| m == client)
-    }
-
-    /// Applies a validated patch; new owner and managers become members.
-    pub fn apply(&mut self, p: RoomPatch) {
+    /// Applies the fields of a patch besides `status`; new owner and managers become members.
+    fn apply(&mut self, p: RoomFields) {
         // Every field named (no `..`): a new update field must be applied here too.
         let RoomFields {
             name,
@@ -204,8 +237,8 @@ impl Room {
             opening,
             owner,
             managers,
-            status,
-        } = p.0;
+            status: _,
+        } = p;
         fn set<T>(slot: &mut T, v: Option<T>) {
             if let Some(v) = v {
                 *slot = v;
@@ -219,7 +252,6 @@ impl Room {
         set(&mut self.bot_mode, bot_mode);
         set(&mut self.ext_params, ext_params);
         set(&mut self.opening, opening);
-        set(&mut self.status, status);
         if let Some(o) = owner {
             self.add_member(&o);
             self.owner = o;
@@ -231,64 +263,167 @@ impl Room {
             self.managers = ms;
         }
     }
+}
+
+impl Room {
+    /// A room as its seed describes it (`None`: a plain room).
+    fn new(id: &str, seed: Option<&RoomSeed>) -> Room {
+        match seed {
+            None => Room {
+                status: 1,
+                detail: None,
+            },
+            Some(seed) => Room {
+                status: seed.status,
+                detail: Some(Box::new(Detail::new(id, seed))),
+            },
+        }
+    }
+
+    /// The client id of the room's owner.
+    pub fn owner(&self) -> &str {
+        self.detail.as_ref().map_or(DEFAULT_OWNER, |d| &d.owner)
+    }
+
+    /// May this client change the room (owner, manager)? Admins are checked by the caller.
+    pub fn is_run_by(&self, client: &str) -> bool {
+        match &self.detail {
+            None => client == DEFAULT_OWNER,
+            Some(d) => d.owner == client || d.managers.iter().any(|m| m == client),
+        }
+    }
+
+    /// Applies a validated patch to room `id`; new owner and managers become members. A
+    /// patch of nothing but `status` (a freeze or an unfreeze) leaves a plain room plain.
+    pub fn apply(&mut self, id: &str, p: RoomPatch) {
+        if let Some(s) = p.status {
+            self.status = s;
+        }
+        if p.sets_only_status() {
+            return;
+        }
+        self.detail
+            .get_or_insert_with(|| Box::new(Detail::plain(id)))
+            .apply(p.0);
+    }
 
     /// The room object as the vendor pages show it: `_id`, `name`, `cover`, `description`,
     /// `status`, `lastMessage`, `members`. With `extra`, also the fields an update can set
     /// (`roomTags`, `webhook`, `botMode`, `extParams`, `opening`, `owner`, `managers`), which
     /// the pages do not list (the `room_extra_fields` variant).
     pub fn to_json(&self, id: &str, clients: &HashMap<String, Client>, extra: bool) -> Value {
-        let members: Vec<Value> = self
+        let d = self.shown(id);
+        let members: Vec<Value> = d
             .members
             .iter()
             .map(|m| member_json(m, profile(clients, m), true))
             .collect();
-        let lm = &self.last_message;
         let mut o = Map::new();
         o.insert("_id".into(), json!(id));
-        o.insert("name".into(), json!(self.name));
-        o.insert("cover".into(), json!(self.cover));
-        o.insert("description".into(), json!(self.description));
+        o.insert("name".into(), json!(d.name));
+        o.insert("cover".into(), json!(d.cover));
+        o.insert("description".into(), json!(d.description));
         o.insert("status".into(), json!(self.status));
         if extra {
-            o.insert("roomTags".into(), json!(self.room_tags));
-            o.insert("webhook".into(), json!(self.webhook));
-            o.insert("botMode".into(), json!(self.bot_mode));
-            o.insert("extParams".into(), json!(self.ext_params));
-            o.insert("opening".into(), json!(self.opening));
-            o.insert("owner".into(), json!(self.owner));
-            o.insert("managers".into(), json!(self.managers));
+            o.insert("roomTags".into(), json!(d.room_tags));
+            o.insert("webhook".into(), json!(d.webhook));
+            o.insert("botMode".into(), json!(d.bot_mode));
+            o.insert("extParams".into(), json!(d.ext_params));
+            o.insert("opening".into(), json!(d.opening));
+            o.insert("owner".into(), json!(d.owner));
+            o.insert("managers".into(), json!(d.managers));
         }
         o.insert(
             "lastMessage".into(),
             json!({
-                "_id": lm.id,
-                "message": lm.message,
-                "messageType": lm.message_type,
+                "_id": Value::String(d.message_id.into_owned()),
+                "message": Value::String(d.message.into_owned()),
+                "messageType": d.message_type,
                 // As both pages show a message's sender: lastLoginTimeMS 0.
-                "sender": member_json(&lm.sender, profile(clients, &lm.sender), false),
-                "messageTimeMS": lm.time_ms,
+                "sender": member_json(d.sender, profile(clients, d.sender), false),
+                "messageTimeMS": d.time_ms,
             }),
         );
         o.insert("members".into(), Value::Array(members));
         Value::Object(o)
     }
+
+    /// The room's fields as its object shows them: borrowed, a plain room's made up from its
+    /// id on the spot (what [`Detail::plain`] holds; a test checks the two agree).
+    fn shown<'a>(&'a self, id: &'a str) -> Shown<'a> {
+        let Some(d) = &self.detail else {
+            static OWNER_ONLY: std::sync::LazyLock<[String; 1]> =
+                std::sync::LazyLock::new(|| [DEFAULT_OWNER.to_owned()]);
+            return Shown {
+                name: id,
+                cover: "",
+                description: "",
+                room_tags: &[],
+                webhook: "",
+                bot_mode: false,
+                ext_params: "",
+                opening: 1,
+                owner: DEFAULT_OWNER,
+                managers: &[],
+                members: &*OWNER_ONLY,
+                message_id: Cow::Owned(welcome_id(id)),
+                message: Cow::Owned(format!("Welcome to {id}")),
+                message_type: "text",
+                sender: DEFAULT_OWNER,
+                time_ms: WELCOME_MS,
+            };
+        };
+        let lm = &d.last_message;
+        Shown {
+            name: &d.name,
+            cover: &d.cover,
+            description: &d.description,
+            room_tags: &d.room_tags,
+            webhook: &d.webhook,
+            bot_mode: d.bot_mode,
+            ext_params: &d.ext_params,
+            opening: d.opening,
+            owner: &d.owner,
+            managers: &d.managers,
+            members: &d.members,
+            message_id: Cow::Borrowed(&lm.id),
+            message: Cow::Borrowed(&lm.message),
+            message_type: &lm.message_type,
+            sender: &lm.sender,
+            time_ms: lm.time_ms,
+        }
+    }
 }
 
-fn profile<'a>(clients: &'a HashMap<String, Client>, id: &str) -> Option<&'a Profile> {
-    clients.get(id).map(|c| &c.profile)
+/// A room's fields as its object shows them, borrowed.
+struct Shown<'a> {
+    name: &'a str,
+    cover: &'a str,
+    description: &'a str,
+    room_tags: &'a [String],
+    webhook: &'a str,
+    bot_mode: bool,
+    ext_params: &'a str,
+    opening: u8,
+    owner: &'a str,
+    managers: &'a [String],
+    members: &'a [String],
+    message_id: Cow<'a, str>,
+    message: Cow<'a, str>,
+    message_type: &'a str,
+    sender: &'a str,
+    time_ms: u64,
+}
+
+/// The profile a client was given; `None` for one shown by default (or no such client).
+pub(crate) fn profile<'a>(clients: &'a HashMap<String, Client>, id: &str) -> Option<&'a Profile> {
+    clients.get(id).and_then(|c| c.profile.as_deref())
 }
 
 /// A member as shown in a room's `members` (with its last login) and a message's `sender`
 /// (`lastLoginTimeMS` 0, as the pages show it).
 fn member_json(id: &str, p: Option<&Profile>, with_login: bool) -> Value {
-    let d;
-    let p = match p {
-        Some(p) => p,
-        None => {
-            d = Profile::default_for(id);
-            &d
-        }
-    };
+    let p = Profile::shown(id, p);
     json!({
         "_id": id,
         "nickname": p.nickname,
@@ -305,11 +440,11 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 impl Client {
-    fn new(id: &str, mute: Vec<String>, profile: Option<&Profile>) -> Client {
+    fn new(mute: Vec<String>, profile: Option<&Profile>) -> Client {
         Client {
             mute,
             updated_at: jiff::Timestamp::now(),
-            profile: profile.cloned().unwrap_or_else(|| Profile::default_for(id)),
+            profile: profile.cloned().map(Box::new),
         }
     }
 
@@ -322,8 +457,9 @@ impl Client {
         m.insert("__v".into(), json!(0));
         m.insert("appID".into(), json!(APP_ID));
         m.insert("description".into(), json!(""));
-        m.insert("avatarUrl".into(), json!(self.profile.avatar_url));
-        m.insert("nickname".into(), json!(self.profile.nickname));
+        let profile = Profile::shown(id, self.profile.as_deref());
+        m.insert("avatarUrl".into(), json!(profile.avatar_url));
+        m.insert("nickname".into(), json!(profile.nickname));
         m.insert("email".into(), json!(""));
         m.insert(
             "address".into(),
@@ -332,7 +468,7 @@ impl Client {
         m.insert("userAgent".into(), json!("imkit-batch-sandbox"));
         m.insert("updatedAt".into(), json!(format!("{:.3}", self.updated_at)));
         m.insert("id".into(), json!(id));
-        m.insert("lastLoginTimeMS".into(), json!(self.profile.last_login_ms));
+        m.insert("lastLoginTimeMS".into(), json!(profile.last_login_ms));
         Value::Object(m)
     }
 
@@ -371,25 +507,33 @@ impl World {
                         set.push(r.clone());
                     }
                 }
-                (id.clone(), Client::new(id, set, c.profiles.get(id)))
+                (id.clone(), Client::new(set, c.profiles.get(id)))
             })
             .collect();
         let mut ensure = |id: &str| {
-            clients
-                .entry(id.to_owned())
-                .or_insert_with(|| Client::new(id, Vec::new(), c.profiles.get(id)));
+            if !clients.contains_key(id) {
+                let client = Client::new(Vec::new(), c.profiles.get(id));
+                clients.insert(id.to_owned(), client);
+            }
         };
-        let mut rooms = HashMap::with_capacity(c.rooms.len());
-        for (id, s) in &c.rooms {
+        let mut plain = false;
+        for (_, seed) in c.rooms.iter() {
+            let Some(s) = seed else {
+                plain = true;
+                continue;
+            };
             ensure(&s.owner);
             for m in s.managers.iter().chain(&s.members) {
                 ensure(m);
             }
-            rooms.insert(id.clone(), Room::new(id, s));
+        }
+        if plain {
+            ensure(DEFAULT_OWNER);
         }
         for client in c.users.values().chain(c.bans.values().flatten()) {
             ensure(client);
         }
+        let rooms = World::rooms_of(c);
         let bans = seeded_bans(c, &rooms);
         World {
             rooms,
@@ -397,18 +541,27 @@ impl World {
             bans,
         }
     }
+
+    /// The rooms a config describes, as they start.
+    pub fn rooms_of(c: &SandboxConfig) -> HashMap<Box<str>, Room> {
+        let mut rooms = HashMap::with_capacity(c.rooms.len());
+        for (id, seed) in c.rooms.iter() {
+            rooms.insert(Box::from(id), Room::new(id, seed));
+        }
+        rooms
+    }
 }
 
 /// The bans a config seeds, each made by its room's owner; a ban in a room that does not
 /// exist is left out ([`SandboxConfig::check`] refuses such a config).
-fn seeded_bans(c: &SandboxConfig, rooms: &HashMap<String, Room>) -> BanBook {
+fn seeded_bans(c: &SandboxConfig, rooms: &HashMap<Box<str>, Room>) -> BanBook {
     let mut book = BanBook::default();
     for (room_id, blockees) in &c.bans {
-        let Some(room) = rooms.get(room_id) else {
+        let Some(room) = rooms.get(room_id.as_str()) else {
             continue;
         };
         for blockee in blockees {
-            book.ban(room_id, blockee, &room.owner);
+            book.ban(room_id, blockee, room.owner());
         }
     }
     book
@@ -449,7 +602,7 @@ mod tests {
 
     #[test]
     fn mute_is_a_set() {
-        let mut c = Client::new("c", Vec::new(), None);
+        let mut c = Client::new(Vec::new(), None);
         assert!(c.mute("r"));
         assert!(!c.mute("r"));
         assert_eq!(c.mute, vec!["r"]);
@@ -486,12 +639,61 @@ mod tests {
             description: String::new(),
             last_message: None,
         };
-        let mut room = Room::new("r", &seed);
-        room.apply(patch);
+        let mut room = Room::new("r", Some(&seed));
+        room.apply("r", patch);
         let shown = room.to_json("r", &HashMap::new(), true);
         for k in Field::ALL {
             assert_eq!(shown[k.name()], body[k.name()], "{k}");
         }
         assert_eq!(shown["members"].as_array().map(Vec::len), Some(3));
+    }
+
+    /// A plain room stays plain through freezes and shows what a room seeded in full with
+    /// the same values shows, before and after an update.
+    #[test]
+    fn a_plain_room_shows_as_its_seed_in_full() {
+        let clients = HashMap::new();
+        let full_seed = RoomSeed::plain(DEFAULT_OWNER);
+        let mut plain = Room::new("r-1", None);
+        let mut full = Room::new("r-1", Some(&full_seed));
+        assert!(plain.detail.is_none() && full.detail.is_some());
+        for extra in [false, true] {
+            assert_eq!(
+                plain.to_json("r-1", &clients, extra),
+                full.to_json("r-1", &clients, extra)
+            );
+        }
+        assert_eq!(plain.owner(), DEFAULT_OWNER);
+        assert!(plain.is_run_by(DEFAULT_OWNER) && !plain.is_run_by("x"));
+        for body in [
+            r#"{"status":0}"#,
+            r#"{"status":1}"#,
+            "{}",
+            r#"{"status":0}"#,
+        ] {
+            plain.apply("r-1", parse_patch(body.as_bytes()).unwrap());
+            full.apply("r-1", parse_patch(body.as_bytes()).unwrap());
+            assert!(plain.detail.is_none(), "{body}");
+            assert_eq!(plain.status, full.status);
+        }
+        let update = br#"{"name":"N","managers":["m"],"status":1}"#;
+        plain.apply("r-1", parse_patch(update).unwrap());
+        full.apply("r-1", parse_patch(update).unwrap());
+        assert!(plain.detail.is_some());
+        let shown = plain.to_json("r-1", &clients, true);
+        assert_eq!(shown, full.to_json("r-1", &clients, true));
+        assert_eq!(shown["lastMessage"]["message"], "Welcome to r-1");
+        assert!(plain.is_run_by("m"));
+    }
+
+    /// What a room and a client cost before their strings: a plain room its status and a
+    /// pointer; a client with the default profile no profile at all.
+    #[test]
+    fn records_stay_small() {
+        assert_eq!(std::mem::size_of::<Room>(), 16);
+        assert_eq!(std::mem::size_of::<(Box<str>, Room)>(), 32);
+        assert_eq!(std::mem::size_of::<Option<Box<RoomSeed>>>(), 8);
+        assert!(std::mem::size_of::<Client>() <= 48);
+        assert!(Client::new(Vec::new(), None).profile.is_none());
     }
 }

@@ -56,7 +56,7 @@ fn sandbox(active: &[&str], frozen: &[&str], clients: &[&str]) -> Sandbox {
         c.add_room(*r, "owner-1", &[]);
     }
     for r in frozen {
-        c.rooms.get_mut(*r).unwrap().status = 0;
+        c.rooms.get_mut(r).unwrap().status = 0;
     }
     for u in clients {
         c.add_client(*u);
