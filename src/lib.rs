@@ -25,7 +25,7 @@ pub mod units;
 
 use std::process::ExitCode;
 
-/// The process exit status of SPEC §3.
+/// The process exit status of docs/behaviour.md §3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Exit {

@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Longest id accepted, in bytes (SPEC §1).
+/// Longest id accepted, in bytes (docs/behaviour.md §1).
 pub const MAX_ID_BYTES: usize = 256;
 
 /// What an op does.
@@ -296,7 +296,7 @@ impl Auth {
     }
 }
 
-/// The fields an `update` may set (SPEC §2, api/update-a-room.txt). `None` means "not given":
+/// The fields an `update` may set (docs/behaviour.md §2; docs/api.md, Update a room). `None` means "not given":
 /// only given fields are sent. Code that handles fields one by one goes through [`Field`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -645,7 +645,7 @@ pub struct Op {
 }
 
 /// What serialises ops: two ops with the same key never run at the same time and run in
-/// manifest order (SPEC §1).
+/// manifest order (docs/behaviour.md §1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LockKey<'a> {
     /// Freeze, unfreeze, update: the room.
@@ -756,7 +756,7 @@ impl Op {
     }
 }
 
-/// Checks the value rules of update fields (SPEC §2): at least one given, `0`/`1` fields in
+/// Checks the value rules of update fields (docs/behaviour.md §2): at least one given, `0`/`1` fields in
 /// range, then ids valid. The first problem is the error.
 pub fn check_fields(f: &RoomFields) -> Result<(), String> {
     if f.is_empty() {
@@ -811,7 +811,7 @@ pub enum IdError {
     EdgeSpace(String),
 }
 
-/// An id is a non-empty string without control characters, at most 256 bytes (SPEC §1).
+/// An id is a non-empty string without control characters, at most 256 bytes (docs/behaviour.md §1).
 /// Any other character is allowed: the API client percent-encodes it as one path segment.
 /// The ids `.` and `..` are refused: URL parsers resolve them (even written `%2E%2E`) as
 /// dot-segments, so no request could name them as one segment. An id may not begin or end

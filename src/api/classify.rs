@@ -1,4 +1,4 @@
-//! What one answer means for one op (api/NOTES.md, "Status codes"): the response envelope in
+//! What one answer means for one op (docs/api.md, "Status codes"): the response envelope in
 //! both documented error shapes, non-JSON bodies, the server's wait hints, and the
 //! [`Outcome`] every caller branches on. Pure functions over (status, headers, body), so every
 //! row of the table is unit-tested without a network.
@@ -160,7 +160,7 @@ fn seconds(secs: f64) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs).min(MAX_HINT))
 }
 
-/// The server's wait hint, in the order of api/NOTES.md: `Retry-After` (delta-seconds or
+/// The server's wait hint, in the order of docs/api.md (Rate limits): `Retry-After` (delta-seconds or
 /// HTTP-date), else the body's `retryAfter`, else a well-formed `X-RateLimit-Reset` (seconds,
 /// or a Unix epoch in the future) or IETF `RateLimit` reset. Malformed hints are ignored.
 fn wait_hint(headers: &HeaderMap, body: Option<&Envelope>, now: SystemTime) -> Option<Duration> {
@@ -227,7 +227,7 @@ fn parse_ratelimit_header(v: &str) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// Whether a status is transient by itself (api/NOTES.md).
+/// Whether a status is transient by itself (docs/api.md, Status codes).
 fn is_transient_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }

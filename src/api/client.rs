@@ -120,7 +120,7 @@ impl ApiClient {
             .use_rustls_tls()
             // The system's resolver, with failures typed so they are told apart (see reach).
             .dns_resolver(std::sync::Arc::new(reach::Resolver))
-            // The runner's retries are the only layer (SPEC §4): none in the client.
+            // The runner's retries are the only layer (docs/behaviour.md §4): none in the client.
             .retry(reqwest::retry::never())
             .timeout(options.timeout)
             .connect_timeout(connect_timeout(&options))

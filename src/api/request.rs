@@ -1,4 +1,4 @@
-//! The mapping from an [`Op`] to the one HTTP request that carries it (SPEC §1), shared by
+//! The mapping from an [`Op`] to the one HTTP request that carries it (docs/behaviour.md §1), shared by
 //! the client, `plan` and the tests. Every id becomes exactly one percent-encoded path
 //! segment, so no id can reach another endpoint.
 

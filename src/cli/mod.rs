@@ -1,4 +1,4 @@
-//! The command line: clap definitions for every command of SPEC §3, logging set-up, and the
+//! The command line: clap definitions for every command of docs/behaviour.md §3, logging set-up, and the
 //! dispatch from a parsed command to its handler, one file per command (`validate`,
 //! `plan`, `run`, `status`, `report`, `revert`, `sandbox`, and `completions` and `man`,
 //! which print the shell completion scripts and the man page made from these definitions). A handler turns its flags into the
@@ -135,7 +135,7 @@ struct SnapshotArgs {
 
 impl SnapshotArgs {
     /// Whether rooms are read before their first change: a flag wins over the manifest's
-    /// `settings.snapshot` (SPEC §2: command-line flags win); off by default.
+    /// `settings.snapshot` (docs/behaviour.md §2: command-line flags win); off by default.
     fn resolve(self, setting: Option<bool>) -> bool {
         if self.no_snapshot {
             false

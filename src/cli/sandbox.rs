@@ -156,7 +156,7 @@ pub struct SandboxArgs {
     room_extra_fields: bool,
 
     /// Answer 401s in the flat documented shape {"error":"INVALID_API_KEY","message":...}
-    /// (api-key.md) instead of the endpoint pages' RC envelope.
+    /// (the API-key page; docs/api.md) instead of the endpoint pages' RC envelope.
     #[arg(long = "flat-401")]
     flat_401: bool,
 

@@ -1,4 +1,4 @@
-//! Writing ops as a CSV manifest that `validate` and `run` accept (SPEC §2): a fixed header
+//! Writing ops as a CSV manifest that `validate` and `run` accept (docs/behaviour.md §2): a fixed header
 //! with every column, `action` first (so no data line can start with `#`), empty cells for
 //! "not given", list fields `;`-joined, `botMode` as `true`/`false`, `opening` and `status`
 //! as `0`/`1`.

@@ -1,4 +1,4 @@
-//! The SQLite journal of one job (SPEC §5): it owns the job's on-disk record, from the plan
+//! The SQLite journal of one job (docs/behaviour.md §5): it owns the job's on-disk record, from the plan
 //! import through every op's state transitions to the queries behind `status`, `report`
 //! and `revert`. `run` opens it with [`Journal::open_for_run`] (creating it and importing
 //! the plan, or resuming it) and records outcomes through the [`JournalWriter`] that

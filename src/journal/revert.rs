@@ -1,4 +1,4 @@
-//! The inverse of what a job actually changed (SPEC §5), computed from the done ops and the
+//! The inverse of what a job actually changed (docs/behaviour.md §5), computed from the done ops and the
 //! snapshots taken before each room's first change. Never guesses:
 //!
 //! - Room status: the first snapshot's `status` is compared with the status the job set
@@ -10,7 +10,7 @@
 //!   several ops on one pair, the state before the first is compared with the last. The API
 //!   cannot tell whether a pair was muted before a mute (the mute answer shows the client's
 //!   mute list after the change, and a mute of a muted pair succeeds too), so a pair whose
-//!   first op is a mute is taken as not muted before, as SPEC §5 has it ("pairs it muted are
+//!   first op is a mute is taken as not muted before, as docs/behaviour.md §5 has it ("pairs it muted are
 //!   unmuted"): those unmutes are counted ([`RevertPlan::unmutes_assumed`]) so the manifest
 //!   and the command can say that a pair muted before the job would be unmuted too. The
 //!   unmute side needs no such assumption: `ROOM_NOT_MUTED` proves the prior state.
@@ -530,7 +530,7 @@ impl Planner {
             );
             return;
         }
-        // Muted before the job? A mute means it was not (SPEC §5); an unmute that landed
+        // Muted before the job? A mute means it was not (docs/behaviour.md §5); an unmute that landed
         // means it was; an unmute answered ROOM_NOT_MUTED means it was not.
         let prior_muted = first.op.action == Action::Unmute && !unchanged(first);
         let final_muted = last.op.action == Action::Mute;
@@ -953,7 +953,7 @@ mod tests {
             "c3 was not muted; c4 ends as it began (muted)"
         );
         assert!(plan.unknown.is_empty());
-        // c1's unmute rests on SPEC §5's assumption (not muted before the mute); c2's mute
+        // c1's unmute rests on docs/behaviour.md §5's assumption (not muted before the mute); c2's mute
         // does not (its unmute landed, so it was muted).
         assert_eq!(plan.unmutes_assumed, 1);
     }

@@ -1,4 +1,4 @@
-//! CSV manifests (SPEC §2), read as a stream so a million-row file costs little more than
+//! CSV manifests (docs/behaviour.md §2), read as a stream so a million-row file costs little more than
 //! its ops: the header names the columns, each row becomes one op, and every problem is an
 //! error naming the line and, when it is about one cell, that cell's column (1-based
 //! characters on its line, as in YAML errors, found from the raw bytes of the record). A

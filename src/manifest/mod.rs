@@ -1,5 +1,5 @@
 //! Manifests: CSV and YAML parsing, validation with file:line:column errors, and expansion
-//! into the ordered, de-duplicated list of [`Op`]s a job runs (SPEC §1–§2).
+//! into the ordered, de-duplicated list of [`Op`]s a job runs (docs/behaviour.md §1–§2).
 //!
 //! Untrusted input: every error names the file and line, all errors are collected (up to a
 //! cap), and an invalid manifest yields no ops at all. The format-specific readers live in

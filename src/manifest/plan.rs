@@ -1,4 +1,4 @@
-//! What `run` would send now (SPEC §3), as a value: the window compared with the time, an
+//! What `run` would send now (docs/behaviour.md §3), as a value: the window compared with the time, an
 //! existing journal taken into account (only its pending ops; a complete job sends nothing;
 //! a journal of another manifest would be refused), the snapshot reads of `--snapshot` (a
 //! room before its first change, a room's ban list before its first ban or unban), and the

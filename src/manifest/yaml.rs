@@ -1,4 +1,4 @@
-//! YAML manifests (SPEC §2): `version: 1`, `name`, `window`, `settings` and `ops`, each op
+//! YAML manifests (docs/behaviour.md §2): `version: 1`, `name`, `window`, `settings` and `ops`, each op
 //! naming its rooms and clients inline or through `rooms_file`/`clients_file` (CSV lists
 //! resolved relative to the YAML file). Unknown keys are errors; parsing runs under a budget
 //! so an alias bomb is refused instead of expanded. Errors carry file:line:column from the

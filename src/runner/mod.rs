@@ -1,6 +1,6 @@
 //! Delivery: scheduling that keeps ops on one room or client in order, rate limiting per
 //! credential, retries with backoff and the server's hints, deadlines, shutdown and progress
-//! (SPEC §4). [`run_job`] wires the pieces for one [`Job`]: the credentials' rate budgets,
+//! (docs/behaviour.md §4). [`run_job`] wires the pieces for one [`Job`]: the credentials' rate budgets,
 //! journal, target (API or sandbox), scheduler, summary, exit status and, last, the job's
 //! metrics file; it is told to stop from outside through a [`Shutdown`].
 
@@ -450,7 +450,7 @@ struct SandboxTarget {
 
 /// Starts the in-process emulator for `run --sandbox`, seeded with every room and client the
 /// manifest names, on a free loopback port. It accepts the credentials in the environment
-/// when they are set (SPEC §7), and otherwise made-up ones that the runner then uses.
+/// when they are set (docs/behaviour.md §7), and otherwise made-up ones that the runner then uses.
 async fn start_sandbox(job: &Job) -> anyhow::Result<SandboxTarget> {
     let (creds, generated) = crate::sandbox::SandboxCredentials::from_env_or_generate();
     let mut sc = crate::sandbox::SandboxConfig::new(creds);

@@ -1,6 +1,6 @@
 //! Retry timing: exponential backoff with full jitter (a random wait in
 //! `[0, min(cap, base * 2^(n-1))]` after the n-th attempt), raised to the server's hint when
-//! that is larger. The only retry layer of the tool (SPEC §4).
+//! that is larger. The only retry layer of the tool (docs/behaviour.md §4).
 
 use std::time::Duration;
 

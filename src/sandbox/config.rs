@@ -379,7 +379,7 @@ pub struct SandboxConfig {
     /// With `rate_limit`: a token bucket holding this many requests, refilled at the rate,
     /// instead of a fixed window (see `limit`).
     pub rate_limit_burst: Option<u32>,
-    /// `GET /rooms/{id}` omits `status`, like the documented example of get-a-room.
+    /// `GET /rooms/{id}` omits `status`, like the documented example (docs/api.md, Get a room).
     pub get_room_omits_status: bool,
     /// Room and ban endpoints also accept `IM-API-KEY`, as a platform admin: the API key "can
     /// call all APIs" (docs/api.md, API key). On by default; off emulates a deployment that
@@ -394,8 +394,8 @@ pub struct SandboxConfig {
     /// _id, name, cover, description, status, lastMessage and members; whether the live
     /// service shows more is unverified.
     pub room_extra_fields: bool,
-    /// 401s in the flat documented shape `{"error":CODE,"message":..}` (api-key.md, Error
-    /// Handling) instead of the RC envelope of the endpoint pages.
+    /// 401s in the flat documented shape `{"error":CODE,"message":..}` (docs/api.md, API key)
+    /// instead of the RC envelope of the endpoint pages.
     pub flat_401: bool,
     /// Entries kept in the request log ring.
     pub log_capacity: usize,

@@ -1,4 +1,4 @@
-//! The emulated API endpoints and their answers, as the vendor pages in `api/` document them:
+//! The emulated API endpoints and their answers, as the vendor pages document them (docs/api.md):
 //! credentials, permissions, the success and error bodies of each route ([`super::route`]
 //! tells them apart), and where each request meets its seeded fault, the latency and the
 //! per-credential rate limit.
@@ -25,7 +25,7 @@
 //! - Unknown routes and methods: 404 `NOT_FOUND` "Cannot METHOD /path", as Express words it
 //!   (logged with kind `unknown` and counted in the responses).
 //! - 401s carry the endpoint pages' RC envelope; `flat_401` answers the flat shape that
-//!   api-key.md documents (`{"error":"INVALID_API_KEY","message":"The provided API key is
+//!   the API-key section of docs/api.md documents (`{"error":"INVALID_API_KEY","message":"The provided API key is
 //!   invalid or expired"}`; for a token, `INVALID_TOKEN` with the room pages' message).
 //! - The rate limit (`rate_limit`) is a fixed window, or with `rate_limit_burst` a token
 //!   bucket, per credential that authenticated the request ([`super::limit`]); a request no
@@ -79,7 +79,7 @@ fn bad_request(message: &str) -> Response {
     )
 }
 
-/// The flat error shape of api-key.md (Error Handling): `{"error":CODE,"message":..}`.
+/// The flat error shape of docs/api.md (API key): `{"error":CODE,"message":..}`.
 fn flat_error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
@@ -146,7 +146,7 @@ fn client_not_found() -> Response {
     )
 }
 
-/// The documented flat 429 body (api-key.md), no `RC`, no header.
+/// The documented flat 429 body (docs/api.md, Rate limits), no `RC`, no header.
 fn too_many_flat(retry_after: u64) -> Response {
     let body = json!({
         "error": "RATE_LIMIT_EXCEEDED",

@@ -1,4 +1,4 @@
-//! A faithful local emulator of the IMKIT endpoints the runner drives (SPEC §7), with seeded
+//! A faithful local emulator of the IMKIT endpoints the runner drives (docs/behaviour.md §7), with seeded
 //! fault injection, a per-credential rate limit and a control API for tests.
 //!
 //! - `config`: what a sandbox starts with (credentials, rooms, clients, users, faults)
