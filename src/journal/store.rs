@@ -200,10 +200,22 @@ impl Journal {
 
     /// Every snapshot, by room.
     pub fn snapshots(&self) -> Result<HashMap<String, Snapshot>, JournalError> {
-        let err = |e| JournalError::sqlite(&self.path, "read the snapshots", e);
+        self.read_snapshots("snapshots", "read the snapshots", "snapshot")
+    }
+
+    /// The rows of the snapshot table `table` (`snapshots`, `ban_snapshots`), by room; a
+    /// `prior` that is not JSON makes the journal corrupt (`what` names the kind, `action`
+    /// what a failed read was doing).
+    fn read_snapshots(
+        &self,
+        table: &str,
+        action: &'static str,
+        what: &str,
+    ) -> Result<HashMap<String, Snapshot>, JournalError> {
+        let err = |e| JournalError::sqlite(&self.path, action, e);
         let mut st = self
             .conn
-            .prepare("SELECT room, prior, taken_at FROM snapshots")
+            .prepare(&format!("SELECT room, prior, taken_at FROM {table}"))
             .map_err(err)?;
         let mut rows = st.query([]).map_err(err)?;
         let mut out = HashMap::new();
@@ -213,17 +225,12 @@ impl Journal {
             let prior = match prior {
                 Some(p) => Some(
                     serde_json::from_str(&p)
-                        .map_err(|e| self.corrupt(format!("snapshot of {room:?}: {e}")))?,
+                        .map_err(|e| self.corrupt(format!("{what} of {room:?}: {e}")))?,
                 ),
                 None => None,
             };
-            out.insert(
-                room,
-                Snapshot {
-                    prior,
-                    taken_at: r.get(2).map_err(err)?,
-                },
-            );
+            let taken_at = r.get(2).map_err(err)?;
+            out.insert(room, Snapshot { prior, taken_at });
         }
         Ok(out)
     }
@@ -247,30 +254,13 @@ impl Journal {
     /// Every ban-list snapshot, by room: `prior` is `{"banned": [client ids]}`, or `None`
     /// when the list could not be read.
     pub fn ban_snapshots(&self) -> Result<HashMap<String, Snapshot>, JournalError> {
-        let err = |e| JournalError::sqlite(&self.path, "read the ban snapshots", e);
-        if !self.has_ban_snapshots().map_err(err)? {
+        let has = self
+            .has_ban_snapshots()
+            .map_err(|e| JournalError::sqlite(&self.path, "read the ban snapshots", e))?;
+        if !has {
             return Ok(HashMap::new());
         }
-        let mut st = self
-            .conn
-            .prepare("SELECT room, prior, taken_at FROM ban_snapshots")
-            .map_err(err)?;
-        let mut rows = st.query([]).map_err(err)?;
-        let mut out = HashMap::new();
-        while let Some(r) = rows.next().map_err(err)? {
-            let room: String = r.get(0).map_err(err)?;
-            let prior: Option<String> = r.get(1).map_err(err)?;
-            let prior = match prior {
-                Some(p) => Some(
-                    serde_json::from_str(&p)
-                        .map_err(|e| self.corrupt(format!("ban snapshot of {room:?}: {e}")))?,
-                ),
-                None => None,
-            };
-            let taken_at = r.get(2).map_err(err)?;
-            out.insert(room, Snapshot { prior, taken_at });
-        }
-        Ok(out)
+        self.read_snapshots("ban_snapshots", "read the ban snapshots", "ban snapshot")
     }
 
     /// Whether the journal has the `ban_snapshots` table: one written by a build from before
