@@ -22,6 +22,8 @@
 //! - the sandbox's memory per seeded room: its RSS once seeded with OPS rooms (from
 //!   `--seed`) minus its RSS seeded with one room, divided by OPS - 1; and its RSS after the
 //!   OPS-op run;
+//! - the same OPS freezes as a rehearsal (`run --sandbox`, the sandbox in the runner's
+//!   process): time and peak RSS;
 //! - the re-run of a finished 200,000-op job (`examples/rerun_bench`, run as a child).
 //!
 //! The manifests come from `examples/gen_manifest`. Files go to DIR (default: the temp
@@ -470,10 +472,12 @@ fn print_throughput(rows: &[Throughput], answer: Duration) {
     }
 }
 
-/// The other figures, as (label, value) rows.
-fn figures(bin: &Path, o: &Opts) -> Res<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    let mib = |kib: u64| kib as f64 / 1024.0;
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// `validate` of 1,000,000 freeze rows and of 1,000,000 update rows.
+fn validate_figures(bin: &Path, o: &Opts, out: &mut Vec<(String, String)>) -> Res<()> {
     for updates in [false, true] {
         let m = generate(&o.dir, 1_000_000, updates)?;
         let mut c = Command::new(bin);
@@ -492,6 +496,11 @@ fn figures(bin: &Path, o: &Opts) -> Res<Vec<(String, String)>> {
             format!("{:.2} s, peak {:.1} MiB", cost.wall, mib(cost.max_rss_kib)),
         ));
     }
+    Ok(())
+}
+
+/// The sandbox's bytes per seeded room, and the OPS-op run against it.
+fn run_figures(bin: &Path, o: &Opts, out: &mut Vec<(String, String)>) -> Res<()> {
     let one = generate(&o.dir, 1, false)?;
     let empty = Sandbox::start(bin, &one, 0)?.rss_kib();
     let rooms = generate(&o.dir, o.ops, false)?;
@@ -520,7 +529,32 @@ fn figures(bin: &Path, o: &Opts) -> Res<Vec<(String, String)>> {
             mib(sb.rss_kib())
         ),
     ));
-    Ok(out)
+    drop(sb);
+    // The rehearsal: the same job with the sandbox in the runner's process.
+    let journal = o.dir.join("rehearsal.journal");
+    let mut c = Command::new(bin);
+    c.arg("run")
+        .arg(&rooms)
+        .args(["--sandbox", "--action", "freeze", "--rate", "100000/s"])
+        .args([
+            "--progress",
+            "never",
+            "-q",
+            "--concurrency",
+            "64",
+            "--journal",
+        ])
+        .arg(&journal);
+    let cost = measure(&mut c)?;
+    out.push((
+        format!("`run --sandbox` of {} freezes, concurrency 64", o.ops),
+        format!(
+            "{:.1} s, peak RSS {:.1} MiB",
+            cost.wall,
+            mib(cost.max_rss_kib)
+        ),
+    ));
+    Ok(())
 }
 
 /// `rerun_bench 200000`: its line on the re-run of the finished job.
@@ -563,7 +597,9 @@ fn main() -> Res<()> {
     };
     let result = (|| -> Res<()> {
         let rows = throughput(&bin, &o, answer)?;
-        let mut other = figures(&bin, &o)?;
+        let mut other = Vec::new();
+        validate_figures(&bin, &o, &mut other)?;
+        run_figures(&bin, &o, &mut other)?;
         other.push(rerun(&o)?);
         print_throughput(&rows, answer);
         println!("\n| figure | value |\n|---|---|");

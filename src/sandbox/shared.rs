@@ -1,5 +1,6 @@
 //! The state every request shares: the configuration, the world of rooms, clients and bans
-//! (and the one it started as, for reset), the books on requests, the per-credential rate
+//! (and the clients and bans it started with, for reset, which makes the rooms again from the
+//! configuration), the books on requests, the per-credential rate
 //! limiter and the precise latency timer; and the views of them that the control API and
 //! [`super::SandboxHandle`] read. The accept loop builds one [`Shared`] per server; the
 //! handlers reach it through axum's state.
