@@ -163,10 +163,24 @@ impl Journal {
 
     /// Ops per state.
     pub fn counts(&self) -> Result<Counts, JournalError> {
-        let err = |e| JournalError::sqlite(&self.path, "count the ops", e);
+        self.state_counts("ops", "count the ops", "op")
+    }
+
+    /// The ops of `table` (`ops`, `undo_ops`) per state; a state the schema does not know
+    /// makes the journal corrupt (`what` names the kind of op, `action` what a failed read
+    /// was doing).
+    pub(super) fn state_counts(
+        &self,
+        table: &str,
+        action: &'static str,
+        what: &str,
+    ) -> Result<Counts, JournalError> {
+        let err = |e| JournalError::sqlite(&self.path, action, e);
         let mut st = self
             .conn
-            .prepare("SELECT state, count(*) FROM ops GROUP BY state")
+            .prepare(&format!(
+                "SELECT state, count(*) FROM {table} GROUP BY state"
+            ))
             .map_err(err)?;
         let mut rows = st.query([]).map_err(err)?;
         let mut c = Counts::default();
@@ -178,7 +192,7 @@ impl Journal {
                 Some(OpState::Done) => c.done = n,
                 Some(OpState::Failed) => c.failed = n,
                 Some(OpState::Skipped) => c.skipped = n,
-                None => return Err(self.corrupt(format!("unknown op state {state:?}"))),
+                None => return Err(self.corrupt(format!("unknown {what} state {state:?}"))),
             }
         }
         Ok(c)

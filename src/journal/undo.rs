@@ -159,30 +159,7 @@ impl Journal {
     }
 
     fn undo_counts(&self) -> Result<Counts, JournalError> {
-        let err = |e| JournalError::sqlite(self.path(), "count the undo ops", e);
-        let mut st = self
-            .conn()
-            .prepare("SELECT state, count(*) FROM undo_ops GROUP BY state")
-            .map_err(err)?;
-        let mut rows = st.query([]).map_err(err)?;
-        let mut c = Counts::default();
-        while let Some(r) = rows.next().map_err(err)? {
-            let state: String = r.get(0).map_err(err)?;
-            let n = r.get::<_, i64>(1).map_err(err)? as u64;
-            match OpState::parse(&state) {
-                Some(OpState::Pending) => c.pending = n,
-                Some(OpState::Done) => c.done = n,
-                Some(OpState::Failed) => c.failed = n,
-                Some(OpState::Skipped) => c.skipped = n,
-                None => {
-                    return Err(JournalError::Corrupt {
-                        path: self.path().to_path_buf(),
-                        reason: format!("unknown undo op state {state:?}"),
-                    });
-                }
-            }
-        }
-        Ok(c)
+        self.state_counts("undo_ops", "count the undo ops", "undo op")
     }
 
     /// The undo ops not yet final, in order.
