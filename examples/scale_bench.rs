@@ -17,7 +17,8 @@
 //!   bound concurrency / answer time with the share of it reached;
 //! - `validate` of 1,000,000 freeze rows and of 1,000,000 update rows (five fields): time and
 //!   peak RSS;
-//! - a run of OPS freezes (default 200,000; `--full`: 1,000,000) against a sandbox without
+//! - a run of OPS freezes (default 200,000; `--full`: 1,000,000), then of OPS updates of
+//!   the same rooms (five fields each), against a sandbox without
 //!   latency, concurrency 64: time and the runner's peak RSS;
 //! - the sandbox's memory per seeded room: its RSS once seeded with OPS rooms (from
 //!   `--seed`) minus its RSS seeded with one room, divided by OPS - 1; and its RSS after the
@@ -337,20 +338,23 @@ fn generate(dir: &Path, rows: u64, updates: bool) -> Res<PathBuf> {
     Ok(path)
 }
 
-/// A `run` of a freeze list against `url`: the runner's cost.
-fn runner(bin: &Path, manifest: &Path, url: &str, concurrency: u64, dir: &Path) -> Res<Cost> {
+/// A `run` of a freeze list (or of a manifest with an action column, `freezes` false)
+/// against `url`: the runner's cost.
+fn runner(
+    bin: &Path,
+    manifest: &Path,
+    url: &str,
+    concurrency: u64,
+    dir: &Path,
+    freezes: bool,
+) -> Res<Cost> {
     let journal = dir.join(format!("run-{concurrency}-{}.journal", nanos()));
     let mut c = Command::new(bin);
-    c.arg("run")
-        .arg(manifest)
-        .args([
-            "--base-url",
-            url,
-            "--action",
-            "freeze",
-            "--rate",
-            "100000/s",
-        ])
+    c.arg("run").arg(manifest);
+    if freezes {
+        c.args(["--action", "freeze"]);
+    }
+    c.args(["--base-url", url, "--rate", "100000/s"])
         .args(["--progress", "never", "-q", "--concurrency"])
         .arg(concurrency.to_string())
         .arg("--journal")
@@ -419,7 +423,7 @@ fn throughput(bin: &Path, o: &Opts, answer: Duration) -> Res<Vec<Throughput>> {
     let mut rows = Vec::new();
     for _ in 0..o.repeat {
         for concurrency in CONCURRENCIES {
-            let runner = runner(bin, &manifest, &sb.url(), concurrency, &o.dir)?;
+            let runner = runner(bin, &manifest, &sb.url(), concurrency, &o.dir, true)?;
             let oha = oha(&sb.url(), o.throughput_ops, concurrency)?;
             rows.push(Throughput {
                 concurrency,
@@ -516,7 +520,7 @@ fn run_figures(bin: &Path, o: &Opts, out: &mut Vec<(String, String)>) -> Res<()>
             seeded.saturating_sub(empty) as f64 * 1024.0 / (o.ops - 1) as f64
         ),
     ));
-    let cost = runner(bin, &rooms, &sb.url(), 64, &o.dir)?;
+    let cost = runner(bin, &rooms, &sb.url(), 64, &o.dir, true)?;
     out.push((
         format!("run of {} freezes, concurrency 64, no latency", o.ops),
         format!(
@@ -527,6 +531,23 @@ fn run_figures(bin: &Path, o: &Opts, out: &mut Vec<(String, String)>) -> Res<()>
             per_10k(&cost, o.ops),
             mib(cost.max_rss_kib),
             mib(sb.rss_kib())
+        ),
+    ));
+    // The same rooms updated, five fields each (the sandbox's rooms are those of the run
+    // above: `gen_manifest` names them alike).
+    let updates = generate(&o.dir, o.ops, true)?;
+    let cost = runner(bin, &updates, &sb.url(), 64, &o.dir, false)?;
+    out.push((
+        format!(
+            "run of {} updates (5 fields), concurrency 64, no latency",
+            o.ops
+        ),
+        format!(
+            "{:.1} s ({:.0} ops/s), {:.2} CPU-s/10k, runner peak RSS {:.1} MiB",
+            cost.wall,
+            rate(&cost, o.ops),
+            per_10k(&cost, o.ops),
+            mib(cost.max_rss_kib),
         ),
     ));
     drop(sb);
