@@ -48,7 +48,7 @@
 //!   snapshot of the room was already on record.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -62,7 +62,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{Attempt, Outcome, Reach, Unreached};
 use crate::budget::Budget;
 use crate::journal::{JournalOp, OpRecord, OpState};
-use crate::op::{Action, ActionKind, Auth, Credential, LockKey, Op};
+use crate::op::{Action, ActionKind, Auth, Credential, Op};
 use crate::output::Progress;
 use crate::runner::executor::{Executor, Recorder};
 use crate::runner::forecast;
@@ -358,13 +358,26 @@ impl Queues {
     fn new(ops: &[JournalOp], auth: Auth) -> Queues {
         let mut next_in_chain = vec![NONE; ops.len()];
         let mut ready: [BinaryHeap<Reverse<u32>>; 2] = [BinaryHeap::new(), BinaryHeap::new()];
-        let mut last: HashMap<LockKey<'_>, u32> = HashMap::with_capacity(ops.len());
-        for (i, o) in ops.iter().enumerate() {
-            match last.insert(o.op.lock_key(), i as u32) {
-                Some(prev) => next_in_chain[prev as usize] = i as u32,
-                None => ready[cred_index(auth.for_op(&o.op))].push(Reverse(i as u32)),
+        // Chains by sorting indices on (lock key, index): neighbours with one key are
+        // consecutive ops of one chain, in manifest order. 4 bytes an op instead of a map
+        // with a borrowed key per op (issue 15, memory).
+        let mut order: Vec<u32> = (0..ops.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let key = |i: u32| ops[i as usize].op.lock_key();
+            key(a).cmp(&key(b)).then(a.cmp(&b))
+        });
+        let mut prev: Option<u32> = None;
+        for &i in &order {
+            let op = &ops[i as usize].op;
+            match prev {
+                Some(p) if ops[p as usize].op.lock_key() == op.lock_key() => {
+                    next_in_chain[p as usize] = i;
+                }
+                _ => ready[cred_index(auth.for_op(op))].push(Reverse(i)),
             }
+            prev = Some(i);
         }
+        drop(order);
         Queues {
             next_in_chain,
             ready,
