@@ -101,6 +101,10 @@ pub async fn run_job(job: Job, shutdown: Shutdown) -> anyhow::Result<Exit> {
     // that writes and sends nothing.
     let budgets = open_budgets(&job).await?;
     let (journal, pending, before) = open_journal(&job, &schedule)?;
+    // The journal holds the plan now and `pending` what is left of it: against a remote
+    // target nothing reads the manifest's ops again (the in-process sandbox is seeded from
+    // them), so a million-op job does not keep a second copy of every op for the whole run.
+    let job = release_manifest_ops(job);
     let metrics = job
         .metrics_file
         .clone()
@@ -130,6 +134,15 @@ pub async fn run_job(job: Job, shutdown: Shutdown) -> anyhow::Result<Exit> {
         write_metrics(path, journal, label, &result);
     }
     result
+}
+
+/// `job` without its manifest's ops, once they are in the journal, unless the in-process
+/// sandbox still needs them for its seed.
+fn release_manifest_ops(mut job: Job) -> Job {
+    if matches!(job.target, Target::Remote { .. }) {
+        job.manifest.ops = Vec::new();
+    }
+    job
 }
 
 /// A re-run of a finished job: sends nothing and exits with the recorded outcome.
