@@ -101,9 +101,7 @@ pub async fn run_job(job: Job, shutdown: Shutdown) -> anyhow::Result<Exit> {
     // that writes and sends nothing.
     let budgets = open_budgets(&job).await?;
     let (journal, pending, before) = open_journal(&job, &schedule)?;
-    // The journal holds the plan now and `pending` what is left of it: against a remote
-    // target nothing reads the manifest's ops again (the in-process sandbox is seeded from
-    // them), so a million-op job does not keep a second copy of every op for the whole run.
+    // `pending` is the scheduler's copy of the ops: no second copy for the whole run.
     let job = release_manifest_ops(job);
     let metrics = job
         .metrics_file

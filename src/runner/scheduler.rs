@@ -362,10 +362,7 @@ impl Queues {
         // consecutive ops of one chain, in manifest order. 4 bytes an op instead of a map
         // with a borrowed key per op (issue 15, memory).
         let mut order: Vec<u32> = (0..ops.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| {
-            let key = |i: u32| ops[i as usize].op.lock_key();
-            key(a).cmp(&key(b)).then(a.cmp(&b))
-        });
+        order.sort_unstable_by_key(|&i| (ops[i as usize].op.lock_key(), i));
         let mut prev: Option<u32> = None;
         for &i in &order {
             let op = &ops[i as usize].op;
@@ -377,7 +374,6 @@ impl Queues {
             }
             prev = Some(i);
         }
-        drop(order);
         Queues {
             next_in_chain,
             ready,
